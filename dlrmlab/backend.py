@@ -1,0 +1,106 @@
+"""CUDA GPU or Numba's CUDA simulator: decided once, here, before ``numba.cuda`` is imported.
+
+Numba picks the simulator at import time from ``NUMBA_ENABLE_CUDASIM``. We honour that variable when the
+user set it; otherwise we ask the CUDA driver (through cuda-python) whether a GPU exists and switch to the
+simulator when none does, so a laptop without a GPU runs every kernel, slowly, with the same results.
+
+Everything that exists only on a real GPU gets its simulator stand-in in this module (warp primitives,
+``max_registers``); custom PTX lives in :mod:`dlrmlab.intrinsics`, which also picks its stand-ins from
+:data:`SIMULATOR`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+_ENV = "NUMBA_ENABLE_CUDASIM"
+
+
+def _driver_gpu_count() -> int:
+    """Number of CUDA devices the driver sees; 0 when there is no driver or no device."""
+    try:
+        from cuda.bindings import driver
+    except Exception:  # cuda-bindings missing or broken: no way to reach a GPU
+        return 0
+    try:
+        (err,) = driver.cuInit(0)
+        if int(err) != 0:
+            return 0
+        err, count = driver.cuDeviceGetCount()
+        return int(count) if int(err) == 0 else 0
+    except Exception:  # libcuda.so not found (no driver installed)
+        return 0
+
+
+def _decide() -> bool:
+    if _ENV in os.environ:
+        return os.environ[_ENV] not in ("", "0")
+    if "numba.cuda" in sys.modules:  # the user imported numba.cuda first: it has already decided
+        from numba import config
+
+        return bool(config.ENABLE_CUDASIM)
+    if _driver_gpu_count() > 0:
+        return False
+    os.environ[_ENV] = "1"
+    if "numba" in sys.modules:
+        from numba.core import config
+
+        config.reload_config()
+    return True
+
+
+#: True when kernels run in Numba's CUDA simulator (no GPU, or NUMBA_ENABLE_CUDASIM=1).
+SIMULATOR: bool = _decide()
+
+from numba import cuda  # noqa: E402  (must follow the decision above)
+
+
+def mode() -> str:
+    """``"gpu"`` or ``"simulator"``."""
+    return "simulator" if SIMULATOR else "gpu"
+
+
+def describe_mode() -> str:
+    return "no CUDA GPU: simulator mode" if SIMULATOR else "CUDA GPU"
+
+
+def has_gpu() -> bool:
+    return not SIMULATOR and cuda.is_available()
+
+
+def jit(*args: Any, max_registers: int | None = None, **kwargs: Any) -> Callable:
+    """``numba.cuda.jit`` that accepts ``max_registers`` everywhere.
+
+    The simulator rejects the keyword (it has no registers); there the cap is dropped, which changes
+    speed only, never results.
+    """
+    if max_registers is not None and not SIMULATOR:
+        kwargs["max_registers"] = int(max_registers)
+    return cuda.jit(*args, **kwargs)
+
+
+# --- warp primitives -----------------------------------------------------------------------------------
+# The simulator has neither shfl_sync nor syncwarp. Kernels call these names instead; in the simulator
+# syncwarp becomes a block barrier (stronger, so still correct when the whole block calls it) and the
+# shuffle is emulated through the simulator's shared arrays by the caller, so only the GPU path exists.
+
+if SIMULATOR:
+
+    @cuda.jit(device=True)
+    def syncwarp() -> None:
+        cuda.syncthreads()
+
+else:
+
+    @cuda.jit(device=True)
+    def syncwarp() -> None:
+        cuda.syncwarp(0xFFFFFFFF)
+
+
+def synchronize() -> None:
+    """Wait for all queued GPU work (a no-op in the simulator, which runs launches synchronously)."""
+    if not SIMULATOR:
+        cuda.synchronize()

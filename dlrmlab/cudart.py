@@ -1,0 +1,225 @@
+"""Every cuda-python (cuda.bindings) call dlrmlab makes, wrapped once, with its error checked.
+
+Numba owns the CUDA context (the device's primary context); the driver and runtime calls here act on that
+same context. Nothing here is usable in simulator mode: callers check :data:`dlrmlab.backend.SIMULATOR`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+from functools import lru_cache
+from typing import Any
+
+from dlrmlab.errors import DlrmlabError
+
+
+class CudaError(RuntimeError):
+    """A CUDA driver/runtime call failed."""
+
+
+def _check(result: Any, what: str) -> Any:
+    """cuda-python returns ``(err, *values)``; raise on error, return the values."""
+    if not isinstance(result, tuple):
+        result = (result,)
+    err, rest = result[0], result[1:]
+    if int(err) != 0:
+        name = getattr(err, "name", str(err))
+        raise CudaError(f"{what} failed: {name}")
+    if not rest:
+        return None
+    return rest[0] if len(rest) == 1 else rest
+
+
+def _driver():
+    from cuda.bindings import driver
+
+    return driver
+
+
+def _runtime():
+    from cuda.bindings import runtime
+
+    return runtime
+
+
+def _ensure_context() -> None:
+    """Make Numba create/activate the primary context so driver calls have one."""
+    from numba import cuda
+
+    cuda.current_context()
+
+
+@lru_cache(maxsize=8)
+def device_properties(device: int = 0) -> dict:
+    """Properties dlrmlab needs (names follow cudaDeviceProp)."""
+    rt = _runtime()
+    _ensure_context()
+    p = _check(rt.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+    attr = rt.cudaDeviceAttr
+
+    def attribute(name: str) -> int | None:
+        a = getattr(attr, name, None)
+        if a is None:
+            return None
+        err, v = rt.cudaDeviceGetAttribute(a, device)
+        return int(v) if int(err) == 0 else None
+
+    name = p.name.decode() if isinstance(p.name, bytes) else str(p.name)
+    return {
+        "name": name.rstrip("\x00"),
+        "compute_capability": f"{p.major}.{p.minor}",
+        "major": int(p.major),
+        "minor": int(p.minor),
+        "sms": int(p.multiProcessorCount),
+        "l2_bytes": int(p.l2CacheSize),
+        "persisting_l2_max_bytes": int(p.persistingL2CacheMaxSize),
+        "access_policy_max_window_bytes": int(p.accessPolicyMaxWindowSize),
+        "regs_per_sm": int(p.regsPerMultiprocessor),
+        "regs_per_block": int(p.regsPerBlock),
+        "threads_per_sm": int(p.maxThreadsPerMultiProcessor),
+        "threads_per_block": int(p.maxThreadsPerBlock),
+        "blocks_per_sm": int(p.maxBlocksPerMultiProcessor),
+        "smem_per_sm": int(p.sharedMemPerMultiprocessor),
+        "smem_per_block_optin": int(p.sharedMemPerBlockOptin),
+        "smem_reserved_per_block": int(p.reservedSharedMemPerBlock),
+        "warp_size": int(p.warpSize),
+        "global_mem_bytes": int(p.totalGlobalMem),
+        "sm_clock_khz": attribute("cudaDevAttrClockRate"),
+        "mem_clock_khz": attribute("cudaDevAttrMemoryClockRate"),
+        "mem_bus_bits": attribute("cudaDevAttrGlobalMemoryBusWidth"),
+    }
+
+
+def driver_version() -> str:
+    v = _check(_driver().cuDriverGetVersion(), "cuDriverGetVersion")
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def runtime_version() -> str:
+    v = _check(_runtime().cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for pkg in ("numba", "numba-cuda", "cuda-bindings", "numpy", "torch"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    if out["torch"] is None:  # torch used from a checkout or an image without dist-info
+        try:
+            import torch
+
+            out["torch"] = torch.__version__
+        except Exception:
+            pass
+    return out
+
+
+# --- occupancy -------------------------------------------------------------------------------------------
+
+
+def max_active_blocks_per_sm(cufunction: Any, block_threads: int, dynamic_smem: int = 0) -> int:
+    """``cuOccupancyMaxActiveBlocksPerMultiprocessor`` for a compiled kernel's CUfunction handle."""
+    drv = _driver()
+    fn = cufunction if isinstance(cufunction, drv.CUfunction) else drv.CUfunction(int(cufunction))
+    return int(
+        _check(
+            drv.cuOccupancyMaxActiveBlocksPerMultiprocessor(fn, int(block_threads), int(dynamic_smem)),
+            "cuOccupancyMaxActiveBlocksPerMultiprocessor",
+        )
+    )
+
+
+# --- L2 persistence --------------------------------------------------------------------------------------
+
+
+def _cu_stream(stream: Any):
+    drv = _driver()
+    handle = getattr(stream, "handle", stream)
+    handle = getattr(handle, "value", handle)  # ctypes c_void_p from older numba
+    return drv.CUstream(int(handle or 0))
+
+
+def get_persisting_l2_limit() -> int:
+    drv = _driver()
+    _ensure_context()
+    return int(
+        _check(drv.cuCtxGetLimit(drv.CUlimit.CU_LIMIT_PERSISTING_L2_CACHE_SIZE), "cuCtxGetLimit(persisting L2)")
+    )
+
+
+def set_persisting_l2_limit(nbytes: int) -> None:
+    drv = _driver()
+    _ensure_context()
+    _check(
+        drv.cuCtxSetLimit(drv.CUlimit.CU_LIMIT_PERSISTING_L2_CACHE_SIZE, int(nbytes)),
+        "cuCtxSetLimit(persisting L2)",
+    )
+
+
+def reset_persisting_l2() -> None:
+    """Demote every persisting L2 line to normal (cuCtxResetPersistingL2Cache)."""
+    _check(_driver().cuCtxResetPersistingL2Cache(), "cuCtxResetPersistingL2Cache")
+
+
+def set_access_policy_window(
+    stream: Any, base_ptr: int, num_bytes: int, hit_ratio: float, persist: bool = True
+) -> None:
+    """Set (or, with ``num_bytes == 0``, clear) a stream's L2 access-policy window.
+
+    Hits are persisting (or normal when ``persist`` is False), misses streaming.
+    """
+    drv = _driver()
+    v = drv.CUstreamAttrValue()
+    w = v.accessPolicyWindow
+    w.base_ptr = int(base_ptr)
+    w.num_bytes = int(num_bytes)
+    w.hitRatio = float(hit_ratio)
+    prop = drv.CUaccessProperty
+    w.hitProp = prop.CU_ACCESS_PROPERTY_PERSISTING if persist and num_bytes else prop.CU_ACCESS_PROPERTY_NORMAL
+    w.missProp = prop.CU_ACCESS_PROPERTY_STREAMING if num_bytes else prop.CU_ACCESS_PROPERTY_NORMAL
+    v.accessPolicyWindow = w
+    _check(
+        drv.cuStreamSetAttribute(
+            _cu_stream(stream), drv.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW, v
+        ),
+        "cuStreamSetAttribute(access policy window)",
+    )
+
+
+# --- graphs ----------------------------------------------------------------------------------------------
+
+
+def begin_capture(stream: Any) -> None:
+    drv = _driver()
+    _check(
+        drv.cuStreamBeginCapture(
+            _cu_stream(stream), drv.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+        ),
+        "cuStreamBeginCapture",
+    )
+
+
+def end_capture(stream: Any) -> Any:
+    """End a capture; return an instantiated executable graph (CUgraphExec) and its graph."""
+    drv = _driver()
+    graph = _check(drv.cuStreamEndCapture(_cu_stream(stream)), "cuStreamEndCapture")
+    exe = _check(drv.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
+    return exe, graph
+
+
+def graph_launch(exe: Any, stream: Any) -> None:
+    _check(_driver().cuGraphLaunch(exe, _cu_stream(stream)), "cuGraphLaunch")
+
+
+def graph_destroy(exe: Any, graph: Any) -> None:
+    drv = _driver()
+    _check(drv.cuGraphExecDestroy(exe), "cuGraphExecDestroy")
+    _check(drv.cuGraphDestroy(graph), "cuGraphDestroy")
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise DlrmlabError(message)

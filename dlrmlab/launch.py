@@ -1,0 +1,21 @@
+"""Launch heuristics, kept apart from kernel bodies: grid sizes and the simulator's shrunken grids."""
+
+from __future__ import annotations
+
+from dlrmlab import backend
+
+#: The simulator runs one Python thread per CUDA thread: a grid-stride kernel gives identical results
+#: with a couple of blocks, in a fraction of the time.
+SIMULATOR_MAX_BLOCKS = 2
+
+
+def grid(requested: int) -> int:
+    """The grid to launch for a requested size (capped in the simulator)."""
+    requested = max(1, int(requested))
+    return min(requested, SIMULATOR_MAX_BLOCKS) if backend.SIMULATOR else requested
+
+
+def cover(work_items: int, per_block: int, cap: int | None = None) -> int:
+    """Blocks needed to give every work item a slot, optionally capped (grid-stride beyond the cap)."""
+    n = max(1, -(-int(work_items) // int(per_block)))
+    return grid(min(n, cap) if cap else n)

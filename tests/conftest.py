@@ -1,0 +1,28 @@
+"""Markers: ``gpu`` tests are skipped in simulator mode, ``torch`` tests when PyTorch is not importable."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def _torch_importable() -> bool:
+    try:
+        import torch  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from dlrmlab import backend
+
+    if backend.SIMULATOR:
+        skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (running in Numba's CUDA simulator)")
+        for item in items:
+            if item.get_closest_marker("gpu"):
+                item.add_marker(skip_gpu)
+    torch_items = [item for item in items if item.get_closest_marker("torch")]
+    if torch_items and not _torch_importable():
+        skip_torch = pytest.mark.skip(reason="needs PyTorch (not importable)")
+        for item in torch_items:
+            item.add_marker(skip_torch)
