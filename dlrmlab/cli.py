@@ -89,6 +89,8 @@ def workload_describe(args: argparse.Namespace) -> dict:
     from dlrmlab.workload import Workload
 
     stage = _stage_from_args(args)
+    if args.ids is not None and args.ids <= 0:
+        raise DlrmlabError(f"--ids must be positive, got {args.ids}")
     wl = Workload(stage, args.dataset, seed=args.seed)
     ids = wl.ids(args.ids)
     d = {"dataset": args.dataset, "seed": args.seed, **stage.describe(), **hotness.describe(ids)}

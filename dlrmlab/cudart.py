@@ -100,6 +100,13 @@ def runtime_version() -> str:
     return f"{v // 1000}.{(v % 1000) // 10}"
 
 
+def pci_bus_id(device: int = 0) -> str:
+    """The device's PCI bus id (``domain:bus:device.function``), to find the same GPU in NVML/nvidia-smi."""
+    raw = _check(_runtime().cudaDeviceGetPCIBusId(32, int(device)), "cudaDeviceGetPCIBusId")
+    text = raw.decode(errors="replace") if isinstance(raw, bytes | bytearray) else str(raw)
+    return text.split("\x00", 1)[0].strip()
+
+
 def package_versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for pkg in ("numba", "numba-cuda", "cuda-bindings", "numpy", "torch"):
@@ -140,6 +147,11 @@ def _cu_stream(stream: Any):
     handle = getattr(stream, "handle", stream)
     handle = getattr(handle, "value", handle)  # ctypes c_void_p from older numba
     return drv.CUstream(int(handle or 0))
+
+
+def stream_ptr(stream: Any) -> int:
+    """A Numba stream (or raw handle) as the integer ``cudaStream_t`` other libraries take (0: default)."""
+    return int(_cu_stream(stream))
 
 
 def get_persisting_l2_limit() -> int:

@@ -185,8 +185,10 @@ def read_trace(path: str | Path) -> np.ndarray:
     :class:`DlrmlabError` naming its line.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DlrmlabError(f"trace file not found: {path}")
+    if not path.is_file():
+        raise DlrmlabError(f"trace path is not a file: {path}")
     parts, carry, line = [], b"", 1
     with path.open("rb") as f:
         while True:
@@ -211,6 +213,8 @@ def read_trace(path: str | Path) -> np.ndarray:
 def make_stream(dataset: str, seed: int = 0) -> IndexStream:
     """Build the index stream for a dataset name (see module docstring)."""
     name = str(dataset).strip()
+    if int(seed) < 0:
+        raise DlrmlabError(f"seed must be a non-negative integer, got {seed}")
     if name in ("random", "uniform"):
         return UniformStream(name="random", seed=seed)
     if name in REUSE_ALPHA:

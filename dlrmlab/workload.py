@@ -32,6 +32,8 @@ class Pooling:
     b: float = 0
 
     def __post_init__(self) -> None:
+        if not all(np.isfinite([self.a, self.b])) or max(self.a, self.b) > 2**31 - 1:
+            raise DlrmlabError(f"pooling parameters must be finite and below 2**31, got {self.a}, {self.b}")
         if self.kind == "fixed" and (self.a != int(self.a) or self.a <= 0):
             raise DlrmlabError(f"pooling must be a positive integer, got {self.a}")
         if self.kind == "uniform" and not (0 <= self.a <= self.b and self.b > 0):
@@ -53,6 +55,8 @@ class Pooling:
             if s.startswith("poisson:"):
                 return cls("poisson", float(s[8:]))
             return cls("fixed", int(s))
+        except DlrmlabError:
+            raise
         except ValueError:
             raise DlrmlabError(
                 f"bad pooling {spec!r}: expected an integer (e.g. 150), uniform:LO-HI or poisson:MEAN"
@@ -165,8 +169,12 @@ def preset(name: str, **overrides) -> EmbeddingStage:
         raise DlrmlabError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
     stage = PRESETS[name]
     if "tables" in overrides or "rows" in overrides:
-        t = overrides.pop("tables", None) or stage.num_tables
-        r = overrides.pop("rows", None) or stage.embedding_sizes[0]
+        t = overrides.pop("tables", None)
+        r = overrides.pop("rows", None)
+        t = stage.num_tables if t is None else t
+        r = stage.embedding_sizes[0] if r is None else r
+        if int(t) <= 0:
+            raise DlrmlabError(f"number of tables must be positive, got {t}")
         overrides["embedding_sizes"] = (int(r),) * int(t)
     return stage.with_(**overrides) if overrides else stage
 
@@ -255,6 +263,8 @@ class Workload:
         seed: int = 0,
         weighted: bool = False,
     ) -> None:
+        if int(seed) < 0:
+            raise DlrmlabError(f"seed must be a non-negative integer, got {seed}")
         self.stage = preset(stage) if isinstance(stage, str) else stage
         self.stream = make_stream(dataset, seed) if isinstance(dataset, str) else dataset
         self.dataset = dataset if isinstance(dataset, str) else dataset.name
@@ -294,7 +304,7 @@ class Workload:
             ids = self.batch().all_ids()
         else:
             if int(n) <= 0:
-                raise DlrmlabError(f"--ids must be positive, got {n}")
+                raise DlrmlabError(f"number of ids must be positive, got {n}")
             ids = self.stream.take(int(n), self.stage.embedding_sizes[0])
         self.reset()
         return ids
@@ -316,10 +326,11 @@ def cast_table(w: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "float16":
         return np.ascontiguousarray(w, np.float16)
     if dtype == "bfloat16":
-        bits = np.ascontiguousarray(w, np.float32).view(np.uint32)
-        # round to nearest even
-        bits = bits + 0x7FFF + ((bits >> 16) & 1)
-        return (bits >> 16).astype(np.uint16)
+        w32 = np.ascontiguousarray(w, np.float32)
+        bits = w32.view(np.uint32)
+        # round to nearest even; NaNs stay (quiet) NaNs instead of overflowing into inf
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+        return np.where(np.isnan(w32), ((bits >> 16) | 0x0040).astype(np.uint16), rounded)
     raise DlrmlabError(f"unknown table dtype {dtype!r}")
 
 

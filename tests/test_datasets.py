@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +119,7 @@ def test_workload_ids_respect_each_tables_rows():
 # --- calibration of the reuse levels ---------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _paper_top60k(name: str, seed: int) -> float:
     return hotness.top_coverage(Workload("paper", name, seed=seed).ids(), [60_000])[60_000]
 
@@ -303,9 +303,7 @@ def test_paper_low_trace_describe(capsys):
     assert round(d["top_coverage"]["60000"], 3) == 0.487
 
 
-@pytest.mark.skipif(
-    not (REUSE_LOW_TRACE.is_file() and HOT60K_LOW.is_file()), reason="paper traces not available"
-)
+@pytest.mark.skipif(not (REUSE_LOW_TRACE.is_file() and HOT60K_LOW.is_file()), reason="paper traces not available")
 def test_paper_hot_rows_cover_the_top60k_share():
     trace = read_trace(REUSE_LOW_TRACE)
     hot = hotness.read_hot_rows(HOT60K_LOW, rows=500_000)

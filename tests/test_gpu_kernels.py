@@ -1,0 +1,181 @@
+"""GPU tests of the paper kernel family, intrinsics, occupancy and L2 state (run on the device)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dlrmlab import api, reference
+from dlrmlab.workload import Workload, cast_table, preset, table_as_float32
+
+pytestmark = pytest.mark.gpu
+
+
+def _rel(out, ref):
+    return float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30))
+
+
+@pytest.fixture(scope="module")
+def paper_table():
+    """One table of the `paper` shape (500K x 128 fp32) and one batch of 2048 bags x 150 ids."""
+    stage = preset("paper", tables=1)
+    wl = Workload(stage, "medium", seed=3)
+    w = wl.make_tables()[0]
+    tb = wl.batch().tables[0]
+    return w, tb
+
+
+def test_intrinsics_on_gpu():
+    from dlrmlab.backend import cuda
+    from dlrmlab.intrinsics import f32_from_bits, f32_from_f16_bits, load16, prefetch_l1, prefetch_l2_evict_last
+
+    @cuda.jit
+    def k(a, h, out, outh, bits):
+        i = cuda.grid(1)
+        if i == 0:
+            prefetch_l2_evict_last(a, 4)
+            prefetch_l1(a, 8)
+            x = load16(a, 4)
+            for j in range(4):
+                out[j] = x[j]
+            y = load16(h, 8)
+            for j in range(4):
+                outh[2 * j] = f32_from_f16_bits(y[j] & 0xFFFF)
+                outh[2 * j + 1] = f32_from_f16_bits(y[j] >> 16)
+            out[4] = f32_from_bits(bits[0])
+
+    a = np.arange(16, dtype=np.float32) * 1.5
+    h = (np.arange(16, dtype=np.float32) - 3.25).astype(np.float16)
+    out = np.zeros(5, np.float32)
+    outh = np.zeros(8, np.float32)
+    bits = np.array([np.float32(-2.75).view(np.uint32)], np.uint32)
+    k[1, 32](a, h, out, outh, bits)
+    np.testing.assert_array_equal(out[:4], a[4:8])
+    assert out[4] == np.float32(-2.75)
+    np.testing.assert_array_equal(outh, h[8:16].astype(np.float32))
+    sass_or_ptx = next(iter(k.inspect_asm().values()))
+    assert "prefetch.global.L2::evict_last" in sass_or_ptx
+    assert "ld.global.nc.v4.f32" in sass_or_ptx
+
+
+@pytest.mark.parametrize(
+    "variant,params",
+    [
+        ("baseline", {}),
+        ("optmt", {}),
+        ("optmt", {"max_registers": 32}),
+        ("rpf", {"prefetch_distance": 1}),
+        ("rpf", {"prefetch_distance": 4}),
+        ("rpf", {"prefetch_distance": 16}),
+        ("rpf_l1", {}),
+        ("rpf_shared", {"prefetch_distance": 4}),
+        ("optmt_rpf", {}),
+        ("baseline", {"block": (64, 4), "grid": 264}),
+    ],
+)
+def test_paper_variants_match_reference_on_paper_shape(paper_table, variant, params):
+    w, tb = paper_table
+    out = api.embedding_bag(tb.indices, w, tb.offsets, mode="sum", include_last_offset=True, variant=variant, **params)
+    ref = reference.embedding_bag(tb.indices, w, tb.offsets, mode="sum", include_last_offset=True)
+    assert _rel(out.copy_to_host(), ref) <= 1e-6
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("variant", ["baseline", "rpf"])
+def test_half_tables(dtype, variant):
+    rng = np.random.default_rng(5)
+    w32 = rng.standard_normal((20000, 64), dtype=np.float32)
+    w = cast_table(w32, dtype)
+    ids = rng.integers(0, 20000, 4000)
+    off = np.sort(rng.integers(0, 4000, 257))
+    off[0], off[-1] = 0, 4000
+    out = api.embedding_bag(
+        ids, w, off, mode="mean", include_last_offset=True, variant=variant, weight_dtype=dtype
+    ).copy_to_host()
+    ref = reference.embedding_bag(ids, table_as_float32(w, dtype), off, mode="mean", include_last_offset=True)
+    assert _rel(out, ref) <= 1e-6
+
+
+def test_weights_padding_mean_on_gpu():
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((5000, 100), dtype=np.float32)  # width not a multiple of 32
+    ids = rng.integers(0, 50, 3000)  # many padding hits
+    off = np.sort(rng.integers(0, 3000, 300))
+    off[0], off[-1] = 0, 3000
+    psw = rng.random(3000, dtype=np.float32)
+    for variant in ("baseline", "rpf", "rpf_shared", "rpf_l1"):
+        out = api.embedding_bag(ids, w, off, "sum", psw, True, padding_idx=7, variant=variant).copy_to_host()
+        ref = reference.embedding_bag(ids, w, off, "sum", psw, True, padding_idx=7)
+        assert _rel(out, ref) <= 1e-6
+        out = api.embedding_bag(ids, w, off, "mean", None, True, padding_idx=7, variant=variant).copy_to_host()
+        ref = reference.embedding_bag(ids, w, off, "mean", None, True, padding_idx=7)
+        assert _rel(out, ref) <= 1e-6
+
+
+def test_torch_tensors_zero_copy_on_torch_stream():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    w = torch.randn(1000, 128, device="cuda")
+    ids = torch.from_numpy(rng.integers(0, 1000, 600)).cuda()
+    off = torch.arange(0, 601, 6, device="cuda")
+    out = api.embedding_bag(ids, w, off, "sum", include_last_offset=True, stream=torch.cuda.current_stream())
+    ref = torch.nn.functional.embedding_bag(ids, w, off, mode="sum", include_last_offset=True)
+    assert isinstance(out, torch.Tensor) and out.is_cuda
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_occupancy_calculator_matches_driver():
+    from dlrmlab import occupancy
+    from dlrmlab.kernels import paper
+
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((1000, 128), dtype=np.float32)
+    ids = rng.integers(0, 1000, 300)
+    off = np.arange(0, 301, 3)
+    for cap in (None, 32, 64):
+        api.embedding_bag(ids, w, off, "sum", include_last_offset=True, variant="baseline", max_registers=cap)
+        cfg, _ = api.paper_config("baseline", max_registers=cap)
+        k = paper.build(cfg)
+        res = occupancy.kernel_resources(k)
+        assert res["registers"] and (cap is None or res["registers"] <= cap)
+        calc = occupancy.theoretical(res["registers"], 256, res["shared_bytes"])
+        assert calc.blocks_per_sm == occupancy.driver_occupancy(k, 256)
+
+
+def test_persisting_l2_restores_state_on_error():
+    from dlrmlab import cudart
+    from dlrmlab.backend import cuda
+    from dlrmlab.errors import DlrmlabError
+    from dlrmlab.l2window import persisting_l2
+
+    before = cudart.get_persisting_l2_limit()
+    s = cuda.stream()
+    buf = cuda.device_array(1 << 20, np.float32)
+    with pytest.raises(RuntimeError, match="boom"):
+        with persisting_l2(4 << 20) as l2:
+            assert cudart.get_persisting_l2_limit() >= 4 << 20
+            l2.set_window(s, buf.device_ctypes_pointer.value, buf.nbytes, 1.0)
+            raise RuntimeError("boom")
+    assert cudart.get_persisting_l2_limit() == before
+    p = cudart.device_properties()
+    with pytest.raises(DlrmlabError):
+        with persisting_l2(p["persisting_l2_max_bytes"] + 1):
+            pass
+    with pytest.raises(DlrmlabError):
+        with persisting_l2(1 << 20) as l2:
+            l2.set_window(s, buf.device_ctypes_pointer.value, p["access_policy_max_window_bytes"] + 1)
+    assert cudart.get_persisting_l2_limit() == before
+
+
+def test_pin_kernel_then_embedding(paper_table):
+    from dlrmlab import l2pin
+    from dlrmlab.backend import cuda
+
+    w, tb = paper_table
+    hot = l2pin.hot_rows(w.shape[0], k=60000, ids=tb.indices)
+    dw = cuda.to_device(w.reshape(-1))
+    l2pin.pin(dw, w.shape[1], cuda.to_device(hot), 4)
+    cuda.synchronize()
+    out = api.embedding_bag(tb.indices, w, tb.offsets, "sum", include_last_offset=True).copy_to_host()
+    ref = reference.embedding_bag(tb.indices, w, tb.offsets, "sum", include_last_offset=True)
+    assert _rel(out, ref) <= 1e-6
