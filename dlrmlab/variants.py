@@ -1,0 +1,306 @@
+"""dlrmlab's variants, registered with the benchmark harness by name.
+
+Each is a configuration of a kernel skeleton plus what happens around the launch:
+
+* per-table paper family (one launch per table, as PyTorch): ``baseline``, ``optmt``, ``rpf``,
+  ``rpf_l1``, ``rpf_shared``, ``l2p`` (pin kernel + embedding), ``l2window`` (ranked rows + persisting
+  window), ``combined`` (OptMT + RPF + L2P), ``combined_window`` (OptMT + RPF + window);
+* fused (one launch per batch): ``fast``, ``fast_graph`` (CUDA-graph replay), ``fast+l2p``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dlrmlab import api, backend, hotness, l2pin, l2window
+from dlrmlab.backend import cuda
+from dlrmlab.bench.registry import Prepared, register_variant
+from dlrmlab.bench.timing import make_event
+from dlrmlab.errors import DlrmlabError
+from dlrmlab.kernels import paper
+
+HOT_ROWS = 60_000  # the artifact's hot set
+
+
+def _split(params: dict, keys: tuple[str, ...]) -> dict:
+    return {k: params.pop(k) for k in keys if k in params}
+
+
+def _case_counts(case, t: int) -> np.ndarray:
+    """Access counts of table t over all of the case's batches (the workload's frequencies)."""
+    ids = np.concatenate([b.tables[t].indices for b in case.host_batches]).astype(np.int64)
+    return hotness.counts(ids, case.stage.embedding_sizes[t])
+
+
+def _paper_prepare(case, kernel_variant: str, params: dict, around=None) -> Prepared:
+    """Per-table launches of a paper-family kernel; ``around(t, stream)`` runs before table t's launch."""
+    kp = _split(params, ("max_registers", "prefetch", "prefetch_distance", "block", "grid"))
+    cfg, grid = api.paper_config(
+        kernel_variant, dtype=case.dtype, mode=case.mode, weighted=case.weighted, padded=False, **kp
+    )
+    if params:
+        raise DlrmlabError(f"unknown parameters for {kernel_variant}: {', '.join(sorted(params))}")
+    kernel = paper.build(cfg)
+    s, dim = case.stream, case.dim
+    tables = case.dev_tables
+    outs = [cuda.device_array((case.stage.batch_size, dim), np.float32) for _ in tables]
+
+    def launch_table(i: int, t: int) -> None:
+        tb = case.dev_batches[i].tables[t]
+        kernel[grid, cfg.block, s](tables[t], dim, tb.indices, tb.offsets, tb.psw, -1, outs[t])
+
+    def run(i: int) -> None:
+        for t in range(len(tables)):
+            if around is not None:
+                around(t, s)
+            launch_table(i, t)
+
+    def per_kernel(i: int):
+        pairs = []
+        for t in range(len(tables)):
+            if around is not None:
+                around(t, s)
+            e0, e1 = make_event(), make_event()
+            e0.record(s)
+            launch_table(i, t)
+            e1.record(s)
+            pairs.append((e0, e1))
+        return pairs
+
+    def result(i: int) -> list[np.ndarray]:
+        run(i)
+        s.synchronize()
+        return [o.copy_to_host() for o in outs]
+
+    return Prepared(run, result, {**cfg.params(), "grid": grid}, "embedding_bag_paper", per_kernel)
+
+
+def _kernel_variant(name: str):
+    def prepare(case, **params: Any) -> Prepared:
+        return _paper_prepare(case, name, dict(params))
+
+    prepare.__name__ = prepare.__qualname__ = f"prepare_{name}"
+    return prepare
+
+
+def _prepare_l2p(case, kernel_variant: str, params: dict) -> Prepared:
+    """Pin each table's hot rows (evict_last prefetch) right before its embedding kernel (the artifact's
+    order). ``pin_every=N`` pins only on every N-th batch: the cost amortised when the hot set stays."""
+    k = int(params.pop("hot_rows", HOT_ROWS))
+    hot_file = params.pop("hot_file", None)
+    pin_every = int(params.pop("pin_every", 1))
+    if pin_every < 1:
+        raise DlrmlabError(f"pin_every must be >= 1, got {pin_every}")
+    hots = []
+    for t, rows in enumerate(case.stage.embedding_sizes):
+        if hot_file:
+            hot = l2pin.hot_rows(rows, path=hot_file)
+        else:
+            if k > rows:
+                raise DlrmlabError(f"hot set of {k} rows is larger than table {t} ({rows} rows)")
+            c = _case_counts(case, t)
+            order = np.argsort(-c, kind="stable")[:k]
+            hot = order[c[order] > 0].astype(np.int64)
+        hots.append(cuda.to_device(hot))
+    state = {"batch": 0}
+    eb = case.stage.element_bytes if hasattr(case.stage, "element_bytes") else 4
+
+    def around(t: int, s) -> None:
+        if state["batch"] % pin_every == 0:
+            l2pin.pin(case.dev_tables[t], case.dim, hots[t], eb, s)
+        if t == case.num_tables - 1:
+            state["batch"] += 1
+
+    prep = _paper_prepare(case, kernel_variant, params, around)
+    prep.params.update(hot_rows=k if not hot_file else None, hot_file=hot_file, pin_every=pin_every)
+    prep.kernel_regex = "embedding_bag_paper|pin_hot_rows"
+    return prep
+
+
+def _prepare_window(case, kernel_variant: str, params: dict) -> Prepared:
+    """Rows ranked by frequency (tables permuted once, ids remapped), one persisting window per table,
+    the carve-out split across tables by accesses per byte."""
+    budget = params.pop("l2_budget", None)
+    hit_ratio = float(params.pop("hit_ratio", 1.0))
+    lim = l2window.l2_limits()
+    budget = int(budget or lim["persisting_l2_max_bytes"])
+    row_bytes = case.dim * case.stage.element_bytes
+    ranked_tables, remaps, counts = [], [], []
+    for t, rows in enumerate(case.stage.embedding_sizes):
+        c = _case_counts(case, t)
+        order = np.argsort(-c, kind="stable")
+        remap = np.empty_like(order)
+        remap[order] = np.arange(order.size)
+        counts.append(c[order])
+        remaps.append(remap)
+        ranked_tables.append(cuda.to_device(np.ascontiguousarray(case.host_tables[t][order]).reshape(-1)))
+    n_rows = l2window.split_budget(counts, [row_bytes] * case.num_tables, budget)
+    # Remapped ids per batch and table, on the device, built once.
+    ranked_ids = [
+        [cuda.to_device(remaps[t][b.tables[t].indices].astype(b.tables[t].indices.dtype)) for t in range(case.num_tables)]
+        for b in case.host_batches
+    ]
+    ctx = l2window.persisting_l2(budget)
+    l2 = ctx.__enter__()
+    closed = {"done": False}
+
+    def close() -> None:
+        if not closed["done"]:
+            closed["done"] = True
+            ctx.__exit__(None, None, None)
+
+    kp = _split(params, ("max_registers", "prefetch", "prefetch_distance", "block", "grid"))
+    if params:
+        close()
+        raise DlrmlabError(f"unknown parameters: {', '.join(sorted(params))}")
+    try:
+        cfg, grid = api.paper_config(kernel_variant, dtype=case.dtype, mode=case.mode, weighted=case.weighted, **kp)
+        kernel = paper.build(cfg)
+    except Exception:
+        close()
+        raise
+    s, dim = case.stream, case.dim
+    outs = [cuda.device_array((case.stage.batch_size, dim), np.float32) for _ in ranked_tables]
+
+    def launch_table(i: int, t: int) -> None:
+        w = ranked_tables[t]
+        nbytes = min(n_rows[t] * row_bytes, lim["access_policy_max_window_bytes"])
+        l2.set_window(s, w.device_ctypes_pointer.value, nbytes, hit_ratio if nbytes else 0.0)
+        tb = case.dev_batches[i].tables[t]
+        kernel[grid, cfg.block, s](w, dim, ranked_ids[i][t], tb.offsets, tb.psw, -1, outs[t])
+
+    def run(i: int) -> None:
+        for t in range(case.num_tables):
+            launch_table(i, t)
+
+    def per_kernel(i: int):
+        pairs = []
+        for t in range(case.num_tables):
+            e0, e1 = make_event(), make_event()
+            e0.record(s)
+            launch_table(i, t)
+            e1.record(s)
+            pairs.append((e0, e1))
+        return pairs
+
+    def result(i: int) -> list[np.ndarray]:
+        run(i)
+        s.synchronize()
+        return [o.copy_to_host() for o in outs]
+
+    p = {**cfg.params(), "grid": grid, "l2_budget": budget, "hit_ratio": hit_ratio, "window_rows": n_rows[0]}
+    return Prepared(run, result, p, "embedding_bag_paper", per_kernel, close)
+
+
+def _prepare_fast(case, graph: bool = False, pin: bool = False, **params: Any) -> Prepared:
+    from dlrmlab.fast import PackedTables, StageGraph, fused_forward
+
+    hot_k = int(params.pop("hot_rows", 0)) if pin else 0
+    tables = PackedTables.from_arrays(case.host_tables, dtype=case.dtype)
+    s = case.stream
+    nb = case.stage.batch_size * case.num_tables
+    out = cuda.device_array((nb, case.dim), np.float32)
+    mode = case.mode
+
+    def jag(i: int):
+        j = case.dev_batches[i].jagged
+        return (j.indices, j.offsets, j.table_offsets, j.psw if case.weighted else None)
+
+    pin_fn = None
+    if pin:
+        # Hottest rows over all tables, as many as fit in half the L2 (global frequency per byte).
+        l2_bytes = 50 << 20 if backend.SIMULATOR else __import__("dlrmlab.cudart").cudart.device_properties()["l2_bytes"]
+        row_bytes = case.dim * case.stage.element_bytes
+        cnts = [_case_counts(case, t) for t in range(case.num_tables)]
+        k_total = hot_k or (l2_bytes // 2) // row_bytes
+        flat = np.concatenate(cnts)
+        top = np.argsort(-flat, kind="stable")[:k_total]
+        top = top[flat[top] > 0]
+        starts = np.cumsum([0] + [len(c) for c in cnts])
+        # Pin over the packed buffer as one "table" of width dim: global row = table start + row.
+        hot_dev = cuda.to_device(np.sort(top).astype(np.int64))
+        eb = case.stage.element_bytes
+        pin_fn = lambda: l2pin.pin(tables.packed, case.dim, hot_dev, eb, s)  # noqa: E731
+        del starts
+
+    def enqueue(i: int, stream) -> None:
+        if pin_fn is not None:
+            pin_fn()
+        fused_forward(tables, jag(i), mode=mode, out=out, stream=stream, **params)
+
+    graphs = None
+    if graph:
+        graphs = [StageGraph.capture(lambda st, i=i: enqueue(i, st), inputs=[out], stream=s) for i in range(case.n_batches)]
+
+    def run(i: int) -> None:
+        if graphs is not None:
+            graphs[i].replay()
+        else:
+            enqueue(i, s)
+
+    def result(i: int) -> list[np.ndarray]:
+        run(i)
+        s.synchronize()
+        host = out.copy_to_host()
+        b = case.stage.batch_size
+        return [host[t * b : (t + 1) * b] for t in range(case.num_tables)]
+
+    def close() -> None:
+        for g in graphs or []:
+            g.close()
+
+    from dlrmlab.kernels import fused
+
+    cfg = fused.choose(case.dim, case.dtype, mode=mode, weighted=case.weighted, **params)
+    p = {**cfg.params(), "graph": graph, "pin": pin}
+    return Prepared(run, result, p, "embedding_bag_fused|pin_hot_rows", None, close)
+
+
+for _name, _desc in [
+    ("baseline", "PyTorch 2.1's kernel in Numba: block (32, 8), grid 1024, one launch per table"),
+    ("optmt", "baseline with a register cap (OptMT; default 42, the paper's -maxrregcount)"),
+    ("rpf", "baseline with register prefetching (distance 2 by default)"),
+    ("rpf_l1", "baseline with prefetch.global.L1 ahead of use"),
+    ("rpf_shared", "baseline with rows staged in shared memory"),
+    ("optmt_rpf", "OptMT + RPF"),
+]:
+    register_variant(_name, _kernel_variant(_name), _desc)
+
+
+def prepare_l2p(case, **params: Any) -> Prepared:
+    return _prepare_l2p(case, "baseline", dict(params))
+
+
+def prepare_combined(case, **params: Any) -> Prepared:
+    return _prepare_l2p(case, "optmt_rpf", dict(params))
+
+
+def prepare_l2window(case, **params: Any) -> Prepared:
+    return _prepare_window(case, "baseline", dict(params))
+
+
+def prepare_combined_window(case, **params: Any) -> Prepared:
+    return _prepare_window(case, "optmt_rpf", dict(params))
+
+
+def prepare_fast(case, **params: Any) -> Prepared:
+    return _prepare_fast(case, **params)
+
+
+def prepare_fast_graph(case, **params: Any) -> Prepared:
+    return _prepare_fast(case, graph=True, **params)
+
+
+def prepare_fast_l2p(case, **params: Any) -> Prepared:
+    return _prepare_fast(case, pin=True, **params)
+
+
+register_variant("l2p", prepare_l2p, "pin kernel (evict_last prefetch of the 60K hot rows) before each table's kernel")
+register_variant("combined", prepare_combined, "OptMT + RPF + L2P (the paper's combination)")
+register_variant("l2window", prepare_l2window, "frequency-ranked rows + persisting L2 window per table", gpu_only=True)
+register_variant("combined_window", prepare_combined_window, "OptMT + RPF + persisting window", gpu_only=True)
+register_variant("fast", prepare_fast, "fused kernel: all tables in one launch, 16-byte loads, rows in flight")
+register_variant("fast_graph", prepare_fast_graph, "fast, replayed from a CUDA graph", gpu_only=True)
+register_variant("fast+l2p", prepare_fast_l2p, "fast with the hottest rows of all tables pinned in L2 first")

@@ -1,0 +1,154 @@
+"""Every kernel variant against the NumPy reference, through the CUDA simulator on tiny shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dlrmlab import api, reference
+from dlrmlab.backend import cuda
+from dlrmlab.errors import DlrmlabError
+from dlrmlab.fast import PackedTables, fused_forward
+from dlrmlab.kernels import fused
+from dlrmlab.workload import Workload, cast_table, preset, table_as_float32
+
+
+def _rel(out, ref):
+    return float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30))
+
+
+PAPER_VARIANTS = ["baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf"]
+
+
+@pytest.mark.parametrize("variant", PAPER_VARIANTS)
+@pytest.mark.parametrize("index_dtype", ["int32", "int64"])
+def test_paper_variants_tiny(variant, index_dtype):
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((40, 36), dtype=np.float32)  # 36 columns: two chunks of 32, one partial
+    ids = rng.integers(0, 40, 25).astype(index_dtype)
+    off = np.array([0, 4, 4, 11, 25], dtype=index_dtype)  # an empty bag, variable sizes
+    psw = rng.random(25, dtype=np.float32)
+    cases = [("sum", None, None), ("mean", None, 3), ("sum", psw, 5), ("mean", None, None)]
+    for mode, weights, pad in cases:
+        out = api.embedding_bag(ids, w, off, mode, weights, True, pad, variant=variant, prefetch_distance=3)
+        ref = reference.embedding_bag(ids, w, off, mode, weights, True, pad)
+        assert _rel(out.copy_to_host(), ref) <= 1e-6, (mode, pad)
+
+
+def test_api_torch_forms_without_last_offset_and_2d():
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((30, 8), dtype=np.float32)
+    ids = rng.integers(0, 30, 12)
+    out = api.embedding_bag(ids, w, np.array([0, 5, 9]), "mean").copy_to_host()
+    np.testing.assert_allclose(out, reference.embedding_bag(ids, w, np.array([0, 5, 9]), "mean"), rtol=1e-6)
+    out2 = api.embedding_bag(ids.reshape(3, 4), w, mode="sum").copy_to_host()
+    np.testing.assert_allclose(out2, reference.embedding_bag(ids.reshape(3, 4), w, mode="sum"), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"prefetch_distance": 0, "variant": "rpf"}, "prefetch distance"),
+        ({"prefetch_distance": 17, "variant": "rpf"}, "prefetch distance"),
+        ({"max_registers": 8}, "register cap"),
+        ({"max_registers": 300}, "register cap"),
+        ({"variant": "nope"}, "unknown kernel variant"),
+        ({"grid": 0}, "grid"),
+        ({"block": (48, 4)}, "block"),
+        ({"mode": "max"}, "mode"),
+    ],
+)
+def test_api_bad_input_before_launch(kwargs, match):
+    w = np.ones((10, 4), np.float32)
+    kwargs = {"mode": "sum", **kwargs}
+    with pytest.raises(DlrmlabError, match=match):
+        api.embedding_bag(np.array([1, 2]), w, np.array([0, 2]), include_last_offset=True, **kwargs)
+
+
+def test_api_rejects_bad_ids_and_offsets():
+    w = np.ones((10, 4), np.float32)
+    with pytest.raises(DlrmlabError, match="out of range"):
+        api.embedding_bag(np.array([1, 10]), w, np.array([0, 2]), "sum", include_last_offset=True)
+    with pytest.raises(DlrmlabError, match="out of range"):
+        api.embedding_bag(np.array([1, -1]), w, np.array([0, 2]), "sum", include_last_offset=True)
+    with pytest.raises(DlrmlabError, match="non-decreasing"):
+        api.embedding_bag(np.array([1, 2, 3]), w, np.array([0, 2, 1, 3]), "sum", include_last_offset=True)
+    with pytest.raises(DlrmlabError, match="per_sample_weights"):
+        api.embedding_bag(np.array([1]), w, np.array([0, 1]), "mean", np.ones(1, np.float32), True)
+
+
+# --- fused kernel fuzzing ---------------------------------------------------------------------------------
+
+
+def _fused_case(dim, dtype, pooling, tables, weighted, seed):
+    stage = preset("tiny", sparse_feature_size=dim, pooling=pooling, dtype=dtype, tables=tables, rows=300)
+    wl = Workload(stage, "zipf:1.1", seed=seed, weighted=weighted)
+    tabs = wl.make_tables()
+    b = wl.batch()
+    j = b.jagged()
+    dev = (
+        cuda.to_device(j.indices),
+        cuda.to_device(j.offsets),
+        cuda.to_device(j.table_offsets),
+        None if j.per_sample_weights is None else cuda.to_device(j.per_sample_weights),
+    )
+    return tabs, b, dev
+
+
+@pytest.mark.parametrize(
+    "dim,dtype,pooling,tables,weighted,mode,pad,overrides",
+    [
+        (16, "float32", "5", 3, False, "sum", None, {}),
+        (128, "float32", "uniform:0-12", 2, True, "sum", None, {"unroll": 4, "chunk": 8}),
+        (36, "float32", "poisson:6", 4, False, "mean", 7, {"unroll": 3, "chunk": 4}),
+        (6, "float32", "uniform:0-9", 1, False, "sum", None, {}),  # not a multiple of 4: scalar loads
+        (64, "float16", "uniform:1-9", 2, True, "sum", None, {"unroll": 2}),
+        (24, "bfloat16", "poisson:5", 3, False, "mean", None, {"chunk": 5}),
+        (520, "float32", "3", 1, False, "sum", None, {"unroll": 1, "bags_per_block": 2}),  # > 512: 5 vectors
+        (32, "float32", "uniform:0-4", 5, False, "sum", None, {"vector": False}),
+    ],
+)
+def test_fused_matches_reference(dim, dtype, pooling, tables, weighted, mode, pad, overrides):
+    tabs, b, dev = _fused_case(dim, dtype, pooling, tables, weighted, seed=dim)
+    packed = PackedTables.from_arrays(tabs, dtype=dtype)
+    out = fused_forward(packed, dev, mode=mode, padding_idx=pad, **overrides).copy_to_host()
+    ref = np.concatenate(
+        [
+            reference.embedding_bag(
+                tb.indices, table_as_float32(w, dtype), tb.offsets, mode, tb.per_sample_weights, True, pad
+            )
+            for w, tb in zip(tabs, b.tables, strict=True)
+        ]
+    )
+    assert _rel(out, ref) <= 1e-6
+
+
+def test_fused_rejects_mixed_tables_and_bad_config():
+    a = np.zeros((10, 8), np.float32)
+    with pytest.raises(DlrmlabError, match="one width"):
+        PackedTables.from_arrays([a, np.zeros((10, 16), np.float32)])
+    with pytest.raises(DlrmlabError, match="one dtype"):
+        PackedTables.from_arrays([a, np.zeros((10, 8), np.float16)])
+    with pytest.raises(DlrmlabError, match="multiple of 4"):
+        fused.FusedConfig(dim=6, vector=True)
+    with pytest.raises(DlrmlabError, match="unroll"):
+        fused.FusedConfig(dim=8, unroll=0)
+    with pytest.raises(DlrmlabError, match="bags_per_block"):
+        fused.FusedConfig(dim=128, bags_per_block=64)
+    with pytest.raises(DlrmlabError, match="storage"):
+        PackedTables.from_arrays([cast_table(a, "bfloat16")], dtype="float16")
+
+
+def test_fused_rejects_wrong_table_count():
+    tabs, _b, dev = _fused_case(8, "float32", "2", 3, False, seed=1)
+    packed = PackedTables.from_arrays(tabs[:2])
+    with pytest.raises(DlrmlabError, match="tables"):
+        fused_forward(packed, dev)
+
+
+def test_fused_lane_geometry():
+    assert fused.choose(128).lanes == 32 and fused.choose(128).vectors == 1
+    assert fused.choose(512).vectors == 4
+    assert fused.choose(16).lanes == 4 and fused.choose(16).threads == 128
+    assert fused.choose(128, "float16").lanes == 16
+    assert fused.choose(6).vector is False and fused.choose(6).lanes == 8
