@@ -88,7 +88,8 @@ def _kernel_variant(name: str):
 def _prepare_l2p(case, kernel_variant: str, params: dict) -> Prepared:
     """Pin each table's hot rows (evict_last prefetch) right before its embedding kernel (the artifact's
     order). ``pin_every=N`` pins only on every N-th batch: the cost amortised when the hot set stays."""
-    k = int(params.pop("hot_rows", HOT_ROWS))
+    k_given = params.pop("hot_rows", None)
+    k = int(k_given) if k_given is not None else min(HOT_ROWS, min(case.stage.embedding_sizes))
     hot_file = params.pop("hot_file", None)
     pin_every = int(params.pop("pin_every", 1))
     if pin_every < 1:

@@ -179,3 +179,52 @@ def test_pin_kernel_then_embedding(paper_table):
     out = api.embedding_bag(tb.indices, w, tb.offsets, "sum", include_last_offset=True).copy_to_host()
     ref = reference.embedding_bag(tb.indices, w, tb.offsets, "sum", include_last_offset=True)
     assert _rel(out, ref) <= 1e-6
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_fused_paper_shape_and_graph_replay(dtype):
+    from dlrmlab.backend import cuda
+    from dlrmlab.errors import DlrmlabError
+    from dlrmlab.fast import PackedTables, StageGraph, fused_forward
+
+    stage = preset("paper", tables=3, dtype=dtype)
+    wl = Workload(stage, "zipf:1.05", seed=4)
+    tabs = wl.make_tables()
+    b = wl.batch()
+    j = b.jagged()
+    dev = tuple(cuda.to_device(x) for x in (j.indices, j.offsets, j.table_offsets)) + (None,)
+    packed = PackedTables.from_arrays(tabs, dtype=dtype)
+    out = fused_forward(packed, dev, mode="sum")
+    ref = np.concatenate(
+        [
+            reference.embedding_bag(tb.indices, table_as_float32(w, dtype), tb.offsets, "sum", None, True)
+            for w, tb in zip(tabs, b.tables, strict=True)
+        ]
+    )
+    assert _rel(out.copy_to_host(), ref) <= 1e-6
+    out2 = cuda.device_array_like(out)
+    g = StageGraph.capture(lambda s: fused_forward(packed, dev, out=out2, stream=s), inputs=[out2])
+    out2.copy_to_device(np.full(out2.shape, np.nan, np.float32))
+    g.replay([out2])
+    g.stream.synchronize()
+    assert _rel(out2.copy_to_host(), ref) <= 1e-6
+    with pytest.raises(DlrmlabError, match="reallocated"):
+        g.replay([cuda.device_array_like(out2)])
+    g.close()
+
+
+def test_fused_misaligned_falls_back_to_scalar():
+    from dlrmlab.backend import cuda
+    from dlrmlab.fast import PackedTables, fused_forward
+
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((100, 32), dtype=np.float32)
+    buf = cuda.to_device(np.concatenate([[0.0], w.reshape(-1)]).astype(np.float32))
+    packed = PackedTables.from_arrays([w])
+    packed.packed = buf[1:]  # 4-byte offset: 16-byte loads would be misaligned
+    assert not packed.vector_ok()
+    ids = rng.integers(0, 100, 40)
+    off = np.arange(0, 41, 4)
+    dev = (cuda.to_device(ids), cuda.to_device(off), cuda.to_device(np.array([0, 10])), None)
+    out = fused_forward(packed, dev).copy_to_host()
+    assert _rel(out, reference.embedding_bag(ids, w, off, "sum", None, True)) <= 1e-6
