@@ -119,14 +119,99 @@ def _workload(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from dlrmlab.reproduce import reproduce
 
-    return reproduce(out=args.out, quiet=args.quiet)
+    split = lambda v: [x for x in v.split(",") if x] if v else None  # noqa: E731
+    return reproduce(
+        out=args.out, quiet=args.quiet, datasets=split(args.datasets), variants=split(args.variants),
+        repeats=args.repeats, repeat_runs=args.repeat_runs,
+    )
+
+
+# --- profile ---------------------------------------------------------------------------------------------
+
+
+@_command("profile")
+def _profile(args: argparse.Namespace) -> int:
+    from dlrmlab.bench import ncu
+
+    df = ncu.profile_variant(
+        args.variant, args.dataset, args.preset, args.seed, args.kernel_regex, args.launch_skip, args.launch_count
+    )
+    print(ncu.format_summary(df))
+    path = ncu.append_csv(df, ncu.profile_csv_path(args.out, args.variant, args.dataset))
+    print(f"\nappended {len(df)} row(s) to {path}")
+    return 0
+
+
+# --- bench -----------------------------------------------------------------------------------------------
+
+
+def _names(text: str | None) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def _list_variants() -> int:
+    from dlrmlab import backend
+    from dlrmlab.bench.registry import variants
+
+    for spec in variants():
+        where = " [GPU only]" if spec.gpu_only else ""
+        print(f"{spec.name:18s} {spec.description}{where}")
+    if backend.SIMULATOR:
+        print("(simulator mode: GPU-only variants cannot run here)")
+    return 0
+
+
+@_command("bench")
+def _bench(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list_variants()
+    from dlrmlab import backend
+    from dlrmlab.bench import harness
+
+    variants, datasets = _names(args.variant), _names(args.dataset)
+    if not variants:
+        raise DlrmlabError("--variant is required (dlrmlab bench --list shows the variants)")
+    if not datasets:
+        raise DlrmlabError("--dataset is required: random, low, medium, high, zipf:ALPHA or trace:PATH")
+    if args.preset == "auto":
+        args.preset = "tiny" if backend.SIMULATOR else "paper"
+    res = harness.run_bench(
+        variants,
+        datasets,
+        _stage_from_args(args),
+        seed=args.seed,
+        n_batches=args.batches,
+        weighted=args.weighted,
+        mode=args.mode,
+        repeats=args.repeats,
+        warmup_s=args.warmup,
+        cold_l2=args.cold_l2,
+        include_torch=not args.no_torch,
+        repeat_runs=args.repeat_runs,
+        out=args.out,
+        progress=not args.quiet,
+    )
+    rows = res.rows
+    notes = []
+    if not args.no_torch and harness.BASELINE not in set(rows["variant"]):
+        notes.append("torch is not usable here: no speedup_vs_torch")
+    if args.json:
+        print(rows.to_json(orient="records"))
+        notes += [harness.SIMULATOR_NOTICE] if backend.SIMULATOR else []
+    else:
+        print(harness.format_table(rows))
+        notes.append(f"appended {len(rows)} row(s) to {args.out}/bench.csv, per-run times to {args.out}/bench_runs.csv")
+    for n in notes:
+        print(n, file=sys.stderr if args.json else sys.stdout)
+    return 0 if rows["correct"].astype(bool).all() else 1
 
 
 # --- parser ----------------------------------------------------------------------------------------------
 
 
 def _add_shape(p: argparse.ArgumentParser, default_preset: str) -> None:
-    p.add_argument("--preset", default=default_preset, help="stage shape: paper or tiny (default %(default)s)")
+    auto = "; auto: paper on a GPU, tiny in the simulator" if default_preset == "auto" else ""
+    p.add_argument("--preset", default=default_preset, help=f"stage shape: paper or tiny (default %(default)s{auto})")
     p.add_argument("--rows", type=int, help="rows per table")
     p.add_argument("--tables", type=int, help="number of tables")
     p.add_argument("--batch", type=int, help="batch size")
@@ -153,6 +238,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="the main job: reproduce the paper's measurements")
     p.add_argument("--out", default="results", help="results directory (default %(default)s)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--datasets", help="comma-separated (default: random,low,medium,high,zipf:1.05,zipf:1.15)")
+    p.add_argument("--variants", help="comma-separated (default: every usable variant)")
+    p.add_argument("--repeats", type=int, help="timed rounds per comparison")
+    p.add_argument("--repeat-runs", type=int, default=1, help="repeat each whole comparison K times")
+
+    p = sub.add_parser("profile", help="warp stalls and occupancy of a variant's kernels, from Nsight Compute")
+    p.add_argument("--variant", required=True, help="a registered variant (e.g. torch)")
+    p.add_argument("--dataset", required=True, help="random, low, medium, high, zipf:ALPHA or trace:PATH")
+    p.add_argument("--preset", default="paper", help="stage shape: paper or tiny (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results", help="where profile_<variant>_<dataset>.csv goes (default %(default)s)")
+    p.add_argument("--kernel-regex", help="kernel-name regex for ncu (default: the variant's kernels)")
+    p.add_argument("--launch-skip", type=int, default=2, help="matching launches to skip (default %(default)s)")
+    p.add_argument("--launch-count", type=int, default=1, help="matching launches to profile (default %(default)s)")
+
+    p = sub.add_parser(
+        "bench",
+        help="time variants against torch, interleaved, after a correctness check",
+        description="Check each variant against the NumPy reference, then time it interleaved with torch "
+        "(CUDA events around the whole stage). Exit status 1 if a variant is incorrect.",
+    )
+    p.add_argument("--variant", help="variant name(s), comma-separated (see --list)")
+    p.add_argument("--dataset", help="dataset name(s), comma-separated: random, low, medium, high, zipf:A, trace:P")
+    _add_shape(p, "auto")
+    p.add_argument("--mode", default="sum", choices=("sum", "mean", "max"), help="pooling mode (default %(default)s)")
+    p.add_argument("--weighted", action="store_true", help="per-sample weights (mode sum)")
+    p.add_argument("--out", default="results", help="results directory, appended to (default %(default)s)")
+    p.add_argument("--cold-l2", action="store_true", help="evict L2 before every timed run (outside the timing)")
+    p.add_argument("--repeats", type=int, help="timed rounds per comparison (default 50; 2 in the simulator)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds (default 0.3; 0 in the simulator)")
+    p.add_argument("--batches", type=int, default=4, help="distinct batches rotated through runs (default %(default)s)")
+    p.add_argument("--repeat-runs", type=int, default=1, help="repeat the whole comparison K times (default 1)")
+    p.add_argument("--no-torch", action="store_true", help="do not add the torch baseline")
+    p.add_argument("--json", action="store_true", help="print the result rows as JSON records")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--list", action="store_true", help="list the registered variants and exit")
 
     return ap
 

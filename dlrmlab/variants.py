@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dlrmlab import api, backend, hotness, l2pin, l2window
+from dlrmlab import api, hotness, l2pin, l2window
 from dlrmlab.backend import cuda
 from dlrmlab.bench.registry import Prepared, register_variant
 from dlrmlab.bench.timing import make_event
@@ -106,7 +106,7 @@ def _prepare_l2p(case, kernel_variant: str, params: dict) -> Prepared:
             hot = order[c[order] > 0].astype(np.int64)
         hots.append(cuda.to_device(hot))
     state = {"batch": 0}
-    eb = case.stage.element_bytes if hasattr(case.stage, "element_bytes") else 4
+    eb = case.stage.element_bytes
 
     def around(t: int, s) -> None:
         if state["batch"] % pin_every == 0:
@@ -129,7 +129,7 @@ def _prepare_window(case, kernel_variant: str, params: dict) -> Prepared:
     budget = int(budget or lim["persisting_l2_max_bytes"])
     row_bytes = case.dim * case.stage.element_bytes
     ranked_tables, remaps, counts = [], [], []
-    for t, rows in enumerate(case.stage.embedding_sizes):
+    for t in range(case.num_tables):
         c = _case_counts(case, t)
         order = np.argsort(-c, kind="stable")
         remap = np.empty_like(order)
@@ -140,7 +140,7 @@ def _prepare_window(case, kernel_variant: str, params: dict) -> Prepared:
     n_rows = l2window.split_budget(counts, [row_bytes] * case.num_tables, budget)
     # Remapped ids per batch and table, on the device, built once.
     ranked_ids = [
-        [cuda.to_device(remaps[t][b.tables[t].indices].astype(b.tables[t].indices.dtype)) for t in range(case.num_tables)]
+        [cuda.to_device(remaps[t][tb.indices].astype(tb.indices.dtype)) for t, tb in enumerate(b.tables)]
         for b in case.host_batches
     ]
     ctx = l2window.persisting_l2(budget)
@@ -211,20 +211,16 @@ def _prepare_fast(case, graph: bool = False, pin: bool = False, **params: Any) -
 
     pin_fn = None
     if pin:
-        # Hottest rows over all tables, as many as fit in half the L2 (global frequency per byte).
-        l2_bytes = 50 << 20 if backend.SIMULATOR else __import__("dlrmlab.cudart").cudart.device_properties()["l2_bytes"]
+        # The hottest rows of all tables (global frequency), as many as fit in half of L2; pinned over the
+        # packed buffer, where table t's row r is packed row offset(t) + r.
+        from dlrmlab.occupancy import device_limits
+
         row_bytes = case.dim * case.stage.element_bytes
-        cnts = [_case_counts(case, t) for t in range(case.num_tables)]
-        k_total = hot_k or (l2_bytes // 2) // row_bytes
-        flat = np.concatenate(cnts)
+        k_total = hot_k or (device_limits().get("l2_bytes", 50 << 20) // 2) // row_bytes
+        flat = np.concatenate([_case_counts(case, t) for t in range(case.num_tables)])
         top = np.argsort(-flat, kind="stable")[:k_total]
-        top = top[flat[top] > 0]
-        starts = np.cumsum([0] + [len(c) for c in cnts])
-        # Pin over the packed buffer as one "table" of width dim: global row = table start + row.
-        hot_dev = cuda.to_device(np.sort(top).astype(np.int64))
-        eb = case.stage.element_bytes
-        pin_fn = lambda: l2pin.pin(tables.packed, case.dim, hot_dev, eb, s)  # noqa: E731
-        del starts
+        hot_dev = cuda.to_device(np.sort(top[flat[top] > 0]).astype(np.int64))
+        pin_fn = lambda: l2pin.pin(tables.packed, case.dim, hot_dev, case.stage.element_bytes, s)  # noqa: E731
 
     def enqueue(i: int, stream) -> None:
         if pin_fn is not None:
@@ -233,7 +229,9 @@ def _prepare_fast(case, graph: bool = False, pin: bool = False, **params: Any) -
 
     graphs = None
     if graph:
-        graphs = [StageGraph.capture(lambda st, i=i: enqueue(i, st), inputs=[out], stream=s) for i in range(case.n_batches)]
+        graphs = [
+            StageGraph.capture(lambda st, i=i: enqueue(i, st), inputs=[out], stream=s) for i in range(case.n_batches)
+        ]
 
     def run(i: int) -> None:
         if graphs is not None:
@@ -298,7 +296,7 @@ def prepare_fast_l2p(case, **params: Any) -> Prepared:
     return _prepare_fast(case, pin=True, **params)
 
 
-register_variant("l2p", prepare_l2p, "pin kernel (evict_last prefetch of the 60K hot rows) before each table's kernel")
+register_variant("l2p", prepare_l2p, "pin kernel (evict_last prefetch of 60K hot rows) before each table's kernel")
 register_variant("combined", prepare_combined, "OptMT + RPF + L2P (the paper's combination)")
 register_variant("l2window", prepare_l2window, "frequency-ranked rows + persisting L2 window per table", gpu_only=True)
 register_variant("combined_window", prepare_combined_window, "OptMT + RPF + persisting window", gpu_only=True)

@@ -1,0 +1,59 @@
+"""The program ncu profiles: one variant on one workload, a few batches, then exit.
+
+``python -m dlrmlab.bench.ncu_target --variant NAME --dataset NAME --preset P [--seed S]``
+
+It runs the same :class:`~dlrmlab.bench.case.BenchCase` and ``Prepared.run`` the timing harness runs, so
+what ncu sees is what the benchmark measured. Several batches run so that ``--launch-skip`` can pass over
+the first launches; the batches rotate, as in the harness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dlrmlab.errors import DlrmlabError
+
+
+def run_target(
+    variant: str, dataset: str, preset: str = "paper", seed: int = 0, iters: int = 8, n_batches: int = 4
+) -> str | None:
+    """Prepare ``variant``, run ``iters`` batches, synchronize; return its kernel-name regex."""
+    from dlrmlab.backend import cuda
+    from dlrmlab.bench.case import BenchCase
+    from dlrmlab.bench.registry import prepare_variant
+
+    if iters < 1 or n_batches < 1:
+        raise DlrmlabError(f"need iters >= 1 and n_batches >= 1, got {iters} and {n_batches}")
+    case = BenchCase.create(preset, dataset, seed=seed, n_batches=n_batches)
+    prepared = prepare_variant(variant, case)
+    try:
+        for i in range(iters):
+            prepared.run(i % n_batches)
+        cuda.synchronize()
+    finally:
+        prepared.close()
+    return prepared.kernel_regex
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dlrmlab.bench.ncu_target", description=__doc__.splitlines()[0])
+    ap.add_argument("--variant", required=True)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--preset", default="paper")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--iters", type=int, default=8, help="batches to run (default %(default)s)")
+    ap.add_argument("--n-batches", type=int, default=4, help="distinct batches, rotated (default %(default)s)")
+    args = ap.parse_args(argv)
+    try:
+        regex = run_target(args.variant, args.dataset, args.preset, args.seed, args.iters, args.n_batches)
+    except DlrmlabError as e:
+        print(f"ncu_target: error: {e}", file=sys.stderr)
+        return 2
+    print(f"ncu_target: ran {args.iters} batches of {args.variant}; kernel_regex={regex}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

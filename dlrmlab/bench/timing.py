@@ -1,0 +1,303 @@
+"""Timing primitives: CUDA events on a stream, warm-up, L2 flushing, copy bandwidth, queued-ahead launches.
+
+Three different times are measured, and they answer different questions:
+
+* stage time (``stage_ms``): CUDA events recorded on the stream before and after the whole stage, the
+  stream idle before the first event and synchronized after the last one. This is what a serving system
+  sees per request, launch overhead included when the host issues launches slower than the GPU runs them.
+* host time (``host_ms``): ``time.perf_counter`` around the call that enqueues the stage, no sync: the
+  Python/launch cost.
+* kernel time (``kernel_ms``): the sum of event pairs around each launch, in separate runs queued ahead
+  behind a GPU delay kernel so that no launch waits for the host: pure GPU time of the launches.
+
+In simulator mode there are no CUDA events; :class:`HostEvent` stands in (the simulator runs launches
+synchronously, so it measures simulated-kernel host time), and nothing measured is meaningful as speed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from numba import uint32
+
+from dlrmlab import backend
+from dlrmlab.backend import cuda
+
+#: GPU defaults: the GPU idles at 375 MHz and needs a few hundred ms of work to boost.
+GPU_WARMUP_S = 0.3
+GPU_REPEATS = 50
+#: Simulator defaults: enough to run every code path, nothing more.
+SIM_WARMUP_S = 0.0
+SIM_REPEATS = 2
+
+
+class HostEvent:
+    """Stand-in for a CUDA event in simulator mode (same methods; host clock)."""
+
+    def __init__(self) -> None:
+        self.t: float | None = None
+
+    def record(self, stream: Any = 0) -> None:
+        self.t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        pass
+
+    def query(self) -> bool:
+        return True
+
+    def elapsed_time(self, end: HostEvent) -> float:
+        if self.t is None or end.t is None:
+            raise RuntimeError("event not recorded")
+        return (end.t - self.t) * 1e3
+
+
+def make_event() -> Any:
+    """A timing event: ``cuda.event(timing=True)`` on a GPU, :class:`HostEvent` in the simulator."""
+    return HostEvent() if backend.SIMULATOR else cuda.event(timing=True)
+
+
+def elapsed_ms(start: Any, end: Any) -> float:
+    return float(start.elapsed_time(end))
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """Median and spread of run times (NaN when there are none)."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return {k: math.nan for k in ("median", "min", "p10", "p90", "max")} | {"n": 0}
+    return {
+        "median": float(np.median(a)),
+        "min": float(a.min()),
+        "p10": float(np.percentile(a, 10)),
+        "p90": float(np.percentile(a, 90)),
+        "max": float(a.max()),
+        "n": int(a.size),
+    }
+
+
+def default_repeats(repeats: int | None, warmup_s: float | None) -> tuple[int, float]:
+    """Resolve ``None`` to the GPU defaults, or to tiny ones in simulator mode."""
+    sim = backend.SIMULATOR
+    r = (SIM_REPEATS if sim else GPU_REPEATS) if repeats is None else int(repeats)
+    w = (SIM_WARMUP_S if sim else GPU_WARMUP_S) if warmup_s is None else float(warmup_s)
+    return r, w
+
+
+class StageTimer:
+    """Times one enqueue of a stage: events around it on the stream, host clock around the call."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.start, self.end = make_event(), make_event()
+
+    def __call__(self, run: Callable[[int], None], i: int) -> tuple[float, float]:
+        """Return ``(stage_ms, host_ms)``. The stream must be idle (previous work synchronized)."""
+        self.start.record(self.stream)
+        t0 = time.perf_counter()
+        run(i)
+        t1 = time.perf_counter()
+        self.end.record(self.stream)
+        self.end.synchronize()
+        return elapsed_ms(self.start, self.end), (t1 - t0) * 1e3
+
+
+def warm_up(runs: Sequence[Callable[[], None]], stream: Any, seconds: float) -> int:
+    """Run ``runs`` round-robin, synchronizing after each, for ``seconds`` (at least one pass if > 0).
+
+    Raises clocks from idle and gets one-time costs (JIT, allocator growth) out of the timed runs.
+    """
+    if seconds <= 0 or not runs:
+        return 0
+    n, t0 = 0, time.perf_counter()
+    while True:
+        for run in runs:
+            run()
+            stream.synchronize()
+            n += 1
+        if time.perf_counter() - t0 >= seconds:
+            return n
+
+
+# --- kernels used by the harness ---------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _flush_kernel():
+    @cuda.jit
+    def flush_l2(buf):
+        i = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        while i < buf.shape[0]:
+            buf[i] += uint32(1)  # read and write every line: evicts whatever L2 held
+            i += stride
+
+    return flush_l2
+
+
+@lru_cache(maxsize=1)
+def _sleep_kernel():
+    @cuda.jit
+    def gpu_sleep(n):
+        for _ in range(n):
+            cuda.nanosleep(uint32(1000))
+
+    return gpu_sleep
+
+
+class L2Flusher:
+    """Evicts L2 between timed runs: reads and writes a buffer of twice the L2 size (on the stream)."""
+
+    def __init__(self, stream: Any, nbytes: int | None = None) -> None:
+        self.stream = stream
+        if nbytes is None:
+            if backend.SIMULATOR:
+                nbytes = 256  # the simulator has no L2: exercise the code path only
+            else:
+                from dlrmlab import cudart
+
+                nbytes = 2 * int(cudart.device_properties()["l2_bytes"])
+        self.nbytes = int(nbytes)
+        self.buf = cuda.device_array(max(1, self.nbytes // 4), np.uint32)
+        self.grid, self.block = (1, 64) if backend.SIMULATOR else (1024, 256)
+        self._launch: Any = None
+
+    def enqueue(self) -> None:
+        """Enqueue the flush on the stream (no wait): between queued-ahead per-kernel runs."""
+        if self._launch is None:
+            self._launch = _flush_kernel()[self.grid, self.block, self.stream]
+        self._launch(self.buf)
+
+    def flush(self) -> None:
+        """Enqueue the flush and wait for it, so it stays out of the next timed region."""
+        self.enqueue()
+        self.stream.synchronize()
+
+
+class GpuDelay:
+    """Holds a stream busy for a while, so launches enqueued behind it queue up on the GPU.
+
+    Used for per-kernel timing: when the GPU is still sleeping after the host has issued every launch,
+    no event pair can include host launch latency (checked with an event query, reported per row).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.us_per_iter: float | None = None
+        self._launch: Any = None
+
+    def _launcher(self) -> Any:
+        if self._launch is None:
+            with warnings.catch_warnings():  # one thread on purpose: not a low-occupancy mistake
+                warnings.filterwarnings("ignore", message="Grid size")
+                self._launch = _sleep_kernel()[1, 1, self.stream]
+        return self._launch
+
+    def calibrate(self) -> float:
+        launch = self._launcher()
+        launch(1)  # compile outside the timed launch
+        self.stream.synchronize()
+        start, end = make_event(), make_event()
+        n = 200
+        start.record(self.stream)
+        launch(n)
+        end.record(self.stream)
+        end.synchronize()
+        self.us_per_iter = max(elapsed_ms(start, end) * 1e3 / n, 0.05)
+        return self.us_per_iter
+
+    def enqueue(self, ms: float) -> None:
+        if backend.SIMULATOR:
+            return
+        if self.us_per_iter is None:
+            self.calibrate()
+        n = int(min(max(math.ceil(ms * 1e3 / self.us_per_iter), 1), 2_000_000))
+        self._launcher()(n)
+
+
+_COPY_GBPS: float | None = None
+
+
+def copy_bandwidth_gbps(nbytes: int | None = None, repeats: int = 10) -> float:
+    """Device-to-device copy bandwidth, (bytes read + written) / time, in GB/s; measured once per process.
+
+    The practical ceiling for a memory-bound kernel: effective bandwidth is reported as a fraction of it.
+    """
+    global _COPY_GBPS
+    if _COPY_GBPS is not None and nbytes is None:
+        return _COPY_GBPS
+    n = int(nbytes or (1 << 20 if backend.SIMULATOR else 512 << 20))
+    src = cuda.device_array(n, np.uint8)
+    dst = cuda.device_array(n, np.uint8)
+    stream = cuda.stream()
+    for _ in range(3):
+        dst.copy_to_device(src, stream=stream)
+    stream.synchronize()
+    start, end = make_event(), make_event()
+    times = []
+    for _ in range(int(repeats)):
+        start.record(stream)
+        dst.copy_to_device(src, stream=stream)
+        end.record(stream)
+        end.synchronize()
+        times.append(elapsed_ms(start, end))
+    ms = float(np.median(times))
+    gbps = 2 * n / (ms * 1e-3) / 1e9 if ms > 0 else math.nan
+    del src, dst
+    if nbytes is None:
+        _COPY_GBPS = gbps
+    return gbps
+
+
+def time_kernels(
+    per_kernel: Callable[[int], Sequence[tuple[Any, Any]]],
+    stream: Any,
+    batches: Sequence[int],
+    host_ms_hint: float,
+    delay: GpuDelay | None = None,
+    max_pending: int = 256,
+    before: Callable[[], None] | None = None,
+) -> tuple[list[float], int, bool | None]:
+    """Per-launch GPU time of the stage, summed per run, for each batch index in ``batches``.
+
+    Runs are issued in chunks behind a :class:`GpuDelay` long enough (from ``host_ms_hint``, the stage's
+    host issue time) for the host to queue the whole chunk; chunks are at most ``max_pending`` events
+    plus launches, below the driver's queue depth. Returns ``(kernel_ms per run, launches per run,
+    queued_ahead)`` where ``queued_ahead`` is whether the GPU was still in the delay when the host had
+    issued every chunk (``None`` in the simulator, where it cannot be). ``before`` is enqueued ahead of
+    each run, outside its event pairs (an L2 flush for cold-L2 timing).
+    """
+    delay = delay or GpuDelay(stream)
+    out: list[float] = []
+    launches = 0
+    queued: bool | None = None if backend.SIMULATOR else True
+    todo = list(batches)
+    per_run = 0  # launches per run, unknown until the first run: it goes alone
+    while todo:
+        chunk = max(1, max_pending // (3 * per_run + 1)) if per_run else 1
+        part, todo = todo[:chunk], todo[chunk:]
+        # 3x: event records roughly double the enqueue work; plus a fixed margin for Python jitter
+        delay.enqueue(ms=min(3.0 * max(host_ms_hint, 0.01) * len(part) + 2.0, 1000.0))
+        marker = make_event()
+        marker.record(stream)
+        pairs = []
+        for i in part:
+            if before is not None:
+                before()
+            pairs.append(per_kernel(i))
+        if queued is not None:
+            queued = queued and not marker.query()
+        stream.synchronize()
+        for p in pairs:
+            if not p:
+                raise RuntimeError("per_kernel returned no event pairs")
+            out.append(sum(elapsed_ms(s, e) for s, e in p))
+            launches = len(p)
+        per_run = max(per_run, launches)
+    return out, launches, queued

@@ -1,0 +1,173 @@
+"""The baseline: ``torch.nn.functional.embedding_bag``, one call per table, as PyTorch users write it.
+
+On a GPU it reads the case's own device arrays (zero-copy through ``__cuda_array_interface__``) and runs
+on the case's stream (``torch.cuda.ExternalStream``), so it is timed exactly like every Numba variant. In
+simulator mode it runs on the CPU from the host arrays, so CI still checks its results.
+
+Registered only when torch can be found; it is imported when the variant is prepared, not before.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from contextlib import nullcontext
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from dlrmlab import backend
+from dlrmlab.bench.registry import Prepared, register_variant
+from dlrmlab.bench.timing import make_event
+from dlrmlab.errors import DlrmlabError
+
+#: PyTorch's forward kernels: EmbeddingBag_updateOutputKernel_sum_mean / _max
+TORCH_KERNEL_REGEX = "EmbeddingBag_updateOutputKernel"
+
+
+@lru_cache(maxsize=1)
+def torch_usable() -> bool:
+    """torch imports and can run where the case lives (a CUDA build on a GPU; any build in simulator)."""
+    try:
+        import torch
+    except Exception:
+        return False
+    return backend.SIMULATOR or bool(torch.cuda.is_available())
+
+
+def _torch():
+    try:
+        import torch
+    except Exception as e:
+        raise DlrmlabError(f"the torch variant needs PyTorch, which does not import: {e}") from None
+    return torch
+
+
+def _weight_dtype(torch, dtype: str):
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+
+def _as_cuda(torch, arr: Any, device) -> Any:
+    """Zero-copy torch view of a Numba device array (bf16 storage is uint16: viewed as int16 first)."""
+    if arr.dtype == np.uint16:
+        arr = arr.view(np.int16)  # every torch build maps int16 in __cuda_array_interface__
+    t = torch.as_tensor(arr, device=device)
+    if t.data_ptr() != int(arr.device_ctypes_pointer.value or 0):
+        warnings.warn("torch.as_tensor copied a Numba device array instead of viewing it", stacklevel=3)
+    return t
+
+
+def _as_cpu(torch, arr: np.ndarray) -> Any:
+    if arr.dtype == np.uint16:
+        arr = arr.view(np.int16)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def prepare_torch(case, **params: Any) -> Prepared:
+    """Views of the case's tables and batches as torch tensors, and closures calling embedding_bag."""
+    if params:
+        raise DlrmlabError(f"the torch variant takes no parameters, got {', '.join(sorted(params))}")
+    torch = _torch()
+    F = torch.nn.functional
+    wdtype = _weight_dtype(torch, case.dtype)
+    dim, mode = case.dim, case.mode
+    on_gpu = not backend.SIMULATOR
+    if on_gpu and not torch.cuda.is_available():
+        raise DlrmlabError(
+            f"the torch variant needs a CUDA build of torch on a GPU; this torch ({torch.__version__}) has no CUDA"
+        )
+
+    if on_gpu:
+        from dlrmlab import cudart
+
+        device = torch.device("cuda", backend.cuda.get_current_device().id)
+
+        def to_torch(a):
+            return _as_cuda(torch, a, device)
+
+        tables, batches = case.dev_tables, case.dev_batches
+        stream = torch.cuda.ExternalStream(cudart.stream_ptr(case.stream), device=device)
+    else:
+
+        def to_torch(a):
+            return _as_cpu(torch, a)
+
+        tables = [np.ascontiguousarray(t).reshape(-1) for t in case.host_tables]
+        batches = case.host_batches
+        stream = None
+
+    weights = []
+    for t, rows in zip(tables, case.stage.embedding_sizes, strict=True):
+        w = to_torch(t)
+        if case.dtype == "bfloat16":
+            w = w.view(torch.bfloat16)
+        weights.append(w.view(int(rows), dim))
+
+    inputs = []  # per batch: per table (indices, offsets, per_sample_weights or None)
+    for b in batches:
+        per_table = []
+        for tb in b.tables:
+            if on_gpu:
+                idx, off, psw = tb.indices, tb.offsets, (tb.psw if case.weighted else None)
+            else:
+                idx, off, psw = tb.indices, tb.offsets, tb.per_sample_weights
+            psw_t = None
+            if psw is not None:
+                # torch wants per_sample_weights in the table dtype: converted once, here
+                psw_t = to_torch(psw).to(wdtype)
+            per_table.append((to_torch(idx), to_torch(off), psw_t))
+        inputs.append(per_table)
+    if on_gpu:
+        torch.cuda.synchronize(device)  # the dtype conversions above ran on torch's current stream
+
+    def ctx():
+        return torch.cuda.stream(stream) if stream is not None else nullcontext()
+
+    def call(w, inp):
+        idx, off, psw = inp
+        return F.embedding_bag(
+            idx, w, off, mode=mode, per_sample_weights=psw, include_last_offset=True
+        )
+
+    def run(i: int) -> None:
+        batch = inputs[i]
+        with ctx():
+            for w, inp in zip(weights, batch, strict=True):
+                call(w, inp)
+
+    def result(i: int) -> list[np.ndarray]:
+        batch = inputs[i]
+        with ctx():
+            outs = [call(w, inp) for w, inp in zip(weights, batch, strict=True)]
+        case.stream.synchronize()
+        return [o.float().cpu().numpy() for o in outs]
+
+    def per_kernel(i: int):
+        """One event pair per embedding_bag call (torch may launch more than one kernel per call)."""
+        batch = inputs[i]
+        pairs = []
+        with ctx():
+            for w, inp in zip(weights, batch, strict=True):
+                s, e = make_event(), make_event()
+                s.record(case.stream)
+                call(w, inp)
+                e.record(case.stream)
+                pairs.append((s, e))
+        return pairs
+
+    return Prepared(
+        run=run,
+        result=result,
+        params={},
+        kernel_regex=TORCH_KERNEL_REGEX,
+        per_kernel=per_kernel,
+    )
+
+
+if importlib.util.find_spec("torch") is not None:
+    register_variant(
+        "torch",
+        prepare_torch,
+        "torch.nn.functional.embedding_bag, one call per table, on the case's stream (the baseline)",
+    )
