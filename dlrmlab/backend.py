@@ -67,6 +67,11 @@ def describe_mode() -> str:
     return "no CUDA GPU: simulator mode" if SIMULATOR else "CUDA GPU"
 
 
+def default_preset() -> str:
+    """The workload shape worth running here: ``paper`` on a GPU, ``tiny`` in the simulator."""
+    return "tiny" if SIMULATOR else "paper"
+
+
 def has_gpu() -> bool:
     return not SIMULATOR and cuda.is_available()
 

@@ -161,6 +161,35 @@ def _list_variants() -> int:
     return 0
 
 
+@_command("tune")
+def _tune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dlrmlab import tune
+    from dlrmlab.bench.results import append_results
+    from dlrmlab.reproduce import device_slug
+
+    if args.target == "fast":
+        rows = tune.tune_fast(
+            args.preset, args.dataset, quick=args.quick, repeats=args.repeats, progress=not args.quiet
+        )
+        cols = ["candidate", "median_ms", "p10_ms", "p90_ms", "speedup_vs_torch", "correct"]
+    else:
+        caps = [None if c == "none" else int(c) for c in args.caps.split(",")] if args.caps else None
+        rows = tune.tune_register_cap(
+            args.preset, args.dataset, variant=args.variant or "optmt", caps=caps, repeats=args.repeats,
+            progress=not args.quiet,
+        )
+        cols = ["max_registers", "registers", "theoretical_occupancy", "occupancy_limiter", "median_ms", "correct"]
+    print(rows[[c for c in cols if c in rows]].to_string(index=False))
+    if args.out:
+        table = rows.drop(columns=["candidate"], errors="ignore")
+        append_results(table, f"tune_{args.target}", Path(args.out) / device_slug())
+    if not rows.empty and bool(rows.iloc[0].get("timing_valid", False)):
+        print(f"best configuration cached in {tune.cache_path()}")
+    return 0
+
+
 @_command("bench")
 def _bench(args: argparse.Namespace) -> int:
     if args.list:
@@ -242,6 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", help="comma-separated (default: every usable variant)")
     p.add_argument("--repeats", type=int, help="timed rounds per comparison")
     p.add_argument("--repeat-runs", type=int, default=1, help="repeat each whole comparison K times")
+
+    p = sub.add_parser("tune", help="autotune the fused kernel (fast) or sweep register caps (optmt)")
+    p.add_argument("target", choices=["fast", "optmt"])
+    p.add_argument("--dataset", default="random")
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--quick", action="store_true", help="fast: a smaller search space")
+    p.add_argument("--variant", help="optmt: the paper-family variant to sweep (optmt or optmt_rpf)")
+    p.add_argument("--caps", help="optmt: comma-separated register caps, 'none' for no cap")
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--out", help="append the table under OUT/<gpu>/tune_<target>.csv")
+    p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("profile", help="warp stalls and occupancy of a variant's kernels, from Nsight Compute")
     p.add_argument("--variant", required=True, help="a registered variant (e.g. torch)")

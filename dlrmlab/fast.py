@@ -33,6 +33,14 @@ class PackedTables:
     rows: tuple[int, ...]
     dim: int
     dtype: str
+    hot_rows: Any = None  # device int64 per table (split layout only)
+    hot_base: Any = None  # device int64 per table (split layout only)
+    remaps: list[np.ndarray] | None = None  # old id -> ranked id per table (split layout only)
+    hot_bytes: int = 0  # size of the contiguous hot region at the front of ``packed``
+
+    @property
+    def split(self) -> bool:
+        return self.hot_rows is not None
 
     @classmethod
     def from_arrays(cls, tables: Sequence[Any], dtype: str | None = None, stream=0) -> PackedTables:
@@ -64,6 +72,46 @@ class PackedTables:
                 src = t if hasattr(t, "copy_to_device") else cuda.as_cuda_array(t)
                 packed[int(b) : int(b) + src.size].copy_to_device(src.reshape(src.size), stream=stream)
         return cls(packed, cuda.to_device(base, stream), rows, int(dim), dtype)
+
+    @classmethod
+    def ranked_split(
+        cls, tables: Sequence[np.ndarray], counts: Sequence[np.ndarray], budget_bytes: int,
+        dtype: str | None = None, stream=0,
+    ) -> PackedTables:
+        """Frequency-ranked tables with every table's hottest rows together at the front of the buffer.
+
+        ``counts[t]``: access counts of table t's rows. The budget is split across tables by accesses per
+        byte (:func:`dlrmlab.l2window.split_budget`); ids must then be remapped with ``remap_ids``.
+        """
+        from dlrmlab.l2window import split_budget
+
+        plain = cls.from_arrays([t[:1] for t in tables], dtype)  # validates widths and dtypes, cheaply
+        orders = [np.argsort(-np.asarray(c), kind="stable") for c in counts]
+        row_bytes = plain.dim * np.dtype(tables[0].dtype).itemsize
+        hot = split_budget([np.asarray(c)[o] for c, o in zip(counts, orders, strict=True)],
+                           [row_bytes] * len(tables), budget_bytes)
+        hot_parts = [np.asarray(t)[o[:h]] for t, o, h in zip(tables, orders, hot, strict=True)]
+        cold_parts = [np.asarray(t)[o[h:]] for t, o, h in zip(tables, orders, hot, strict=True)]
+        hot_base = np.concatenate([[0], np.cumsum(hot)[:-1]]).astype(np.int64) * plain.dim
+        n_hot = int(sum(hot))
+        cold_start = np.concatenate([[0], np.cumsum([len(c) for c in cold_parts])[:-1]]).astype(np.int64)
+        # ranked id r >= hot[t] lives at cold row (r - hot[t]) of table t's cold part
+        row_base = (n_hot + cold_start - np.asarray(hot, np.int64)) * plain.dim
+        flat = np.concatenate([p.reshape(-1) for p in hot_parts + cold_parts])
+        remaps = []
+        for o in orders:
+            r = np.empty_like(o)
+            r[o] = np.arange(o.size)
+            remaps.append(r)
+        return cls(
+            cuda.to_device(flat, stream), cuda.to_device(row_base, stream), tuple(len(t) for t in tables),
+            plain.dim, plain.dtype, cuda.to_device(np.asarray(hot, np.int64), stream),
+            cuda.to_device(hot_base, stream), remaps, n_hot * row_bytes,
+        )
+
+    def remap_ids(self, t: int, ids: np.ndarray) -> np.ndarray:
+        """Ids of table t in this layout's numbering (identity unless the layout is ranked)."""
+        return ids if self.remaps is None else self.remaps[t][ids].astype(ids.dtype)
 
     @property
     def num_tables(self) -> int:
@@ -103,9 +151,13 @@ def fused_forward(
     indices, offsets, table_offsets, psw = jagged
     if table_offsets.shape[0] - 1 != tables.num_tables:
         raise DlrmlabError(f"batch has {table_offsets.shape[0] - 1} tables, packed tables {tables.num_tables}")
+    num_bags = offsets.shape[0] - 1
     cfg = config or fused.choose(
-        tables.dim, tables.dtype, mode=mode, weighted=psw is not None, padded=padding_idx is not None, **overrides
+        tables.dim, tables.dtype, pooling_mean=indices.shape[0] / max(num_bags, 1), mode=mode, weighted=psw is not None, padded=padding_idx is not None,
+        split_hot=tables.split, **overrides,
     )
+    if cfg.split_hot != tables.split:
+        raise DlrmlabError("kernel configuration and table layout disagree on the split hot region")
     if cfg.vector and not tables.vector_ok():
         cfg = replace(cfg, vector=False)  # fall back rather than read misaligned
     if cfg.max_registers is not None:
@@ -118,8 +170,10 @@ def fused_forward(
     if psw is None:
         psw = _dummy_weights()
     kernel = build_cached(cfg)
+    hot_rows = tables.hot_rows if tables.split else tables.row_base  # unused without split
+    hot_base = tables.hot_base if tables.split else tables.row_base
     kernel[grid_for(cfg, num_bags), cfg.threads, stream](
-        tables.packed, tables.row_base, indices, offsets, table_offsets, psw,
+        tables.packed, tables.row_base, hot_rows, hot_base, indices, offsets, table_offsets, psw,
         -1 if padding_idx is None else int(padding_idx), out,
     )
     return out

@@ -123,3 +123,15 @@ def describe(ids: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> dict:
         "max_id": int(ids.max()) if ids.size else None,
         "top_coverage": {str(k): round(v, 6) for k, v in top_coverage(ids, ks).items()},
     }
+
+
+def describe_many(streams: dict[str, np.ndarray], ks: Iterable[int] = DEFAULT_KS):
+    """:func:`describe` for several named id streams, as a tidy DataFrame (one row per stream)."""
+    import pandas as pd
+
+    rows = []
+    for name, ids in streams.items():
+        d = describe(ids, ks)
+        cov = d.pop("top_coverage")
+        rows.append({"dataset": name, **d, **{f"top_{k}": v for k, v in cov.items()}})
+    return pd.DataFrame(rows)

@@ -88,7 +88,7 @@ def theoretical(
         "shared_memory": by_smem,
         "blocks": lim["blocks_per_sm"],
     }
-    limiter = min(limits_, key=lambda k: (limits_[k], ["registers", "shared_memory", "warps", "blocks"].index(k)))
+    limiter = min(limits_, key=lambda k: (limits_[k], ["warps", "blocks", "registers", "shared_memory"].index(k)))
     blocks = limits_[limiter]
     return Occupancy(blocks, blocks * warps_per_block, max_warps, limiter, limits_)
 
@@ -105,9 +105,14 @@ def compiled(kernel: Any) -> Any:
 
 
 def kernel_resources(kernel: Any) -> dict:
-    """Registers per thread, static shared memory and local (spill) bytes of a compiled kernel."""
-    k = compiled(kernel)
+    """Registers per thread, static shared memory and local (spill) bytes of a compiled kernel
+    (all None in the simulator, which has no registers)."""
+    from dlrmlab import backend
+
     out = {"registers": None, "shared_bytes": None, "local_bytes": None}
+    if backend.SIMULATOR:
+        return out
+    k = compiled(kernel)
     try:
         out["registers"] = int(k.regs_per_thread)
         out["shared_bytes"] = int(k.shared_mem_per_block)
@@ -129,3 +134,15 @@ def driver_occupancy(kernel: Any, threads_per_block: int, dynamic_smem: int = 0)
     from dlrmlab.cudart import max_active_blocks_per_sm
 
     return max_active_blocks_per_sm(cufunction(kernel), threads_per_block, dynamic_smem)
+
+
+def occupancy_table(registers, threads_per_block: int = 256, smem_per_block: int = 0, limits: dict | None = None):
+    """Theoretical occupancy and its limiter for each register count (a tidy DataFrame)."""
+    import pandas as pd
+
+    rows = []
+    for r in registers:
+        o = theoretical(int(r), threads_per_block, smem_per_block, limits)
+        rows.append({"registers": int(r), "threads_per_block": threads_per_block, "blocks_per_sm": o.blocks_per_sm,
+                     "warps_per_sm": o.warps_per_sm, "theoretical_occupancy": o.theoretical, "limiter": o.limiter})
+    return pd.DataFrame(rows)

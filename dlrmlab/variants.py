@@ -195,19 +195,42 @@ def _prepare_window(case, kernel_variant: str, params: dict) -> Prepared:
     return Prepared(run, result, p, "embedding_bag_paper", per_kernel, close)
 
 
-def _prepare_fast(case, graph: bool = False, pin: bool = False, **params: Any) -> Prepared:
+def _prepare_fast(case, graph: bool = False, pin: bool = False, window: bool = False, **params: Any) -> Prepared:
+    """The fused kernel, optionally replayed from CUDA graphs, with hot rows pinned (evict_last prefetch
+    of the hottest rows of all tables, each batch) or behind one persisting L2 window (frequency-ranked
+    tables with every table's hot rows packed together at the front)."""
     from dlrmlab.fast import PackedTables, StageGraph, fused_forward
+    from dlrmlab.kernels import fused
 
-    hot_k = int(params.pop("hot_rows", 0)) if pin else 0
-    tables = PackedTables.from_arrays(case.host_tables, dtype=case.dtype)
-    s = case.stream
-    nb = case.stage.batch_size * case.num_tables
-    out = cuda.device_array((nb, case.dim), np.float32)
-    mode = case.mode
+    hot_k = int(params.pop("hot_rows", 0))
+    budget = params.pop("l2_budget", None)
+    s, mode, b = case.stream, case.mode, case.stage.batch_size
+    row_bytes = case.dim * case.stage.element_bytes
+    out = cuda.device_array((b * case.num_tables, case.dim), np.float32)
+    closers: list = []
 
-    def jag(i: int):
-        j = case.dev_batches[i].jagged
-        return (j.indices, j.offsets, j.table_offsets, j.psw if case.weighted else None)
+    if window:
+        lim = l2window.l2_limits()
+        budget = int(budget or lim["persisting_l2_max_bytes"])
+        counts = [_case_counts(case, t) for t in range(case.num_tables)]
+        tables = PackedTables.ranked_split(case.host_tables, counts, budget, dtype=case.dtype)
+        jagged = []
+        for hb, db in zip(case.host_batches, case.dev_batches, strict=True):
+            ids = np.concatenate([tables.remap_ids(t, tb.indices) for t, tb in enumerate(hb.tables)])
+            j = db.jagged
+            jagged.append((cuda.to_device(ids), j.offsets, j.table_offsets, j.psw if case.weighted else None))
+        ctx = l2window.persisting_l2(budget)
+        l2 = ctx.__enter__()
+        closers.append(lambda: ctx.__exit__(None, None, None))
+        nbytes = min(tables.hot_bytes, lim["access_policy_max_window_bytes"])
+        hit = min(1.0, budget / nbytes) if nbytes else 0.0
+        l2.set_window(s, tables.packed.device_ctypes_pointer.value, nbytes, hit)
+    else:
+        tables = PackedTables.from_arrays(case.host_tables, dtype=case.dtype)
+        jagged = [
+            (j.indices, j.offsets, j.table_offsets, j.psw if case.weighted else None)
+            for j in (db.jagged for db in case.dev_batches)
+        ]
 
     pin_fn = None
     if pin:
@@ -215,7 +238,6 @@ def _prepare_fast(case, graph: bool = False, pin: bool = False, **params: Any) -
         # packed buffer, where table t's row r is packed row offset(t) + r.
         from dlrmlab.occupancy import device_limits
 
-        row_bytes = case.dim * case.stage.element_bytes
         k_total = hot_k or (device_limits().get("l2_bytes", 50 << 20) // 2) // row_bytes
         flat = np.concatenate([_case_counts(case, t) for t in range(case.num_tables)])
         top = np.argsort(-flat, kind="stable")[:k_total]
@@ -225,16 +247,20 @@ def _prepare_fast(case, graph: bool = False, pin: bool = False, **params: Any) -
     def enqueue(i: int, stream) -> None:
         if pin_fn is not None:
             pin_fn()
-        fused_forward(tables, jag(i), mode=mode, out=out, stream=stream, **params)
+        fused_forward(tables, jagged[i], mode=mode, out=out, stream=stream, **params)
 
-    graphs = None
-    if graph:
-        graphs = [
-            StageGraph.capture(lambda st, i=i: enqueue(i, st), inputs=[out], stream=s) for i in range(case.n_batches)
-        ]
+    graphs: list = []
+    try:
+        if graph:
+            for i in range(case.n_batches):
+                graphs.append(StageGraph.capture(lambda st, i=i: enqueue(i, st), inputs=[out], stream=s))
+    except Exception:
+        for c in closers:
+            c()
+        raise
 
     def run(i: int) -> None:
-        if graphs is not None:
+        if graphs:
             graphs[i].replay()
         else:
             enqueue(i, s)
@@ -243,17 +269,22 @@ def _prepare_fast(case, graph: bool = False, pin: bool = False, **params: Any) -
         run(i)
         s.synchronize()
         host = out.copy_to_host()
-        b = case.stage.batch_size
         return [host[t * b : (t + 1) * b] for t in range(case.num_tables)]
 
     def close() -> None:
-        for g in graphs or []:
+        for g in graphs:
             g.close()
+        graphs.clear()
+        while closers:
+            closers.pop()()
 
-    from dlrmlab.kernels import fused
-
-    cfg = fused.choose(case.dim, case.dtype, mode=mode, weighted=case.weighted, **params)
-    p = {**cfg.params(), "graph": graph, "pin": pin}
+    cfg = fused.choose(
+        case.dim, case.dtype, pooling_mean=case.stage.pooling.mean, mode=mode, weighted=case.weighted,
+        split_hot=window, **params,
+    )
+    p = {**cfg.params(), "graph": graph, "pin": pin, "window": window}
+    if window:
+        p.update(l2_budget=budget, window_bytes=tables.hot_bytes)
     return Prepared(run, result, p, "embedding_bag_fused|pin_hot_rows", None, close)
 
 
@@ -284,22 +315,24 @@ def prepare_combined_window(case, **params: Any) -> Prepared:
     return _prepare_window(case, "optmt_rpf", dict(params))
 
 
-def prepare_fast(case, **params: Any) -> Prepared:
-    return _prepare_fast(case, **params)
+def _fast(name: str, **fixed: Any):
+    def prepare(case, **params: Any) -> Prepared:
+        return _prepare_fast(case, **fixed, **params)
 
-
-def prepare_fast_graph(case, **params: Any) -> Prepared:
-    return _prepare_fast(case, graph=True, **params)
-
-
-def prepare_fast_l2p(case, **params: Any) -> Prepared:
-    return _prepare_fast(case, pin=True, **params)
+    prepare.__name__ = prepare.__qualname__ = f"prepare_{name.replace('+', '_')}"
+    return prepare
 
 
 register_variant("l2p", prepare_l2p, "pin kernel (evict_last prefetch of 60K hot rows) before each table's kernel")
 register_variant("combined", prepare_combined, "OptMT + RPF + L2P (the paper's combination)")
 register_variant("l2window", prepare_l2window, "frequency-ranked rows + persisting L2 window per table", gpu_only=True)
 register_variant("combined_window", prepare_combined_window, "OptMT + RPF + persisting window", gpu_only=True)
-register_variant("fast", prepare_fast, "fused kernel: all tables in one launch, 16-byte loads, rows in flight")
-register_variant("fast_graph", prepare_fast_graph, "fast, replayed from a CUDA graph", gpu_only=True)
-register_variant("fast+l2p", prepare_fast_l2p, "fast with the hottest rows of all tables pinned in L2 first")
+for _name, _fixed, _gpu, _desc in [
+    ("fast", {}, False, "fused kernel: all tables in one launch, 16-byte loads, rows in flight"),
+    ("fast_graph", {"graph": True}, True, "fast, replayed from a CUDA graph"),
+    ("fast+l2p", {"pin": True}, False, "fast after pinning the hottest rows of all tables in L2"),
+    ("fast_graph+l2p", {"pin": True, "graph": True}, True, "fast+l2p, replayed from a CUDA graph"),
+    ("fast+window", {"window": True}, True, "fast on frequency-ranked tables, hot rows behind one L2 window"),
+    ("fast_graph+window", {"window": True, "graph": True}, True, "fast+window, replayed from a CUDA graph"),
+]:
+    register_variant(_name, _fast(_name, **_fixed), _desc, gpu_only=_gpu)

@@ -43,9 +43,15 @@ def test_time_kernels_chunks_and_queue_check(monkeypatch):
     assert out == [1.0] * 10 and launches == 4 and queued is True
     # the first run alone (launch count unknown), then chunks of 39 // (3 * 4 + 1) = 3
     assert [e for e in log if e == "sync"] == ["sync"] * 4
-    assert log[:5] == [("delay", 3.5), "flush", ("run", 0), "sync", ("delay", 6.5)]
+    assert log[:5] == [("delay", 4.5), "flush", ("run", 0), "sync", ("delay", 7.5)]
     pending["query"] = True  # the GPU had finished the delay before the host was done: not queued ahead
-    assert timing.time_kernels(per_kernel, stream, [0, 1], 0.5, delay=delay)[2] is False
+    log.clear()
+    out, _, queued = timing.time_kernels(per_kernel, stream, [0], 0.5, delay=delay)
+    assert queued is False and out == [1.0]  # the last of the attempts is kept
+    assert [e for e in log if e[0] == "delay"] == [("delay", 4.5), ("delay", 18.0), ("delay", 72.0)]
+    answers = iter([True, False])  # caught up once, then queued ahead on the retry
+    monkeypatch.setattr(Ev, "query", lambda self: next(answers))
+    assert timing.time_kernels(per_kernel, stream, [0], 0.5, delay=delay)[2] is True
 
 
 gpu = pytest.mark.gpu

@@ -152,3 +152,19 @@ def test_fused_lane_geometry():
     assert fused.choose(16).lanes == 4 and fused.choose(16).threads == 128
     assert fused.choose(128, "float16").lanes == 16
     assert fused.choose(6).vector is False and fused.choose(6).lanes == 8
+
+
+@pytest.mark.parametrize("budget_rows", [0, 7, 40, 10_000])
+def test_fused_split_hot_layout_matches_reference(budget_rows):
+    tabs, b, _dev = _fused_case(16, "float32", "uniform:0-8", 3, False, seed=4)
+    counts = [np.bincount(tb.indices, minlength=w.shape[0]) for w, tb in zip(tabs, b.tables, strict=True)]
+    packed = PackedTables.ranked_split(tabs, counts, budget_rows * 16 * 4)
+    assert packed.split and packed.hot_bytes <= budget_rows * 16 * 4
+    j = b.jagged()
+    ranked = np.concatenate([packed.remap_ids(t, tb.indices) for t, tb in enumerate(b.tables)])
+    dev = (cuda.to_device(ranked), cuda.to_device(j.offsets), cuda.to_device(j.table_offsets), None)
+    out = fused_forward(packed, dev, mode="mean", padding_idx=None, unroll=2, chunk=4).copy_to_host()
+    ref = np.concatenate(
+        [reference.embedding_bag(tb.indices, w, tb.offsets, "mean", None, True) for w, tb in zip(tabs, b.tables)]
+    )
+    assert _rel(out, ref) <= 1e-6

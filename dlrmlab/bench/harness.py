@@ -69,8 +69,7 @@ ROW_COLUMNS: list[str] = [
     "copy_fraction", "bytes_requested", "correct", "max_rel_err", "error", "params", "kernel_regex",
     "tables", "rows", "dim", "dtype", "index_dtype", "batch", "pooling", "seed", "mode", "weighted",
     "n_batches", "cold_l2", "repeats", "warmup_s", "timing_valid", "mode_backend", "gpu_name",
-    "compute_capability", "sms", "l2_bytes", "sm_clock_start_mhz", "sm_clock_end_mhz", "sm_clock_max_mhz",
-    "clock_source",
+    "compute_capability", "sms", "l2_bytes", "sm_clock_start_mhz", "sm_clock_end_mhz", "clock_source",
     "driver_version", "cuda_driver_version", "cuda_runtime_version", "numba_version", "numba_cuda_version",
     "cuda_bindings_version", "numpy_version", "torch_version",
 ]  # fmt: skip
@@ -341,7 +340,6 @@ def _compare(
         "timing_valid": not backend.SIMULATOR,
         "sm_clock_start_mhz": clock_start,
         "sm_clock_end_mhz": clock_end,
-        "sm_clock_max_mhz": benv.max_sm_clock_mhz(),
         "bytes_requested": bytes_req,
         "copy_gbps": copy_gbps,
     }

@@ -12,8 +12,11 @@ Skeleton (specialised at compile time by :class:`FusedConfig`):
 * Memory-level parallelism: ``unroll`` rows are loaded (all their vectors) before any is accumulated.
 * Widths that are not a multiple of the vector (or tables not 16-byte aligned) take scalar loads.
 
-Tables live in one packed 1-D buffer; ``row_base[t]`` is table t's first element, so a table's row r is
-``packed[row_base[t] + r * dim : ... + dim]``.
+Tables live in one packed 1-D buffer. The addresser turns (table t, id r) into the row's first element:
+``row_base[t] + r * dim``; with ``split_hot`` (frequency-ranked tables whose hottest ``hot_rows[t]`` rows
+are stored together at the front of the buffer, for one L2 window over all of them)
+``hot_base[t] + r * dim`` for ``r < hot_rows[t]``, ``row_base[t] + r * dim`` otherwise (``row_base`` then
+already discounts the hot rows moved out). Ids are turned into offsets once, when staged.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class FusedConfig:
     bags_per_block: int = 4
     chunk: int = 64
     max_registers: int | None = None
+    split_hot: bool = False
 
     def __post_init__(self) -> None:
         if self.dim <= 0:
@@ -95,11 +99,22 @@ class FusedConfig:
         return d
 
 
-def choose(dim: int, dtype: str = "float32", **overrides) -> FusedConfig:
-    """Default configuration for a row width: vector loads when the width allows, 128-thread blocks."""
+TUNABLE = ("unroll", "bags_per_block", "chunk", "max_registers")
+
+
+def choose(dim: int, dtype: str = "float32", pooling_mean: float | None = None, **overrides) -> FusedConfig:
+    """Configuration for a row width: the autotuned one for this GPU and shape when the cache has it
+    (``dlrmlab tune fast``) and the caller sets no tunable knob, else vector loads when the width allows,
+    128-thread blocks, 8 rows in flight."""
+    if dtype not in VECTOR_ELEMS:
+        raise DlrmlabError(f"unknown table dtype {dtype!r}")
+    if pooling_mean is not None and not any(k in overrides for k in TUNABLE):
+        from dlrmlab.tune import cached_fast_params
+
+        overrides.update(cached_fast_params(dim, dtype, pooling_mean, overrides.get("mode", "sum")))
     vec_ok = dim % VECTOR_ELEMS[dtype] == 0
     base = FusedConfig(dim=dim, dtype=dtype, vector=overrides.pop("vector", vec_ok), **{
-        k: overrides.pop(k) for k in ("mode", "weighted", "padded") if k in overrides})
+        k: overrides.pop(k) for k in ("mode", "weighted", "padded", "split_hot") if k in overrides})
     bpb = overrides.pop("bags_per_block", max(1, 128 // base.lanes))
     return FusedConfig(**{**asdict(base), "bags_per_block": bpb, **overrides})
 
@@ -110,7 +125,9 @@ def build(cfg: FusedConfig):
     DIM, VEC, LANES, NV, U = cfg.dim, cfg.vec, cfg.lanes, cfg.vectors, cfg.unroll
     BPB, CH = cfg.bags_per_block, cfg.chunk
     ACC = NV * VEC
-    MEAN, WEIGHTED, PADDED = cfg.mode == "mean", cfg.weighted, cfg.padded
+    MEAN, WEIGHTED, PADDED, SPLIT = cfg.mode == "mean", cfg.weighted, cfg.padded, cfg.split_hot
+    FACTORS = WEIGHTED or PADDED
+    COUNT_NONZERO = PADDED and not WEIGHTED  # a mean's count skips padding (weighted bags are sums)
     VECTOR, HALF = cfg.vector, cfg.dtype != "float32"
     load = scalar_loader(cfg.dtype)
     lo = unpack_lo("bfloat16" if cfg.dtype == "float32" else cfg.dtype)
@@ -139,9 +156,11 @@ def build(cfg: FusedConfig):
                     vals[slot, v * VEC + q] = 0.0
 
     @backend.jit(max_registers=cfg.max_registers)
-    def embedding_bag_fused(packed, row_base, indices, offsets, table_offsets, psw, padding_idx, out):
-        ids_s = cuda.shared.array((BPB, CH), int64)
-        w_s = cuda.shared.array((BPB, CH), float32)
+    def embedding_bag_fused(packed, row_base, hot_rows, hot_base, indices, offsets, table_offsets, psw,
+                            padding_idx, out):
+        # Staged per id: the element offset of its row (the addresser's answer) and its factor.
+        row_s = cuda.shared.array((BPB, CH), int64)
+        f_s = cuda.shared.array((BPB, CH), float32)
         vals = cuda.local.array((U, ACC), float32)
         acc = cuda.local.array(ACC, float32)
         num_bags = offsets.shape[0] - 1
@@ -159,6 +178,9 @@ def build(cfg: FusedConfig):
             while t + 1 < num_tables and table_offsets[t + 1] <= bag:
                 t += 1
             base_t = row_base[t]
+            if SPLIT:
+                hot_n = hot_rows[t]
+                hot_t = hot_base[t]
             # Longest bag of the tile: every thread loops the same number of chunks (uniform barriers).
             longest = int64(0)
             for j in range(BPB):
@@ -174,49 +196,53 @@ def build(cfg: FusedConfig):
                 for k in range(lane, CH, LANES):
                     e = begin + c0 + k
                     if e < end:
-                        ids_s[g, k] = indices[e]
-                        if WEIGHTED:
-                            w_s[g, k] = psw[e]
+                        idx = int64(indices[e])
+                        if SPLIT and idx < hot_n:
+                            row_s[g, k] = hot_t + idx * DIM
+                        else:
+                            row_s[g, k] = base_t + idx * DIM
+                        if FACTORS:
+                            f = psw[e] if WEIGHTED else float32(1.0)
+                            if PADDED and idx == padding_idx:
+                                f = float32(0.0)
+                            f_s[g, k] = f
                 cuda.syncthreads()
                 n = min(int64(CH), end - begin - c0) if end - begin > c0 else int64(0)
                 k = int64(0)
                 while k + U <= n:
                     for u in range(U):
-                        load_slice(packed, base_t + ids_s[g, k + u] * DIM, vals, u)
+                        load_slice(packed, row_s[g, k + u], vals, u)
                     for u in range(U):
-                        f = float32(1.0)
-                        if WEIGHTED:
-                            f = w_s[g, k + u]
-                        if PADDED:
-                            if ids_s[g, k + u] == padding_idx:
-                                f = float32(0.0)
-                            else:
-                                cnt += 1
+                        if FACTORS:
+                            f = f_s[g, k + u]
+                            if COUNT_NONZERO:
+                                cnt += 1 if f != 0 else 0
+                            for a in range(ACC):
+                                acc[a] += vals[u, a] * f
                         else:
-                            cnt += 1
-                        for a in range(ACC):
-                            acc[a] += vals[u, a] * f
+                            for a in range(ACC):
+                                acc[a] += vals[u, a]
                     k += U
                 while k < n:
-                    load_slice(packed, base_t + ids_s[g, k] * DIM, vals, 0)
-                    f = float32(1.0)
-                    if WEIGHTED:
-                        f = w_s[g, k]
-                    if PADDED:
-                        if ids_s[g, k] == padding_idx:
-                            f = float32(0.0)
-                        else:
-                            cnt += 1
+                    load_slice(packed, row_s[g, k], vals, 0)
+                    if FACTORS:
+                        f = f_s[g, k]
+                        if COUNT_NONZERO:
+                            cnt += 1 if f != 0 else 0
+                        for a in range(ACC):
+                            acc[a] += vals[0, a] * f
                     else:
-                        cnt += 1
-                    for a in range(ACC):
-                        acc[a] += vals[0, a] * f
+                        for a in range(ACC):
+                            acc[a] += vals[0, a]
                     k += 1
                 c0 += CH
             if valid:
                 scale = float32(1.0)
-                if MEAN and cnt > 0:
-                    scale = float32(1.0) / float32(cnt)
+                if MEAN:
+                    if not COUNT_NONZERO:
+                        cnt = end - begin
+                    if cnt > 0:
+                        scale = float32(1.0) / float32(cnt)
                 for v in range(NV):
                     for q in range(VEC):
                         col = (v * LANES + lane) * VEC + q
