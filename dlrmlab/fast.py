@@ -153,8 +153,8 @@ def fused_forward(
         raise DlrmlabError(f"batch has {table_offsets.shape[0] - 1} tables, packed tables {tables.num_tables}")
     num_bags = offsets.shape[0] - 1
     cfg = config or fused.choose(
-        tables.dim, tables.dtype, pooling_mean=indices.shape[0] / max(num_bags, 1), mode=mode, weighted=psw is not None, padded=padding_idx is not None,
-        split_hot=tables.split, **overrides,
+        tables.dim, tables.dtype, pooling_mean=indices.shape[0] / max(num_bags, 1), mode=mode,
+        weighted=psw is not None, padded=padding_idx is not None, split_hot=tables.split, **overrides,
     )
     if cfg.split_hot != tables.split:
         raise DlrmlabError("kernel configuration and table layout disagree on the split hot region")
@@ -162,7 +162,6 @@ def fused_forward(
         cfg = replace(cfg, vector=False)  # fall back rather than read misaligned
     if cfg.max_registers is not None:
         occupancy.check_register_cap(cfg.max_registers)
-    num_bags = offsets.shape[0] - 1
     if out is None:
         out = cuda.device_array((num_bags, tables.dim), np.float32, stream=stream)
     elif tuple(out.shape) != (num_bags, tables.dim):

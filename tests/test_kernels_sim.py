@@ -165,6 +165,9 @@ def test_fused_split_hot_layout_matches_reference(budget_rows):
     dev = (cuda.to_device(ranked), cuda.to_device(j.offsets), cuda.to_device(j.table_offsets), None)
     out = fused_forward(packed, dev, mode="mean", padding_idx=None, unroll=2, chunk=4).copy_to_host()
     ref = np.concatenate(
-        [reference.embedding_bag(tb.indices, w, tb.offsets, "mean", None, True) for w, tb in zip(tabs, b.tables)]
+        [
+            reference.embedding_bag(tb.indices, w, tb.offsets, "mean", None, True)
+            for w, tb in zip(tabs, b.tables, strict=True)
+        ]
     )
     assert _rel(out, ref) <= 1e-6

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from dlrmlab.errors import DlrmlabError
 
+
 class _Figure(Figure):
     """A Figure that shows itself in Jupyter without pyplot (IPython looks for ``_repr_png_``)."""
 
