@@ -69,6 +69,8 @@ def to_device(x: Any, stream=0, name: str = "array") -> Any:
     """A Numba device array for ``x``: zero-copy for device arrays, a copy for host arrays."""
     if x is None:
         return None
+    if _is_torch(x):
+        x = x.detach()  # e.g. nn.EmbeddingBag(...).weight, which requires grad
     if not backend.SIMULATOR and cuda.is_cuda_array(x):
         return cuda.as_cuda_array(x)
     if backend.SIMULATOR and hasattr(x, "copy_to_host"):

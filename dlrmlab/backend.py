@@ -35,6 +35,11 @@ def _driver_gpu_count() -> int:
         return 0
 
 
+# dlrmlab picks its grids on purpose (tiny ones in the simulator and in tests): Numba's low-occupancy
+# warning would only be noise. A user's own setting wins.
+os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")
+
+
 def _decide() -> bool:
     if _ENV in os.environ:
         return os.environ[_ENV] not in ("", "0")
@@ -43,6 +48,10 @@ def _decide() -> bool:
 
         return bool(config.ENABLE_CUDASIM)
     if _driver_gpu_count() > 0:
+        if "numba" in sys.modules:
+            from numba.core import config
+
+            config.reload_config()
         return False
     os.environ[_ENV] = "1"
     if "numba" in sys.modules:

@@ -165,17 +165,21 @@ def _list_variants() -> int:
 def _tune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dlrmlab import tune
+    from dlrmlab import backend, tune
     from dlrmlab.bench.results import append_results
     from dlrmlab.reproduce import device_slug
 
+    args.preset = args.preset or backend.default_preset()
     if args.target == "fast":
         rows = tune.tune_fast(
             args.preset, args.dataset, quick=args.quick, repeats=args.repeats, progress=not args.quiet
         )
         cols = ["candidate", "median_ms", "p10_ms", "p90_ms", "speedup_vs_torch", "correct"]
     else:
-        caps = [None if c == "none" else int(c) for c in args.caps.split(",")] if args.caps else None
+        try:
+            caps = [None if c == "none" else int(c) for c in args.caps.split(",")] if args.caps else None
+        except ValueError:
+            raise DlrmlabError(f"--caps: comma-separated integers or 'none', got {args.caps!r}") from None
         rows = tune.tune_register_cap(
             args.preset, args.dataset, variant=args.variant or "optmt", caps=caps, repeats=args.repeats,
             progress=not args.quiet,
@@ -275,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="autotune the fused kernel (fast) or sweep register caps (optmt)")
     p.add_argument("target", choices=["fast", "optmt"])
     p.add_argument("--dataset", default="random")
-    p.add_argument("--preset", default="paper")
+    p.add_argument("--preset", help="paper on a GPU, tiny in the simulator (default)")
     p.add_argument("--quick", action="store_true", help="fast: a smaller search space")
     p.add_argument("--variant", help="optmt: the paper-family variant to sweep (optmt or optmt_rpf)")
     p.add_argument("--caps", help="optmt: comma-separated register caps, 'none' for no cap")

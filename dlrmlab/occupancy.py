@@ -79,7 +79,8 @@ def theoretical(
     if regs_per_warp * warps_per_block > lim["regs_per_block"]:
         by_regs = 0
     else:
-        by_regs = (lim["regs_per_sm"] // regs_per_warp) // warps_per_block
+        # registers live in 4 SM sub-partitions; a warp's registers come from one of them
+        by_regs = ((lim["regs_per_sm"] // 4 // regs_per_warp) * 4) // warps_per_block
     smem = math.ceil((smem_per_block + lim["smem_reserved_per_block"]) / SMEM_ALLOC_UNIT) * SMEM_ALLOC_UNIT
     by_smem = lim["smem_per_sm"] // smem if smem_per_block > 0 else lim["blocks_per_sm"]
     limits_ = {

@@ -16,6 +16,7 @@ and the kernel skeleton (:mod:`dlrmlab.kernels.paper`) calls whichever it is giv
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 from numba import float32, int64
@@ -28,7 +29,7 @@ MAX_DISTANCE = 16
 
 
 def _check_distance(d: int) -> int:
-    if not isinstance(d, int | float) or int(d) != d or not 1 <= int(d) <= MAX_DISTANCE:
+    if isinstance(d, bool) or not isinstance(d, numbers.Real) or int(d) != d or not 1 <= int(d) <= MAX_DISTANCE:
         raise DlrmlabError(f"prefetch distance must be an integer in 1..{MAX_DISTANCE}, got {d!r}")
     return int(d)
 
@@ -95,7 +96,7 @@ class RegisterPrefetch:
     name: str = "register"
 
     def __post_init__(self) -> None:
-        _check_distance(self.distance)
+        object.__setattr__(self, "distance", _check_distance(self.distance))
 
     def params(self) -> dict:
         return {"prefetch": self.name, "prefetch_distance": self.distance}
@@ -136,7 +137,7 @@ class L1Prefetch:
     name: str = "l1"
 
     def __post_init__(self) -> None:
-        _check_distance(self.distance)
+        object.__setattr__(self, "distance", _check_distance(self.distance))
 
     def params(self) -> dict:
         return {"prefetch": self.name, "prefetch_distance": self.distance}
@@ -169,7 +170,7 @@ class SharedStaging:
     name: str = "shared"
 
     def __post_init__(self) -> None:
-        _check_distance(self.distance)
+        object.__setattr__(self, "distance", _check_distance(self.distance))
 
     def params(self) -> dict:
         return {"prefetch": self.name, "prefetch_distance": self.distance}

@@ -55,9 +55,10 @@ def load_cache() -> dict:
     if not p.exists():
         return {}
     try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(p.read_text())
+    except (OSError, ValueError):
         return {}  # a broken cache only costs a re-tune
+    return data if isinstance(data, dict) else {}
 
 
 def _store(key: str, entry: dict) -> None:
@@ -131,16 +132,20 @@ def tune_register_cap(
     from dlrmlab.bench.harness import compare
     from dlrmlab.kernels import paper
 
+    # The cap is the only difference: sweep the uncapped base kernel's configuration (None = no cap).
+    base = {"optmt": "baseline", "optmt_rpf": "rpf"}.get(variant, variant)
     caps = list(caps or REGISTER_CAPS)
     for c in caps:
         occupancy.check_register_cap(c)
     case = BenchCase.create(stage, dataset, 0, 4)
-    res = compare(case, [(variant, {"max_registers": c}) for c in caps], repeats=repeats, progress=progress)
+    if backend.SIMULATOR:
+        repeats = 1
+    res = compare(case, [(base, {"max_registers": c}) for c in caps], repeats=repeats, progress=progress)
     rows = res.rows.copy()
-    rows["max_registers"] = caps
+    rows["max_registers"] = pd.Series(caps, dtype=object, index=rows.index)
     regs, theo, limiter = [], [], []
     for c in caps:
-        cfg, _ = api.paper_config(variant, dtype=case.dtype, mode=case.mode, weighted=case.weighted, max_registers=c)
+        cfg, _ = api.paper_config(base, dtype=case.dtype, mode=case.mode, weighted=case.weighted, max_registers=c)
         r = occupancy.kernel_resources(paper.build(cfg))
         regs.append(r["registers"])
         if r["registers"]:

@@ -24,6 +24,15 @@ from dlrmlab.kernels import paper
 HOT_ROWS = 60_000  # the artifact's hot set
 
 
+def _derived(case, key: tuple, make):
+    """Per-case memo of derived device data (packed or ranked tables, remapped ids): sweeps prepare many
+    configurations of one variant on one case, and 3 GB of tables each would not fit."""
+    store = case.__dict__.setdefault("_derived", {})
+    if key not in store:
+        store[key] = make()
+    return store[key]
+
+
 def _split(params: dict, keys: tuple[str, ...]) -> dict:
     return {k: params.pop(k) for k in keys if k in params}
 
@@ -128,21 +137,25 @@ def _prepare_window(case, kernel_variant: str, params: dict) -> Prepared:
     lim = l2window.l2_limits()
     budget = int(budget or lim["persisting_l2_max_bytes"])
     row_bytes = case.dim * case.stage.element_bytes
-    ranked_tables, remaps, counts = [], [], []
-    for t in range(case.num_tables):
-        c = _case_counts(case, t)
-        order = np.argsort(-c, kind="stable")
-        remap = np.empty_like(order)
-        remap[order] = np.arange(order.size)
-        counts.append(c[order])
-        remaps.append(remap)
-        ranked_tables.append(cuda.to_device(np.ascontiguousarray(case.host_tables[t][order]).reshape(-1)))
+    def ranked():
+        tables, remaps, counts = [], [], []
+        for t in range(case.num_tables):
+            c = _case_counts(case, t)
+            order = np.argsort(-c, kind="stable")
+            remap = np.empty_like(order)
+            remap[order] = np.arange(order.size)
+            counts.append(c[order])
+            remaps.append(remap)
+            tables.append(cuda.to_device(np.ascontiguousarray(case.host_tables[t][order]).reshape(-1)))
+        # Remapped ids per batch and table, on the device, built once.
+        ids = [
+            [cuda.to_device(remaps[t][tb.indices].astype(tb.indices.dtype)) for t, tb in enumerate(b.tables)]
+            for b in case.host_batches
+        ]
+        return tables, counts, ids
+
+    ranked_tables, counts, ranked_ids = _derived(case, ("ranked-tables",), ranked)
     n_rows = l2window.split_budget(counts, [row_bytes] * case.num_tables, budget)
-    # Remapped ids per batch and table, on the device, built once.
-    ranked_ids = [
-        [cuda.to_device(remaps[t][tb.indices].astype(tb.indices.dtype)) for t, tb in enumerate(b.tables)]
-        for b in case.host_batches
-    ]
     ctx = l2window.persisting_l2(budget)
     l2 = ctx.__enter__()
     closed = {"done": False}
@@ -205,6 +218,11 @@ def _prepare_fast(case, graph: bool = False, pin: bool = False, window: bool = F
     hot_k = int(params.pop("hot_rows", 0))
     budget = params.pop("l2_budget", None)
     s, mode, b = case.stream, case.mode, case.stage.batch_size
+    # The kernel configuration first: a bad parameter fails here, before any L2 state is changed.
+    cfg = fused.choose(
+        case.dim, case.dtype, pooling_mean=case.stage.pooling.mean, mode=mode, weighted=case.weighted,
+        split_hot=window, **params,
+    )
     row_bytes = case.dim * case.stage.element_bytes
     out = cuda.device_array((b * case.num_tables, case.dim), np.float32)
     closers: list = []
@@ -212,13 +230,21 @@ def _prepare_fast(case, graph: bool = False, pin: bool = False, window: bool = F
     if window:
         lim = l2window.l2_limits()
         budget = int(budget or lim["persisting_l2_max_bytes"])
-        counts = [_case_counts(case, t) for t in range(case.num_tables)]
-        tables = PackedTables.ranked_split(case.host_tables, counts, budget, dtype=case.dtype)
-        jagged = []
-        for hb, db in zip(case.host_batches, case.dev_batches, strict=True):
-            ids = np.concatenate([tables.remap_ids(t, tb.indices) for t, tb in enumerate(hb.tables)])
-            j = db.jagged
-            jagged.append((cuda.to_device(ids), j.offsets, j.table_offsets, j.psw if case.weighted else None))
+
+        def ranked():
+            counts = [_case_counts(case, t) for t in range(case.num_tables)]
+            tables = PackedTables.ranked_split(case.host_tables, counts, budget, dtype=case.dtype)
+            ids = [
+                cuda.to_device(np.concatenate([tables.remap_ids(t, tb.indices) for t, tb in enumerate(hb.tables)]))
+                for hb in case.host_batches
+            ]
+            return tables, ids
+
+        tables, ranked_ids = _derived(case, ("fast-ranked", budget), ranked)
+        jagged = [
+            (ids, db.jagged.offsets, db.jagged.table_offsets, db.jagged.psw if case.weighted else None)
+            for ids, db in zip(ranked_ids, case.dev_batches, strict=True)
+        ]
         ctx = l2window.persisting_l2(budget)
         l2 = ctx.__enter__()
         closers.append(lambda: ctx.__exit__(None, None, None))
@@ -226,7 +252,7 @@ def _prepare_fast(case, graph: bool = False, pin: bool = False, window: bool = F
         hit = min(1.0, budget / nbytes) if nbytes else 0.0
         l2.set_window(s, tables.packed.device_ctypes_pointer.value, nbytes, hit)
     else:
-        tables = PackedTables.from_arrays(case.host_tables, dtype=case.dtype)
+        tables = _derived(case, ("fast-packed",), lambda: PackedTables.from_arrays(case.host_tables, dtype=case.dtype))
         jagged = [
             (j.indices, j.offsets, j.table_offsets, j.psw if case.weighted else None)
             for j in (db.jagged for db in case.dev_batches)
@@ -247,7 +273,7 @@ def _prepare_fast(case, graph: bool = False, pin: bool = False, window: bool = F
     def enqueue(i: int, stream) -> None:
         if pin_fn is not None:
             pin_fn()
-        fused_forward(tables, jagged[i], mode=mode, out=out, stream=stream, **params)
+        fused_forward(tables, jagged[i], mode=mode, out=out, stream=stream, config=cfg)
 
     graphs: list = []
     try:
@@ -278,10 +304,6 @@ def _prepare_fast(case, graph: bool = False, pin: bool = False, window: bool = F
         while closers:
             closers.pop()()
 
-    cfg = fused.choose(
-        case.dim, case.dtype, pooling_mean=case.stage.pooling.mean, mode=mode, weighted=case.weighted,
-        split_hot=window, **params,
-    )
     p = {**cfg.params(), "graph": graph, "pin": pin, "window": window}
     if window:
         p.update(l2_budget=budget, window_bytes=tables.hot_bytes)

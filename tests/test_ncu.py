@@ -33,8 +33,16 @@ def test_build_command_argv():
         launch_count=2,
         metrics_extra=["foo.sum", "gpu__time_duration.sum"],
     )
-    assert cmd[:5] == ["ncu", "--clock-control", "none", "--kernel-name", "regex:embedding_bag"]
-    assert cmd[5:9] == ["--launch-skip", "3", "--launch-count", "2"]
+    assert cmd[:7] == [
+        "ncu",
+        "--clock-control",
+        "none",
+        "--cache-control",
+        "none",
+        "--kernel-name",
+        "regex:embedding_bag",
+    ]
+    assert cmd[7:11] == ["--launch-skip", "3", "--launch-count", "2"]
     sections = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--section"]
     assert sections == list(ncu.SECTIONS)
     metrics = cmd[cmd.index("--metrics") + 1].split(",")

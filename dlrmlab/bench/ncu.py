@@ -81,7 +81,9 @@ def build_command(
     if not target_argv:
         raise DlrmlabError("target_argv is empty: nothing to profile")
     metrics = list(dict.fromkeys([*METRICS, *metrics_extra]))
-    cmd = ["ncu", "--clock-control", "none", "--kernel-name", f"regex:{kernel_regex}"]
+    # --cache-control none: keep L2 as the previous launches left it (ncu flushes by default), so hit rates
+    # are those of a serving loop and L2 pinning / windows show their effect.
+    cmd = ["ncu", "--clock-control", "none", "--cache-control", "none", "--kernel-name", f"regex:{kernel_regex}"]
     cmd += ["--launch-skip", str(int(launch_skip)), "--launch-count", str(int(launch_count))]
     for s in SECTIONS:
         cmd += ["--section", s]

@@ -112,6 +112,12 @@ def choose(dim: int, dtype: str = "float32", pooling_mean: float | None = None, 
         from dlrmlab.tune import cached_fast_params
 
         overrides.update(cached_fast_params(dim, dtype, pooling_mean, overrides.get("mode", "sum")))
+    known = {f for f in FusedConfig.__dataclass_fields__} - {"dim", "dtype"}
+    unknown = set(overrides) - known
+    if unknown:
+        raise DlrmlabError(
+            f"unknown fused-kernel parameters: {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}"
+        )
     vec_ok = dim % VECTOR_ELEMS[dtype] == 0
     base = FusedConfig(dim=dim, dtype=dtype, vector=overrides.pop("vector", vec_ok), **{
         k: overrides.pop(k) for k in ("mode", "weighted", "padded", "split_hot") if k in overrides})
