@@ -217,6 +217,9 @@ def _prepare_fast(case, graph: bool = False, pin: bool = False, window: bool = F
 
     hot_k = int(params.pop("hot_rows", 0))
     budget = params.pop("l2_budget", None)
+    pin_every = int(params.pop("pin_every", 1))
+    if pin_every < 1:
+        raise DlrmlabError(f"pin_every must be >= 1, got {pin_every}")
     s, mode, b = case.stream, case.mode, case.stage.batch_size
     # The kernel configuration first: a bad parameter fails here, before any L2 state is changed.
     cfg = fused.choose(
@@ -268,11 +271,13 @@ def _prepare_fast(case, graph: bool = False, pin: bool = False, window: bool = F
         flat = np.concatenate([_case_counts(case, t) for t in range(case.num_tables)])
         top = np.argsort(-flat, kind="stable")[:k_total]
         hot_dev = cuda.to_device(np.sort(top[flat[top] > 0]).astype(np.int64))
-        pin_fn = lambda: l2pin.pin(tables.packed, case.dim, hot_dev, case.stage.element_bytes, s)  # noqa: E731
+        pin_fn = lambda st: l2pin.pin(tables.packed, case.dim, hot_dev, case.stage.element_bytes, st)  # noqa: E731
 
     def enqueue(i: int, stream) -> None:
-        if pin_fn is not None:
-            pin_fn()
+        # Batch i re-pins when i % pin_every == 0: with pin_every > 1 the pin's cost is amortised over
+        # batches that find the hot set still resident (graphs are captured per batch, so this holds there).
+        if pin_fn is not None and i % pin_every == 0:
+            pin_fn(stream)
         fused_forward(tables, jagged[i], mode=mode, out=out, stream=stream, config=cfg)
 
     graphs: list = []
@@ -305,6 +310,8 @@ def _prepare_fast(case, graph: bool = False, pin: bool = False, window: bool = F
             closers.pop()()
 
     p = {**cfg.params(), "graph": graph, "pin": pin, "window": window}
+    if pin:
+        p.update(pin_every=pin_every, hot_rows=int(hot_dev.shape[0]))
     if window:
         p.update(l2_budget=budget, window_bytes=tables.hot_bytes)
     return Prepared(run, result, p, "embedding_bag_fused|pin_hot_rows", None, close)

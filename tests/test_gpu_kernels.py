@@ -228,3 +228,49 @@ def test_fused_misaligned_falls_back_to_scalar():
     dev = (cuda.to_device(ids), cuda.to_device(off), cuda.to_device(np.array([0, 10])), None)
     out = fused_forward(packed, dev).copy_to_host()
     assert _rel(out, reference.embedding_bag(ids, w, off, "sum", None, True)) <= 1e-6
+
+
+@pytest.mark.parametrize(
+    "dim,dtype",
+    [
+        (16, "float32"),
+        (32, "float32"),
+        (64, "float16"),
+        (100, "float32"),
+        (256, "bfloat16"),
+        (512, "float32"),
+        (30, "float32"),
+    ],
+)
+def test_fused_widths_on_gpu(dim, dtype):
+    from dlrmlab.backend import cuda
+    from dlrmlab.fast import PackedTables, fused_forward
+
+    stage = preset(
+        "tiny", sparse_feature_size=dim, dtype=dtype, tables=4, rows=20000, batch_size=512, pooling="uniform:0-40"
+    )
+    wl = Workload(stage, "zipf:1.1", seed=dim, weighted=True)
+    tabs, b = wl.make_tables(), wl.batch()
+    j = b.jagged()
+    dev = tuple(cuda.to_device(x) for x in (j.indices, j.offsets, j.table_offsets, j.per_sample_weights))
+    out = fused_forward(PackedTables.from_arrays(tabs, dtype=dtype), dev, mode="sum").copy_to_host()
+    ref = np.concatenate(
+        [
+            reference.embedding_bag(
+                tb.indices, table_as_float32(w, dtype), tb.offsets, "sum", tb.per_sample_weights, True
+            )
+            for w, tb in zip(tabs, b.tables, strict=True)
+        ]
+    )
+    assert _rel(out, ref) <= 1e-6
+
+
+def test_cupy_arrays_zero_copy():
+    cp = pytest.importorskip("cupy")
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((3000, 64), dtype=np.float32)
+    ids = rng.integers(0, 3000, 900)
+    off = np.arange(0, 901, 9)
+    out = api.embedding_bag(cp.asarray(ids), cp.asarray(w), cp.asarray(off), "sum", include_last_offset=True)
+    ref = reference.embedding_bag(ids, w, off, "sum", None, True)
+    assert _rel(out.copy_to_host(), ref) <= 1e-6

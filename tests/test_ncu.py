@@ -415,3 +415,17 @@ def test_ncu_target_runs_a_variant(monkeypatch, capsys):
     assert rc == 0
     assert calls == [0, 1, 0, 1, 0, 1, "closed"]
     assert "kernel_regex=my_kernel" in capsys.readouterr().out
+
+
+def test_h100_fixtures_from_build_command():
+    """Captures on the H100 (2026-11-26) with exactly build_command's argv (see fixtures/README.md)."""
+    base = ncu.parse_raw_csv((FIXTURES / "ncu_raw_h100_baseline.csv").read_text()).iloc[0]
+    assert base["kernel"] == "embedding_bag_paper"
+    assert base["registers"] == 45 and base["block"] == 256 and base["grid"] == 1024
+    assert base["theoretical_occupancy"] == pytest.approx(0.625)
+    assert base["occupancy_limiter"] == "registers"
+    shares = {c: base[c] for c in base.index if c.startswith("stall_") and c.endswith("_share")}
+    assert max(shares, key=shares.get) == "stall_long_scoreboard_share"
+    fast = ncu.parse_raw_csv((FIXTURES / "ncu_raw_h100_fast.csv").read_text()).iloc[0]
+    assert fast["kernel"] == "embedding_bag_fused" and fast["registers"] == 64
+    assert fast["dram_throughput_pct"] > 80  # the fused kernel streams at the memory roofline on random ids

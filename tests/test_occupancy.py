@@ -137,3 +137,19 @@ def test_kernel_resources_are_none_in_simulator():
 def test_compiled_needs_a_launched_kernel():
     with pytest.raises(DlrmlabError, match="not been compiled"):
         occupancy.compiled(object())
+
+
+def test_calculator_matches_ncu_theoretical_occupancy_from_fixture():
+    """Cross-check against Nsight Compute: the calculator gives ncu's theoretical occupancy for the kernel
+    ncu profiled (registers and block size read from the committed capture)."""
+    from pathlib import Path
+
+    from dlrmlab.bench import ncu
+
+    fixtures = sorted((Path(__file__).parent / "fixtures").glob("ncu_raw_*.csv"))
+    assert fixtures
+    for path in fixtures:
+        for _, row in ncu.parse_raw_csv(path.read_text()).iterrows():
+            occ = occupancy.theoretical(int(row["registers"]), int(row["block"]), 0, occupancy.H100_LIMITS)
+            assert occ.theoretical == pytest.approx(row["theoretical_occupancy"], abs=1e-6), path.name
+            assert occ.limiter == row["occupancy_limiter"], path.name
