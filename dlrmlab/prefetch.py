@@ -66,6 +66,20 @@ def _row_factor(weighted: bool, padded: bool):
 
 
 @dataclass(frozen=True)
+class _Ahead:
+    """A policy that works ``distance`` rows ahead of use."""
+
+    distance: int = 2
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "distance", _check_distance(self.distance))
+
+    def params(self) -> dict:
+        return {"prefetch": self.name, "prefetch_distance": self.distance}
+
+
+@dataclass(frozen=True)
 class NoPrefetch:
     name: str = "none"
 
@@ -91,15 +105,8 @@ class NoPrefetch:
 
 
 @dataclass(frozen=True)
-class RegisterPrefetch:
-    distance: int = 2
+class RegisterPrefetch(_Ahead):
     name: str = "register"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "distance", _check_distance(self.distance))
-
-    def params(self) -> dict:
-        return {"prefetch": self.name, "prefetch_distance": self.distance}
 
     def build(self, load, weighted: bool, padded: bool, block: tuple[int, int]):
         D = int(self.distance)
@@ -132,15 +139,8 @@ class RegisterPrefetch:
 
 
 @dataclass(frozen=True)
-class L1Prefetch:
-    distance: int = 2
+class L1Prefetch(_Ahead):
     name: str = "l1"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "distance", _check_distance(self.distance))
-
-    def params(self) -> dict:
-        return {"prefetch": self.name, "prefetch_distance": self.distance}
 
     def build(self, load, weighted: bool, padded: bool, block: tuple[int, int]):
         D = int(self.distance)
@@ -165,15 +165,8 @@ class L1Prefetch:
 
 
 @dataclass(frozen=True)
-class SharedStaging:
-    distance: int = 2
+class SharedStaging(_Ahead):
     name: str = "shared"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "distance", _check_distance(self.distance))
-
-    def params(self) -> dict:
-        return {"prefetch": self.name, "prefetch_distance": self.distance}
 
     def build(self, load, weighted: bool, padded: bool, block: tuple[int, int]):
         D = int(self.distance)

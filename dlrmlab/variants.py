@@ -57,20 +57,26 @@ def _paper_prepare(case, kernel_variant: str, params: dict, around=None) -> Prep
     outs = [cuda.device_array((case.stage.batch_size, dim), np.float32) for _ in tables]
 
     def launch_table(i: int, t: int) -> None:
+        if around is not None:
+            around(t, s)
         tb = case.dev_batches[i].tables[t]
         kernel[grid, cfg.block, s](tables[t], dim, tb.indices, tb.offsets, tb.psw, -1, outs[t])
 
+    return _per_table(case, launch_table, outs, {**cfg.params(), "grid": grid})
+
+
+def _per_table(case, launch_table, outs: list, params: dict, close=lambda: None) -> Prepared:
+    """Closures for a stage of one launch per table: ``launch_table(i, t)`` enqueues table t of batch i
+    (and whatever must precede it: a pin kernel, a window) on the case's stream."""
+    s = case.stream
+
     def run(i: int) -> None:
-        for t in range(len(tables)):
-            if around is not None:
-                around(t, s)
+        for t in range(case.num_tables):
             launch_table(i, t)
 
     def per_kernel(i: int):
         pairs = []
-        for t in range(len(tables)):
-            if around is not None:
-                around(t, s)
+        for t in range(case.num_tables):
             e0, e1 = make_event(), make_event()
             e0.record(s)
             launch_table(i, t)
@@ -83,7 +89,7 @@ def _paper_prepare(case, kernel_variant: str, params: dict, around=None) -> Prep
         s.synchronize()
         return [o.copy_to_host() for o in outs]
 
-    return Prepared(run, result, {**cfg.params(), "grid": grid}, "embedding_bag_paper", per_kernel)
+    return Prepared(run, result, params, "embedding_bag_paper", per_kernel, close)
 
 
 def _kernel_variant(name: str):
@@ -137,6 +143,7 @@ def _prepare_window(case, kernel_variant: str, params: dict) -> Prepared:
     lim = l2window.l2_limits()
     budget = int(budget or lim["persisting_l2_max_bytes"])
     row_bytes = case.dim * case.stage.element_bytes
+
     def ranked():
         tables, remaps, counts = [], [], []
         for t in range(case.num_tables):
@@ -156,6 +163,14 @@ def _prepare_window(case, kernel_variant: str, params: dict) -> Prepared:
 
     ranked_tables, counts, ranked_ids = _derived(case, ("ranked-tables",), ranked)
     n_rows = l2window.split_budget(counts, [row_bytes] * case.num_tables, budget)
+    kp = _split(params, ("max_registers", "prefetch", "prefetch_distance", "block", "grid"))
+    if params:
+        raise DlrmlabError(f"unknown parameters: {', '.join(sorted(params))}")
+    cfg, grid = api.paper_config(kernel_variant, dtype=case.dtype, mode=case.mode, weighted=case.weighted, **kp)
+    kernel = paper.build(cfg)
+    s, dim = case.stream, case.dim
+    outs = [cuda.device_array((case.stage.batch_size, dim), np.float32) for _ in ranked_tables]
+    # Everything is validated: only now change L2 state (restored by close()).
     ctx = l2window.persisting_l2(budget)
     l2 = ctx.__enter__()
     closed = {"done": False}
@@ -165,19 +180,6 @@ def _prepare_window(case, kernel_variant: str, params: dict) -> Prepared:
             closed["done"] = True
             ctx.__exit__(None, None, None)
 
-    kp = _split(params, ("max_registers", "prefetch", "prefetch_distance", "block", "grid"))
-    if params:
-        close()
-        raise DlrmlabError(f"unknown parameters: {', '.join(sorted(params))}")
-    try:
-        cfg, grid = api.paper_config(kernel_variant, dtype=case.dtype, mode=case.mode, weighted=case.weighted, **kp)
-        kernel = paper.build(cfg)
-    except Exception:
-        close()
-        raise
-    s, dim = case.stream, case.dim
-    outs = [cuda.device_array((case.stage.batch_size, dim), np.float32) for _ in ranked_tables]
-
     def launch_table(i: int, t: int) -> None:
         w = ranked_tables[t]
         nbytes = min(n_rows[t] * row_bytes, lim["access_policy_max_window_bytes"])
@@ -185,27 +187,8 @@ def _prepare_window(case, kernel_variant: str, params: dict) -> Prepared:
         tb = case.dev_batches[i].tables[t]
         kernel[grid, cfg.block, s](w, dim, ranked_ids[i][t], tb.offsets, tb.psw, -1, outs[t])
 
-    def run(i: int) -> None:
-        for t in range(case.num_tables):
-            launch_table(i, t)
-
-    def per_kernel(i: int):
-        pairs = []
-        for t in range(case.num_tables):
-            e0, e1 = make_event(), make_event()
-            e0.record(s)
-            launch_table(i, t)
-            e1.record(s)
-            pairs.append((e0, e1))
-        return pairs
-
-    def result(i: int) -> list[np.ndarray]:
-        run(i)
-        s.synchronize()
-        return [o.copy_to_host() for o in outs]
-
     p = {**cfg.params(), "grid": grid, "l2_budget": budget, "hit_ratio": hit_ratio, "window_rows": n_rows[0]}
-    return Prepared(run, result, p, "embedding_bag_paper", per_kernel, close)
+    return _per_table(case, launch_table, outs, p, close)
 
 
 def _prepare_fast(case, graph: bool = False, pin: bool = False, window: bool = False, **params: Any) -> Prepared:
