@@ -119,9 +119,8 @@ def _workload(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from dlrmlab.reproduce import reproduce
 
-    split = lambda v: [x for x in v.split(",") if x] if v else None  # noqa: E731
     return reproduce(
-        out=args.out, quiet=args.quiet, datasets=split(args.datasets), variants=split(args.variants),
+        out=args.out, quiet=args.quiet, datasets=_names(args.datasets) or None, variants=_names(args.variants) or None,
         repeats=args.repeats, repeat_runs=args.repeat_runs,
     )
 
@@ -207,7 +206,7 @@ def _bench(args: argparse.Namespace) -> int:
     if not datasets:
         raise DlrmlabError("--dataset is required: random, low, medium, high, zipf:ALPHA or trace:PATH")
     if args.preset == "auto":
-        args.preset = "tiny" if backend.SIMULATOR else "paper"
+        args.preset = backend.default_preset()
     res = harness.run_bench(
         variants,
         datasets,

@@ -164,6 +164,8 @@ class L1Prefetch(_Ahead):
         return bag_loop
 
 
+# SharedStaging's loop mirrors RegisterPrefetch's on purpose: only where the values wait differs, and a
+# Numba device function can neither return a local array nor take the allocation as a parameter.
 @dataclass(frozen=True)
 class SharedStaging(_Ahead):
     name: str = "shared"
