@@ -166,3 +166,22 @@ def test_pin_runs_in_simulator(dtype, dim):
     l2pin.pin(w_dev, dim, hot_dev, np.dtype(dtype).itemsize)
     backend.synchronize()
     np.testing.assert_array_equal(w_dev.copy_to_host(), w)  # a prefetch never changes the table
+
+
+def test_gpu_without_l2_persistence_is_refused_before_any_state_change(monkeypatch):
+    """A GPU reporting no persisting L2 (pre-Ampere) gets a clear error; no cudart call changes state."""
+    from dlrmlab import backend, cudart, l2window
+
+    monkeypatch.setattr(backend, "SIMULATOR", False)
+    props = {"name": "Old GPU", "persisting_l2_max_bytes": 0, "access_policy_max_window_bytes": 0}
+    monkeypatch.setattr(cudart, "device_properties", lambda device=0: props)
+    for name in (
+        "set_persisting_l2_limit",
+        "set_access_policy_window",
+        "reset_persisting_l2",
+        "get_persisting_l2_limit",
+    ):
+        monkeypatch.setattr(cudart, name, lambda *a, **k: pytest.fail("L2 state touched"))
+    with pytest.raises(DlrmlabError, match="does not support L2 persistence"):
+        with l2window.persisting_l2(1 << 20):
+            pass
