@@ -118,10 +118,11 @@ def plot_occupancy_vs_registers(df: pd.DataFrame) -> Figure:
     groups = list(df.groupby("variant", sort=False))
     for (variant, g), color in zip(groups, _colors(len(groups)), strict=True):
         g = g.sort_values("registers")
-        ax.plot(g["registers"], g["theoretical_occupancy"], "--", color=color, label=f"{variant} theoretical")
+        ax.plot(g["registers"], g["theoretical_occupancy"], "x--", color=color, label=f"{variant} theoretical")
         ax.plot(g["registers"], g["achieved_occupancy"], "o-", color=color, label=f"{variant} achieved")
     hi = float(np.nanmax(df[["theoretical_occupancy", "achieved_occupancy"]].to_numpy(dtype=float)))
     ax.set_ylabel("occupancy (%)" if hi > 1.0 else "occupancy (fraction of max warps)")
+    ax.set_ylim(0, 105 if hi > 1.0 else 1.05)
     ax.set_xlabel("registers per thread")
     ax.set_title("Occupancy vs registers")
     _legend_outside(ax)
