@@ -2,9 +2,10 @@
 
 Inputs may be NumPy arrays (copied to the GPU), Numba device arrays, or anything with
 ``__cuda_array_interface__`` such as torch CUDA tensors and CuPy arrays (used in place, zero-copy).
-Everything is validated on the host before any launch; the kernel is chosen by ``variant`` (see
-:data:`KERNEL_VARIANTS`) and keyword overrides (``max_registers``, ``prefetch``, ``prefetch_distance``,
-``block``, ``grid``).
+Everything is validated on the host before any launch. ``variant`` is a name from :mod:`dlrmlab.variants`
+that runs one table on its own (the paper family and ``fast``); keyword knobs override its defaults
+(``max_registers``, ``prefetch``, ``prefetch_distance``, ``block``, ``grid`` for the paper family;
+``unroll``, ``bags_per_block``, ``chunk``, ``max_registers``, ``vector`` for ``fast``).
 """
 
 from __future__ import annotations
@@ -13,49 +14,35 @@ from typing import Any
 
 import numpy as np
 
-from dlrmlab import backend, launch, occupancy, reference
+from dlrmlab import backend, launch, reference, variants
 from dlrmlab.backend import cuda
+from dlrmlab.config import TABLE_DTYPES, Combine
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.kernels import paper
-from dlrmlab.prefetch import make_prefetch
-
-#: Kernel-level variants of the paper family, as default configurations.
-KERNEL_VARIANTS: dict[str, dict] = {
-    "baseline": {},
-    "optmt": {"max_registers": 42},  # the paper's -maxrregcount 42; `dlrmlab tune` finds the GPU's best
-    "rpf": {"prefetch": "register", "prefetch_distance": 2},
-    "rpf_l1": {"prefetch": "l1", "prefetch_distance": 2},
-    "rpf_shared": {"prefetch": "shared", "prefetch_distance": 2},
-    "optmt_rpf": {"max_registers": 42, "prefetch": "register", "prefetch_distance": 2},
-}
-
-_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}
+from dlrmlab.fast import PackedTables, configure_here, fused_forward
+from dlrmlab.kernels.fast import FastConfig
+from dlrmlab.kernels.paper import PaperConfig
 
 
-def paper_config(
-    variant: str = "baseline", *, dtype: str = "float32", mode: str = "sum", weighted: bool = False,
-    padded: bool = False, **overrides: Any,
-) -> tuple[paper.PaperConfig, int]:
-    """Kernel configuration and grid for a variant name plus overrides (validated, nothing launched)."""
-    if variant not in KERNEL_VARIANTS:
-        raise DlrmlabError(f"unknown kernel variant {variant!r}; valid: {', '.join(KERNEL_VARIANTS)}")
-    p = {**KERNEL_VARIANTS[variant], **{k: v for k, v in overrides.items() if v is not None}}
-    unknown = set(p) - {"max_registers", "prefetch", "prefetch_distance", "block", "grid"}
-    if unknown:
-        raise DlrmlabError(f"unknown kernel parameters: {', '.join(sorted(unknown))}")
-    grid = int(p.get("grid", paper.TORCH_GRID))
-    if grid <= 0:
-        raise DlrmlabError(f"grid must be positive, got {grid}")
-    cfg = paper.PaperConfig(
-        dtype=dtype,
-        mode=mode,
-        weighted=weighted,
-        padded=padded,
-        prefetch=make_prefetch(p.get("prefetch", "none"), p.get("prefetch_distance", 2)),
-        max_registers=occupancy.check_register_cap(p.get("max_registers")),
-        block=tuple(p.get("block", paper.TORCH_BLOCK)),
-    )
-    return cfg, launch.grid(grid)
+def single_table_variants() -> list[str]:
+    """Variants ``embedding_bag`` runs: those of one kernel family, with nothing around their launches."""
+    return [n for n in variants.names() if variants.get(n).families in (("paper",), ("fast",))
+            and not variants.get(n).gpu_only]
+
+
+def kernel_config(
+    variant: str, dim: int, dtype: str, combine: Combine, pooling_mean: float = 1.0, **params: Any
+) -> PaperConfig | FastConfig:
+    """The kernel configuration for a variant name plus knobs (validated, nothing launched)."""
+    if variant not in single_table_variants():
+        variants.get(variant)  # unknown names: the table's own error, listing every variant
+        raise DlrmlabError(
+            f"variant {variant!r} runs a whole stage (a peer, pinning, an L2 window or graph replay): use "
+            f"dlrmlab.bench or dlrmlab.dlrm; embedding_bag runs {', '.join(single_table_variants())}"
+        )
+    knobs = variants.knobs_for(variant, params)
+    if "paper" in knobs:
+        return PaperConfig.from_knobs(dtype, combine, **knobs["paper"])
+    return configure_here(dim, dtype, pooling_mean, combine=combine, **knobs["fast"])[0]
 
 
 # --- conversions -----------------------------------------------------------------------------------------
@@ -112,17 +99,17 @@ def _host_view(x: Any) -> np.ndarray:
 
 def _table_dtype(weight: Any, weight_dtype: str | None) -> str:
     if weight_dtype is not None:
-        if weight_dtype not in ("float32", "float16", "bfloat16"):
-            raise DlrmlabError(f"weight_dtype must be float32, float16 or bfloat16, got {weight_dtype!r}")
+        if weight_dtype not in TABLE_DTYPES:
+            raise DlrmlabError(f"weight_dtype must be one of {', '.join(TABLE_DTYPES)}, got {weight_dtype!r}")
         return weight_dtype
     if _is_torch(weight) and str(weight.dtype) == "torch.bfloat16":
         return "bfloat16"
-    dt = np.dtype(getattr(weight, "dtype", np.float32).__str__().replace("torch.", ""))
-    if dt not in _DTYPES:
+    dt = str(np.dtype(getattr(weight, "dtype", np.float32).__str__().replace("torch.", "")))
+    if dt not in ("float32", "float16"):
         raise DlrmlabError(
             f"weight dtype {dt} not supported: float32, float16, or bfloat16 (as uint16 with weight_dtype)"
         )
-    return _DTYPES[dt]
+    return dt
 
 
 # --- the API ---------------------------------------------------------------------------------------------
@@ -153,8 +140,7 @@ def embedding_bag(
         raise DlrmlabError("weight must be 2-D (num_embeddings, embedding_dim)")
     rows, dim = int(shape[0]), int(shape[1])
     dtype = _table_dtype(weight, weight_dtype)
-    if mode not in ("sum", "mean"):
-        raise DlrmlabError(f"mode must be 'sum' or 'mean', got {mode!r}")
+    combine = Combine(mode, per_sample_weights is not None, padding_idx is not None)
     if padding_idx is not None:
         if not -rows <= padding_idx < rows:
             raise DlrmlabError(f"padding_idx {padding_idx} out of range for {rows} rows")
@@ -176,14 +162,9 @@ def embedding_bag(
             per_sample_weights = _host_view(per_sample_weights).reshape(-1)
     elif offsets is None:
         raise DlrmlabError("offsets are required when input is 1-D")
-    if per_sample_weights is not None and mode != "sum":
-        raise DlrmlabError("per_sample_weights is only supported for mode='sum' (as in torch)")
-    cfg, grid = paper_config(
-        variant, dtype=dtype, mode=mode, weighted=per_sample_weights is not None,
-        padded=padding_idx is not None, **kernel_params,
-    )
-
     n_ids = int(ishape[0]) if len(ishape) == 1 else int(np.prod(ishape))
+    n_bags = int(getattr(offsets, "shape", (1,))[0]) - (1 if include_last_offset else 0)
+    cfg = kernel_config(variant, dim, dtype, combine, n_ids / max(n_bags, 1), **kernel_params)
     if validate or not include_last_offset:
         host_off = reference.normalize_offsets(n_ids, _host_view(offsets), include_last_offset)
         if validate:
@@ -203,10 +184,15 @@ def embedding_bag(
     ids = to_device(input, s, "input")
     off = to_device(offsets, s, "offsets")
     psw = to_device(per_sample_weights, s, "per_sample_weights")
-    if psw is None:
-        psw = cuda.device_array(1, np.float32, stream=s)
     out = cuda.device_array((off.shape[0] - 1, dim), np.float32, stream=s)
-    paper.launch(cfg, w_flat, dim, ids, off, psw, -1 if padding_idx is None else padding_idx, out, grid, s)
+    pad = -1 if padding_idx is None else padding_idx
+    if isinstance(cfg, FastConfig):  # the table as a one-table packed buffer, zero-copy
+        one = PackedTables(w_flat, cuda.to_device(np.zeros(1, np.int64), s), (rows,), dim, dtype)
+        table_offsets = cuda.to_device(np.array([0, off.shape[0] - 1], np.int64), s)
+        fused_forward(one, (ids, off, table_offsets, psw), mode, padding_idx, out, s, config=cfg)
+    else:
+        psw = psw if psw is not None else cuda.device_array(1, np.float32, stream=s)
+        launch.paper(cfg, w_flat, dim, ids, off, psw, pad, out, s)
     if _is_torch(weight):
         import torch
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -81,10 +82,6 @@ def default_preset() -> str:
     return "tiny" if SIMULATOR else "paper"
 
 
-def has_gpu() -> bool:
-    return not SIMULATOR and cuda.is_available()
-
-
 def jit(*args: Any, max_registers: int | None = None, **kwargs: Any) -> Callable:
     """``numba.cuda.jit`` that accepts ``max_registers`` everywhere.
 
@@ -96,25 +93,31 @@ def jit(*args: Any, max_registers: int | None = None, **kwargs: Any) -> Callable
     return cuda.jit(*args, **kwargs)
 
 
-# --- warp primitives -----------------------------------------------------------------------------------
-# The simulator has neither shfl_sync nor syncwarp. Kernels call these names instead; in the simulator
-# syncwarp becomes a block barrier (stronger, so still correct when the whole block calls it) and the
-# shuffle is emulated through the simulator's shared arrays by the caller, so only the GPU path exists.
-
-if SIMULATOR:
-
-    @cuda.jit(device=True)
-    def syncwarp() -> None:
-        cuda.syncthreads()
-
-else:
-
-    @cuda.jit(device=True)
-    def syncwarp() -> None:
-        cuda.syncwarp(0xFFFFFFFF)
+# --- timing events ---------------------------------------------------------------------------------------
 
 
-def synchronize() -> None:
-    """Wait for all queued GPU work (a no-op in the simulator, which runs launches synchronously)."""
-    if not SIMULATOR:
-        cuda.synchronize()
+class HostEvent:
+    """Stand-in for a CUDA timing event in simulator mode (same methods; host clock). The simulator runs
+    launches synchronously, so it measures simulated-kernel host time: never meaningful as speed."""
+
+    def __init__(self) -> None:
+        self.t: float | None = None
+
+    def record(self, stream: Any = 0) -> None:
+        self.t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        pass
+
+    def query(self) -> bool:
+        return True
+
+    def elapsed_time(self, end: HostEvent) -> float:
+        if self.t is None or end.t is None:
+            raise RuntimeError("event not recorded")
+        return (end.t - self.t) * 1e3
+
+
+def event() -> Any:
+    """A timing event: ``cuda.event(timing=True)`` on a GPU, :class:`HostEvent` in the simulator."""
+    return HostEvent() if SIMULATOR else cuda.event(timing=True)

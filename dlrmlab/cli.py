@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from dlrmlab.config import KERNEL_MODES
 from dlrmlab.errors import DlrmlabError
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -69,6 +70,22 @@ def _info(args: argparse.Namespace) -> int:
 # --- workload --------------------------------------------------------------------------------------------
 
 
+def _preset(args: argparse.Namespace) -> str:
+    """The one --preset default rule: ``auto`` is paper on a GPU, tiny in the simulator."""
+    from dlrmlab import backend
+
+    return backend.default_preset() if args.preset in (None, "auto") else args.preset
+
+
+def _out_dir(args: argparse.Namespace):
+    """Every command writes under ``<--out>/<gpu family>/`` (``simulator`` without a GPU)."""
+    from pathlib import Path
+
+    from dlrmlab.device import family
+
+    return Path(args.out) / family()
+
+
 def _stage_from_args(args: argparse.Namespace):
     from dlrmlab.workload import preset
 
@@ -81,7 +98,7 @@ def _stage_from_args(args: argparse.Namespace):
             over[name] = v
     if getattr(args, "pooling", None) is not None:
         over["pooling"] = args.pooling
-    return preset(args.preset, **over)
+    return preset(_preset(args), **over)
 
 
 def workload_describe(args: argparse.Namespace) -> dict:
@@ -131,12 +148,14 @@ def _reproduce(args: argparse.Namespace) -> int:
 @_command("profile")
 def _profile(args: argparse.Namespace) -> int:
     from dlrmlab.bench import ncu
+    from dlrmlab.bench.results import append_results, check_results_dir
 
+    out = check_results_dir(_out_dir(args))
     df = ncu.profile_variant(
-        args.variant, args.dataset, args.preset, args.seed, args.kernel_regex, args.launch_skip, args.launch_count
+        args.variant, args.dataset, _preset(args), args.seed, args.kernel_regex, args.launch_skip, args.launch_count
     )
     print(ncu.format_summary(df))
-    path = ncu.append_csv(df, ncu.profile_csv_path(args.out, args.variant, args.dataset))
+    path = append_results(df, "profile", out)
     print(f"\nappended {len(df)} row(s) to {path}")
     return 0
 
@@ -150,11 +169,12 @@ def _names(text: str | None) -> list[str]:
 
 def _list_variants() -> int:
     from dlrmlab import backend
-    from dlrmlab.bench.registry import variants
+    from dlrmlab.variants import VARIANTS
 
-    for spec in variants():
+    for name in sorted(VARIANTS):
+        spec = VARIANTS[name]
         where = " [GPU only]" if spec.gpu_only else ""
-        print(f"{spec.name:18s} {spec.description}{where}")
+        print(f"{name:18s} {spec.description}{where}")
     if backend.SIMULATOR:
         print("(simulator mode: GPU-only variants cannot run here)")
     return 0
@@ -162,16 +182,13 @@ def _list_variants() -> int:
 
 @_command("tune")
 def _tune(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from dlrmlab import tune, tuned
+    from dlrmlab.bench.results import append_results, check_results_dir
 
-    from dlrmlab import backend, tune
-    from dlrmlab.bench.results import append_results
-    from dlrmlab.reproduce import device_slug
-
-    args.preset = args.preset or backend.default_preset()
+    out = check_results_dir(_out_dir(args)) if args.out else None
     if args.target == "fast":
         rows = tune.tune_fast(
-            args.preset, args.dataset, quick=args.quick, repeats=args.repeats, progress=not args.quiet
+            _preset(args), args.dataset, quick=args.quick, repeats=args.repeats, progress=not args.quiet
         )
         cols = ["candidate", "median_ms", "p10_ms", "p90_ms", "speedup_vs_torch", "correct"]
     else:
@@ -180,16 +197,16 @@ def _tune(args: argparse.Namespace) -> int:
         except ValueError:
             raise DlrmlabError(f"--caps: comma-separated integers or 'none', got {args.caps!r}") from None
         rows = tune.tune_register_cap(
-            args.preset, args.dataset, variant=args.variant or "optmt", caps=caps, repeats=args.repeats,
+            _preset(args), args.dataset, variant=args.variant or "optmt", caps=caps, repeats=args.repeats,
             progress=not args.quiet,
         )
         cols = ["max_registers", "registers", "theoretical_occupancy", "occupancy_limiter", "median_ms", "correct"]
     print(rows[[c for c in cols if c in rows]].to_string(index=False))
-    if args.out:
+    if out is not None:
         table = rows.drop(columns=["candidate"], errors="ignore")
-        append_results(table, f"tune_{args.target}", Path(args.out) / device_slug())
-    if not rows.empty and bool(rows.iloc[0].get("timing_valid", False)):
-        print(f"best configuration cached in {tune.cache_path()}")
+        print(f"appended {len(table)} row(s) to {append_results(table, f'tune_{args.target}', out)}")
+    if args.target == "fast" and not rows.empty and bool(rows.iloc[0].get("timing_valid", False)):
+        print(f"best configuration stored in {tuned.cache_path()}")
     return 0
 
 
@@ -205,8 +222,7 @@ def _bench(args: argparse.Namespace) -> int:
         raise DlrmlabError("--variant is required (dlrmlab bench --list shows the variants)")
     if not datasets:
         raise DlrmlabError("--dataset is required: random, low, medium, high, zipf:ALPHA or trace:PATH")
-    if args.preset == "auto":
-        args.preset = backend.default_preset()
+    out = _out_dir(args)
     res = harness.run_bench(
         variants,
         datasets,
@@ -220,7 +236,7 @@ def _bench(args: argparse.Namespace) -> int:
         cold_l2=args.cold_l2,
         include_torch=not args.no_torch,
         repeat_runs=args.repeat_runs,
-        out=args.out,
+        out=out,
         progress=not args.quiet,
     )
     rows = res.rows
@@ -232,7 +248,7 @@ def _bench(args: argparse.Namespace) -> int:
         notes += [harness.SIMULATOR_NOTICE] if backend.SIMULATOR else []
     else:
         print(harness.format_table(rows))
-        notes.append(f"appended {len(rows)} row(s) to {args.out}/bench.csv, per-run times to {args.out}/bench_runs.csv")
+        notes.append(f"appended {len(rows)} row(s) to {out}/bench.csv, per-run times to {out}/bench_runs.csv")
     for n in notes:
         print(n, file=sys.stderr if args.json else sys.stdout)
     return 0 if rows["correct"].astype(bool).all() else 1
@@ -241,9 +257,12 @@ def _bench(args: argparse.Namespace) -> int:
 # --- parser ----------------------------------------------------------------------------------------------
 
 
-def _add_shape(p: argparse.ArgumentParser, default_preset: str) -> None:
-    auto = "; auto: paper on a GPU, tiny in the simulator" if default_preset == "auto" else ""
-    p.add_argument("--preset", default=default_preset, help=f"stage shape: paper or tiny (default %(default)s{auto})")
+PRESET_HELP = "stage shape: paper, tiny or auto (default auto: paper on a GPU, tiny in the simulator)"
+OUT_HELP = "results directory; rows go under OUT/<gpu family>/ (default %(default)s)"
+
+
+def _add_shape(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="auto", help=PRESET_HELP)
     p.add_argument("--rows", type=int, help="rows per table")
     p.add_argument("--tables", type=int, help="number of tables")
     p.add_argument("--batch", type=int, help="batch size")
@@ -263,12 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     wsub = p.add_subparsers(dest="workload_command", required=True)
     d = wsub.add_parser("describe", help="hotness statistics of one batch's index stream")
     d.add_argument("--dataset", required=True, help="random, low, medium, high, zipf:ALPHA or trace:PATH")
-    _add_shape(d, "paper")
+    _add_shape(d)
     d.add_argument("--ids", type=int, help="describe the first N ids of the stream instead of one batch")
     d.add_argument("--json", action="store_true")
 
     p = sub.add_parser("reproduce", help="the main job: reproduce the paper's measurements")
-    p.add_argument("--out", default="results", help="results directory (default %(default)s)")
+    p.add_argument("--out", default="results", help=OUT_HELP)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--datasets", help="comma-separated (default: random,low,medium,high,zipf:1.05,zipf:1.15)")
     p.add_argument("--variants", help="comma-separated (default: every usable variant)")
@@ -278,20 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="autotune the fused kernel (fast) or sweep register caps (optmt)")
     p.add_argument("target", choices=["fast", "optmt"])
     p.add_argument("--dataset", default="random")
-    p.add_argument("--preset", help="paper on a GPU, tiny in the simulator (default)")
+    p.add_argument("--preset", default="auto", help=PRESET_HELP)
     p.add_argument("--quick", action="store_true", help="fast: a smaller search space")
     p.add_argument("--variant", help="optmt: the paper-family variant to sweep (optmt or optmt_rpf)")
     p.add_argument("--caps", help="optmt: comma-separated register caps, 'none' for no cap")
     p.add_argument("--repeats", type=int)
-    p.add_argument("--out", help="append the table under OUT/<gpu>/tune_<target>.csv")
+    p.add_argument("--out", help="append the table to OUT/<gpu family>/tune_<target>.csv")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("profile", help="warp stalls and occupancy of a variant's kernels, from Nsight Compute")
     p.add_argument("--variant", required=True, help="a registered variant (e.g. torch)")
     p.add_argument("--dataset", required=True, help="random, low, medium, high, zipf:ALPHA or trace:PATH")
-    p.add_argument("--preset", default="paper", help="stage shape: paper or tiny (default %(default)s)")
+    p.add_argument("--preset", default="auto", help=PRESET_HELP)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="results", help="where profile_<variant>_<dataset>.csv goes (default %(default)s)")
+    p.add_argument("--out", default="results", help=OUT_HELP)
     p.add_argument("--kernel-regex", help="kernel-name regex for ncu (default: the variant's kernels)")
     p.add_argument("--launch-skip", type=int, default=2, help="matching launches to skip (default %(default)s)")
     p.add_argument("--launch-count", type=int, default=1, help="matching launches to profile (default %(default)s)")
@@ -304,10 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--variant", help="variant name(s), comma-separated (see --list)")
     p.add_argument("--dataset", help="dataset name(s), comma-separated: random, low, medium, high, zipf:A, trace:P")
-    _add_shape(p, "auto")
-    p.add_argument("--mode", default="sum", choices=("sum", "mean", "max"), help="pooling mode (default %(default)s)")
+    _add_shape(p)
+    p.add_argument("--mode", default="sum", choices=KERNEL_MODES, help="pooling mode (default %(default)s)")
     p.add_argument("--weighted", action="store_true", help="per-sample weights (mode sum)")
-    p.add_argument("--out", default="results", help="results directory, appended to (default %(default)s)")
+    p.add_argument("--out", default="results", help=OUT_HELP)
     p.add_argument("--cold-l2", action="store_true", help="evict L2 before every timed run (outside the timing)")
     p.add_argument("--repeats", type=int, help="timed rounds per comparison (default 50; 2 in the simulator)")
     p.add_argument("--warmup", type=float, help="warm-up seconds (default 0.3; 0 in the simulator)")

@@ -1,50 +1,88 @@
-"""Host side of the fast path: packed tables, one launch per batch, and CUDA-graph replay.
+"""Host side of the fast path: packed tables, its kernel's configuration, one launch per batch, graphs.
 
 >>> tables = PackedTables.from_arrays(host_tables)          # one packed device buffer
 >>> out = fused_forward(tables, jagged_dev, mode="sum")      # one launch for all tables
->>> g = StageGraph.capture(lambda s: fused_forward(tables, jagged_dev, out=out, stream=s), inputs=[...])
+>>> g = StageGraph.capture(lambda s: fused_forward(tables, jagged_dev, out=out, stream=s), inputs=[out])
 >>> g.replay()                                               # a few microseconds of host time per batch
+
+The kernel's configuration is a pure function of the shape, dtype, pooling, GPU and explicit overrides
+(:func:`configure`); tuned knobs come in as data (:mod:`dlrmlab.tuned`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from dlrmlab import backend, launch, occupancy
+from dlrmlab import backend, device, hotness, l2window, launch, tuned
 from dlrmlab.backend import cuda
+from dlrmlab.config import KNOBS, Combine, TableDType, table_dtype
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.kernels import fused
-from dlrmlab.kernels.elements import VECTOR_ELEMS
+from dlrmlab.kernels.fast import FastConfig, build
 
 #: Resident blocks per SM the persistent grid aims for (128-thread blocks use few registers).
 BLOCKS_PER_SM = 16
+#: Untuned default: 128-thread blocks (threads per bag x bags per block).
+DEFAULT_BLOCK_THREADS = 128
+
+
+def configure(
+    dim: int, dtype: str = "float32", combine: Combine | None = None, split_hot: bool = False,
+    tuned_params: dict | None = None, **overrides: Any,
+) -> FastConfig:
+    """The kernel configuration for a shape: explicit ``overrides`` win over ``tuned_params`` (from
+    :func:`dlrmlab.tuned.fast_entry`), which win over defaults (vector loads when the width allows,
+    128-thread blocks, 8 rows in flight). Pure: same inputs, same kernel, on any machine."""
+    unknown = set(overrides) - KNOBS["fast"]
+    if unknown:
+        raise DlrmlabError(f"unknown fast-kernel knobs: {', '.join(sorted(unknown))}; valid: "
+                           f"{', '.join(sorted(KNOBS['fast']))}")
+    vec_ok = dim % table_dtype(dtype).vector == 0
+    knobs = {"vector": vec_ok, **((tuned_params or {}) if not overrides else {}), **overrides}
+    lanes = FastConfig(dim=dim, dtype=dtype, vector=bool(knobs["vector"])).lanes
+    knobs.setdefault("bags_per_block", max(1, DEFAULT_BLOCK_THREADS // lanes))
+    return FastConfig(dim=dim, dtype=dtype, combine=combine or Combine(), split_hot=split_hot, **knobs)
+
+
+def configure_here(dim: int, dtype: str, pooling_mean: float, **kwargs: Any) -> tuple[FastConfig, str]:
+    """:func:`configure` with this GPU's family and tuning (user cache, then shipped table); and which."""
+    t = tuned.fast_entry(device.family(), dim, dtype, pooling_mean)
+    source = "explicit" if any(k in KNOBS["fast"] for k in kwargs) else t.source
+    return configure(dim, dtype, tuned_params=t.params, **kwargs), source
 
 
 @dataclass
 class PackedTables:
-    """All tables of a stage in one 1-D device buffer (same width and dtype)."""
+    """All tables of a stage in one 1-D device buffer (same width and dtype).
+
+    With a split layout (:meth:`ranked_split`) every table's hottest rows sit together at the front of the
+    buffer (``hot_bytes`` long), so one L2 window covers them all.
+    """
 
     packed: Any
-    row_base: Any  # device int64, first element of each table
+    row_base: Any  # device int64, first element of each table (of its cold part, when split)
     rows: tuple[int, ...]
     dim: int
     dtype: str
     hot_rows: Any = None  # device int64 per table (split layout only)
     hot_base: Any = None  # device int64 per table (split layout only)
     remaps: list[np.ndarray] | None = None  # old id -> ranked id per table (split layout only)
-    hot_bytes: int = 0  # size of the contiguous hot region at the front of ``packed``
+    hot_bytes: int = 0
 
     @property
     def split(self) -> bool:
         return self.hot_rows is not None
 
-    @classmethod
-    def from_arrays(cls, tables: Sequence[Any], dtype: str | None = None, stream=0) -> PackedTables:
-        """Pack host (NumPy) or device 2-D tables. bf16 tables are uint16 arrays with ``dtype='bfloat16'``."""
+    @property
+    def num_tables(self) -> int:
+        return len(self.rows)
+
+    @staticmethod
+    def _check(tables: Sequence[Any], dtype: str | None) -> tuple[int, TableDType]:
         if not tables:
             raise DlrmlabError("need at least one table")
         shapes = [tuple(t.shape) for t in tables]
@@ -52,86 +90,79 @@ class PackedTables:
             raise DlrmlabError("tables must be 2-D (rows, dim)")
         dims = {s[1] for s in shapes}
         if len(dims) != 1:
-            raise DlrmlabError(f"the fused kernel needs one width for all tables, got {sorted(dims)}")
-        dts = {str(np.dtype(t.dtype)) for t in tables}
-        if len(dts) != 1:
-            raise DlrmlabError(f"the fused kernel needs one dtype for all tables, got {sorted(dts)}")
-        np_dtype = dts.pop()
-        dtype = dtype or {"float32": "float32", "float16": "float16"}.get(np_dtype)
-        if dtype is None or (dtype == "bfloat16") != (np_dtype == "uint16"):
-            raise DlrmlabError(f"table storage {np_dtype} does not match dtype {dtype!r}")
-        dim = dims.pop()
-        rows = tuple(int(s[0]) for s in shapes)
+            raise DlrmlabError(f"the fast kernel needs one width for all tables, got {sorted(dims)}")
+        storages = {str(np.dtype(t.dtype)) for t in tables}
+        if len(storages) != 1:
+            raise DlrmlabError(f"the fast kernel needs one dtype for all tables, got {sorted(storages)}")
+        storage = storages.pop()
+        name = dtype or {"float32": "float32", "float16": "float16"}.get(storage)
+        if name is None or str(table_dtype(name).storage) != storage:
+            raise DlrmlabError(f"table storage {storage} does not match dtype {dtype!r}")
+        return int(dims.pop()), table_dtype(name)
+
+    @classmethod
+    def from_arrays(cls, tables: Sequence[Any], dtype: str | None = None, stream=0) -> PackedTables:
+        """Pack host (NumPy) or device 2-D tables. bf16 tables are uint16 arrays with ``dtype='bfloat16'``."""
+        dim, dt = cls._check(tables, dtype)
+        rows = tuple(int(t.shape[0]) for t in tables)
         base = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64) * dim
-        total = int(sum(rows)) * dim
         if all(isinstance(t, np.ndarray) for t in tables):
             packed = cuda.to_device(np.concatenate([np.ascontiguousarray(t).reshape(-1) for t in tables]), stream)
         else:
-            packed = cuda.device_array(total, np.dtype(np_dtype), stream=stream)
+            packed = cuda.device_array(int(sum(rows)) * dim, dt.storage, stream=stream)
             for t, b in zip(tables, base, strict=True):
                 src = t if hasattr(t, "copy_to_device") else cuda.as_cuda_array(t)
                 packed[int(b) : int(b) + src.size].copy_to_device(src.reshape(src.size), stream=stream)
-        return cls(packed, cuda.to_device(base, stream), rows, int(dim), dtype)
+        return cls(packed, cuda.to_device(base, stream), rows, dim, dt.name)
 
     @classmethod
     def ranked_split(
-        cls, tables: Sequence[np.ndarray], counts: Sequence[np.ndarray], budget_bytes: int,
+        cls, tables: Sequence[np.ndarray], rankings: Sequence[hotness.Ranking], budget_bytes: int,
         dtype: str | None = None, stream=0,
     ) -> PackedTables:
         """Frequency-ranked tables with every table's hottest rows together at the front of the buffer.
 
-        ``counts[t]``: access counts of table t's rows. The budget is split across tables by accesses per
-        byte (:func:`dlrmlab.l2window.split_budget`); ids must then be remapped with ``remap_ids``.
+        The budget is split across tables by accesses per byte (:func:`dlrmlab.l2window.split_budget`);
+        ids must then be remapped with :meth:`remap_ids`.
         """
-        from dlrmlab.l2window import split_budget
-
-        plain = cls.from_arrays([t[:1] for t in tables], dtype)  # validates widths and dtypes, cheaply
-        orders = [np.argsort(-np.asarray(c), kind="stable") for c in counts]
-        row_bytes = plain.dim * np.dtype(tables[0].dtype).itemsize
-        hot = split_budget([np.asarray(c)[o] for c, o in zip(counts, orders, strict=True)],
-                           [row_bytes] * len(tables), budget_bytes)
-        hot_parts = [np.asarray(t)[o[:h]] for t, o, h in zip(tables, orders, hot, strict=True)]
-        cold_parts = [np.asarray(t)[o[h:]] for t, o, h in zip(tables, orders, hot, strict=True)]
-        hot_base = np.concatenate([[0], np.cumsum(hot)[:-1]]).astype(np.int64) * plain.dim
+        dim, dt = cls._check(tables, dtype)
+        row_bytes = dim * dt.bytes
+        hot = l2window.split_budget([r.ranked_counts for r in rankings], [row_bytes] * len(tables), budget_bytes)
+        ranked = [np.asarray(t)[r.order] for t, r in zip(tables, rankings, strict=True)]
+        hot_base = np.concatenate([[0], np.cumsum(hot)[:-1]]).astype(np.int64) * dim
         n_hot = int(sum(hot))
-        cold_start = np.concatenate([[0], np.cumsum([len(c) for c in cold_parts])[:-1]]).astype(np.int64)
+        cold_rows = [len(t) - h for t, h in zip(tables, hot, strict=True)]
+        cold_start = np.concatenate([[0], np.cumsum(cold_rows)[:-1]]).astype(np.int64)
         # ranked id r >= hot[t] lives at cold row (r - hot[t]) of table t's cold part
-        row_base = (n_hot + cold_start - np.asarray(hot, np.int64)) * plain.dim
-        flat = np.concatenate([p.reshape(-1) for p in hot_parts + cold_parts])
-        remaps = []
-        for o in orders:
-            r = np.empty_like(o)
-            r[o] = np.arange(o.size)
-            remaps.append(r)
+        row_base = (n_hot + cold_start - np.asarray(hot, np.int64)) * dim
+        flat = np.concatenate([r[:h].reshape(-1) for r, h in zip(ranked, hot, strict=True)]
+                              + [r[h:].reshape(-1) for r, h in zip(ranked, hot, strict=True)])
         return cls(
-            cuda.to_device(flat, stream), cuda.to_device(row_base, stream), tuple(len(t) for t in tables),
-            plain.dim, plain.dtype, cuda.to_device(np.asarray(hot, np.int64), stream),
-            cuda.to_device(hot_base, stream), remaps, n_hot * row_bytes,
+            cuda.to_device(flat, stream), cuda.to_device(row_base, stream), tuple(len(t) for t in tables), dim,
+            dt.name, cuda.to_device(np.asarray(hot, np.int64), stream), cuda.to_device(hot_base, stream),
+            [r.remap for r in rankings], n_hot * row_bytes,
         )
 
     def remap_ids(self, t: int, ids: np.ndarray) -> np.ndarray:
         """Ids of table t in this layout's numbering (identity unless the layout is ranked)."""
         return ids if self.remaps is None else self.remaps[t][ids].astype(ids.dtype)
 
-    @property
-    def num_tables(self) -> int:
-        return len(self.rows)
-
     def vector_ok(self) -> bool:
         """16-byte loads are safe: row width a multiple of the vector and the buffer 16-byte aligned."""
-        if self.dim % VECTOR_ELEMS[self.dtype]:
+        if self.dim % table_dtype(self.dtype).vector:
             return False
-        if backend.SIMULATOR:
-            return True
-        return self.packed.device_ctypes_pointer.value % 16 == 0
+        return backend.SIMULATOR or self.packed.device_ctypes_pointer.value % 16 == 0
 
 
-def grid_for(cfg: fused.FusedConfig, num_bags: int) -> int:
-    from dlrmlab.occupancy import device_limits
-
-    sms = device_limits().get("sms", 132)
+def grid_for(cfg: FastConfig, num_bags: int, blocks_per_sm: int = BLOCKS_PER_SM) -> int:
+    """Persistent grid: at most ``blocks_per_sm`` blocks per SM, at most one block per tile."""
     tiles = -(-num_bags // cfg.bags_per_block)
-    return launch.grid(min(tiles, sms * BLOCKS_PER_SM))
+    return launch.grid(min(tiles, device.limits()["sms"] * blocks_per_sm))
+
+
+@lru_cache(maxsize=1)
+def _no_weights() -> Any:
+    return cuda.device_array(1, np.float32)
 
 
 def fused_forward(
@@ -141,8 +172,9 @@ def fused_forward(
     padding_idx: int | None = None,
     out: Any = None,
     stream: Any = 0,
-    config: fused.FusedConfig | None = None,
-    **overrides: Any,
+    config: FastConfig | None = None,
+    blocks_per_sm: int = BLOCKS_PER_SM,
+    **knobs: Any,
 ) -> Any:
     """One launch for all tables. ``jagged``: device (indices, offsets, table_offsets, psw-or-None).
 
@@ -152,52 +184,36 @@ def fused_forward(
     if table_offsets.shape[0] - 1 != tables.num_tables:
         raise DlrmlabError(f"batch has {table_offsets.shape[0] - 1} tables, packed tables {tables.num_tables}")
     num_bags = offsets.shape[0] - 1
-    cfg = config or fused.choose(
-        tables.dim, tables.dtype, pooling_mean=indices.shape[0] / max(num_bags, 1), mode=mode,
-        weighted=psw is not None, padded=padding_idx is not None, split_hot=tables.split, **overrides,
-    )
-    if cfg.split_hot != tables.split:
+    if config is None:
+        combine = Combine(mode, psw is not None, padding_idx is not None)
+        config, _ = configure_here(tables.dim, tables.dtype, indices.shape[0] / max(num_bags, 1),
+                                   combine=combine, split_hot=tables.split, **knobs)
+    if config.split_hot != tables.split:
         raise DlrmlabError("kernel configuration and table layout disagree on the split hot region")
-    if cfg.vector and not tables.vector_ok():
-        cfg = replace(cfg, vector=False)  # fall back rather than read misaligned
-    if cfg.max_registers is not None:
-        occupancy.check_register_cap(cfg.max_registers)
+    if config.vector and not tables.vector_ok():
+        config = replace(config, vector=False)  # fall back rather than read misaligned
     if out is None:
         out = cuda.device_array((num_bags, tables.dim), np.float32, stream=stream)
     elif tuple(out.shape) != (num_bags, tables.dim):
         raise DlrmlabError(f"out must have shape {(num_bags, tables.dim)}, got {tuple(out.shape)}")
-    if psw is None:
-        psw = _dummy_weights()
-    kernel = build_cached(cfg)
-    hot_rows = tables.hot_rows if tables.split else tables.row_base  # unused without split
+    hot_rows = tables.hot_rows if tables.split else tables.row_base  # read, unused, by the plain addresser
     hot_base = tables.hot_base if tables.split else tables.row_base
-    kernel[grid_for(cfg, num_bags), cfg.threads, stream](
-        tables.packed, tables.row_base, hot_rows, hot_base, indices, offsets, table_offsets, psw,
-        -1 if padding_idx is None else int(padding_idx), out,
+    build(config)[grid_for(config, num_bags, blocks_per_sm), config.threads, stream](
+        tables.packed, tables.row_base, hot_rows, hot_base, indices, offsets, table_offsets,
+        _no_weights() if psw is None else psw, -1 if padding_idx is None else int(padding_idx), out,
     )
     return out
-
-
-build_cached = fused.build
-_DUMMY: dict = {}
-
-
-def _dummy_weights():
-    if "w" not in _DUMMY:
-        _DUMMY["w"] = cuda.device_array(1, np.float32)
-    return _DUMMY["w"]
 
 
 class StageGraph:
     """A captured stage (CUDA graph) replayed with ``cuGraphLaunch``: launch cost off the critical path.
 
     The graph holds raw device pointers: replay refuses if any array registered in ``inputs`` has been
-    reallocated (its pointer or size changed) or freed since capture.
+    reallocated (its pointer or size changed) since capture. A context manager: leaving it frees the graph.
     """
 
-    def __init__(self, exe: Any, graph: Any, stream: Any, inputs: list[Any], fingerprint: list[tuple]):
-        self._exe, self._graph, self.stream = exe, graph, stream
-        self._inputs, self._fingerprint = inputs, fingerprint
+    def __init__(self, exe: Any, graph: Any, stream: Any, fingerprint: list[tuple]):
+        self._exe, self._graph, self.stream, self._fingerprint = exe, graph, stream, fingerprint
 
     @staticmethod
     def _fp(arrays: Sequence[Any]) -> list[tuple]:
@@ -205,20 +221,20 @@ class StageGraph:
 
     @classmethod
     def capture(cls, enqueue: Callable[[Any], Any], inputs: Sequence[Any], stream: Any = None) -> StageGraph:
-        """Record what ``enqueue(stream)`` launches (compile it first: run it once outside capture)."""
+        """Record what ``enqueue(stream)`` launches (run once first, outside capture, to compile it)."""
         if backend.SIMULATOR:
             raise DlrmlabError("CUDA graphs need a CUDA GPU (simulator mode)")
         from dlrmlab import cudart
 
         stream = stream or cuda.stream()
-        enqueue(stream)  # compile and warm outside the capture
+        enqueue(stream)
         stream.synchronize()
         cudart.begin_capture(stream)
         try:
             enqueue(stream)
         finally:
             exe, graph = cudart.end_capture(stream)
-        return cls(exe, graph, stream, list(inputs), cls._fp(inputs))
+        return cls(exe, graph, stream, cls._fp(inputs))
 
     def replay(self, current_inputs: Sequence[Any] | None = None) -> None:
         """Launch the graph on its stream. Pass the arrays you mean to use to have them checked."""
@@ -236,3 +252,9 @@ class StageGraph:
         if self._exe is not None:
             cudart.graph_destroy(self._exe, self._graph)
             self._exe = None
+
+    def __enter__(self) -> StageGraph:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -70,6 +70,8 @@ class Ranking:
 
     order: np.ndarray
     remap: np.ndarray
+    #: access counts in ranked order (hottest first)
+    ranked_counts: np.ndarray
 
     @property
     def inverse(self) -> np.ndarray:
@@ -82,7 +84,7 @@ def frequency_ranking(ids: np.ndarray, rows: int) -> Ranking:
     order = np.argsort(-c, kind="stable").astype(np.int64)
     remap = np.empty_like(order)
     remap[order] = np.arange(order.size, dtype=np.int64)
-    return Ranking(order=order, remap=remap)
+    return Ranking(order=order, remap=remap, ranked_counts=c[order])
 
 
 def hot_set(ids: np.ndarray, k: int, rows: int | None = None) -> np.ndarray:

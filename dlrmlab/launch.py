@@ -19,3 +19,11 @@ def cover(work_items: int, per_block: int, cap: int | None = None) -> int:
     """Blocks needed to give every work item a slot, optionally capped (grid-stride beyond the cap)."""
     n = max(1, -(-int(work_items) // int(per_block)))
     return grid(min(n, cap) if cap else n)
+
+
+def paper(cfg, weight_flat, dim: int, indices, offsets, psw, padding_idx: int, out, stream=0) -> None:
+    """Launch a paper-family kernel (:mod:`dlrmlab.kernels.paper`) on ``stream``; arguments are validated
+    device arrays (a 1-D table, CSR ids and offsets, weights or a 1-element dummy)."""
+    from dlrmlab.kernels.paper import build
+
+    build(cfg)[grid(cfg.grid), cfg.block, stream](weight_flat, dim, indices, offsets, psw, padding_idx, out)

@@ -13,24 +13,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from dlrmlab import device
 from dlrmlab.errors import DlrmlabError
 
 REG_ALLOC_UNIT = 256  # registers are allocated per warp in units of 256
 SMEM_ALLOC_UNIT = 128
-MIN_REGISTERS = 16
-MAX_REGISTERS = 255
-
-#: Hopper (sm_90) limits, used when no GPU is present (the simulator) and in tests.
-H100_LIMITS = {
-    "regs_per_sm": 65536,
-    "threads_per_sm": 2048,
-    "blocks_per_sm": 32,
-    "smem_per_sm": 233472,
-    "smem_reserved_per_block": 1024,
-    "warp_size": 32,
-    "regs_per_block": 65536,
-    "threads_per_block": 1024,
-}
 
 
 @dataclass(frozen=True)
@@ -46,30 +33,11 @@ class Occupancy:
         return self.warps_per_sm / self.max_warps_per_sm
 
 
-def device_limits() -> dict:
-    """Per-SM limits of the current GPU (H100 figures in simulator mode)."""
-    from dlrmlab import backend
-
-    if backend.SIMULATOR:
-        return dict(H100_LIMITS)
-    from dlrmlab.cudart import device_properties
-
-    return device_properties()
-
-
-def check_register_cap(cap: int | None) -> int | None:
-    if cap is None:
-        return None
-    if int(cap) != cap or not MIN_REGISTERS <= int(cap) <= MAX_REGISTERS:
-        raise DlrmlabError(f"register cap must be an integer in {MIN_REGISTERS}..{MAX_REGISTERS}, got {cap!r}")
-    return int(cap)
-
-
 def theoretical(
     registers: int, threads_per_block: int, smem_per_block: int = 0, limits: dict | None = None
 ) -> Occupancy:
     """Theoretical occupancy of a kernel using ``registers`` per thread (the CUDA occupancy calculator)."""
-    lim = limits or device_limits()
+    lim = limits or device.limits()
     if not 1 <= threads_per_block <= lim["threads_per_block"]:
         raise DlrmlabError(f"threads per block must be in 1..{lim['threads_per_block']}, got {threads_per_block}")
     ws = lim["warp_size"]

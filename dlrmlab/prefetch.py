@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from numba import float32, int64
 
 from dlrmlab.backend import cuda
+from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.intrinsics import prefetch_l1
 
@@ -34,8 +35,9 @@ def _check_distance(d: int) -> int:
     return int(d)
 
 
-def _row_factor(weighted: bool, padded: bool):
+def _row_factor(combine: Combine):
     """Device function: the multiplier of row ``emb`` (its weight, 0 for padding) and its count."""
+    weighted, padded = combine.weighted, combine.padded
     if weighted and padded:
 
         @cuda.jit(device=True, inline=True)
@@ -86,8 +88,8 @@ class NoPrefetch:
     def params(self) -> dict:
         return {"prefetch": self.name}
 
-    def build(self, load, weighted: bool, padded: bool, block: tuple[int, int]):
-        factor = _row_factor(weighted, padded)
+    def build(self, load, combine: Combine, block: tuple[int, int]):
+        factor = _row_factor(combine)
 
         @cuda.jit(device=True)
         def bag_loop(weight, dim, indices, psw, begin, end, feat, pad):
@@ -108,9 +110,9 @@ class NoPrefetch:
 class RegisterPrefetch(_Ahead):
     name: str = "register"
 
-    def build(self, load, weighted: bool, padded: bool, block: tuple[int, int]):
+    def build(self, load, combine: Combine, block: tuple[int, int]):
         D = int(self.distance)
-        factor = _row_factor(weighted, padded)
+        factor = _row_factor(combine)
 
         @cuda.jit(device=True)
         def bag_loop(weight, dim, indices, psw, begin, end, feat, pad):
@@ -142,9 +144,9 @@ class RegisterPrefetch(_Ahead):
 class L1Prefetch(_Ahead):
     name: str = "l1"
 
-    def build(self, load, weighted: bool, padded: bool, block: tuple[int, int]):
+    def build(self, load, combine: Combine, block: tuple[int, int]):
         D = int(self.distance)
-        factor = _row_factor(weighted, padded)
+        factor = _row_factor(combine)
 
         @cuda.jit(device=True)
         def bag_loop(weight, dim, indices, psw, begin, end, feat, pad):
@@ -170,10 +172,10 @@ class L1Prefetch(_Ahead):
 class SharedStaging(_Ahead):
     name: str = "shared"
 
-    def build(self, load, weighted: bool, padded: bool, block: tuple[int, int]):
+    def build(self, load, combine: Combine, block: tuple[int, int]):
         D = int(self.distance)
         BX, BY = int(block[0]), int(block[1])
-        factor = _row_factor(weighted, padded)
+        factor = _row_factor(combine)
 
         @cuda.jit(device=True)
         def bag_loop(weight, dim, indices, psw, begin, end, feat, pad):
@@ -201,9 +203,6 @@ class SharedStaging(_Ahead):
             return acc, cnt
 
         return bag_loop
-
-    def shared_bytes(self, block: tuple[int, int]) -> int:
-        return block[0] * block[1] * self.distance * 4
 
 
 PrefetchPolicy = NoPrefetch | RegisterPrefetch | L1Prefetch | SharedStaging

@@ -8,37 +8,27 @@ mode, announced, on the `tiny` preset: a correctness run of every variant, no sp
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 from dlrmlab import backend
+from dlrmlab.device import family
 from dlrmlab.errors import DlrmlabError
 
 DATASETS = ["random", "low", "medium", "high", "zipf:1.05", "zipf:1.15"]
-
-
-def device_slug() -> str:
-    if backend.SIMULATOR:
-        return "simulator"
-    from dlrmlab.cudart import device_properties
-
-    name = device_properties()["name"].lower()
-    m = re.search(r"(h100|h200|a100|b200|l40s?|v100)", name)
-    return m.group(1) if m else re.sub(r"[^a-z0-9]+", "-", name).strip("-")
 
 
 def usable_variants(stage: str = "tiny") -> tuple[list[str], dict[str, str]]:
     """Variants that prepare and match the reference on a small case here; failures with their reasons."""
     from dlrmlab.bench.case import BenchCase
     from dlrmlab.bench.harness import check_result
-    from dlrmlab.bench.registry import prepare_variant, variant_names
+    from dlrmlab.variants import names, prepare
 
     case = BenchCase.create(stage, "medium", seed=1, n_batches=2)
     ok, failed = [], {}
-    for name in variant_names(available_only=True):
+    for name in names(available_only=True):
         try:
-            p = prepare_variant(name, case, **({"hot_rows": 100} if name in ("l2p", "combined") else {}))
+            p = prepare(name, case, **({"hot_rows": 100} if name in ("l2p", "combined") else {}))
             try:
                 err, correct, why = check_result(case, p.result(0), 0)
             finally:
@@ -75,7 +65,7 @@ def reproduce(
         res = run_bench(chosen, ["random", "medium"], "tiny", out=None, progress=not quiet)
         print(format_table(res.rows))  # ends with the simulator notice: no speed claims
         return 0 if bool(res.rows["correct"].all()) else 1
-    target = Path(out) / device_slug()
+    target = Path(out) / family()
     res = run_bench(
         chosen, datasets or DATASETS, "paper", out=target, name="reproduce", repeats=repeats,
         repeat_runs=repeat_runs, progress=not quiet,

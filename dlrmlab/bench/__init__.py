@@ -1,4 +1,4 @@
-"""The measurement layer: benchmark cases, the variant registry, the timing harness, results and plots.
+"""The measurement layer: benchmark cases, the timing harness, Nsight Compute, results and plots.
 
 Names are imported lazily so that ``import dlrmlab.bench.<module>`` stays cheap (no pandas, no torch).
 """
@@ -10,17 +10,11 @@ from typing import Any
 
 _EXPORTS = {
     "BenchCase": "dlrmlab.bench.case",
-    "Prepared": "dlrmlab.bench.registry",
-    "register_variant": "dlrmlab.bench.registry",
-    "variant_names": "dlrmlab.bench.registry",
-    "get_variant": "dlrmlab.bench.registry",
-    "prepare_variant": "dlrmlab.bench.registry",
     "BenchResult": "dlrmlab.bench.harness",
     "compare": "dlrmlab.bench.harness",
     "run_bench": "dlrmlab.bench.harness",
     "append_results": "dlrmlab.bench.results",
     "load_results": "dlrmlab.bench.results",
-    "make_event": "dlrmlab.bench.timing",
 }
 
 __all__ = sorted(_EXPORTS)

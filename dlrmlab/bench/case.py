@@ -8,14 +8,17 @@ batch every request) does not have.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from dlrmlab import hotness
 from dlrmlab.backend import cuda
+from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.reference import MODES, embedding_bag
+from dlrmlab.reference import embedding_bag
 from dlrmlab.workload import Batch, EmbeddingStage, Workload, preset, table_as_float32
 
 
@@ -63,6 +66,8 @@ class BenchCase:
     #: 1-element float32 device array passed as ``psw`` when the case is unweighted
     psw_dummy: Any
     _refs: dict[int, list[np.ndarray]] = field(default_factory=dict, repr=False)
+    #: data derived from the case by variants (ranked tables, packed buffers), built once per key
+    _derived: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(
@@ -86,10 +91,7 @@ class BenchCase:
             raise DlrmlabError(f"stage must be an EmbeddingStage or a preset name, got {type(stage).__name__}")
         if int(n_batches) != n_batches or int(n_batches) < 1:
             raise DlrmlabError(f"n_batches must be a positive integer, got {n_batches!r}")
-        if mode not in MODES:
-            raise DlrmlabError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if weighted and mode != "sum":
-            raise DlrmlabError("per_sample_weights (weighted=True) needs mode='sum', as in torch")
+        Combine(mode, bool(weighted))  # the kernels' modes; weights with sum only, as in torch
         wl = Workload(stage, dataset, seed=seed, weighted=weighted)
         host_batches = list(wl.batches(int(n_batches)))
 
@@ -164,6 +166,23 @@ class BenchCase:
     def ids(self, batch_i: int) -> np.ndarray:
         """Host ids of all tables of batch ``batch_i``, table after table (for hotness statistics)."""
         return self.host_batches[self._check_batch(batch_i)].all_ids()
+
+    def table_ids(self, t: int) -> np.ndarray:
+        """Table t's ids over all of the case's batches (the workload's frequencies)."""
+        return np.concatenate([b.tables[t].indices for b in self.host_batches]).astype(np.int64)
+
+    def rankings(self) -> list[hotness.Ranking]:
+        """Each table's rows ranked by frequency over the case's batches (cached)."""
+        return self.derived("rankings", lambda: [
+            hotness.frequency_ranking(self.table_ids(t), rows) for t, rows in enumerate(self.stage.embedding_sizes)
+        ])
+
+    def derived(self, key: str, make: Callable[[], Any]) -> Any:
+        """``make()`` once per key and case: sweeps prepare many configurations of one variant on one case,
+        and 3 GB of tables each would not fit."""
+        if key not in self._derived:
+            self._derived[key] = make()
+        return self._derived[key]
 
     def reference(self, batch_i: int) -> list[np.ndarray]:
         """Expected outputs of batch ``batch_i``, one (batch, dim) float32 array per table (cached)."""

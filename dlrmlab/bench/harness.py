@@ -33,8 +33,9 @@ from dlrmlab import backend
 from dlrmlab.bench import env as benv
 from dlrmlab.bench import timing
 from dlrmlab.bench.case import BenchCase
-from dlrmlab.bench.registry import Prepared, get_variant, prepare_variant
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.variants import Prepared, knobs_for, why_not_here
+from dlrmlab.variants import prepare as prepare_variant
 
 BASELINE = "torch"
 
@@ -109,7 +110,7 @@ def normalize_variants(variants: Sequence[VariantArg] | VariantArg) -> list[tupl
     out = []
     for v in variants:
         name, params = (v, {}) if isinstance(v, str) else (v[0], dict(v[1]))
-        get_variant(name)  # DlrmlabError listing the valid names
+        knobs_for(name, params)  # unknown names and knobs fail here, naming the variant
         out.append((name, params))
     if not out:
         raise DlrmlabError("no variants to benchmark")
@@ -397,10 +398,7 @@ def with_baseline(variants: list[tuple[str, dict]], include_torch: bool = True) 
     """Put torch first when asked for, usable and not already there (so every row gets a speedup)."""
     if not include_torch or any(n == BASELINE for n, _ in variants):
         return variants
-    from dlrmlab.bench.registry import variant_names
-    from dlrmlab.bench.torch_variant import torch_usable
-
-    if BASELINE in variant_names() and torch_usable():
+    if why_not_here(BASELINE) is None:
         return [(BASELINE, {}), *variants]
     return variants
 
@@ -434,8 +432,9 @@ def run_bench(
 
     specs = with_baseline(normalize_variants(variants), include_torch)
     for n, _ in specs:
-        if get_variant(n).gpu_only and backend.SIMULATOR:
-            raise DlrmlabError(f"variant {n!r} needs a CUDA GPU; this is {backend.describe_mode()}")
+        why = why_not_here(n)
+        if why:
+            raise DlrmlabError(why)
     datasets = [datasets] if isinstance(datasets, str) else list(datasets)
     if not datasets:
         raise DlrmlabError("no datasets to benchmark")

@@ -390,7 +390,7 @@ def profile_variant(
     stage = make_preset(preset)  # validates the name before any GPU work
     if backend.SIMULATOR:
         raise DlrmlabError(f"profiling needs a CUDA GPU and Nsight Compute; this is {backend.describe_mode()}")
-    from dlrmlab.bench.registry import get_variant
+    from dlrmlab.variants import get as get_variant
 
     get_variant(variant)  # unknown names fail here, not inside ncu's child process
     env = dict(os.environ)
@@ -404,22 +404,6 @@ def profile_variant(
     for i, (k, v) in enumerate(info.items()):
         df.insert(i, k, str(v) if isinstance(v, list) else v)
     return df
-
-
-def profile_csv_path(out_dir: str | os.PathLike, variant: str, dataset: str) -> Path:
-    """``<out>/profile_<variant>_<dataset>.csv``, with ``zipf:1.1`` or ``trace:/a/b`` made filename-safe."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset).strip("_")
-    return Path(out_dir) / f"profile_{variant}_{safe}.csv"
-
-
-def append_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Append rows to ``path``; columns are unioned, since another kernel may stall for other reasons."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.stat().st_size > 0:
-        df = pd.concat([pd.read_csv(path), df], ignore_index=True, sort=False)
-    df.to_csv(path, index=False)
-    return path
 
 
 def format_summary(df: pd.DataFrame, top: int = 5) -> str:

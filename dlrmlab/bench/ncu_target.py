@@ -22,7 +22,7 @@ def run_target(
     """Prepare ``variant``, run ``iters`` batches, synchronize; return its kernel-name regex."""
     from dlrmlab.backend import cuda
     from dlrmlab.bench.case import BenchCase
-    from dlrmlab.bench.registry import prepare_variant
+    from dlrmlab.variants import prepare as prepare_variant
 
     if iters < 1 or n_batches < 1:
         raise DlrmlabError(f"need iters >= 1 and n_batches >= 1, got {iters} and {n_batches}")

@@ -15,16 +15,18 @@ L2 pinning and the access-policy window act around the launch (:mod:`dlrmlab.l2p
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from numba import float32
 
 from dlrmlab import backend
 from dlrmlab.backend import cuda
+from dlrmlab.config import Combine, positive_int, register_cap, table_dtype
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels.elements import scalar_loader
-from dlrmlab.prefetch import NoPrefetch, PrefetchPolicy
+from dlrmlab.prefetch import NoPrefetch, PrefetchPolicy, make_prefetch
 
 #: PyTorch 2.1's launch: block (32, 8), grid 1024.
 TORCH_BLOCK = (32, 8)
@@ -36,37 +38,43 @@ class PaperConfig:
     """Compile-time configuration of one paper-family kernel."""
 
     dtype: str = "float32"
-    mode: str = "sum"
-    weighted: bool = False
-    padded: bool = False
+    combine: Combine = field(default_factory=Combine)
     prefetch: PrefetchPolicy = field(default_factory=NoPrefetch)
     max_registers: int | None = None
     block: tuple[int, int] = TORCH_BLOCK
+    grid: int = TORCH_GRID
 
     def __post_init__(self) -> None:
-        if self.mode not in ("sum", "mean"):
-            raise DlrmlabError(f"mode must be 'sum' or 'mean', got {self.mode!r}")
-        if self.weighted and self.mode != "sum":
-            raise DlrmlabError("per_sample_weights is only supported for mode='sum' (as in torch)")
+        table_dtype(self.dtype)
         bx, by = self.block
         if bx <= 0 or by <= 0 or bx * by > 1024 or bx % 32:
-            raise DlrmlabError(
-                f"block {self.block}: x must be a positive multiple of 32 and x*y at most 1024"
-            )
+            raise DlrmlabError(f"block {self.block}: x must be a positive multiple of 32 and x*y at most 1024")
+        positive_int("grid", self.grid)
+
+    @classmethod
+    def from_knobs(cls, dtype: str = "float32", combine: Combine | None = None, **knobs: Any) -> PaperConfig:
+        """A configuration from the paper family's knobs (``max_registers``, ``prefetch``,
+        ``prefetch_distance``, ``block``, ``grid``), validated."""
+        return cls(
+            dtype=dtype, combine=combine or Combine(),
+            prefetch=make_prefetch(knobs.get("prefetch", "none"), knobs.get("prefetch_distance", 2)),
+            max_registers=register_cap(knobs.get("max_registers")),
+            block=tuple(knobs.get("block", TORCH_BLOCK)), grid=int(knobs.get("grid", TORCH_GRID)),
+        )
 
     def params(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k != "prefetch"}
-        d["block"] = f"{self.block[0]}x{self.block[1]}"
-        d.update(self.prefetch.params())
-        return d
+        return {
+            "dtype": self.dtype, **self.combine.params(), "max_registers": self.max_registers,
+            "block": f"{self.block[0]}x{self.block[1]}", "grid": self.grid, **self.prefetch.params(),
+        }
 
 
 @lru_cache(maxsize=256)
 def build(cfg: PaperConfig):
     """Compile (lazily, at first launch) the kernel for ``cfg``. Cached: one kernel per configuration."""
     load = scalar_loader(cfg.dtype)
-    bag_loop = cfg.prefetch.build(load, cfg.weighted, cfg.padded, cfg.block)
-    MEAN = cfg.mode == "mean"
+    bag_loop = cfg.prefetch.build(load, cfg.combine, cfg.block)
+    MEAN = cfg.combine.mean
 
     @backend.jit(max_registers=cfg.max_registers)
     def embedding_bag_paper(weight, dim, indices, offsets, psw, padding_idx, out):
@@ -87,20 +95,3 @@ def build(cfg: PaperConfig):
             chunk += stride
 
     return embedding_bag_paper
-
-
-def launch(
-    cfg: PaperConfig,
-    weight_flat,
-    dim: int,
-    indices,
-    offsets,
-    psw,
-    padding_idx: int,
-    out,
-    grid: int = TORCH_GRID,
-    stream=0,
-) -> None:
-    """Launch on ``stream``. Arguments are device arrays already validated by :mod:`dlrmlab.api`."""
-    kernel = build(cfg)
-    kernel[int(grid), cfg.block, stream](weight_flat, dim, indices, offsets, psw, padding_idx, out)

@@ -4,12 +4,11 @@ On a GPU it reads the case's own device arrays (zero-copy through ``__cuda_array
 on the case's stream (``torch.cuda.ExternalStream``), so it is timed exactly like every Numba variant. In
 simulator mode it runs on the CPU from the host arrays, so CI still checks its results.
 
-Registered only when torch can be found; it is imported when the variant is prepared, not before.
+torch is imported when the variant is prepared, not before.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from contextlib import nullcontext
 from functools import lru_cache
@@ -18,9 +17,8 @@ from typing import Any
 import numpy as np
 
 from dlrmlab import backend
-from dlrmlab.bench.registry import Prepared, register_variant
-from dlrmlab.bench.timing import make_event
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.variants.base import Prepared
 
 #: PyTorch's forward kernels: EmbeddingBag_updateOutputKernel_sum_mean / _max
 TORCH_KERNEL_REGEX = "EmbeddingBag_updateOutputKernel"
@@ -64,10 +62,12 @@ def _as_cpu(torch, arr: np.ndarray) -> Any:
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def prepare_torch(case, **params: Any) -> Prepared:
+def unavailable() -> str | None:
+    return None if torch_usable() else "PyTorch is not installed, or has no CUDA on this GPU machine"
+
+
+def prepare(case, knobs: dict[str, dict]) -> Prepared:
     """Views of the case's tables and batches as torch tensors, and closures calling embedding_bag."""
-    if params:
-        raise DlrmlabError(f"the torch variant takes no parameters, got {', '.join(sorted(params))}")
     torch = _torch()
     F = torch.nn.functional
     wdtype = _weight_dtype(torch, case.dtype)
@@ -149,7 +149,7 @@ def prepare_torch(case, **params: Any) -> Prepared:
         pairs = []
         with ctx():
             for w, inp in zip(weights, batch, strict=True):
-                s, e = make_event(), make_event()
+                s, e = backend.event(), backend.event()
                 s.record(case.stream)
                 call(w, inp)
                 e.record(case.stream)
@@ -164,10 +164,3 @@ def prepare_torch(case, **params: Any) -> Prepared:
         per_kernel=per_kernel,
     )
 
-
-if importlib.util.find_spec("torch") is not None:
-    register_variant(
-        "torch",
-        prepare_torch,
-        "torch.nn.functional.embedding_bag, one call per table, on the case's stream (the baseline)",
-    )

@@ -1,0 +1,118 @@
+"""Typed parameters, validated once at the boundary (CLI, API, variants) and trusted below it.
+
+* :data:`TABLE_DTYPES` — the one table of table storage types (NumPy storage, bytes, 16-byte vector width).
+* :class:`Combine` — how a bag's rows are combined: PyTorch's ``mode``, ``per_sample_weights``,
+  ``padding_idx``.
+* :data:`KNOBS` — which knobs each kernel family and each "around" piece accepts, and
+  :func:`split_knobs`, the one place that refuses a knob a variant does not take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dlrmlab.errors import DlrmlabError
+
+
+@dataclass(frozen=True)
+class TableDType:
+    """How a table dtype is stored and loaded. bfloat16 is stored as uint16 bit patterns (NumPy has none)."""
+
+    name: str
+    storage: np.dtype
+    bytes: int
+    #: elements in one 16-byte vector load
+    vector: int
+
+
+TABLE_DTYPES: dict[str, TableDType] = {
+    "float32": TableDType("float32", np.dtype(np.float32), 4, 4),
+    "float16": TableDType("float16", np.dtype(np.float16), 2, 8),
+    "bfloat16": TableDType("bfloat16", np.dtype(np.uint16), 2, 8),
+}
+INDEX_DTYPES = ("int32", "int64")
+
+#: Modes dlrmlab's kernels implement (the NumPy reference also knows torch's "max").
+KERNEL_MODES = ("sum", "mean")
+
+
+def table_dtype(name: str) -> TableDType:
+    if name not in TABLE_DTYPES:
+        raise DlrmlabError(f"unknown table dtype {name!r}; valid: {', '.join(TABLE_DTYPES)}")
+    return TABLE_DTYPES[name]
+
+
+@dataclass(frozen=True)
+class Combine:
+    """How rows of a bag are combined, in torch's terms. ``weighted``: per_sample_weights are given;
+    ``padded``: a padding_idx is set (its rows count zero, and a mean's count skips them)."""
+
+    mode: str = "sum"
+    weighted: bool = False
+    padded: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in KERNEL_MODES:
+            raise DlrmlabError(f"mode must be one of {', '.join(KERNEL_MODES)}, got {self.mode!r}")
+        if self.weighted and self.mode != "sum":
+            raise DlrmlabError("per_sample_weights is only supported for mode='sum' (as in torch)")
+
+    @property
+    def mean(self) -> bool:
+        return self.mode == "mean"
+
+    @property
+    def factors(self) -> bool:
+        """Rows are scaled (by a weight, or by 0 for padding) before they are added."""
+        return self.weighted or self.padded
+
+    def params(self) -> dict:
+        return {"mode": self.mode, "weighted": self.weighted, "padded": self.padded}
+
+
+#: Knobs each kernel family and each piece around a launch accepts (see the README's variant table).
+KNOBS: dict[str, frozenset[str]] = {
+    "paper": frozenset({"max_registers", "prefetch", "prefetch_distance", "block", "grid"}),
+    "fast": frozenset({"unroll", "bags_per_block", "chunk", "max_registers", "vector"}),
+    "pin": frozenset({"hot_rows", "hot_file", "pin_every"}),
+    "window": frozenset({"l2_budget", "hit_ratio"}),
+    "peer": frozenset(),
+}
+
+
+def split_knobs(variant: str, families: Iterable[str], params: Mapping[str, Any]) -> dict[str, dict]:
+    """``params`` sorted by family; a knob none of ``families`` takes is refused, naming the variant."""
+    families = list(families)
+    out: dict[str, dict] = {f: {} for f in families}
+    for key, value in params.items():
+        owner = next((f for f in families if key in KNOBS[f]), None)
+        if owner is None:
+            takes = sorted(set().union(*(KNOBS[f] for f in families)))
+            raise DlrmlabError(
+                f"variant {variant!r} does not take {key!r}; it takes: {', '.join(takes) or 'no parameters'}"
+            )
+        out[owner][key] = value
+    return out
+
+
+def positive_int(name: str, value: Any, low: int = 1, high: int | None = None) -> int:
+    """``value`` as an int in [low, high], or a DlrmlabError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer | float) or int(value) != value:
+        raise DlrmlabError(f"{name} must be an integer, got {value!r}")
+    v = int(value)
+    if v < low or (high is not None and v > high):
+        span = f"{low}..{high}" if high is not None else f">= {low}"
+        raise DlrmlabError(f"{name} must be in {span}, got {v}")
+    return v
+
+
+MIN_REGISTERS, MAX_REGISTERS = 16, 255
+
+
+def register_cap(cap: Any) -> int | None:
+    """A ``max_registers`` value (None: no cap), validated."""
+    return None if cap is None else positive_int("max_registers (register cap)", cap, MIN_REGISTERS, MAX_REGISTERS)

@@ -1,0 +1,278 @@
+"""The fast path's kernel: every table of a batch in one launch, at the memory roofline.
+
+One skeleton, built from named device functions chosen at compile time (as cuEmbed's IndexLoader /
+Addresser / Combiner templates):
+
+* **work split** — bags of all tables (table-major, the jagged layout) are cut into tiles of
+  ``bags_per_block`` bags; blocks walk the tiles grid-stride. A group of ``lanes`` threads owns one bag.
+* **stage ids** — per tile the block stages ``ids_per_stage`` ids per bag in shared memory, already
+  turned into row offsets by the **addresser** (and their weights, when rows are scaled). Every thread
+  runs as many stages as the tile's longest bag needs, so the barriers are uniform.
+* **addresser** — (table, id) → first element of the row in the packed buffer: ``plain`` rows, or
+  ``split-hot`` rows (frequency-ranked tables whose hottest rows sit together at the front of the buffer,
+  behind one L2 window).
+* **load a row slice** — each lane loads its ``slices_per_lane`` 16-byte vectors of the row (4 fp32 or 8
+  fp16/bf16 values), or scalars when the width is not a multiple of the vector; ``rows_in_flight`` rows
+  are loaded before any is used (memory-level parallelism).
+* **combine** — add the rows (scaled by their factor when weighted or padded); **write** — the mean's
+  division and the store of the lane's columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from numba import float32, int64, uint32
+
+from dlrmlab import backend
+from dlrmlab.backend import cuda
+from dlrmlab.config import Combine, positive_int, table_dtype
+from dlrmlab.errors import DlrmlabError
+from dlrmlab.kernels.elements import load16, scalar_loader, unpack_hi, unpack_lo
+
+WARP = 32
+MAX_ROWS_IN_FLIGHT = 16
+
+
+@dataclass(frozen=True)
+class FastConfig:
+    """Compile-time configuration of the fast kernel (one compiled kernel per distinct value)."""
+
+    dim: int
+    dtype: str = "float32"
+    combine: Combine = field(default_factory=Combine)
+    vector: bool = True
+    #: rows whose loads are issued before any of them is accumulated
+    unroll: int = 8
+    bags_per_block: int = 4
+    #: ids per bag staged in shared memory at a time
+    chunk: int = 64
+    max_registers: int | None = None
+    split_hot: bool = False
+
+    def __post_init__(self) -> None:
+        positive_int("dim", self.dim)
+        table_dtype(self.dtype)
+        positive_int("unroll (rows in flight)", self.unroll, 1, MAX_ROWS_IN_FLIGHT)
+        positive_int("chunk", self.chunk)
+        if self.vector and self.dim % self.vec:
+            raise DlrmlabError(
+                f"vector loads need dim to be a multiple of {self.vec} for {self.dtype}; use vector=False"
+            )
+        positive_int("bags_per_block", self.bags_per_block, 1, 1024 // self.lanes)
+
+    @property
+    def vec(self) -> int:
+        """Elements per load: a 16-byte vector, or one element."""
+        return table_dtype(self.dtype).vector if self.vector else 1
+
+    @property
+    def lanes(self) -> int:
+        """Threads per bag: enough to cover the row with one load each, at most a warp, a power of 2."""
+        need = -(-self.dim // self.vec)
+        lanes = 1
+        while lanes < min(need, WARP):
+            lanes *= 2
+        return lanes
+
+    @property
+    def vectors(self) -> int:
+        """Loads per lane per row."""
+        return -(-self.dim // (self.vec * self.lanes))
+
+    @property
+    def threads(self) -> int:
+        return self.lanes * self.bags_per_block
+
+    def params(self) -> dict:
+        """The configuration as flat result-row parameters."""
+        return {
+            "dim": self.dim, "dtype": self.dtype, **self.combine.params(), "vector": self.vector,
+            "unroll": self.unroll, "bags_per_block": self.bags_per_block, "chunk": self.chunk,
+            "max_registers": self.max_registers, "split_hot": self.split_hot, "lanes": self.lanes,
+            "vectors": self.vectors, "threads": self.threads,
+        }  # fmt: skip
+
+
+# --- policies: small device functions, chosen by the configuration -------------------------------------
+
+
+def _table_of_bag():
+    @cuda.jit(device=True, inline=True)
+    def table_of_bag(table_offsets, bag):
+        # one entry per table: a linear scan is cheaper than a search for tens of tables
+        t = 0
+        while t + 2 < table_offsets.shape[0] and table_offsets[t + 1] <= bag:
+            t += 1
+        return t
+
+    return table_of_bag
+
+
+def _addresser(cfg: FastConfig):
+    """``row_offset(idx, base, hot_rows, hot_base)``: first element of row ``idx`` of a table."""
+    DIM = cfg.dim
+    if cfg.split_hot:
+
+        @cuda.jit(device=True, inline=True)
+        def split_hot_row(idx, base, hot_rows, hot_base):
+            return hot_base + idx * DIM if idx < hot_rows else base + idx * DIM
+
+        return split_hot_row
+
+    @cuda.jit(device=True, inline=True)
+    def plain_row(idx, base, hot_rows, hot_base):
+        return base + idx * DIM
+
+    return plain_row
+
+
+def _factor(cfg: FastConfig):
+    """``factor(psw, e, idx, padding_idx)``: what row ``e`` of the bag is multiplied by."""
+    WEIGHTED, PADDED = cfg.combine.weighted, cfg.combine.padded
+
+    @cuda.jit(device=True, inline=True)
+    def factor(psw, e, idx, padding_idx):
+        f = psw[e] if WEIGHTED else float32(1.0)
+        if PADDED and idx == padding_idx:
+            f = float32(0.0)
+        return f
+
+    return factor
+
+
+def _slice_loader(cfg: FastConfig):
+    """``load_row_slice(packed, row, vals, slot)``: this lane's part of a row into ``vals[slot, :]``."""
+    DIM, VEC, LANES, SLICES = cfg.dim, cfg.vec, cfg.lanes, cfg.vectors
+    # The lanes cover the row exactly: no bounds test, so the loads are not predicated.
+    EXACT = LANES * SLICES * VEC == DIM
+    VECTOR, HALF = cfg.vector, cfg.dtype != "float32"
+    load = scalar_loader(cfg.dtype)
+    lo = unpack_lo("bfloat16" if cfg.dtype == "float32" else cfg.dtype)
+    hi = unpack_hi("bfloat16" if cfg.dtype == "float32" else cfg.dtype)
+
+    @cuda.jit(device=True, inline=True)
+    def load_row_slice(packed, row, vals, slot):
+        lane = cuda.threadIdx.x % LANES
+        for v in range(SLICES):
+            col = (v * LANES + lane) * VEC
+            if EXACT or col < DIM:
+                if not VECTOR:
+                    vals[slot, v] = load(packed, row + col)
+                elif HALF:
+                    x = load16(packed, row + col)
+                    for k in range(4):
+                        vals[slot, v * VEC + 2 * k] = lo(uint32(x[k]))
+                        vals[slot, v * VEC + 2 * k + 1] = hi(uint32(x[k]))
+                else:
+                    x = load16(packed, row + col)
+                    for k in range(4):
+                        vals[slot, v * VEC + k] = x[k]
+            else:  # lanes past the row's end: keep their (never written) accumulators finite
+                for q in range(VEC):
+                    vals[slot, v * VEC + q] = 0.0
+
+    return load_row_slice
+
+
+def _combiner(cfg: FastConfig):
+    """``add_row(acc, vals, slot, f) -> counted``: accumulate one loaded row (scaled when rows have factors)."""
+    ACC, FACTORS = cfg.vectors * cfg.vec, cfg.combine.factors
+
+    @cuda.jit(device=True, inline=True)
+    def add_row(acc, vals, slot, f):
+        for a in range(ACC):
+            acc[a] += vals[slot, a] * f if FACTORS else vals[slot, a]
+        return 1 if f != 0 else 0
+
+    return add_row
+
+
+def _writer(cfg: FastConfig):
+    """``write_bag(out, bag, acc, rows, nonzero)``: mean's division, then the lane's columns."""
+    DIM, VEC, LANES, SLICES = cfg.dim, cfg.vec, cfg.lanes, cfg.vectors
+    MEAN = cfg.combine.mean
+    COUNT_NONZERO = cfg.combine.padded and not cfg.combine.weighted  # a mean skips padding rows
+
+    @cuda.jit(device=True, inline=True)
+    def write_bag(out, bag, acc, rows, nonzero):
+        scale = float32(1.0)
+        if MEAN:
+            n = nonzero if COUNT_NONZERO else rows
+            if n > 0:
+                scale = float32(1.0) / float32(n)
+        lane = cuda.threadIdx.x % LANES
+        for v in range(SLICES):
+            for q in range(VEC):
+                col = (v * LANES + lane) * VEC + q
+                if col < DIM:
+                    out[bag, col] = acc[v * VEC + q] * scale
+
+    return write_bag
+
+
+# --- the skeleton --------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def build(cfg: FastConfig):
+    """Compile (at first launch) the fast kernel for ``cfg``."""
+    LANES, BAGS, IDS = cfg.lanes, cfg.bags_per_block, cfg.chunk
+    IN_FLIGHT, ACC = cfg.unroll, cfg.vectors * cfg.vec
+    FACTORS = cfg.combine.factors
+    table_of_bag, row_offset, factor = _table_of_bag(), _addresser(cfg), _factor(cfg)
+    load_row_slice, add_row, write_bag = _slice_loader(cfg), _combiner(cfg), _writer(cfg)
+
+    @backend.jit(max_registers=cfg.max_registers)
+    def embedding_bag_fast(packed, row_base, hot_rows, hot_base, indices, offsets, table_offsets, psw,
+                           padding_idx, out):
+        rows_s = cuda.shared.array((BAGS, IDS), int64)  # staged row offsets, per bag of the tile
+        factors_s = cuda.shared.array((BAGS, IDS), float32)
+        vals = cuda.local.array((IN_FLIGHT, ACC), float32)
+        acc = cuda.local.array(ACC, float32)
+        num_bags = offsets.shape[0] - 1
+        g, lane = cuda.threadIdx.x // LANES, cuda.threadIdx.x % LANES
+        tile = cuda.blockIdx.x
+        while tile * BAGS < num_bags:
+            bag = tile * BAGS + g
+            valid = bag < num_bags
+            begin = offsets[bag] if valid else int64(0)
+            end = offsets[bag + 1] if valid else int64(0)
+            t = table_of_bag(table_offsets, bag)
+            base, hot_n, hot_b = row_base[t], hot_rows[t], hot_base[t]
+            longest = int64(0)  # the tile's longest bag: every thread runs as many stages
+            for j in range(min(BAGS, num_bags - tile * BAGS)):
+                longest = max(longest, offsets[tile * BAGS + j + 1] - offsets[tile * BAGS + j])
+            for a in range(ACC):
+                acc[a] = 0.0
+            nonzero = 0
+            c0 = int64(0)
+            while c0 < longest:
+                cuda.syncthreads()
+                for k in range(lane, IDS, LANES):  # stage ids: row offsets (and factors) of this chunk
+                    e = begin + c0 + k
+                    if e < end:
+                        idx = int64(indices[e])
+                        rows_s[g, k] = row_offset(idx, base, hot_n, hot_b)
+                        if FACTORS:
+                            factors_s[g, k] = factor(psw, e, idx, padding_idx)
+                cuda.syncthreads()
+                n = max(int64(0), min(int64(IDS), end - begin - c0))
+                k = int64(0)
+                while k + IN_FLIGHT <= n:  # IN_FLIGHT rows loaded before any is used
+                    for u in range(IN_FLIGHT):
+                        load_row_slice(packed, rows_s[g, k + u], vals, u)
+                    for u in range(IN_FLIGHT):
+                        nonzero += add_row(acc, vals, u, factors_s[g, k + u] if FACTORS else float32(1.0))
+                    k += IN_FLIGHT
+                while k < n:  # the chunk's tail, one row at a time
+                    load_row_slice(packed, rows_s[g, k], vals, 0)
+                    nonzero += add_row(acc, vals, 0, factors_s[g, k] if FACTORS else float32(1.0))
+                    k += 1
+                c0 += IDS
+            if valid:
+                write_bag(out, bag, acc, end - begin, nonzero)
+            tile += cuda.gridDim.x
+
+    return embedding_bag_fast

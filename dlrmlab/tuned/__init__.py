@@ -1,0 +1,76 @@
+"""Tuned kernel configurations are data: a table shipped per GPU family, and a user cache that overrides it.
+
+Host code reads them (:func:`fast_entry`); no kernel module does. ``dlrmlab tune fast`` writes the user
+cache (``$DLRMLAB_CACHE_DIR/tune.json``, default ``~/.cache/dlrmlab/tune.json``). An entry applies to a GPU
+family, row width, table dtype and pooling bucket (nearby pooling factors share a tuning).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+SHIPPED = Path(__file__).with_name("defaults.json")
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """Knobs for one shape and where they come from: ``shipped``, ``user-cache`` or ``default`` (none)."""
+
+    params: dict
+    source: str
+
+
+def pooling_bucket(pooling_mean: float) -> int:
+    return 2 ** round(math.log2(max(float(pooling_mean), 1.0)))
+
+
+def cache_path() -> Path:
+    root = os.environ.get("DLRMLAB_CACHE_DIR") or Path.home() / ".cache" / "dlrmlab"
+    return Path(root) / "tune.json"
+
+
+def _key(family: str, dim: int, dtype: str, pooling_mean: float) -> str:
+    return f"fast|{family}|dim={int(dim)}|{dtype}|pool~{pooling_bucket(pooling_mean)}"
+
+
+@lru_cache(maxsize=1)
+def shipped() -> dict[str, dict]:
+    entries = json.loads(SHIPPED.read_text())["fast"]
+    return {_key(e["family"], e["dim"], e["dtype"], e["pooling"]): e for e in entries}
+
+
+def load_user_cache() -> dict:
+    p = cache_path()
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}  # no cache, or a broken one: it only costs a re-tune
+    return data if isinstance(data, dict) else {}
+
+
+def fast_entry(family: str, dim: int, dtype: str, pooling_mean: float, user_cache: dict | None = None) -> Tuned:
+    """The fused kernel's tuned knobs for this shape: the user's cache first, then the shipped table."""
+    key = _key(family, dim, dtype, pooling_mean)
+    cache = load_user_cache() if user_cache is None else user_cache
+    if key in cache:
+        return Tuned(dict(cache[key]["params"]), "user-cache")
+    if key in shipped():
+        return Tuned(dict(shipped()[key]["params"]), "shipped")
+    return Tuned({}, "default")
+
+
+def store_fast(family: str, dim: int, dtype: str, pooling_mean: float, entry: dict) -> Path:
+    """Write a tuning result to the user cache (atomically)."""
+    p = cache_path()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    data = load_user_cache()
+    data[_key(family, dim, dtype, pooling_mean)] = entry
+    tmp = p.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.replace(p)
+    return p

@@ -1,0 +1,105 @@
+"""The fast path's variants: one launch for all tables, optionally replayed from CUDA graphs, with the
+hottest rows of all tables pinned first, or behind one persisting L2 window over frequency-ranked tables."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+
+from dlrmlab import device
+from dlrmlab.backend import cuda
+from dlrmlab.config import Combine
+from dlrmlab.fast import PackedTables, configure_here, fused_forward
+from dlrmlab.variants import around
+from dlrmlab.variants.base import Prepared
+
+KERNEL_REGEX = "embedding_bag_fast|pin_hot_rows"
+
+
+def _packed(case: Any) -> tuple[PackedTables, list[tuple]]:
+    tables = case.derived("fast-packed", lambda: PackedTables.from_arrays(case.host_tables, dtype=case.dtype))
+    jagged = [(j.indices, j.offsets, j.table_offsets, j.psw if case.weighted else None)
+              for j in (db.jagged for db in case.dev_batches)]
+    return tables, jagged
+
+
+def _ranked(case: Any, budget: int) -> tuple[PackedTables, list[tuple]]:
+    def make():
+        tables = PackedTables.ranked_split(case.host_tables, case.rankings(), budget, dtype=case.dtype)
+        ids = [cuda.to_device(np.concatenate([tables.remap_ids(t, tb.indices) for t, tb in enumerate(hb.tables)]))
+               for hb in case.host_batches]
+        return tables, ids
+
+    tables, ids = case.derived(f"fast-ranked-{budget}", make)
+    jagged = [(i, db.jagged.offsets, db.jagged.table_offsets, db.jagged.psw if case.weighted else None)
+              for i, db in zip(ids, case.dev_batches, strict=True)]
+    return tables, jagged
+
+
+def _global_hot(case: Any, tables: PackedTables, hot_rows: int | None) -> np.ndarray:
+    """The hottest rows of all tables together (as many as fit in half of L2 by default), as packed rows:
+    table t's row r is packed row (first row of t) + r."""
+    row_bytes = case.dim * case.stage.element_bytes
+    k = int(hot_rows or (device.limits()["l2_bytes"] // 2) // row_bytes)
+    first = np.concatenate([[0], np.cumsum(case.stage.embedding_sizes)[:-1]])
+    ranks = case.rankings()
+    rows = np.concatenate([r.order + f for r, f in zip(ranks, first, strict=True)])
+    counts = np.concatenate([r.ranked_counts for r in ranks])
+    top = np.argsort(-counts, kind="stable")[:k]
+    return np.sort(rows[top[counts[top] > 0]])
+
+
+def prepare(case: Any, knobs: dict[str, dict], graph: bool = False) -> Prepared:
+    """The fast kernel; ``knobs['pin']`` pins the global hot set before each batch, ``knobs['window']``
+    puts every table's hot rows behind one window; ``graph`` replays each batch from a CUDA graph."""
+    pin, window = knobs.get("pin"), knobs.get("window")
+    combine = Combine(case.mode, case.weighted, False)
+    # The configuration first: a bad knob fails here, before anything is allocated or changed.
+    cfg, source = configure_here(case.dim, case.dtype, case.stage.pooling.mean, combine=combine,
+                                 split_hot=window is not None, **knobs.get("fast", {}))
+    s, b = case.stream, case.stage.batch_size
+    params = {**cfg.params(), "config_source": source, "graph": graph}
+    with contextlib.ExitStack() as stack:
+        if window is not None:
+            l2 = stack.enter_context(around.persisting_window(window.get("l2_budget")))
+            tables, jagged = _ranked(case, l2.limit_bytes)
+            nbytes = min(tables.hot_bytes, l2.max_window)
+            l2.set_window(s, tables.packed.device_ctypes_pointer.value, nbytes,
+                          min(1.0, l2.limit_bytes / nbytes) if nbytes else 0.0)
+            params.update(l2_budget=l2.limit_bytes, window_bytes=tables.hot_bytes)
+        else:
+            tables, jagged = _packed(case)
+        pin_fn = None
+        if pin is not None:
+            hot = _global_hot(case, tables, pin.get("hot_rows"))
+            every = pin.get("pin_every", 1)
+            pin_fn = stack.enter_context(around.pinned([tables.packed], case.dim, [hot], case.stage.element_bytes,
+                                                       every))
+            params.update(hot_rows=int(hot.size), pin_every=every)
+        out = cuda.device_array((b * case.num_tables, case.dim), np.float32)
+
+        def enqueue(i: int, stream: Any) -> None:
+            if pin_fn is not None:
+                pin_fn(i, 0, stream)
+            fused_forward(tables, jagged[i], mode=case.mode, out=out, stream=stream, config=cfg)
+
+        replays = None
+        if graph:
+            batches = [lambda st, i=i: enqueue(i, st) for i in range(case.n_batches)]
+            replays = stack.enter_context(around.graphs(batches, s, [out]))
+
+        def run(i: int) -> None:
+            if replays is not None:
+                replays[i].replay()
+            else:
+                enqueue(i, s)
+
+        def result(i: int) -> list[np.ndarray]:
+            run(i)
+            s.synchronize()
+            host = out.copy_to_host()
+            return [host[t * b : (t + 1) * b] for t in range(case.num_tables)]
+
+        return Prepared(run, result, params, KERNEL_REGEX, None, stack.pop_all().close)
