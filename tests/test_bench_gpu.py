@@ -114,3 +114,16 @@ def test_torch_on_gpu_half_tables(dtype):
     case = BenchCase.create(preset("tiny", dtype=dtype), "random", n_batches=1, weighted=True)
     res = harness.compare(case, "torch", repeats=2, warmup_s=0.0, cold_l2=True)
     assert bool(res.rows.iloc[0]["correct"]), res.rows.iloc[0]["error"]
+
+
+@gpu
+@pytest.mark.torch
+def test_serving_loop_on_gpu():
+    """Serving mode on the GPU: blocks of consecutive batches, the first untimed; torch against itself."""
+    case = BenchCase.create("tiny", "random", n_batches=3)
+    res = harness.compare(case, ["torch", "torch"], repeats=6, warmup_s=0.05, serving_block=4, kernel_repeats=0)
+    rows, runs = res.rows, res.runs
+    assert (rows["timing_mode"] == "serving").all() and (rows["serving_block"] == 4).all()
+    assert list(rows["n_runs"]) == [6, 6] and rows["correct"].all() and rows["median_ms"].gt(0).all()
+    assert sorted(runs["round"].unique()) == [0, 1] and len(runs) == 12  # 2 rounds of 1 untimed + 3 timed
+    assert 0.5 < rows.iloc[1]["speedup_vs_torch"] < 2.0

@@ -1,4 +1,5 @@
-"""The harness end to end on the tiny preset: correctness gate, interleaved timing, rows and runs."""
+"""The harness end to end on the tiny preset: correctness gate, timing modes (serving loop, interleaved,
+cold L2), rows and runs."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import math
 from itertools import pairwise
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from dlrmlab import backend
+from dlrmlab import backend, config, variants
 from dlrmlab.backend import cuda
 from dlrmlab.bench import harness, timing
 from dlrmlab.bench.case import BenchCase
-from dlrmlab.bench.registry import Prepared, register_variant, unregister_variant
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.peers import PeerUnavailable
+from dlrmlab.variants import Prepared, Variant
 
 FAST = {"repeats": 3, "warmup_s": 0.0}  # also keeps the GPU run of these tests short
 REQUIRED = {"variant", "dataset", "preset", "device", "median_ms", "speedup_vs_torch"}
@@ -78,13 +81,34 @@ def prepare_kernel(case):
     return Prepared(run, result, {"block": case.dim}, "_bag_sum", per_kernel)
 
 
+def prepare_missing_peer(case):
+    raise PeerUnavailable("test peer unavailable: nothing to build it with")
+
+
+TEST_FAMILY = "_harness_test"
+
+
+def register_variant(name, prepare, description):
+    """Add a throwaway variant to the table; its parameters form one knob family of their own."""
+    variants.VARIANTS[name] = Variant(
+        name, description, lambda case, knobs: prepare(case, **knobs[TEST_FAMILY]), (TEST_FAMILY,)
+    )
+
+
+def unregister_variant(name):
+    variants.VARIANTS.pop(name, None)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def test_variants():
+    config.KNOBS[TEST_FAMILY] = frozenset({"scale", "crash", "tag"})
     register_variant("_np", prepare_numpy, "host numpy, test only")
     register_variant("_kern", prepare_kernel, "naive kernel, test only")
+    register_variant("_gone", prepare_missing_peer, "a peer that cannot run here, test only")
     yield
-    unregister_variant("_np")
-    unregister_variant("_kern")
+    for name in ("_np", "_kern", "_gone"):
+        unregister_variant(name)
+    config.KNOBS.pop(TEST_FAMILY, None)
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +132,54 @@ def test_schedule_single_variant_is_plain_rotation():
     assert [b for _, _, b in harness.schedule(2, 3, 3)] == [0, 1, 2, 0, 1, 2]
 
 
+@pytest.mark.parametrize("v", [1, 2, 3])
+@pytest.mark.parametrize("n", [1, 3, 4])
+@pytest.mark.parametrize(("repeats", "block"), [(50, 8), (7, 8), (3, 8), (10, 2), (9, 4)])
+def test_serving_schedule_blocks(v, n, repeats, block):
+    plan = harness.serving_schedule(v, repeats, n, block)
+    for k in range(v):
+        mine = [s for s in plan if s.variant == k]
+        assert sum(s.timed for s in mine) == repeats  # repeats timed runs per variant
+    rounds = sorted({s.round for s in plan})
+    assert rounds == list(range(-(-repeats // (block - 1))))
+    sizes = []
+    for r in rounds:
+        blocks: dict[int, list] = {}
+        for s in (s for s in plan if s.round == r):
+            blocks.setdefault(s.variant, []).append(s)
+        assert sorted(blocks) == list(range(v))
+        # in plan order, each variant's block is contiguous: the variants' blocks are interleaved, not mixed
+        order = [s.variant for s in plan if s.round == r]
+        assert order == sorted(order, key=lambda k: ((k - r) % v))
+        first = blocks[0]
+        sizes.append(len(first))
+        assert 2 <= len(first) <= block
+        assert [s.timed for s in first] == [False] + [True] * (len(first) - 1)  # first batch warms, untimed
+        assert [s.batch for s in first] == [(r + j) % n for j in range(len(first))]  # consecutive, rotating
+        assert all([s.batch for s in b] == [s.batch for s in first] for b in blocks.values())  # same batches
+    assert max(sizes) - min(sizes) <= 1  # timed runs spread evenly over the rounds
+
+
+def test_serving_schedule_default_and_errors():
+    plan = harness.serving_schedule(2, 14, 4)
+    assert harness.DEFAULT_SERVING_BLOCK == 8 and len(plan) == 2 * 2 * 8
+    assert [s.variant for s in plan] == [0] * 8 + [1] * 8 + [1] * 8 + [0] * 8  # order rotates each round
+    assert harness.serving_schedule(2, 0, 4) == []
+    with pytest.raises(DlrmlabError, match="serving_block must be at least 2"):
+        harness.serving_schedule(1, 5, 4, 1)
+
+
+def test_resolve_timing_mode():
+    assert harness.resolve_timing_mode(None) == "serving"
+    assert harness.resolve_timing_mode(None, cold_l2=True) == "cold_l2"
+    assert harness.resolve_timing_mode("cold_l2") == harness.resolve_timing_mode("cold_l2", True) == "cold_l2"
+    assert harness.resolve_timing_mode("interleaved") == "interleaved"
+    with pytest.raises(DlrmlabError, match="timing_mode must be one of serving, interleaved, cold_l2"):
+        harness.resolve_timing_mode("warm")
+    with pytest.raises(DlrmlabError, match="contradicts"):
+        harness.resolve_timing_mode("serving", cold_l2=True)
+
+
 def test_summarize():
     s = timing.summarize([3.0, 1.0, 2.0])
     assert (s["median"], s["min"], s["max"], s["n"]) == (2.0, 1.0, 3.0, 3)
@@ -125,6 +197,8 @@ def test_compare_end_to_end(case):
     assert (rows["device"] == ("simulator" if backend.SIMULATOR else rows["gpu_name"])).all()
     assert rows["run_id"].nunique() == 1 and (rows["repeat"] == 0).all()
     assert list(rows["correct"]) == [True, True, False, True]
+    assert (rows["timing_mode"] == "serving").all() and (rows["serving_block"] == 8).all()
+    assert not rows["cold_l2"].any()
 
     good = rows[rows["correct"]]
     assert (good["n_runs"] == 3).all() and good["median_ms"].notna().all()
@@ -146,9 +220,12 @@ def test_compare_end_to_end(case):
 
     runs = res.runs
     assert list(runs.columns[: len(harness.RUN_COLUMNS)]) == harness.RUN_COLUMNS
-    assert len(runs) == 3 * 3  # incorrect variant not timed
+    assert len(runs) == 3 * 3  # incorrect variant not timed; the untimed first batch of a block not recorded
     assert set(runs["variant"]) == {"torch", "_np", "_kern"}
-    assert set(runs["batch"]) <= {0, 1, 2} and runs["stage_ms"].ge(0).all()
+    assert (runs["timing_mode"] == "serving").all()
+    for _, r in runs.groupby("variant"):  # one block of 1 untimed + 3 timed batches: 1, 2, 0
+        assert list(r["batch"]) == [1, 2, 0] and list(r["run"]) == [0, 1, 2] and (r["round"] == 0).all()
+    assert runs["stage_ms"].ge(0).all()
 
 
 def test_crashing_variant_is_reported_not_fatal(case):
@@ -164,8 +241,78 @@ def test_cold_l2_and_simulator_defaults(case, monkeypatch):
     monkeypatch.setattr(timing.L2Flusher, "flush", lambda self: (flushes.append(1), real(self)))
     res = harness.compare(case, "_np", cold_l2=True, repeats=2, warmup_s=0.0)
     assert bool(res.rows.iloc[0]["cold_l2"]) and len(flushes) == 1 + 2  # one to compile, one per timed run
+    assert res.rows.iloc[0]["timing_mode"] == "cold_l2" and pd.isna(res.rows.iloc[0]["serving_block"])
+    assert (res.runs["timing_mode"] == "cold_l2").all() and res.runs["cold_l2"].all()
+    flushes.clear()
+    res = harness.compare(case, "_np", timing_mode="interleaved", repeats=2, warmup_s=0.0)
+    assert not flushes and res.rows.iloc[0]["timing_mode"] == "interleaved" and not res.rows.iloc[0]["cold_l2"]
+    assert list(res.runs["batch"]) == [0, 1] and list(res.runs["round"]) == [0, 1]
     if backend.SIMULATOR:
         assert timing.default_repeats(None, None) == (timing.SIM_REPEATS, timing.SIM_WARMUP_S)
+
+
+class FakeTimer:
+    """Stage time = the variant's speed factor x (batch + 1), from what the run logged."""
+
+    def __init__(self, stream):
+        self.calls = []
+
+    def __call__(self, run, i):
+        log.clear()
+        run(i)
+        (tag,) = log
+        self.calls.append((tag, i))
+        return {"slow": 2.0, "fast": 1.0}[tag] * (i + 1), 0.01
+
+
+log: list = []
+
+
+def prepare_tagged(case, tag: str = "fast"):
+    def run(i):
+        log.append(tag)
+
+    return Prepared(run, lambda i: case.reference(i), {"tag": tag})
+
+
+def test_serving_speedup_is_a_per_round_ratio_over_the_same_batches(case, monkeypatch):
+    register_variant("_tag", prepare_tagged, "logs its tag, test only")
+    try:
+        monkeypatch.setattr(harness, "BASELINE", "_tag")
+        monkeypatch.setattr(timing, "StageTimer", FakeTimer)
+        res = harness.compare(case, [("_tag", {"tag": "slow"}), ("_tag", {"tag": "fast"})], repeats=10,
+                              warmup_s=0.0, serving_block=4)  # fmt: skip
+    finally:
+        unregister_variant("_tag")
+    rows, runs = res.rows, res.runs
+    assert list(rows["n_runs"]) == [10, 10] and (rows["serving_block"] == 4).all()
+    assert sorted(runs["round"].unique()) == [0, 1, 2, 3]  # ceil(10 / 3) rounds of 3, 3, 2, 2 timed runs
+    # the same batches in both blocks of a round, so every round's ratio is exactly 2
+    assert rows.iloc[0]["speedup_vs_torch"] == 1.0 and rows.iloc[1]["speedup_vs_torch"] == 2.0
+    by = {tag: g for tag, g in runs.groupby(runs["params"].map(lambda p: json.loads(p)["tag"]))}
+    assert list(by["slow"]["batch"]) == list(by["fast"]["batch"]) == [1, 2, 0, 2, 0, 1, 0, 1, 1, 2]  # 3 batches
+
+
+def test_unavailable_peer_gets_a_row_and_the_rest_run(case):
+    res = harness.compare(case, ["_gone", "_np"], **FAST)
+    gone, ok = res.rows.iloc[0], res.rows.iloc[1]
+    assert not gone["correct"] and gone["n_runs"] == 0 and math.isnan(gone["median_ms"])
+    assert gone["error"] == "skipped: test peer unavailable: nothing to build it with"
+    assert ok["correct"] and ok["n_runs"] == 3 and set(res.runs["variant"]) == {"_np"}
+    text = harness.format_table(res.rows)
+    assert "_gone on random: SKIPPED (test peer unavailable: nothing to build it with)" in text
+    assert "INCORRECT" not in text
+
+
+def test_with_timing_columns_upgrades_old_results():
+    rows = pd.DataFrame({"variant": ["a", "b"], "cold_l2": [False, True], "n_batches": [4, 4]})
+    up = harness.with_timing_columns(rows)
+    assert list(up.columns) == ["variant", "cold_l2", "timing_mode", "serving_block", "n_batches"]
+    assert list(up["timing_mode"]) == ["interleaved", "cold_l2"] and up["serving_block"].isna().all()
+    runs = pd.DataFrame({"cold_l2": ["True", "False"], "round": [0, 0]})  # as read back from a CSV
+    assert list(harness.with_timing_columns(runs).columns) == ["cold_l2", "timing_mode", "round"]
+    assert list(harness.with_timing_columns(runs)["timing_mode"]) == ["cold_l2", "interleaved"]
+    assert harness.with_timing_columns(up) is up  # already upgraded: unchanged
 
 
 def test_unknown_variant_fails_before_running(case):
@@ -181,7 +328,7 @@ def test_run_bench_sweep_writes_results(tmp_path):
         out=tmp_path, **FAST,
     )  # fmt: skip
     rows = res.rows
-    assert len(rows) == 4 and rows["run_id"].nunique() == 1
+    assert len(rows) == 4 and rows["run_id"].nunique() == 1 and (rows["timing_mode"] == "serving").all()
     assert sorted(zip(rows["dataset"], rows["repeat"], strict=True)) == [
         ("random", 0), ("random", 1), ("zipf:1.1", 0), ("zipf:1.1", 1)
     ]  # fmt: skip

@@ -1,9 +1,27 @@
-"""The benchmark harness: correctness first, then interleaved timing, into tidy rows.
+"""The benchmark harness: correctness first, then timing in one of three modes, into tidy rows.
 
-Variants of one comparison run round-robin in one process (A B A B ...), so clock drift, thermals and
-other tenants hit all of them alike, and each variant's time is compared with torch's from the same round
-(``speedup_vs_torch`` = median over rounds of torch_ms / variant_ms). A variant whose output does not
-match the NumPy reference is not timed at all.
+Variants of one comparison run in one process, their runs interleaved, so clock drift, thermals and other
+tenants hit all of them alike, and each variant's time is compared with torch's from the same round
+(``speedup_vs_torch`` = median over rounds of torch's time / the variant's). A variant whose output does
+not match the NumPy reference is not timed at all; a peer library that cannot run here (cuEmbed without
+nvcc or its directory) gets a row that says why, and the others run.
+
+Timing modes (the ``timing_mode`` column of every row and run):
+
+* ``serving`` (the default, the headline number): each variant serves a BLOCK of consecutive batches
+  (``serving_block``, default 8, rotating through the case's batches) and the first batch of each block is
+  not timed; blocks of different variants are interleaved (round ``r`` runs one block of every variant,
+  all on the same batches, the variants' order rotating by one each round). This is what a server that
+  runs one kernel configuration sees: its own buffers (a packed or frequency-ranked copy of the tables,
+  pinned rows, an L2 window) and the previous requests' hot rows are in L2 when a batch arrives. The
+  untimed first batch brings that state back after the other variants' blocks. ``speedup_vs_torch`` is
+  the median over rounds of torch's summed time / the variant's, over the same batches.
+* ``interleaved``: one timed run per variant per round (A B A B ...), consecutive runs on different
+  batches. Each run starts from an L2 that holds ANOTHER variant's rows: neither a serving loop nor a cold
+  cache, and unfair to variants that read their own copy of the tables. The mode dlrmlab used up to
+  2026-11 (rows measured before then have this mode); kept to compare with them.
+* ``cold_l2`` (``cold_l2=True``): interleaved, with L2 evicted before every timed run, outside the timed
+  region: the worst case, where no batch finds anything of the last one in L2.
 
 What each timing column is (see also :data:`COLUMN_DOCS` and :mod:`dlrmlab.bench.timing`):
 
@@ -24,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -34,14 +52,22 @@ from dlrmlab.bench import env as benv
 from dlrmlab.bench import timing
 from dlrmlab.bench.case import BenchCase
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.peers import PeerUnavailable
 from dlrmlab.variants import Prepared, knobs_for, why_not_here
 from dlrmlab.variants import prepare as prepare_variant
 
 BASELINE = "torch"
 
+#: How stage times are taken (see the module docstring); ``serving`` is the default and the headline.
+TIMING_MODES: tuple[str, ...] = ("serving", "interleaved", "cold_l2")
+#: Consecutive batches a variant serves per block in ``serving`` mode (the first one untimed).
+DEFAULT_SERVING_BLOCK = 8
+#: ``error`` of a row whose variant could not run here at all (a peer library without its build tools).
+SKIPPED_PREFIX = "skipped: "
+
 #: Meaning of the measurement columns of a result row.
 COLUMN_DOCS: dict[str, str] = {
-    "median_ms": "stage time, median: CUDA events around the whole stage on the case's stream",
+    "median_ms": "stage time, median: CUDA events around the whole stage on the case's stream (see timing_mode)",
     "min_ms": "stage time, fastest run",
     "p10_ms": "stage time, 10th percentile",
     "p90_ms": "stage time, 90th percentile",
@@ -52,7 +78,10 @@ COLUMN_DOCS: dict[str, str] = {
     "kernel_n_runs": "number of per-kernel timing runs",
     "kernel_launches": "event-timed launches (or calls) per stage",
     "kernel_queued_ahead": "True if every launch was queued before the GPU reached it (None: simulator)",
-    "speedup_vs_torch": "median over rounds of torch stage time / this variant's, same round; NaN without torch",
+    "speedup_vs_torch": (
+        "median over rounds of torch stage time / this variant's, same round and batches (serving: each summed "
+        "over the round's timed batches); NaN without torch"
+    ),
     "bytes_requested": "bytes a perfect kernel moves per batch (rows read once, output written once)",
     "effective_gbps": "bytes_requested / median stage time, GB/s",
     "copy_gbps": "device-to-device copy bandwidth (read + write) measured once per process, GB/s",
@@ -60,6 +89,11 @@ COLUMN_DOCS: dict[str, str] = {
     "max_rel_err": "max over tables of ||out - ref|| / ||ref|| on batch 0",
     "correct": "max_rel_err within tolerance (1e-5 fp32, 1e-2 fp16/bf16); incorrect variants are not timed",
     "timing_valid": "False in simulator mode: timings are recorded but mean nothing",
+    "timing_mode": (
+        "serving: blocks of consecutive batches per variant, the first of each untimed (the headline); "
+        "interleaved: one run per variant per round; cold_l2: interleaved with L2 evicted before each run"
+    ),
+    "serving_block": "batches per block in serving mode (the first untimed); empty in the other modes",
 }
 
 #: Columns of a result row, in order (env columns beyond these, e.g. a new package version, follow).
@@ -69,8 +103,9 @@ ROW_COLUMNS: list[str] = [
     "kernel_n_runs", "kernel_launches", "kernel_queued_ahead", "effective_gbps", "copy_gbps",
     "copy_fraction", "bytes_requested", "correct", "max_rel_err", "error", "params", "kernel_regex",
     "tables", "rows", "dim", "dtype", "index_dtype", "batch", "pooling", "seed", "mode", "weighted",
-    "n_batches", "cold_l2", "repeats", "warmup_s", "timing_valid", "mode_backend", "gpu_name",
-    "compute_capability", "sms", "l2_bytes", "sm_clock_start_mhz", "sm_clock_end_mhz", "clock_source",
+    "n_batches", "cold_l2", "timing_mode", "serving_block", "repeats", "warmup_s", "timing_valid",
+    "mode_backend", "gpu_name", "compute_capability", "sms", "l2_bytes", "sm_clock_start_mhz",
+    "sm_clock_end_mhz", "clock_source",
     "driver_version", "cuda_driver_version", "cuda_runtime_version", "numba_version", "numba_cuda_version",
     "cuda_bindings_version", "numpy_version", "torch_version",
 ]  # fmt: skip
@@ -78,7 +113,7 @@ ROW_COLUMNS: list[str] = [
 #: Columns of the per-run table (``BenchResult.runs``).
 RUN_COLUMNS: list[str] = [
     "run_id", "repeat", "variant", "params", "dataset", "preset", "device", "timing_valid", "cold_l2",
-    "round", "run", "batch", "stage_ms", "host_ms",
+    "timing_mode", "round", "run", "batch", "stage_ms", "host_ms",
 ]  # fmt: skip
 
 VariantArg = str | tuple[str, dict]
@@ -118,7 +153,7 @@ def normalize_variants(variants: Sequence[VariantArg] | VariantArg) -> list[tupl
 
 
 def schedule(n_variants: int, repeats: int, n_batches: int) -> list[tuple[int, int, int]]:
-    """The interleaved order of timed runs: ``(round, variant index, batch index)``.
+    """The ``interleaved`` (and ``cold_l2``) order of timed runs: ``(round, variant index, batch index)``.
 
     Round ``r`` runs every variant once, in order. Global run ``g`` uses batch ``g % n``, so consecutive
     runs never share a batch (no variant is served from the L2 its predecessor just filled). When V and
@@ -134,6 +169,41 @@ def schedule(n_variants: int, repeats: int, n_batches: int) -> list[tuple[int, i
         for k in range(v):
             out.append((r, k, (g + (g // block if block else 0)) % n))
             g += 1
+    return out
+
+
+class Slot(NamedTuple):
+    """One stage run of a timing plan: ``timed`` False for the warm-up batch that opens a serving block."""
+
+    round: int
+    variant: int
+    batch: int
+    timed: bool = True
+
+
+def serving_schedule(
+    n_variants: int, repeats: int, n_batches: int, block: int = DEFAULT_SERVING_BLOCK
+) -> list[Slot]:
+    """The serving-loop order of stage runs: blocks of consecutive batches per variant, interleaved.
+
+    Each variant gets ``repeats`` timed runs, in ``ceil(repeats / (block - 1))`` rounds; the timed runs
+    are spread evenly over the rounds (so a round's block may be shorter than ``block``). Round ``r``
+    runs one block of every variant, the order rotated by ``r``; every block of round ``r`` covers the
+    same batches ``r, r + 1, ...`` (mod ``n_batches``), the first of them untimed. Starting each round
+    one batch later shows every batch in every position of a block.
+    """
+    v, n, block, repeats = int(n_variants), int(n_batches), int(block), int(repeats)
+    if block < 2:
+        raise DlrmlabError(f"serving_block must be at least 2 (one untimed batch, then timed ones), got {block}")
+    if v <= 0 or n <= 0 or repeats <= 0:
+        return []
+    rounds = -(-repeats // (block - 1))
+    timed_per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
+    out = []
+    for r, m in enumerate(timed_per_round):
+        for i in range(v):
+            k = (r + i) % v
+            out.extend(Slot(r, k, (r + j) % n, j > 0) for j in range(m + 1))
     return out
 
 
@@ -200,12 +270,39 @@ def _wait_for_clocks(runs: list, stream: Any, max_s: float = 2.0, fraction: floa
         timing.warm_up(runs, stream, 0.1)
 
 
+def with_timing_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows or runs written before timing modes were recorded, with ``timing_mode`` (and for rows
+    ``serving_block``) added: they were timed ``interleaved``, or ``cold_l2`` where ``cold_l2`` is set.
+
+    Upgrades a results file in place: ``with_timing_columns(pd.read_csv(f)).to_csv(f, index=False)``.
+    """
+    if "timing_mode" in df.columns or "cold_l2" not in df.columns:
+        return df
+    out = df.copy()
+    cold = out["cold_l2"].astype(str).str.lower().isin(["true", "1"])
+    out.insert(out.columns.get_loc("cold_l2") + 1, "timing_mode", np.where(cold, "cold_l2", "interleaved"))
+    if "round" not in out.columns:  # a rows table (runs tables have no serving_block)
+        out.insert(out.columns.get_loc("timing_mode") + 1, "serving_block", pd.NA)
+    return out
+
+
 def expected_columns() -> list[str]:
     """Columns a result row will have on this machine (before ``param_*``), to check a results file early."""
     return [*ROW_COLUMNS, *sorted(set(benv.environment()) - set(ROW_COLUMNS))]
 
 
 # --- the comparison ----------------------------------------------------------------------------------
+
+
+def resolve_timing_mode(timing_mode: str | None, cold_l2: bool = False) -> str:
+    """The timing mode of a comparison: ``cold_l2=True`` is ``"cold_l2"``; the default is ``"serving"``."""
+    if timing_mode is None:
+        return "cold_l2" if cold_l2 else "serving"
+    if timing_mode not in TIMING_MODES:
+        raise DlrmlabError(f"timing_mode must be one of {', '.join(TIMING_MODES)}, got {timing_mode!r}")
+    if cold_l2 and timing_mode != "cold_l2":
+        raise DlrmlabError(f"cold_l2=True contradicts timing_mode={timing_mode!r}")
+    return timing_mode
 
 
 def compare(
@@ -215,50 +312,82 @@ def compare(
     repeats: int | None = None,
     warmup_s: float | None = None,
     cold_l2: bool = False,
+    timing_mode: str | None = None,
+    serving_block: int = DEFAULT_SERVING_BLOCK,
     kernel_repeats: int | None = None,
     run_id: str | None = None,
     repeat: int = 0,
     progress: bool = False,
 ) -> BenchResult:
-    """Check, then time ``variants`` on ``case`` interleaved; one row per variant.
+    """Check, then time ``variants`` on ``case``, their runs interleaved; one row per variant.
 
-    ``repeats`` timed rounds (default 50 on a GPU, 2 in the simulator) after ``warmup_s`` seconds of
-    untimed round-robin runs (default 0.3 s; 0 in the simulator). ``cold_l2`` evicts L2 before every
-    timed run, outside the timed region. ``kernel_repeats`` (default ``repeats``) per-kernel timing runs
-    for variants that provide ``per_kernel``.
+    ``repeats`` timed stage runs per variant (default 50 on a GPU, 2 in the simulator) after ``warmup_s``
+    seconds of untimed round-robin runs (default 0.3 s; 0 in the simulator). ``timing_mode`` (see the
+    module docstring): ``"serving"`` (default) times blocks of ``serving_block`` consecutive batches per
+    variant, the first of each untimed; ``"interleaved"`` one run per variant per round; ``"cold_l2"``
+    (or ``cold_l2=True``) evicts L2 before every timed run, outside the timed region. ``kernel_repeats``
+    (default ``repeats``) per-kernel timing runs for variants that provide ``per_kernel``.
     """
     specs = normalize_variants(variants)
+    mode = resolve_timing_mode(timing_mode, cold_l2)
     repeats, warmup_s = timing.default_repeats(repeats, warmup_s)
     if repeats < 1:
         raise DlrmlabError(f"repeats must be at least 1, got {repeats}")
+    if mode == "serving":
+        serving_schedule(1, 1, 1, serving_block)  # a bad block length fails before anything is prepared
     kernel_repeats = repeats if kernel_repeats is None else int(kernel_repeats)
     run_id = run_id or uuid.uuid4().hex
     environment = benv.environment()
     copy_gbps = timing.copy_bandwidth_gbps()
     started = datetime.now(UTC).isoformat(timespec="seconds")
 
-    prepared: list[Prepared] = []
+    prepared: list[Prepared | None] = []
+    skipped: dict[int, str] = {}
     try:
-        for name, params in specs:
-            prepared.append(prepare_variant(name, case, **params))
+        for k, (name, params) in enumerate(specs):
+            try:
+                prepared.append(prepare_variant(name, case, **params))
+            except PeerUnavailable as e:  # e.g. cuEmbed without nvcc: a row that says why, the rest runs
+                prepared.append(None)
+                skipped[k] = str(e)
         return _compare(
-            case, specs, prepared, repeats=repeats, warmup_s=warmup_s, cold_l2=cold_l2,
-            kernel_repeats=kernel_repeats, run_id=run_id, repeat=repeat, progress=progress,
-            environment=environment, copy_gbps=copy_gbps, started=started,
+            case, specs, prepared, skipped, repeats=repeats, warmup_s=warmup_s, timing_mode=mode,
+            serving_block=int(serving_block), kernel_repeats=kernel_repeats, run_id=run_id, repeat=repeat,
+            progress=progress, environment=environment, copy_gbps=copy_gbps, started=started,
         )  # fmt: skip
     finally:
         for p in prepared:
-            p.close()
+            if p is not None:
+                p.close()
+
+
+def _plan(timing_mode: str, n_variants: int, repeats: int, n_batches: int, serving_block: int) -> list[Slot]:
+    if timing_mode == "serving":
+        return serving_schedule(n_variants, repeats, n_batches, serving_block)
+    return [Slot(r, k, b) for r, k, b in schedule(n_variants, repeats, n_batches)]
+
+
+def _round_ratios(base: list[tuple[int, float]], other: list[tuple[int, float]]) -> list[float]:
+    """Per round: base's summed stage time / other's (both timed on the same batches in that round)."""
+    b_sum: dict[int, float] = {}
+    o_sum: dict[int, float] = {}
+    for r, t in base:
+        b_sum[r] = b_sum.get(r, 0.0) + t
+    for r, t in other:
+        o_sum[r] = o_sum.get(r, 0.0) + t
+    return [b_sum[r] / o_sum[r] for r in sorted(b_sum) if o_sum.get(r, 0.0) > 0]
 
 
 def _compare(
     case: BenchCase,
     specs: list[tuple[str, dict]],
-    prepared: list[Prepared],
+    prepared: list[Prepared | None],
+    skipped: dict[int, str],
     *,
     repeats: int,
     warmup_s: float,
-    cold_l2: bool,
+    timing_mode: str,
+    serving_block: int,
     kernel_repeats: int,
     run_id: str,
     repeat: int,
@@ -268,23 +397,28 @@ def _compare(
     started: str,
 ) -> BenchResult:
     stream = case.stream
+    cold_l2 = timing_mode == "cold_l2"
     # 1. correctness: a wrong kernel's speed is not a result
     checks = []
-    for p in prepared:
+    for k, p in enumerate(prepared):
+        if p is None:
+            checks.append((math.nan, False, SKIPPED_PREFIX + skipped[k]))
+            continue
         try:
             checks.append(check_result(case, p.result(0), 0))
         except DlrmlabError:
             raise
         except Exception as e:  # a crashing variant must not take the others down with it
             checks.append((math.inf, False, f"{type(e).__name__}: {e}"))
-    timed = [k for k, c in enumerate(checks) if c[1]]
+    live: dict[int, Prepared] = {k: p for k, p in enumerate(prepared) if p is not None and checks[k][1]}
+    timed = list(live)
 
     # 2. warm-up (round-robin, rotating batches) and the L2 flusher
     flusher = timing.L2Flusher(stream) if cold_l2 else None
     if flusher is not None:
         flusher.flush()  # compiles it
     counter = iter(range(1 << 62))
-    warm = [lambda p=prepared[k]: p.run(next(counter) % case.n_batches) for k in timed]
+    warm = [lambda p=live[k]: p.run(next(counter) % case.n_batches) for k in timed]
     timing.warm_up(warm, stream, warmup_s)
     if warmup_s > 0:
         _wait_for_clocks(warm, stream)
@@ -292,31 +426,36 @@ def _compare(
     if benv.clock_source() == "nvidia-smi" and warmup_s > 0:  # a slow read: bring clocks back up
         timing.warm_up(warm, stream, min(warmup_s, 0.1))
 
-    # 3. interleaved stage timing
+    # 3. stage timing, in the mode's order (serving: blocks whose first batch is run but not recorded)
     timer = timing.StageTimer(stream)
-    stage: dict[int, list[float]] = {k: [] for k in timed}
+    stage: dict[int, list[tuple[int, float]]] = {k: [] for k in timed}  # (round, stage_ms)
     host: dict[int, list[float]] = {k: [] for k in timed}
     run_rows: list[dict] = []
-    plan = schedule(len(timed), repeats, case.n_batches)
+    plan = _plan(timing_mode, len(timed), repeats, case.n_batches, serving_block)
     it: Any = plan
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(plan, desc=f"{case.dataset}", unit="run", leave=False)
-    for r, slot, b in it:
-        k = timed[slot]
+    for slot in it:
+        k = timed[slot.variant]
         if flusher is not None:
             flusher.flush()
-        s_ms, h_ms = timer(prepared[k].run, b)
-        stage[k].append(s_ms)
+        s_ms, h_ms = timer(live[k].run, slot.batch)
+        if not slot.timed:
+            continue
+        run_rows.append({
+            "round": slot.round, "run": len(stage[k]), "batch": slot.batch, "stage_ms": s_ms, "host_ms": h_ms,
+            "_k": k,
+        })  # fmt: skip
+        stage[k].append((slot.round, s_ms))
         host[k].append(h_ms)
-        run_rows.append({"round": r, "run": r, "batch": b, "stage_ms": s_ms, "host_ms": h_ms, "_k": k})
 
     # 4. per-kernel GPU time, queued ahead
     kernels: dict[int, tuple[list[float], int, bool | None]] = {}
     delay = timing.GpuDelay(stream)
     for k in timed:
-        pk = prepared[k].per_kernel
+        pk = live[k].per_kernel
         if pk is None or kernel_repeats < 1:
             continue
         batches = [g % case.n_batches for g in range(kernel_repeats)]
@@ -336,6 +475,8 @@ def _compare(
         "timestamp": started,
         **case.describe(),
         "cold_l2": bool(cold_l2),
+        "timing_mode": timing_mode,
+        "serving_block": int(serving_block) if timing_mode == "serving" else None,
         "repeats": int(repeats),
         "warmup_s": float(warmup_s),
         "timing_valid": not backend.SIMULATOR,
@@ -345,20 +486,22 @@ def _compare(
         "copy_gbps": copy_gbps,
     }
     rows = []
-    for k, ((name, _), p) in enumerate(zip(specs, prepared, strict=True)):
+    for k, ((name, requested), p) in enumerate(zip(specs, prepared, strict=True)):
         err, ok, why = checks[k]
+        params = p.params if p is not None else requested
         row = {
             **common,
             "variant": name,
-            "params": _params_json(p.params),
-            "kernel_regex": p.kernel_regex,
+            "params": _params_json(params),
+            "kernel_regex": p.kernel_regex if p is not None else None,
             "correct": bool(ok),
             "max_rel_err": float(err),
             "error": why,
             **_nan_timings(),
         }
         if ok:
-            st = timing.summarize(stage[k])
+            times = [t for _, t in stage[k]]
+            st = timing.summarize(times)
             row.update(
                 median_ms=st["median"], min_ms=st["min"], p10_ms=st["p10"], p90_ms=st["p90"],
                 max_ms=st["max"], n_runs=st["n"], host_ms=float(np.median(host[k])),
@@ -374,9 +517,9 @@ def _compare(
                     kernel_queued_ahead=queued,
                 )  # fmt: skip
             if base_k is not None:
-                ratios = [t / v for t, v in zip(stage[base_k], stage[k], strict=True) if v > 0]
+                ratios = _round_ratios(stage[base_k], stage[k])
                 row["speedup_vs_torch"] = float(np.median(ratios)) if ratios else math.nan
-        row.update(_flat_params(p.params))
+        row.update(_flat_params(params))
         rows.append(row)
 
     runs = []
@@ -384,9 +527,9 @@ def _compare(
         k = rr.pop("_k")
         runs.append({
             "run_id": run_id, "repeat": int(repeat), "variant": specs[k][0],
-            "params": _params_json(prepared[k].params), "dataset": case.dataset, "preset": case.preset,
+            "params": _params_json(live[k].params), "dataset": case.dataset, "preset": case.preset,
             "device": environment["device"], "timing_valid": not backend.SIMULATOR, "cold_l2": bool(cold_l2),
-            **rr,
+            "timing_mode": timing_mode, **rr,
         })  # fmt: skip
     return BenchResult(_frame(rows, expected_columns()), _frame(runs, RUN_COLUMNS), run_id)
 
@@ -415,6 +558,8 @@ def run_bench(
     repeats: int | None = None,
     warmup_s: float | None = None,
     cold_l2: bool = False,
+    timing_mode: str | None = None,
+    serving_block: int = DEFAULT_SERVING_BLOCK,
     include_torch: bool = True,
     repeat_runs: int = 1,
     out: str | Path | None = None,
@@ -424,13 +569,17 @@ def run_bench(
     """Compare ``variants`` on each dataset, ``repeat_runs`` times; append rows to ``out`` as they come.
 
     Everything that can be wrong with the request (variant or dataset names, GPU-only variants in the
-    simulator, an unwritable or incompatible results file) is reported before anything runs.
+    simulator, the timing mode, an unwritable or incompatible results file) is reported before anything
+    runs. ``timing_mode``, ``serving_block`` and ``cold_l2``: see :func:`compare`.
     """
     from dlrmlab.bench import results
     from dlrmlab.datasets import make_stream
     from dlrmlab.workload import preset
 
     specs = with_baseline(normalize_variants(variants), include_torch)
+    timing_mode = resolve_timing_mode(timing_mode, cold_l2)
+    if timing_mode == "serving":
+        serving_schedule(1, 1, 1, serving_block)  # a bad block length fails here
     for n, _ in specs:
         why = why_not_here(n)
         if why:
@@ -463,8 +612,8 @@ def run_bench(
             if progress:
                 steps.set_postfix_str(f"{ds}: case ready in {time.perf_counter() - t0:.1f} s")
         res = compare(
-            case, specs, repeats=repeats, warmup_s=warmup_s, cold_l2=cold_l2, run_id=run_id,
-            repeat=rep, progress=progress,
+            case, specs, repeats=repeats, warmup_s=warmup_s, timing_mode=timing_mode,
+            serving_block=serving_block, run_id=run_id, repeat=rep, progress=progress,
         )  # fmt: skip
         if out is not None:
             res.save(out, name)
@@ -480,6 +629,28 @@ def run_bench(
 SIMULATOR_NOTICE = "simulator: timings not meaningful"
 
 
+def _skipped(rows: pd.DataFrame) -> pd.Series:
+    if "error" not in rows:
+        return pd.Series(False, rows.index)
+    return rows["error"].map(lambda e: isinstance(e, str) and e.startswith(SKIPPED_PREFIX)).astype(bool)
+
+
+def _modes(rows: pd.DataFrame) -> list[tuple[str, Any]]:
+    block = rows["serving_block"] if "serving_block" in rows else pd.Series(None, rows.index)
+    return list(dict.fromkeys(zip(rows["timing_mode"], block, strict=True)))
+
+
+def _describe_mode(mode: Any, block: Any) -> str:
+    if mode == "serving":
+        b = int(block) if block is not None and not (isinstance(block, float) and math.isnan(block)) else "?"
+        return f"serving loop (blocks of {b} consecutive batches per variant, the first untimed)"
+    if mode == "cold_l2":
+        return "cold L2 (evicted before every run)"
+    if mode == "interleaved":
+        return "interleaved (one run per variant per round)"
+    return str(mode)
+
+
 def format_table(rows: pd.DataFrame) -> str:
     """The CLI's table. Rows not measured on a GPU show correctness only: no speed claims."""
     if rows.empty:
@@ -487,7 +658,8 @@ def format_table(rows: pd.DataFrame) -> str:
     valid = rows["timing_valid"].astype(bool) if "timing_valid" in rows else pd.Series(False, rows.index)
     lines = []
     show = rows.copy()
-    show["ok"] = show["correct"].map({True: "yes", False: "NO"})
+    skipped = _skipped(rows)
+    show["ok"] = show["correct"].map({True: "yes", False: "NO"}).where(~skipped, "skipped")
     if valid.any():
         cols = {
             "variant": "variant", "dataset": "dataset", "median_ms": "stage ms (median)", "p10_ms": "p10",
@@ -507,9 +679,13 @@ def format_table(rows: pd.DataFrame) -> str:
         t = show.loc[~valid, list(cols)].rename(columns=cols)
         lines.append(t.to_string(index=False, float_format=lambda x: f"{x:.2e}", na_rep="-"))
         lines.append(SIMULATOR_NOTICE)
-    bad = rows.loc[~rows["correct"].astype(bool)]
+    for _, r in rows.loc[skipped].iterrows():
+        lines.append(f"{r['variant']} on {r['dataset']}: SKIPPED ({str(r['error'])[len(SKIPPED_PREFIX):]})")
+    bad = rows.loc[~rows["correct"].astype(bool) & ~skipped]
     for _, r in bad.iterrows():
         lines.append(f"{r['variant']} on {r['dataset']}: INCORRECT, not timed ({r['error']})")
+    if valid.any() and "timing_mode" in rows:
+        lines.append("stage time: " + "; ".join(_describe_mode(m, b) for m, b in _modes(rows.loc[valid])))
     if valid.any() and "copy_gbps" in rows:
         lines.append(f"device-to-device copy: {rows.loc[valid, 'copy_gbps'].iloc[0]:.0f} GB/s (read + write)")
     return "\n".join(lines)

@@ -10,6 +10,9 @@ Three different times are measured, and they answer different questions:
 * kernel time (``kernel_ms``): the sum of event pairs around each launch, in separate runs queued ahead
   behind a GPU delay kernel so that no launch waits for the host: pure GPU time of the launches.
 
+Which runs are timed, in which order and from which L2 state (a serving loop, interleaved variants, a
+cold L2) is the harness's timing mode: see :mod:`dlrmlab.bench.harness`.
+
 In simulator mode there are no CUDA events; :class:`HostEvent` stands in (the simulator runs launches
 synchronously, so it measures simulated-kernel host time), and nothing measured is meaningful as speed.
 """
@@ -30,7 +33,8 @@ from dlrmlab import backend
 from dlrmlab.backend import cuda
 from dlrmlab.intrinsics import load16
 
-#: GPU defaults: the GPU idles at 375 MHz and needs a few hundred ms of work to boost.
+#: GPU defaults: the GPU idles at 375 MHz and needs a few hundred ms of work to boost. Repeats are timed
+#: stage runs per variant (in serving mode, in blocks of consecutive batches).
 GPU_WARMUP_S = 0.3
 GPU_REPEATS = 50
 #: Simulator defaults: enough to run every code path, nothing more.

@@ -1,0 +1,20 @@
+"""Benchmark peers: other projects' embedding-lookup kernels, run beside dlrmlab's on the same inputs.
+
+A peer is never part of dlrmlab: it is built at run time from a copy the user names (for cuEmbed, the
+directory in ``DLRMLAB_CUEMBED_DIR``), and when it cannot be built or run here its variants raise
+:class:`PeerUnavailable`, which the harness turns into a row that says why while the other variants run.
+
+* :mod:`dlrmlab.peers.cuembed` — NVIDIA cuEmbed (header-only CUDA, Apache-2.0), through a small C shim
+  compiled with nvcc and called with ctypes: variants ``cuembed`` and ``cuembed_graph``.
+"""
+
+from __future__ import annotations
+
+from dlrmlab.errors import DlrmlabError
+
+
+class PeerUnavailable(DlrmlabError):
+    """A peer library cannot run on this machine (no nvcc, no source directory, simulator mode)."""
+
+
+__all__ = ["PeerUnavailable"]
