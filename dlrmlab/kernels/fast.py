@@ -4,7 +4,9 @@ One skeleton, built from named device functions chosen at compile time (as cuEmb
 Addresser / Combiner templates):
 
 * **work split** — bags of all tables (table-major, the jagged layout) are cut into tiles of
-  ``bags_per_block`` bags; blocks walk the tiles grid-stride. A group of ``lanes`` threads owns one bag.
+  ``bags_per_block`` bags; blocks walk the tiles grid-stride. ``split`` groups of ``lanes`` threads share
+  one bag, each summing a contiguous part of its ids; the parts are added in shared memory at the end.
+  Splitting keeps as many loads in flight with fewer bags (so fewer tables' hot rows) live at once.
 * **stage ids** — per tile the block stages ``ids_per_stage`` ids per bag in shared memory, already
   turned into row offsets by the **addresser** (and their weights, when rows are scaled). Every thread
   runs as many stages as the tile's longest bag needs, so the barriers are uniform.
@@ -46,6 +48,8 @@ class FastConfig:
     #: rows whose loads are issued before any of them is accumulated
     unroll: int = 8
     bags_per_block: int = 4
+    #: groups of lanes that share one bag
+    split: int = 1
     #: ids per bag staged in shared memory at a time
     chunk: int = 64
     max_registers: int | None = None
@@ -60,7 +64,8 @@ class FastConfig:
             raise DlrmlabError(
                 f"vector loads need dim to be a multiple of {self.vec} for {self.dtype}; use vector=False"
             )
-        positive_int("bags_per_block", self.bags_per_block, 1, 1024 // self.lanes)
+        positive_int("split", self.split, 1, 32)
+        positive_int("bags_per_block", self.bags_per_block, 1, 1024 // (self.lanes * self.split))
 
     @property
     def vec(self) -> int:
@@ -83,13 +88,13 @@ class FastConfig:
 
     @property
     def threads(self) -> int:
-        return self.lanes * self.bags_per_block
+        return self.lanes * self.bags_per_block * self.split
 
     def params(self) -> dict:
         """The configuration as flat result-row parameters."""
         return {
             "dim": self.dim, "dtype": self.dtype, **self.combine.params(), "vector": self.vector,
-            "unroll": self.unroll, "bags_per_block": self.bags_per_block, "chunk": self.chunk,
+            "unroll": self.unroll, "bags_per_block": self.bags_per_block, "split": self.split, "chunk": self.chunk,
             "max_registers": self.max_registers, "split_hot": self.split_hot, "lanes": self.lanes,
             "vectors": self.vectors, "threads": self.threads,
         }  # fmt: skip
@@ -218,8 +223,8 @@ def _writer(cfg: FastConfig):
 @lru_cache(maxsize=256)
 def build(cfg: FastConfig):
     """Compile (at first launch) the fast kernel for ``cfg``."""
-    LANES, BAGS, IDS = cfg.lanes, cfg.bags_per_block, cfg.chunk
-    IN_FLIGHT, ACC = cfg.unroll, cfg.vectors * cfg.vec
+    LANES, BAGS, IDS, SPLIT = cfg.lanes, cfg.bags_per_block, cfg.chunk, cfg.split
+    GROUPS, IN_FLIGHT, ACC = cfg.bags_per_block * cfg.split, cfg.unroll, cfg.vectors * cfg.vec
     FACTORS = cfg.combine.factors
     table_of_bag, row_offset, factor = _table_of_bag(), _addresser(cfg), _factor(cfg)
     load_row_slice, add_row, write_bag = _slice_loader(cfg), _combiner(cfg), _writer(cfg)
@@ -227,23 +232,27 @@ def build(cfg: FastConfig):
     @backend.jit(max_registers=cfg.max_registers)
     def embedding_bag_fast(packed, row_base, hot_rows, hot_base, indices, offsets, table_offsets, psw,
                            padding_idx, out):
-        rows_s = cuda.shared.array((BAGS, IDS), int64)  # staged row offsets, per bag of the tile
-        factors_s = cuda.shared.array((BAGS, IDS), float32)
+        rows_s = cuda.shared.array((GROUPS, IDS), int64)  # staged row offsets, per group of the tile
+        factors_s = cuda.shared.array((GROUPS, IDS), float32)
+        parts_s = cuda.shared.array((GROUPS, LANES, ACC), float32)  # partial sums of split bags
+        counts_s = cuda.shared.array(GROUPS, int64)
         vals = cuda.local.array((IN_FLIGHT, ACC), float32)
         acc = cuda.local.array(ACC, float32)
         num_bags = offsets.shape[0] - 1
         g, lane = cuda.threadIdx.x // LANES, cuda.threadIdx.x % LANES
+        part = g % SPLIT
         tile = cuda.blockIdx.x
         while tile * BAGS < num_bags:
-            bag = tile * BAGS + g
+            bag = tile * BAGS + g // SPLIT
             valid = bag < num_bags
-            begin = offsets[bag] if valid else int64(0)
-            end = offsets[bag + 1] if valid else int64(0)
+            first = offsets[bag] if valid else int64(0)
+            size = offsets[bag + 1] - first if valid else int64(0)
+            begin, end = first + size * part // SPLIT, first + size * (part + 1) // SPLIT  # this group's part
             t = table_of_bag(table_offsets, bag)
             base, hot_n, hot_b = row_base[t], hot_rows[t], hot_base[t]
-            longest = int64(0)  # the tile's longest bag: every thread runs as many stages
+            longest = int64(0)  # the tile's longest part: every thread runs as many stages
             for j in range(min(BAGS, num_bags - tile * BAGS)):
-                longest = max(longest, offsets[tile * BAGS + j + 1] - offsets[tile * BAGS + j])
+                longest = max(longest, (offsets[tile * BAGS + j + 1] - offsets[tile * BAGS + j] + SPLIT - 1) // SPLIT)
             for a in range(ACC):
                 acc[a] = 0.0
             nonzero = 0
@@ -271,8 +280,19 @@ def build(cfg: FastConfig):
                     nonzero += add_row(acc, vals, 0, factors_s[g, k] if FACTORS else float32(1.0))
                     k += 1
                 c0 += IDS
-            if valid:
-                write_bag(out, bag, acc, end - begin, nonzero)
+            if SPLIT > 1:  # add the parts of each bag: group part 0 gathers the others' sums
+                for a in range(ACC):
+                    parts_s[g, lane, a] = acc[a]
+                counts_s[g] = nonzero
+                cuda.syncthreads()
+                if part == 0:
+                    for p in range(1, SPLIT):
+                        nonzero += counts_s[g + p]
+                        for a in range(ACC):
+                            acc[a] += parts_s[g + p, lane, a]
+                cuda.syncthreads()  # the next tile may overwrite the parts only once they are read
+            if valid and part == 0:
+                write_bag(out, bag, acc, size, nonzero)
             tile += cuda.gridDim.x
 
     return embedding_bag_fast
