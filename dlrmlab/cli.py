@@ -254,6 +254,16 @@ def _bench(args: argparse.Namespace) -> int:
     return 0 if rows["correct"].astype(bool).all() else 1
 
 
+# --- dlrm ------------------------------------------------------------------------------------------------
+
+
+@_command("dlrm")
+def _dlrm(args: argparse.Namespace) -> int:
+    from dlrmlab.dlrm.command import run_command
+
+    return run_command(args, _out_dir(args))
+
+
 # --- parser ----------------------------------------------------------------------------------------------
 
 
@@ -336,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result rows as JSON records")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--list", action="store_true", help="list the registered variants and exit")
+
+    from dlrmlab.dlrm.command import add_arguments as add_dlrm_arguments
+
+    p = sub.add_parser("dlrm", help="DLRM end to end: stage breakdown and speedups with a pluggable embedding stage")
+    add_dlrm_arguments(p)
 
     return ap
 

@@ -1,0 +1,112 @@
+"""``dlrmlab dlrm``: DLRM end to end, every pipeline side by side. Importing this module is cheap (no
+torch): the parser is built for every ``dlrmlab`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dlrmlab.errors import DlrmlabError
+
+DEFAULT_EMBEDDINGS = "torch,torch_compile,optmt,rpf,fast,fast_graph"
+RESULTS_NAME = "dlrm"
+PLOTS = {"breakdown": "dlrm_breakdown.png", "speedup": "dlrm_speedup.png", "sweep": "dlrm_latency_throughput.png"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--embedding", default=DEFAULT_EMBEDDINGS,
+                   help="embedding pipelines, comma-separated: torch, a paper variant (baseline, optmt, rpf, rpf_l1, "
+                   "rpf_shared, optmt_rpf), fast; NAME_graph = whole batch in one CUDA graph; torch_compile. torch "
+                   "and torch_compile are always added as peers (default %(default)s)")  # fmt: skip
+    p.add_argument("--dataset", default="random", help="comma-separated: random, low, medium, high, zipf:A, trace:PATH")
+    p.add_argument("--preset", default="auto", help="paper or tiny (default: paper on a GPU, tiny in the simulator)")
+    p.add_argument("--batch-sizes", help="comma-separated batch sizes, or 'sweep' for 256,...,16384 "
+                   "(default: the preset's batch)")  # fmt: skip
+    p.add_argument("--out", default="results", help="results directory; rows go to OUT/<gpu family>/dlrm.csv")
+    p.add_argument("--repeats", type=int, help="timed rounds per pipeline (default 30; 2 in the simulator)")
+    p.add_argument("--batches", type=int, default=2, help="distinct batches rotated through rounds (default 2)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds (default 0.5; 0 in the simulator)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile peer (slow to compile)")
+    p.add_argument("--plots", action="store_true", help="also write the figures (PNG) beside the CSV")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON records")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _batch_sizes(text: str | None) -> list[int] | None:
+    from dlrmlab.dlrm.measure import SWEEP_BATCH_SIZES
+
+    if not text:
+        return None
+    if text.strip() == "sweep":
+        return list(SWEEP_BATCH_SIZES)
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise DlrmlabError(f"--batch-sizes: comma-separated integers or 'sweep', got {text!r}") from None
+    if not sizes or min(sizes) <= 0:
+        raise DlrmlabError(f"--batch-sizes must be positive integers, got {text!r}")
+    return sizes
+
+
+def format_rows(df) -> str:
+    cols = ["pipeline", "dataset", "batch_size", "latency_ms", "samples_per_s", "bottom_mlp_ms", "embedding_ms",
+            "interaction_ms", "top_mlp_ms", "embedding_share", "speedup_vs_torch", "speedup_vs_torch_compile",
+            "correct"]  # fmt: skip
+    return df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+def write_plots(df, out_dir: Path) -> list[Path]:
+    """The three figures of this run's rows (the sweep figure only with several batch sizes)."""
+    from dlrmlab.dlrm import plots
+
+    made = [(plots.stage_breakdown(df), PLOTS["breakdown"]), (plots.speedup_by_dataset(df), PLOTS["speedup"])]
+    if df["batch_size"].nunique() > 1:
+        made.append((plots.latency_vs_throughput(df), PLOTS["sweep"]))
+    paths = []
+    for fig, name in made:
+        fig.savefig(out_dir / name, dpi=120, bbox_inches="tight")
+        paths.append(out_dir / name)
+    return paths
+
+
+def run_command(args: argparse.Namespace, out_dir: Path) -> int:
+    """Parse the names, check the output directory, run, print, append, plot."""
+    from dlrmlab import backend
+    from dlrmlab.bench.results import append_results, check_results_dir
+
+    try:
+        import torch  # noqa: F401
+    except Exception as e:
+        raise DlrmlabError(f"dlrmlab dlrm needs PyTorch (pip install -e '.[torch]'): {e}") from None
+    from dlrmlab.dlrm.measure import best_pipelines, run_dlrm
+
+    names = [x.strip() for x in args.embedding.split(",") if x.strip()]
+    datasets = [x.strip() for x in args.dataset.split(",") if x.strip()]
+    preset = backend.default_preset() if args.preset in (None, "auto") else args.preset
+    check_results_dir(out_dir)
+    say = (lambda s: None) if args.quiet or args.json else (lambda s: print(s, flush=True))
+    if backend.SIMULATOR:
+        say("no CUDA GPU: simulator mode; outputs are checked, timings mean nothing (timing_valid=False)")
+    df, skipped = run_dlrm(names, datasets, preset, batch_sizes=_batch_sizes(args.batch_sizes), seed=args.seed,
+                           n_batches=args.batches, repeats=args.repeats, warmup_s=args.warmup,
+                           compile_peer=not args.no_compile, progress=say)  # fmt: skip
+    path = append_results(df, RESULTS_NAME, out_dir)
+    notes = [f"skipped {k}: {v}" for k, v in skipped.items()]
+    if args.json:
+        print(df.to_json(orient="records"))
+    else:
+        print(format_rows(df))
+        best = best_pipelines(df)
+        if not best.empty:
+            print("\nbest dlrmlab pipeline at batch 2048 (targets from issue 10; the paper's best: 1.77x on A100):")
+            print(best.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        notes.append(f"appended {len(df)} row(s) to {path}")
+        if args.plots and len(df) and df["latency_ms"].notna().any():
+            notes += [f"wrote {p}" for p in write_plots(df, out_dir)]
+    if backend.SIMULATOR:
+        notes.append("simulator: timings not meaningful (timing_valid=False)")
+    for n in notes:
+        print(n, file=sys.stderr if args.json else sys.stdout)
+    return 0 if df["correct"].astype(bool).all() else 1

@@ -1,0 +1,402 @@
+"""The embedding stage as a torch module, with the implementation picked by name.
+
+:class:`EmbeddingBagCollection` holds every table once, in one packed (sum of rows, dim) tensor; table t is
+a row slice of it (a view). Every implementation reads that same memory: ``torch`` through
+``F.embedding_bag`` on the views, the paper family through :func:`dlrmlab.api.embedding_bag` on the same
+views (zero-copy, ``__cuda_array_interface__``), ``fast`` through one fused launch over the packed buffer
+(:func:`dlrmlab.fast.fused_forward`). Numba launches go to torch's current stream, so the module mixes with
+torch ops, and with the ``fast`` implementation the forward allocates nothing and never synchronizes: it
+can be captured in a torch CUDA graph (``fast_graph`` is ``fast`` under whole-pipeline capture).
+
+Without a GPU (Numba's CUDA simulator) the tables are CPU tensors and the dlrmlab kernels run in the
+simulator on them (zero-copy too: the simulator's arrays wrap the tensors' NumPy views), so results can
+be checked on a laptop on the ``tiny`` preset; nothing is timed meaningfully there.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dlrmlab import backend  # decides GPU or simulator before numba.cuda is imported
+from dlrmlab.backend import cuda
+from dlrmlab.dlrm.kjt import KeyedJaggedTensor
+from dlrmlab.errors import DlrmlabError
+
+#: The paper's kernel family, run per table through :func:`dlrmlab.api.embedding_bag`.
+PAPER_FAMILY = ("baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf")
+
+#: Embedding implementation name -> (kind, options). The one place names map to code: ``torch`` is one
+#: ``F.embedding_bag`` per table, ``paper`` one dlrmlab kernel per table (``variant``), ``fast`` one fused
+#: launch for all tables.
+IMPLEMENTATIONS: dict[str, tuple[str, dict]] = {
+    "torch": ("torch", {}),
+    **{name: ("paper", {"variant": name}) for name in PAPER_FAMILY},
+    "fast": ("fast", {}),
+}
+
+#: Name suffix -> how the whole pipeline runs: ``NAME_graph`` captured in one torch CUDA graph per batch,
+#: ``torch_compile`` under ``torch.compile(mode="reduce-overhead")``. No suffix: eager.
+EXECUTION_SUFFIXES: dict[str, str] = {"_graph": "graph", "_compile": "compile"}
+
+MODES = ("sum", "mean")
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def embedding_names() -> list[str]:
+    """Every name ``--embedding`` accepts."""
+    names = list(IMPLEMENTATIONS)
+    names += [f"{n}_graph" for n in IMPLEMENTATIONS]
+    return names + [f"{n}_compile" for n, (kind, _) in IMPLEMENTATIONS.items() if kind == "torch"]
+
+
+def resolve(name: str) -> tuple[str, str]:
+    """``"fast_graph"`` -> ``("fast", "graph")``; ``"rpf"`` -> ``("rpf", "eager")``."""
+    name = str(name).strip()
+    if name in IMPLEMENTATIONS:
+        return name, "eager"
+    for suffix, execution in EXECUTION_SUFFIXES.items():
+        base = name[: -len(suffix)]
+        if name.endswith(suffix) and base in IMPLEMENTATIONS:
+            if execution == "compile" and IMPLEMENTATIONS[base][0] != "torch":
+                raise DlrmlabError(f"{name!r}: torch.compile applies to the all-PyTorch pipeline only (torch_compile)")
+            return base, execution
+    raise DlrmlabError(f"unknown embedding {name!r}; valid: {', '.join(embedding_names())}")
+
+
+def dtype_name(dtype: Any) -> str:
+    for name, t in _TORCH_DTYPES.items():
+        if dtype in (t, name):
+            return name
+    raise DlrmlabError(f"table dtype must be one of {', '.join(_TORCH_DTYPES)}, got {dtype}")
+
+
+def numba_view(t: torch.Tensor) -> Any:
+    """A Numba device array over ``t``'s memory, no copy: CUDA tensors through ``__cuda_array_interface__``
+    (v2: no stream, so no implicit sync), CPU tensors (simulator) by wrapping their NumPy view."""
+    bf16 = t.dtype == torch.bfloat16
+    if bf16:
+        t = t.view(torch.int16)
+    if backend.SIMULATOR:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        a = t.detach().numpy()
+        return FakeCUDAArray(a.view(np.uint16) if bf16 else a)
+    a = cuda.as_cuda_array(t.detach())
+    return a.view(np.uint16) if bf16 else a
+
+
+@lru_cache(maxsize=1)
+def paper_accepts_out() -> bool:
+    """Whether :func:`dlrmlab.api.embedding_bag` can write into a preallocated ``out`` (then the paper
+    family allocates nothing per call and can be graph-captured)."""
+    from dlrmlab import api
+
+    return "out" in inspect.signature(api.embedding_bag).parameters
+
+
+class EmbeddingBagCollection(torch.nn.Module):
+    """Pooled embeddings of K tables for a batch of B samples: ``forward(kjt) -> [ (B, dim) ] * K``, fp32.
+
+    ``impl`` is a name from :data:`IMPLEMENTATIONS` (or ``NAME_graph``, which runs ``NAME`` and tells
+    pipelines to capture). Tables are made here (seeded, DLRM's uniform(-1/sqrt(n), 1/sqrt(n)) init) unless
+    ``weight``, an existing packed (sum of rows, dim) tensor, is given: it is then used as is, no copy.
+    Outputs of ``fast`` are views of a buffer kept per batch size and overwritten by the next call of the
+    same batch size (as a CUDA graph's outputs are); clone them to keep them.
+    """
+
+    def __init__(
+        self, embedding_sizes: Sequence[int], embedding_dim: int, impl: str = "torch", *, mode: str = "sum",
+        dtype: Any = "float32", device: Any = None, seed: int = 0, keys: Sequence[str] | None = None,
+        include_last_offset: bool = True, weight: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.embedding_sizes = tuple(int(n) for n in embedding_sizes)
+        self.embedding_dim = int(embedding_dim)
+        if not self.embedding_sizes or min(self.embedding_sizes) <= 0 or self.embedding_dim <= 0:
+            raise DlrmlabError(f"need tables of positive rows and width, got {self.embedding_sizes} x {embedding_dim}")
+        if mode not in MODES:
+            raise DlrmlabError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.mode, self.include_last_offset = mode, bool(include_last_offset)
+        self.keys = list(keys) if keys is not None else [f"t{t}" for t in range(len(self.embedding_sizes))]
+        if len(self.keys) != len(self.embedding_sizes):
+            raise DlrmlabError(f"{len(self.keys)} keys for {len(self.embedding_sizes)} tables")
+        self.row_starts = [0, *np.cumsum(self.embedding_sizes).tolist()]
+        shape = (self.row_starts[-1], self.embedding_dim)
+        if weight is None:
+            weight = self._init_tables(shape, _TORCH_DTYPES[dtype_name(dtype)], device, seed)
+        elif tuple(weight.shape) != shape:
+            raise DlrmlabError(f"packed weight must have shape {shape}, got {tuple(weight.shape)}")
+        self.register_buffer("weight", weight.detach())
+        self.impl, self.execution = resolve(impl)
+        self.kind, self.options = IMPLEMENTATIONS[self.impl]
+        self._cache: dict = {}
+
+    def _init_tables(self, shape: tuple[int, int], dtype: torch.dtype, device: Any, seed: int) -> torch.Tensor:
+        device = torch.device(device or ("cpu" if backend.SIMULATOR else "cuda"))
+        w = torch.empty(shape, dtype=dtype, device=device)
+        g = torch.Generator(device=device).manual_seed(int(seed))
+        for t, n in enumerate(self.embedding_sizes):
+            b = math.sqrt(1.0 / n)
+            w[self.row_starts[t] : self.row_starts[t + 1]].uniform_(-b, b, generator=g)
+        return w
+
+    # --- construction from what users have ---------------------------------------------------------------
+
+    @classmethod
+    def from_embedding_bags(
+        cls, bags: Sequence[torch.nn.EmbeddingBag], impl: str = "torch", device: Any = None,
+        keys: Sequence[str] | None = None,
+    ) -> EmbeddingBagCollection:
+        """Drop-in for a list of ``nn.EmbeddingBag``: their weights copied once into the packed buffer."""
+        if not bags:
+            raise DlrmlabError("need at least one nn.EmbeddingBag")
+        dims = {b.embedding_dim for b in bags}
+        modes = {b.mode for b in bags}
+        dtypes = {b.weight.dtype for b in bags}
+        if len(dims) != 1 or len(dtypes) != 1:
+            raise DlrmlabError(f"tables need one width and dtype, got widths {sorted(dims)}, dtypes {dtypes}")
+        if len(modes) != 1 or not modes <= set(MODES):
+            raise DlrmlabError(f"tables need one mode of {MODES}, got {sorted(modes)}")
+        if any(b.padding_idx is not None for b in bags) or len({b.include_last_offset for b in bags}) != 1:
+            raise DlrmlabError("padding_idx is not supported, and include_last_offset must agree across tables")
+        device = torch.device(device) if device is not None else bags[0].weight.device
+        sizes = [b.num_embeddings for b in bags]
+        packed = torch.empty((sum(sizes), dims.pop()), dtype=dtypes.pop(), device=device)
+        start = 0
+        for b, n in zip(bags, sizes, strict=True):
+            packed[start : start + n].copy_(b.weight.detach())
+            start += n
+        return cls(sizes, packed.shape[1], impl, mode=modes.pop(), keys=keys, weight=packed,
+                   include_last_offset=bags[0].include_last_offset)  # fmt: skip
+
+    @classmethod
+    def from_arrays(
+        cls, tables: Sequence[np.ndarray], impl: str = "torch", dtype: str = "float32", device: Any = None,
+        mode: str = "sum",
+    ) -> EmbeddingBagCollection:
+        """From host tables (e.g. :meth:`dlrmlab.workload.Workload.make_tables`; bf16 as uint16 bits)."""
+        dims = {int(t.shape[1]) for t in tables}
+        if len(dims) != 1:
+            raise DlrmlabError(f"tables need one width, got {sorted(dims)}")
+        device = torch.device(device or ("cpu" if backend.SIMULATOR else "cuda"))
+        tdt = _TORCH_DTYPES[dtype_name(dtype)]
+        sizes = [int(t.shape[0]) for t in tables]
+        packed = torch.empty((sum(sizes), dims.pop()), dtype=tdt, device=device)
+        start = 0
+        for t, n in zip(tables, sizes, strict=True):
+            src = torch.from_numpy(np.ascontiguousarray(t))
+            src = src.view(torch.int16).view(torch.bfloat16) if tdt == torch.bfloat16 else src.to(tdt)
+            packed[start : start + n].copy_(src)
+            start += n
+        return cls(sizes, packed.shape[1], impl, mode=mode, weight=packed)
+
+    def with_impl(self, impl: str) -> EmbeddingBagCollection:
+        """The same tables (shared, not copied) under another implementation."""
+        return EmbeddingBagCollection(
+            self.embedding_sizes, self.embedding_dim, impl, mode=self.mode, keys=self.keys, weight=self.weight,
+            include_last_offset=self.include_last_offset,
+        )
+
+    # --- shape ---------------------------------------------------------------------------------------------
+
+    @property
+    def num_tables(self) -> int:
+        return len(self.embedding_sizes)
+
+    @property
+    def name(self) -> str:
+        return self.impl if self.execution == "eager" else f"{self.impl}_{self.execution}"
+
+    def table(self, t: int) -> torch.Tensor:
+        """Table ``t``: a view of the packed buffer."""
+        return self.weight[self.row_starts[t] : self.row_starts[t + 1]]
+
+    def tables(self) -> list[torch.Tensor]:
+        return [self.table(t) for t in range(self.num_tables)]
+
+    def extra_repr(self) -> str:
+        return f"impl={self.name}, tables={self.num_tables}, dim={self.embedding_dim}, mode={self.mode}"
+
+    # --- validation (host only: shapes, dtypes, devices) ----------------------------------------------------
+
+    def check(self, sparse: KeyedJaggedTensor) -> None:
+        """Raise DlrmlabError for input this stage cannot run, before anything is launched."""
+        if not isinstance(sparse, KeyedJaggedTensor):
+            raise DlrmlabError(f"sparse input must be a KeyedJaggedTensor, got {type(sparse).__name__}")
+        if sparse.num_keys != self.num_tables:
+            raise DlrmlabError(f"sparse input has {sparse.num_keys} keys, the embedding stage {self.num_tables} tables")
+        self._check_devices(sparse.values.device)
+        if sparse.weights is not None and self.mode != "sum":
+            raise DlrmlabError("per-sample weights need mode 'sum' (as in torch)")
+        if self.kind == "paper" and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            if not paper_accepts_out():
+                raise DlrmlabError(
+                    f"{self.impl} cannot be captured in a CUDA graph: dlrmlab.api.embedding_bag allocates its "
+                    "output per call (no out= argument); use it eagerly, or use fast / fast_graph"
+                )
+
+    def _check_devices(self, inputs: torch.device) -> None:
+        tables = self.weight.device
+        if inputs != tables:
+            raise DlrmlabError(
+                f"tables are on {tables} but the sparse inputs on {inputs}: move the module (.to) or the batch"
+            )
+        if self.kind != "torch" and backend.SIMULATOR == (tables.type == "cuda"):
+            want = "the CPU (simulator mode)" if backend.SIMULATOR else "a CUDA device"
+            raise DlrmlabError(f"dlrmlab kernels ({self.impl}) need the tables on {want}; they are on {tables}")
+
+    # --- forward -------------------------------------------------------------------------------------------
+
+    def forward(self, sparse: KeyedJaggedTensor) -> list[torch.Tensor]:
+        """One (B, dim) fp32 tensor per table, in key order (what a list of nn.EmbeddingBag returns)."""
+        self.check(sparse)
+        if self.kind == "fast":
+            return self._fast(sparse)
+        return [self._one_table(t, ids, off, w) for t, (ids, off, w) in enumerate(sparse.split())]
+
+    def forward_tables(
+        self, indices: Sequence[torch.Tensor], offsets: Sequence[torch.Tensor],
+        per_sample_weights: Sequence[torch.Tensor | None] | None = None,
+    ) -> list[torch.Tensor]:
+        """Drop-in for ``[bag(i, o, per_sample_weights=w) for bag, i, o, w in ...]`` over a list of
+        nn.EmbeddingBag (offsets with or without the last one, as ``include_last_offset`` says). Per-table
+        implementations run on the lists as given (plain Python and torch ops: torch.compile traces it);
+        ``fast`` packs them first (:meth:`pack`)."""
+        if self.kind == "fast":
+            return self.forward(self.pack(indices, offsets, per_sample_weights))
+        if not len(indices) == len(offsets) == self.num_tables:
+            raise DlrmlabError(f"need {self.num_tables} index and offset tensors, got {len(indices)}, {len(offsets)}")
+        psw = list(per_sample_weights) if per_sample_weights is not None else [None] * self.num_tables
+        if any(w is not None for w in psw) and self.mode != "sum":
+            raise DlrmlabError("per-sample weights need mode 'sum' (as in torch)")
+        outs = []
+        for t in range(self.num_tables):
+            ids, off = indices[t], offsets[t]
+            self._check_devices(ids.device)
+            if not self.include_last_offset:
+                off = F.pad(off, (0, 1), value=ids.numel())
+            outs.append(self._one_table(t, ids, off, psw[t]))
+        return outs
+
+    def pack(
+        self, indices: Sequence[torch.Tensor], offsets: Sequence[torch.Tensor],
+        per_sample_weights: Sequence[torch.Tensor | None] | None = None,
+    ) -> KeyedJaggedTensor:
+        """Per-table (ids, offsets) lists as one KeyedJaggedTensor: device ops only (shapes are known on the
+        host), so it can run inside a captured graph."""
+        if not len(indices) == len(offsets) == self.num_tables:
+            raise DlrmlabError(f"need {self.num_tables} index and offset tensors, got {len(indices)}, {len(offsets)}")
+        extra = 0 if self.include_last_offset else 1
+        bags = {int(o.numel()) - 1 + extra for o in offsets}
+        if len(bags) != 1:
+            raise DlrmlabError(f"every table needs the same batch size; offsets give {sorted(bags)}")
+        lengths = [int(i.numel()) for i in indices]
+        idt = indices[0].dtype
+        local = [o.to(idt) if self.include_last_offset else F.pad(o.to(idt), (0, 1), value=n)
+                 for o, n in zip(offsets, lengths, strict=True)]  # fmt: skip
+        starts = [0, *np.cumsum(lengths).tolist()]
+        glob = [o[:-1] + s for o, s in zip(local, starts, strict=False)] + [local[-1][-1:] + starts[-2]]
+        w = None
+        if per_sample_weights is not None and any(p is not None for p in per_sample_weights):
+            if any(p is None for p in per_sample_weights):
+                raise DlrmlabError("per_sample_weights must be given for all tables or none")
+            w = torch.cat(list(per_sample_weights))
+        vals = torch.cat([i.to(idt) for i in indices])
+        return KeyedJaggedTensor(self.keys, vals, torch.cat(glob).to(torch.int64), lengths, w, local)
+
+    def _one_table(self, t: int, ids: torch.Tensor, off: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+        table = self.table(t)
+        if self.kind == "torch":
+            out = F.embedding_bag(ids, table, off, mode=self.mode, per_sample_weights=w, include_last_offset=True)
+            return out if out.dtype == torch.float32 else out.float()
+        from dlrmlab import api
+
+        kw: dict = {}
+        if paper_accepts_out():
+            kw["out"] = self._output(off.numel() - 1, key=("paper", t))[1]
+        stream = None if backend.SIMULATOR else torch.cuda.current_stream(table.device)
+        return api.embedding_bag(
+            ids, table, off, mode=self.mode, per_sample_weights=w, include_last_offset=True,
+            variant=self.options["variant"], stream=stream, validate=False, **kw,
+        )
+
+    def _fast(self, sparse: KeyedJaggedTensor) -> list[torch.Tensor]:
+        from dlrmlab import fast
+
+        b = sparse.stride
+        out, out_nb = self._output(self.num_tables * b)
+        _, toff_nb = self._table_offsets(b)
+        psw = None if sparse.weights is None else numba_view(sparse.weights)
+        jagged = (numba_view(sparse.values), numba_view(sparse.offsets), toff_nb, psw)
+        cfg = self._fast_config(sparse.values.numel() / max(self.num_tables * b, 1), psw is not None)
+        fast.fused_forward(self._packed(), jagged, mode=self.mode, out=out_nb, stream=self._stream(), config=cfg)
+        return list(out.view(self.num_tables, b, self.embedding_dim).unbind(0))
+
+    def _fast_config(self, pooling_mean: float, weighted: bool) -> Any:
+        """The fused kernel's configuration for this shape, chosen once (the choice reads the tuning cache
+        from disk); None lets :func:`dlrmlab.fast.fused_forward` choose per call."""
+
+        def make():
+            try:
+                from dlrmlab.config import Combine
+                from dlrmlab.fast import configure_here
+
+                return configure_here(self.embedding_dim, dtype_name(self.weight.dtype), pooling_mean,
+                                      combine=Combine(self.mode, weighted, False))[0]  # fmt: skip
+            except (ImportError, AttributeError, TypeError):  # another fast-path API: let it choose
+                return None
+
+        return self._cached(("fastcfg", round(pooling_mean, 3), weighted), make)
+
+    # --- buffers made once, outside forward's steady state --------------------------------------------------
+
+    def _cached(self, key: tuple, make: Any) -> Any:
+        """Per-module cache keyed also by the tables' address, so ``.to(device)`` invalidates it."""
+        full = (self.weight.device, self.weight.data_ptr(), *key)
+        if full not in self._cache:
+            self._cache[full] = make()
+        return self._cache[full]
+
+    def _output(self, rows: int, key: tuple = ("fast",)) -> tuple[torch.Tensor, Any]:
+        def make():
+            t = torch.empty((rows, self.embedding_dim), dtype=torch.float32, device=self.weight.device)
+            return t, numba_view(t)
+
+        return self._cached((*key, "out", rows), make)
+
+    def _table_offsets(self, b: int) -> tuple[torch.Tensor, Any]:
+        def make():
+            t = torch.arange(0, (self.num_tables + 1) * b, b, dtype=torch.int64, device=self.weight.device)
+            return t, numba_view(t)
+
+        return self._cached(("toff", b), make)
+
+    def _packed(self) -> Any:
+        from dlrmlab import fast
+
+        def make():
+            base = torch.tensor(self.row_starts[:-1], dtype=torch.int64, device=self.weight.device)
+            base = base * self.embedding_dim
+            tables = fast.PackedTables(numba_view(self.weight.view(-1)), numba_view(base), self.embedding_sizes,
+                                       self.embedding_dim, dtype_name(self.weight.dtype))  # fmt: skip
+            return tables, base  # keep ``base`` alive: the Numba view does not own it
+
+        return self._cached(("packed",), make)[0]
+
+    def _stream(self) -> Any:
+        if backend.SIMULATOR:
+            return 0
+        ptr = torch.cuda.current_stream(self.weight.device).cuda_stream
+        return self._cached(("stream", ptr), lambda: cuda.external_stream(ptr))
+
+    def clear_buffers(self) -> None:
+        """Drop the per-batch-size outputs and views (they are remade on the next call)."""
+        self._cache.clear()
