@@ -222,6 +222,10 @@ def _bench(args: argparse.Namespace) -> int:
         raise DlrmlabError("--variant is required (dlrmlab bench --list shows the variants)")
     if not datasets:
         raise DlrmlabError("--dataset is required: random, low, medium, high, zipf:ALPHA or trace:PATH")
+    if args.cuembed_dir:
+        import os
+
+        os.environ["DLRMLAB_CUEMBED_DIR"] = args.cuembed_dir
     out = _out_dir(args)
     res = harness.run_bench(
         variants,
@@ -234,6 +238,8 @@ def _bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         warmup_s=args.warmup,
         cold_l2=args.cold_l2,
+        timing_mode=args.timing,
+        serving_block=args.serving_block,
         include_torch=not args.no_torch,
         repeat_runs=args.repeat_runs,
         out=out,
@@ -338,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weighted", action="store_true", help="per-sample weights (mode sum)")
     p.add_argument("--out", default="results", help=OUT_HELP)
     p.add_argument("--cold-l2", action="store_true", help="evict L2 before every timed run (outside the timing)")
+    p.add_argument("--timing", default="serving", choices=("serving", "interleaved", "cold_l2"),
+                   help="serving: blocks of consecutive batches per variant, first untimed (default); interleaved: "
+                   "variants alternate run by run; cold_l2: L2 evicted before every run")
+    p.add_argument("--serving-block", type=int, default=8, help="batches per serving block (default %(default)s)")
+    p.add_argument("--cuembed-dir", help="cuEmbed checkout for the cuembed peers (default $DLRMLAB_CUEMBED_DIR)")
     p.add_argument("--repeats", type=int, help="timed rounds per comparison (default 50; 2 in the simulator)")
     p.add_argument("--warmup", type=float, help="warm-up seconds (default 0.3; 0 in the simulator)")
     p.add_argument("--batches", type=int, default=4, help="distinct batches rotated through runs (default %(default)s)")

@@ -80,7 +80,7 @@ KNOBS: dict[str, frozenset[str]] = {
     "fast": frozenset({"unroll", "bags_per_block", "split", "chunk", "max_registers", "vector"}),
     "pin": frozenset({"hot_rows", "hot_file", "pin_every"}),
     "window": frozenset({"l2_budget", "hit_ratio"}),
-    "peer": frozenset(),
+    "cuembed": frozenset({"layout", "cuembed_dir"}),
 }
 
 

@@ -231,14 +231,16 @@ def test_plan_case_refuses_what_cuembed_lacks(case):
 
 
 def test_prepare_checks_knobs_then_availability(case):
+    from dlrmlab import variants
+
     with pytest.raises(DlrmlabError, match="variant 'cuembed' does not take 'unroll'; it takes: cuembed_dir, layout"):
-        cuembed.prepare_cuembed(case, unroll=4)
+        variants.knobs_for("cuembed", {"unroll": 4})
     with pytest.raises(DlrmlabError, match="variant 'cuembed_graph': mode='max'"):
-        cuembed.prepare_cuembed_graph(dataclasses.replace(case, mode="max"))
+        cuembed.prepare_graph(dataclasses.replace(case, mode="max"), {})
     if cuembed.backend.SIMULATOR:
         with pytest.raises(PeerUnavailable, match="simulator mode"):
             cuembed.prepare_graph(case, {"cuembed": {"layout": "fixed"}})
-    assert [n for n, _, _ in cuembed.VARIANTS] == ["cuembed", "cuembed_graph"]
+    assert {"cuembed", "cuembed_graph"} <= set(variants.VARIANTS)
 
 
 # --- a real build ----------------------------------------------------------------------------------------
@@ -308,7 +310,7 @@ def test_cuembed_matches_reference(stage, layout, graph):
 
     _need_peer()
     c = tiny_case(**stage)
-    prep = (cuembed.prepare_cuembed_graph if graph else cuembed.prepare_cuembed)(c, layout=layout)
+    prep = (cuembed.prepare_graph if graph else cuembed.prepare)(c, {"cuembed": {"layout": layout}})
     try:
         for i in (0, 1, 0):
             err, ok, why = check_result(c, prep.result(i), i)
@@ -324,27 +326,12 @@ def test_cuembed_matches_reference(stage, layout, graph):
 
 @pytest.mark.gpu
 def test_cuembed_in_the_harness():
-    from dlrmlab import config, variants
     from dlrmlab.bench import harness
-    from dlrmlab.variants import Variant
 
     _need_peer()
-    added = []
-    if "cuembed" not in config.KNOBS:
-        config.KNOBS["cuembed"] = cuembed.KNOBS
-        added.append("knobs")
-    for name, prep, desc in cuembed.VARIANTS:
-        if name not in variants.VARIANTS:
-            variants.VARIANTS[name] = Variant(name, desc, lambda case, knobs, p=prep: p(case, **knobs["cuembed"]),
-                                              ("cuembed",), gpu_only=True)  # fmt: skip
-            added.append(name)
-    try:
-        c = tiny_case(sparse_feature_size=128, batch_size=256, pooling=20)
-        res = harness.compare(c, ["cuembed", "cuembed_graph", ("cuembed", {"layout": "fixed"})], repeats=14,
-                              warmup_s=0.05, kernel_repeats=4)  # fmt: skip
-    finally:
-        for name in added:
-            variants.VARIANTS.pop(name, None) if name != "knobs" else config.KNOBS.pop("cuembed", None)
+    c = tiny_case(sparse_feature_size=128, batch_size=256, pooling=20)
+    res = harness.compare(c, ["cuembed", "cuembed_graph", ("cuembed", {"layout": "fixed"})], repeats=14,
+                          warmup_s=0.05, kernel_repeats=4)
     rows = res.rows
     assert rows["correct"].all(), list(rows["error"])
     assert (rows["timing_mode"] == "serving").all() and (rows["n_runs"] == 14).all()

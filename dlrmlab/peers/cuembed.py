@@ -60,8 +60,6 @@ NVCC_FLAGS: tuple[str, ...] = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-f
 ABI = 1
 #: Nsight Compute filter for cuEmbed's forward kernel.
 KERNEL_REGEX = "EmbeddingLookUpKernel"
-#: Knobs both variants take (a knob family for :data:`dlrmlab.config.KNOBS`).
-KNOBS = frozenset({"layout", "cuembed_dir"})
 LAYOUTS = ("csr", "fixed", "auto")
 
 #: Table dtypes cuEmbed's forward pass supports: dtype -> (shim code, instantiation bit).
@@ -525,39 +523,13 @@ def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.
     return Prepared(run, result, params, KERNEL_REGEX, None if graph else per_kernel, close)
 
 
-def prepare_cuembed(case: Any, **params: Any) -> Any:
-    """cuEmbed, one ``EmbeddingForward`` call per table on ``case.stream``. Knobs: ``layout``
-    (``"csr"`` default, ``"fixed"``, ``"auto"``), ``cuembed_dir`` (default ``$DLRMLAB_CUEMBED_DIR``)."""
-    _check_knobs("cuembed", params)
-    return _prepare(case, False, **params)
-
-
-def prepare_cuembed_graph(case: Any, **params: Any) -> Any:
-    """The per-table calls of :func:`prepare_cuembed` captured in one CUDA graph per batch, replayed."""
-    _check_knobs("cuembed_graph", params)
-    return _prepare(case, True, **params)
-
-
-def _check_knobs(variant: str, params: Mapping[str, Any]) -> None:
-    extra = sorted(set(params) - KNOBS)
-    if extra:
-        raise DlrmlabError(f"variant {variant!r} does not take {extra[0]!r}; it takes: {', '.join(sorted(KNOBS))}")
-
-
 def prepare(case: Any, knobs: Mapping[str, Mapping[str, Any]]) -> Any:
-    """:func:`prepare_cuembed` in the variants table's form (knobs by family; this one's is ``"cuembed"``)."""
-    return prepare_cuembed(case, **dict(knobs.get("cuembed", {})))
+    """cuEmbed, one ``EmbeddingForward`` call per table on ``case.stream``. Knobs (validated by the variants
+    table): ``layout`` (``"csr"`` default, ``"fixed"``, ``"auto"``), ``cuembed_dir`` (default
+    ``$DLRMLAB_CUEMBED_DIR``)."""
+    return _prepare(case, False, **dict(knobs.get("cuembed", {})))
 
 
 def prepare_graph(case: Any, knobs: Mapping[str, Mapping[str, Any]]) -> Any:
-    """:func:`prepare_cuembed_graph` in the variants table's form."""
-    return prepare_cuembed_graph(case, **dict(knobs.get("cuembed", {})))
-
-
-#: The variants, for the central table: (name, prepare(case, **params), description).
-VARIANTS: tuple[tuple[str, Any, str], ...] = (
-    ("cuembed", prepare_cuembed,
-     "NVIDIA cuEmbed (peer, built at run time from $DLRMLAB_CUEMBED_DIR): one EmbeddingForward call per table"),
-    ("cuembed_graph", prepare_cuembed_graph,
-     "cuembed's per-table calls captured in one CUDA graph per batch, replayed"),
-)  # fmt: skip
+    """The per-table calls of :func:`prepare` captured in one CUDA graph per batch, replayed."""
+    return _prepare(case, True, **dict(knobs.get("cuembed", {})))

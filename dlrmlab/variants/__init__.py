@@ -16,6 +16,7 @@ from typing import Any
 from dlrmlab import backend
 from dlrmlab.config import split_knobs
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.peers import cuembed
 from dlrmlab.variants import fast, paper, torch
 from dlrmlab.variants.base import Prepared, Variant
 
@@ -32,6 +33,10 @@ def _v(name: str, description: str, prepare: Any, families: tuple[str, ...], fix
 VARIANTS: dict[str, Variant] = dict([
     _v("torch", "torch.nn.functional.embedding_bag, one call per table, on the case's stream (the baseline)",
        torch.prepare, (), unavailable=torch.unavailable),
+    _v("cuembed", "NVIDIA cuEmbed (peer, built at run time with nvcc from $DLRMLAB_CUEMBED_DIR): one call per table",
+       cuembed.prepare, ("cuembed",), gpu_only=True),
+    _v("cuembed_graph", "cuembed's per-table calls captured in one CUDA graph per batch", cuembed.prepare_graph,
+       ("cuembed",), gpu_only=True),
     _v("baseline", "PyTorch 2.1's kernel in Numba: block (32, 8), grid 1024, one launch per table",
        paper.prepare, _P),
     _v("optmt", "baseline with a register cap (OptMT; default 42, the paper's -maxrregcount)", paper.prepare, _P,
