@@ -94,6 +94,19 @@ def numba_view(t: torch.Tensor) -> Any:
 
 
 @lru_cache(maxsize=1)
+def direct_paper() -> tuple[Any, Any, Any] | None:
+    """``(kernel_config, launch.paper, Combine)`` where this dlrmlab exposes them: the paper family then
+    runs into preallocated outputs. None: only the public :func:`dlrmlab.api.embedding_bag` path."""
+    try:
+        from dlrmlab.api import kernel_config
+        from dlrmlab.config import Combine
+        from dlrmlab.launch import paper
+    except ImportError:
+        return None
+    return kernel_config, paper, Combine
+
+
+@lru_cache(maxsize=1)
 def paper_accepts_out() -> bool:
     """Whether :func:`dlrmlab.api.embedding_bag` can write into a preallocated ``out`` (then the paper
     family allocates nothing per call and can be graph-captured)."""
@@ -236,12 +249,18 @@ class EmbeddingBagCollection(torch.nn.Module):
         self._check_devices(sparse.values.device)
         if sparse.weights is not None and self.mode != "sum":
             raise DlrmlabError("per-sample weights need mode 'sum' (as in torch)")
-        if self.kind == "paper" and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-            if not paper_accepts_out():
-                raise DlrmlabError(
-                    f"{self.impl} cannot be captured in a CUDA graph: dlrmlab.api.embedding_bag allocates its "
-                    "output per call (no out= argument); use it eagerly, or use fast / fast_graph"
-                )
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            self.check_capturable()
+
+    def check_capturable(self) -> None:
+        """Raise unless a forward allocates nothing outside torch's allocator (a CUDA graph would replay
+        into memory freed after capture): true of ``torch`` and ``fast``; the paper family needs
+        :func:`dlrmlab.api.embedding_bag` to accept a preallocated ``out``."""
+        if self.kind == "paper" and direct_paper() is None and not paper_accepts_out():
+            raise DlrmlabError(
+                f"{self.impl} cannot be captured in a CUDA graph: dlrmlab.api.embedding_bag allocates its "
+                "output per call (no out= argument); run it eagerly, or use fast / fast_graph"
+            )
 
     def _check_devices(self, inputs: torch.device) -> None:
         tables = self.weight.device
@@ -317,6 +336,8 @@ class EmbeddingBagCollection(torch.nn.Module):
         if self.kind == "torch":
             out = F.embedding_bag(ids, table, off, mode=self.mode, per_sample_weights=w, include_last_offset=True)
             return out if out.dtype == torch.float32 else out.float()
+        if direct_paper() is not None:
+            return self._paper_direct(t, ids, off, w)
         from dlrmlab import api
 
         kw: dict = {}
@@ -327,6 +348,23 @@ class EmbeddingBagCollection(torch.nn.Module):
             ids, table, off, mode=self.mode, per_sample_weights=w, include_last_offset=True,
             variant=self.options["variant"], stream=stream, validate=False, **kw,
         )
+
+    def _paper_direct(self, t: int, ids: torch.Tensor, off: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+        """One paper-family launch into this module's preallocated output for table ``t``: no allocation
+        and no Numba deallocation (whose cuMemFree would synchronize) per call, so it is capturable."""
+        kernel_config, launch_paper, combine = direct_paper()
+        b = off.numel() - 1
+        out, out_nb = self._output(b, key=("paper", t))
+        pooling = round(ids.numel() / max(b, 1), 3)
+        cfg = self._cached(("papercfg", pooling, w is not None), lambda: kernel_config(
+            self.options["variant"], self.embedding_dim, dtype_name(self.weight.dtype),
+            combine(self.mode, w is not None, False), pooling))  # fmt: skip
+        table_nb = self._cached(("table", t), lambda: numba_view(self.table(t).reshape(-1)))
+        psw = numba_view(w) if w is not None else self._cached(("nopsw",), lambda: numba_view(
+            torch.zeros(1, dtype=torch.float32, device=self.weight.device)))  # fmt: skip
+        launch_paper(cfg, table_nb, self.embedding_dim, numba_view(ids), numba_view(off), psw, -1, out_nb,
+                     self._stream())  # fmt: skip
+        return out
 
     def _fast(self, sparse: KeyedJaggedTensor) -> list[torch.Tensor]:
         from dlrmlab import fast

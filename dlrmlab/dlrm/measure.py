@@ -140,7 +140,7 @@ def compiled_forward(model: DLRM) -> Callable[..., torch.Tensor]:
     """``torch.compile(mode="reduce-overhead")`` of the all-PyTorch model's list-calling forward."""
     if backend.SIMULATOR:
         raise DlrmlabError("torch.compile(mode='reduce-overhead') is measured on a GPU only (simulator mode)")
-    return torch.compile(model.forward_lists, mode="reduce-overhead", dynamic=False)
+    return torch.compile(model.forward_lists, mode="reduce-overhead")  # shapes go dynamic at the 2nd batch size
 
 
 def make_pipeline(base: DLRM, name: str, inputs: Inputs, compiled: dict) -> Pipeline:
@@ -154,6 +154,7 @@ def make_pipeline(base: DLRM, name: str, inputs: Inputs, compiled: dict) -> Pipe
     if execution == "graph":
         from dlrmlab.dlrm.graph import CapturedCall
 
+        model.embedding.check_capturable()
         graphs = [CapturedCall(model, d[i], s[i]) for i in range(len(d))]
         return Pipeline(name, impl, execution, model, lambda i: graphs[i].replay(), cleanup=graphs)
     if "fn" not in compiled:
