@@ -58,11 +58,13 @@ def format_rows(df) -> str:
 
 
 def write_plots(df, out_dir: Path) -> list[Path]:
-    """The three figures of this run's rows (the sweep figure only with several batch sizes)."""
+    """The three figures from every row of the results file (the latest measurement of each pipeline,
+    dataset and batch size), so separate runs (datasets at 2048, a sweep on one dataset) add up. The sweep
+    figure only once some dataset has several batch sizes."""
     from dlrmlab.dlrm import plots
 
     made = [(plots.stage_breakdown(df), PLOTS["breakdown"]), (plots.speedup_by_dataset(df), PLOTS["speedup"])]
-    if df["batch_size"].nunique() > 1:
+    if df.groupby("dataset")["batch_size"].nunique().max() > 1:
         made.append((plots.latency_vs_throughput(df), PLOTS["sweep"]))
     paths = []
     for fig, name in made:
@@ -104,7 +106,9 @@ def run_command(args: argparse.Namespace, out_dir: Path) -> int:
             print(best.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         notes.append(f"appended {len(df)} row(s) to {path}")
         if args.plots and len(df) and df["latency_ms"].notna().any():
-            notes += [f"wrote {p}" for p in write_plots(df, out_dir)]
+            import pandas as pd
+
+            notes += [f"wrote {p}" for p in write_plots(pd.read_csv(path), out_dir)]
     if backend.SIMULATOR:
         notes.append("simulator: timings not meaningful (timing_valid=False)")
     for n in notes:

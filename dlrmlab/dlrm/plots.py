@@ -124,7 +124,7 @@ def latency_vs_throughput(df: pd.DataFrame, dataset: str | None = None) -> Figur
     """Latency against samples/s as the batch grows, one line per pipeline (points labelled by batch)."""
     d = _need(df, ["pipeline", "dataset", "batch_size", "latency_ms", "samples_per_s"], "latency_vs_throughput")
     d = _latest(d)
-    ds = dataset if dataset is not None else d["dataset"].iloc[0]
+    ds = dataset if dataset is not None else d.groupby("dataset", sort=False)["batch_size"].nunique().idxmax()
     d = d[d["dataset"] == ds]
     if d.empty:
         raise DlrmlabError(f"no rows for dataset {ds!r}")
