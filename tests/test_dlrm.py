@@ -257,6 +257,10 @@ def test_figures_say_one_thing_each():
     assert fig.axes[0].get_xlabel() == "throughput (samples/s)" and len(fig.axes[0].lines) == 3
     with pytest.raises(DlrmlabError, match="no timed rows"):
         plots.stage_breakdown(df.assign(correct=False))
+    traced = df.replace({"dataset": {"high": "trace:/home/me/data/reuse_medium_500K.txt"}})
+    fig = plots.speedup_by_dataset(traced)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert "trace reuse_medium_500K" in labels and not any("/home" in lab for lab in labels)
 
 
 def test_best_pipelines_reports_targets_and_the_paper():

@@ -160,7 +160,8 @@ def make_pipeline(base: DLRM, name: str, inputs: Inputs, compiled: dict) -> Pipe
     if "fn" not in compiled:
         compiled["fn"] = compiled_forward(model)
     fn = compiled["fn"]
-    lists = [([v for v, _, _ in k.split()], [o for _, o, _ in k.split()]) for k in s]
+    # separate tensors per table, as dlrm_s_pytorch's loader gives them (no aliased views for dynamo)
+    lists = [([v.clone() for v, _, _ in k.split()], [o.clone() for _, o, _ in k.split()]) for k in s]
     for i in range(len(d)):  # compile, then let cudagraph trees warm up and record
         for _ in range(3):
             torch.compiler.cudagraph_mark_step_begin()

@@ -46,6 +46,15 @@ def _need(df: pd.DataFrame, cols: Sequence[str], what: str) -> pd.DataFrame:
     return d
 
 
+def dataset_label(dataset: str) -> str:
+    """A dataset as figures name it: a trace by its file name, never its local path."""
+    d = str(dataset)
+    if d.startswith("trace:"):
+        name = d[6:].replace("\\", "/").rsplit("/", 1)[-1]
+        return f"trace {name.rsplit('.', 1)[0]}"
+    return d
+
+
 def _suffix(df: pd.DataFrame) -> str:
     sim = "timing_valid" in df.columns and not df["timing_valid"].astype(bool).any()
     return "\n(simulator: timings not meaningful)" if sim else ""
@@ -87,7 +96,7 @@ def stage_breakdown(df: pd.DataFrame, batch_size: int | None = None) -> Figure:
             ax.bar(x, whole, color="0.7", hatch="//", width=0.7, label="end to end (not split)")
         ax.set_xticks(x)
         ax.set_xticklabels(g["pipeline"], rotation=30, ha="right")
-        ax.set_title(str(ds), fontsize="medium")
+        ax.set_title(dataset_label(ds), fontsize="medium")
     axes[0].set_ylabel("time per batch (ms)")
     labels: dict = {}
     for ax in axes:
@@ -113,7 +122,7 @@ def speedup_by_dataset(df: pd.DataFrame, batch_size: int | None = None) -> Figur
     ax.axhline(1.0, color="k", lw=0.8)
     ax.axhline(PAPER_END_TO_END, color="k", ls="--", lw=1, label=f"paper, A100 (best): {PAPER_END_TO_END}x")
     ax.set_xticks(x)
-    ax.set_xticklabels([str(i) for i in table.index], rotation=15, ha="right")
+    ax.set_xticklabels([dataset_label(i) for i in table.index], rotation=15, ha="right")
     ax.set_ylabel("end-to-end speedup over eager PyTorch (x)")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(f"DLRM end-to-end speedup per dataset (batch {b}){_suffix(df)}")
@@ -141,5 +150,5 @@ def latency_vs_throughput(df: pd.DataFrame, dataset: str | None = None) -> Figur
     ax.set_xlabel("throughput (samples/s)")
     ax.set_ylabel("batch latency (ms)")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title(f"Latency vs throughput over batch size ({ds}){_suffix(df)}")
+    ax.set_title(f"Latency vs throughput over batch size ({dataset_label(ds)}){_suffix(df)}")
     return fig
