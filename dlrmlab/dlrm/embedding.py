@@ -2,11 +2,14 @@
 
 :class:`EmbeddingBagCollection` holds every table once, in one packed (sum of rows, dim) tensor; table t is
 a row slice of it (a view). Every implementation reads that same memory: ``torch`` through
-``F.embedding_bag`` on the views, the paper family through :func:`dlrmlab.api.embedding_bag` on the same
-views (zero-copy, ``__cuda_array_interface__``), ``fast`` through one fused launch over the packed buffer
+``F.embedding_bag`` on the views, the paper family one kernel per table on the same views (zero-copy,
+``__cuda_array_interface__``), ``fast`` one fused launch over the packed buffer
 (:func:`dlrmlab.fast.fused_forward`). Numba launches go to torch's current stream, so the module mixes with
-torch ops, and with the ``fast`` implementation the forward allocates nothing and never synchronizes: it
-can be captured in a torch CUDA graph (``fast_graph`` is ``fast`` under whole-pipeline capture).
+torch ops. dlrmlab kernels write into outputs this module keeps per batch size, so a forward allocates
+nothing outside torch's allocator and never synchronizes: it can be captured in a torch CUDA graph
+(``fast_graph`` is ``fast`` under whole-pipeline capture). The paper family is launched through
+``dlrmlab.api.kernel_config`` and ``dlrmlab.launch.paper`` where they exist, else through the public
+:func:`dlrmlab.api.embedding_bag` (which allocates its output per call: eager only).
 
 Without a GPU (Numba's CUDA simulator) the tables are CPU tensors and the dlrmlab kernels run in the
 simulator on them (zero-copy too: the simulator's arrays wrap the tensors' NumPy views), so results can
@@ -254,8 +257,8 @@ class EmbeddingBagCollection(torch.nn.Module):
 
     def check_capturable(self) -> None:
         """Raise unless a forward allocates nothing outside torch's allocator (a CUDA graph would replay
-        into memory freed after capture): true of ``torch`` and ``fast``; the paper family needs
-        :func:`dlrmlab.api.embedding_bag` to accept a preallocated ``out``."""
+        into memory freed after capture): true of ``torch``, ``fast`` and the paper family launched
+        directly (:func:`direct_paper`), not of :func:`dlrmlab.api.embedding_bag` without ``out=``."""
         if self.kind == "paper" and direct_paper() is None and not paper_accepts_out():
             raise DlrmlabError(
                 f"{self.impl} cannot be captured in a CUDA graph: dlrmlab.api.embedding_bag allocates its "
