@@ -128,12 +128,15 @@ def embedding_bag(
     stream: Any = None,
     weight_dtype: str | None = None,
     validate: bool = True,
+    out: Any = None,
     **kernel_params: Any,
 ) -> Any:
     """Pooled embeddings of shape (bags, dim), fp32, as ``torch.nn.functional.embedding_bag`` computes.
 
     Returns a torch tensor when ``weight`` is one, else a Numba device array. ``validate`` checks ids and
     offsets on the host first (a copy for device inputs); turn it off only for inputs already checked.
+    ``out``: a preallocated (bags, dim) float32 device array to fill (no allocation per call, so the call
+    can be captured in a CUDA graph).
     """
     shape = getattr(weight, "shape", None)
     if shape is None or len(shape) != 2:
@@ -184,7 +187,13 @@ def embedding_bag(
     ids = to_device(input, s, "input")
     off = to_device(offsets, s, "offsets")
     psw = to_device(per_sample_weights, s, "per_sample_weights")
-    out = cuda.device_array((off.shape[0] - 1, dim), np.float32, stream=s)
+    if out is None:
+        out = cuda.device_array((off.shape[0] - 1, dim), np.float32, stream=s)
+    else:
+        out = to_device(out, s, "out")
+        if tuple(out.shape) != (off.shape[0] - 1, dim) or out.dtype != np.float32:
+            raise DlrmlabError(f"out must be float32 of shape {(off.shape[0] - 1, dim)}, got {out.dtype} "
+                               f"{tuple(out.shape)}")
     pad = -1 if padding_idx is None else padding_idx
     if isinstance(cfg, FastConfig):  # the table as a one-table packed buffer, zero-copy
         one = PackedTables(w_flat, cuda.to_device(np.zeros(1, np.int64), s), (rows,), dim, dtype)
