@@ -129,6 +129,16 @@ def _workload(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- data ------------------------------------------------------------------------------------------------
+
+
+@_command("data")
+def _data(args: argparse.Namespace) -> int:
+    from dlrmlab import paper_data
+
+    return paper_data.command(args)
+
+
 # --- reproduce -------------------------------------------------------------------------------------------
 
 
@@ -301,6 +311,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_shape(d)
     d.add_argument("--ids", type=int, help="describe the first N ids of the stream instead of one batch")
     d.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("data", help="the paper's datasets: list them, verify a copy, fetch them")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    d = dsub.add_parser("list", help="the paper's trace and hot-row files (found or missing) and the synthetic sets")
+    d.add_argument("--json", action="store_true")
+    d = dsub.add_parser("verify", help="check a copy: ids, distinct ids, coverage (exit 1 on a mismatch)")
+    d.add_argument("target", nargs="?", help="a file, or a name (trace:low, hot60K:high); default: every one found")
+    d.add_argument("--as", dest="as_", metavar="NAME", help="which paper file TARGET is, if its name does not say")
+    d.add_argument("--json", action="store_true")
+    d = dsub.add_parser("fetch", help="download the files from the paper's artifact, then verify them")
+    d.add_argument("--dest", help="directory to write to (default: $DLRMLAB_DATA_DIR or ~/.cache/dlrmlab/data)")
+    d.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default %(default)s)")
 
     p = sub.add_parser("reproduce", help="the main job: reproduce the paper's measurements")
     p.add_argument("--out", default="results", help=OUT_HELP)

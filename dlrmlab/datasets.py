@@ -2,23 +2,44 @@
 
 A dataset is one stream of row ids, consumed sequentially across tables and batches, as the paper's
 artifact consumes its trace files (all tables draw from the same stream, so hot rows are hot in every
-table). Every stream is seeded and deterministic.
+table). Every stream is deterministic (the synthetic ones are seeded).
 
-Datasets, by name:
+Datasets, by name. Results record the *label* (``make_stream(x).name``, :func:`canonical_name`); the
+inputs on the left of an arrow are accepted and give the label on its right:
 
-* ``random`` (alias ``uniform``): uniform over the table's rows.
-* ``zipf:ALPHA``: power law, P(rank r) ~ r**-ALPHA over ranks 1..rows, ranks mapped to rows by a seeded
-  random permutation (so hot rows are scattered through the table, as in real traces).
-* ``low``, ``medium``, ``high``: the paper's reuse levels, as power laws calibrated so that over one
-  ``paper`` batch (12 x 2048 x 150 ids on 500K rows) the hottest 60,000 rows take 48.7% (low) and 87.7%
-  (medium) of accesses, the figures of the artifact's public traces. The paper's ``high`` trace is not
-  public; we set it to 97% (a third of medium's misses), clearly above medium.
-* ``trace:PATH``: a trace file in the artifact's format (one row id per line), read sequentially and
-  circularly; ids >= the table's rows are dropped.
+* ``trace:low``, ``trace:medium``: the artifact's public low- and medium-reuse traces
+  (``reuse_low_500K.txt``, ``reuse_medium_500K.txt``), looked up in :func:`data_dirs`.
+* ``trace:PATH``: any trace file in the artifact's format (one row id per line; ``~`` is expanded; the
+  label keeps PATH as given).
+* ``low``, ``synthetic-low`` -> ``synthetic-low``; ``medium``, ``synthetic-medium`` -> ``synthetic-medium``:
+  generators fitted to the low and medium traces' whole coverage curve (see :data:`SYNTHETIC_REUSE`).
+* ``high``, ``synthetic-high`` -> ``synthetic-high``: Zipf 1.199, the hottest 60K rows take 97% (the high
+  trace is not public; our choice, clearly above medium).
+* ``random``, ``uniform`` -> ``random``: uniform over the table's rows.
+* ``zipf:ALPHA``: P(rank r) ~ r**-ALPHA over ranks 1..rows.
+
+Reuse-level claims use the real traces (``trace:low``, ``trace:medium``); the synthetic generators are for
+shapes and skews the traces do not cover, and say so in their label.
+
+``trace:low`` and ``trace:medium`` are looked up in :func:`data_dirs` (``$DLRMLAB_DATA_DIR``, then
+``$DLRMLAB_CACHE_DIR/data``, default ``~/.cache/dlrmlab/data``); ``dlrmlab data fetch`` puts them there. A
+file in the working directory that happens to be called ``low`` is ``trace:./low``.
+
+Trace streams follow the artifact's rule: read sequentially and circularly, ids >= the table's rows
+skipped. Both are counted (``TraceStream.dropped``, ``TraceStream.wraps``) and announced once per stream
+with a :class:`TraceWarning`.
+
+Synthetic streams draw ranks from a Zipf law with a cutoff, ``P(rank r) ~ r**-alpha * exp(-r / cutoff)``
+for ``r <= support`` (ranks 1..rows), and map ranks to rows by a seeded permutation (so hot rows are
+scattered through the table, as in real traces). See :data:`SYNTHETIC_REUSE` for how the reuse levels
+were fitted.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -27,23 +48,175 @@ import numpy as np
 
 from dlrmlab.errors import DlrmlabError
 
-#: Zipf exponents for the reuse levels, found by bisection on the top-60K coverage of one `paper` batch
-#: (seed 0); tests/test_datasets.py checks the calibration on fresh seeds.
-REUSE_ALPHA: dict[str, float] = {"low": 0.653, "medium": 1.028, "high": 1.199}
-#: What each reuse level is calibrated to: the hottest 60K rows' share of one `paper` batch.
-REUSE_TARGET_TOP60K: dict[str, float] = {"low": 0.487, "medium": 0.877, "high": 0.970}
+# --- the paper's files: where they are looked for ----------------------------------------------------------
 
-SYNTHETIC = ("random", "uniform", "low", "medium", "high")
+DATA_DIR_ENV = "DLRMLAB_DATA_DIR"
+#: The paper's public artifact, and the commit its files are taken from.
+ARTIFACT_REPO = "github.com/rishucoding/reproduce_MICRO24_GPU_DLRM_inference"
+ARTIFACT_COMMIT = "3c1e918740b41e3c9b5f2e63897fe359b6ed1b38"
+
+
+def data_dirs() -> list[Path]:
+    """Where the paper's files are looked for, in order: ``$DLRMLAB_DATA_DIR`` (if set), then
+    ``$DLRMLAB_CACHE_DIR/data`` (default ``~/.cache/dlrmlab/data``, where ``dlrmlab data fetch`` writes)."""
+    dirs = []
+    if os.environ.get(DATA_DIR_ENV):
+        dirs.append(Path(os.environ[DATA_DIR_ENV]).expanduser())
+    cache = os.environ.get("DLRMLAB_CACHE_DIR") or Path.home() / ".cache" / "dlrmlab"
+    dirs.append(Path(cache).expanduser() / "data")
+    return dirs
+
+
+@dataclass(frozen=True)
+class ArtifactFile:
+    """One of the artifact's data files: its local name, and its path under the artifact's ``datasets/``."""
+
+    file: str
+    repo_path: str
+
+    def find(self) -> Path | None:
+        """The first copy in :func:`data_dirs`, under its local name or the artifact's own layout."""
+        for d in data_dirs():
+            for rel in (self.file, self.repo_path):
+                if (d / rel).is_file():
+                    return d / rel
+        return None
+
+    def url(self) -> str:
+        repo = ARTIFACT_REPO.removeprefix("github.com/")
+        return f"https://raw.githubusercontent.com/{repo}/{ARTIFACT_COMMIT}/datasets/{self.repo_path}"
+
+    def how_to_get(self) -> str:
+        dirs = data_dirs()
+        return (
+            f"{self.file} was not found in {' or '.join(str(d) for d in dirs)}. Get it with `dlrmlab data fetch`, "
+            f"or download datasets/{self.repo_path} from {ARTIFACT_REPO} (commit {ARTIFACT_COMMIT[:7]}) as "
+            f"{dirs[0] / self.file} (or set ${DATA_DIR_ENV} to the directory that holds it)"
+        )
+
+
+#: The artifact's public traces by reuse level. The high-reuse trace is not public (only its hot list is).
+PAPER_TRACES: dict[str, ArtifactFile] = {
+    "low": ArtifactFile("reuse_low_500K.txt", "reuse_low/table_500K.txt"),
+    "medium": ArtifactFile("reuse_medium_500K.txt", "reuse_medium/table_500K.txt"),
+}
+
+
+def trace_path(spec: str) -> Path:
+    """The file behind ``trace:SPEC``: a paper trace by level (``low``, ``medium``) or a path."""
+    spec = spec.strip()
+    if spec in PAPER_TRACES:
+        found = PAPER_TRACES[spec].find()
+        if found is None:
+            raise DlrmlabError(f"trace:{spec}: {PAPER_TRACES[spec].how_to_get()}")
+        return found
+    if spec == "high":
+        raise DlrmlabError(
+            "trace:high: the artifact's high-reuse trace is not public (only its hot-row list is); "
+            "use synthetic-high, or trace:PATH for a file of your own"
+        )
+    return Path(spec).expanduser()
+
+
+# --- synthetic reuse levels --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZipfShape:
+    """``P(rank r) ~ r**-alpha * exp(-r / cutoff)`` for ranks ``1 <= r <= min(support, rows)``, else 0."""
+
+    alpha: float
+    cutoff: float = math.inf
+    support: int | None = None
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.alpha) or self.alpha < 0:
+            raise DlrmlabError(f"zipf alpha must be a finite number >= 0, got {self.alpha}")
+        if not self.cutoff > 0 or (self.support is not None and self.support < 1):
+            raise DlrmlabError(f"zipf cutoff and support must be positive, got {self.cutoff}, {self.support}")
+
+
+#: The synthetic reuse levels (labels ``synthetic-low`` etc.). ``low`` and ``medium`` were fitted to the
+#: artifact's traces: least squares on the coverage of the hottest 1K, 5K, 20K, 60K and 150K rows over one
+#: `paper` batch (12 x 2048 x 150 ids on 500K rows; the trace read circularly as the artifact does, the
+#: synthetic stream drawn with seed 0), Nelder-Mead on the stream's own sampler. Of the 2-parameter
+#: families tried (offset Zipf (r + q)**-alpha, Zipf + uniform mixture, Zipf with a hard support, Zipf with
+#: an exponential cutoff), the hard support fits the low trace best (rms error 0.7 points against 1.3 for the
+#: exponential cutoff) and the exponential cutoff the medium trace (0.9 against 1.8). Coverage, synthetic
+#: (seed 0) vs trace, at 1K/5K/20K/60K/150K:
+#:   low     4.9/12.0/25.9/47.8/79.5% vs 5.0/11.3/25.3/49.1/79.1%
+#:   medium  8.5/24.8/56.0/86.8/99.2% vs 9.6/25.0/54.9/87.9/100%
+#: (the previous pure-Zipf levels gave 10.8/19.6/32.6/48.7/68.7% and 59.4/70.6/80.1/87.7/94.5%).
+#: ``high`` is unchanged: Zipf 1.199, the hottest 60K rows take 97% (our choice; the trace is not public).
+SYNTHETIC_REUSE: dict[str, ZipfShape] = {
+    "low": ZipfShape(alpha=0.455, support=248_700),
+    "medium": ZipfShape(alpha=0.313, cutoff=41_200),
+    "high": ZipfShape(alpha=1.199),
+}
+#: The published coverage of the artifact's traces (the hottest 60K and 5K rows' share of accesses), which
+#: the synthetic levels are checked against; ``high`` is our choice.
+REUSE_TARGETS: dict[str, dict[int, float]] = {
+    "low": {60_000: 0.487, 5_000: 0.114},
+    "medium": {60_000: 0.877, 5_000: 0.249},
+    "high": {60_000: 0.970},
+}
+
+SYNTHETIC_PREFIX = "synthetic-"
 
 
 def dataset_names() -> list[str]:
-    """Valid dataset names (patterns in angle brackets)."""
-    return [*SYNTHETIC, "zipf:<ALPHA>", "trace:<PATH>"]
+    """Dataset labels (patterns in angle brackets); inputs ``low``, ``medium``, ``high``, ``uniform`` are
+    accepted too (see the module docstring)."""
+    return [
+        *(f"trace:{k}" for k in PAPER_TRACES),
+        "trace:<PATH>",
+        *(SYNTHETIC_PREFIX + k for k in SYNTHETIC_REUSE),
+        "random",
+        "zipf:<ALPHA>",
+    ]
+
+
+def _zipf_alpha(name: str) -> float:
+    try:
+        alpha = float(name[5:])
+    except ValueError:
+        raise DlrmlabError(f"bad zipf alpha in {name!r}: expected e.g. zipf:1.05") from None
+    ZipfShape(alpha)  # validates
+    return alpha
+
+
+def canonical_name(dataset: str) -> str:
+    """The label results record for a dataset input (``low`` -> ``synthetic-low``); reads no file."""
+    name = str(dataset).strip()
+    if name in ("random", "uniform"):
+        return "random"
+    level = name.removeprefix(SYNTHETIC_PREFIX)
+    if level in SYNTHETIC_REUSE:
+        return SYNTHETIC_PREFIX + level
+    if name.startswith("zipf:"):
+        _zipf_alpha(name)
+        return name
+    if name.startswith("trace:"):
+        if not name[6:].strip():
+            raise DlrmlabError("trace: needs a level (trace:low, trace:medium) or a path (trace:PATH)")
+        return "trace:" + name[6:].strip()
+    raise DlrmlabError(
+        f"unknown dataset {dataset!r}; valid: {', '.join(dataset_names())} "
+        "(low, medium, high and uniform are accepted for synthetic-low/-medium/-high and random)"
+    )
+
+
+# --- streams -----------------------------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=16)
-def _zipf_cdf(rows: int, alpha: float) -> np.ndarray:
-    p = np.arange(1, rows + 1, dtype=np.float64) ** -alpha
+def _zipf_cdf(rows: int, shape: ZipfShape) -> np.ndarray:
+    r = np.arange(1, rows + 1, dtype=np.float64)
+    p = r**-shape.alpha
+    if math.isfinite(shape.cutoff):
+        p *= np.exp(-r / shape.cutoff)
+    if shape.support is not None:
+        p[shape.support :] = 0.0
     c = np.cumsum(p)
     c /= c[-1]
     return c
@@ -62,10 +235,14 @@ def _check_rows(rows: int) -> None:
 
 @dataclass
 class IndexStream:
-    """Base: a seeded stream of row ids. ``take(n, rows)`` returns the next ``n`` ids in [0, rows)."""
+    """Base: a stream of row ids. ``take(n, rows)`` returns the next ``n`` ids in [0, rows)."""
 
     name: str
     seed: int = 0
+    #: Ids skipped because they were >= the table's rows, and passes over the end of a finite source,
+    #: since the last reset (always 0 for generated streams; see :class:`TraceStream`).
+    dropped = 0
+    wraps = 0
 
     def take(self, n: int, rows: int) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -91,12 +268,10 @@ class UniformStream(IndexStream):
 
 @dataclass
 class ZipfStream(IndexStream):
-    alpha: float = 1.0
+    shape: ZipfShape = ZipfShape(1.0)
     _rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not np.isfinite(self.alpha) or self.alpha < 0:
-            raise DlrmlabError(f"zipf alpha must be a finite number >= 0, got {self.alpha}")
         self.reset()
 
     def reset(self) -> None:
@@ -104,22 +279,34 @@ class ZipfStream(IndexStream):
 
     def take(self, n: int, rows: int) -> np.ndarray:
         _check_rows(rows)
-        cdf = _zipf_cdf(int(rows), float(self.alpha))
+        cdf = _zipf_cdf(int(rows), self.shape)
         ranks = np.searchsorted(cdf, self._rng.random(int(n)), side="right")
         np.minimum(ranks, rows - 1, out=ranks)  # guard the u == 1.0 - eps rounding edge
         return _rank_to_row(int(rows), self.seed)[ranks].astype(np.int64, copy=False)
 
 
+class TraceWarning(UserWarning):
+    """A trace stream dropped ids (>= the table's rows) or read past its end (repeated the trace)."""
+
+
 @dataclass
 class TraceStream(IndexStream):
-    """A trace file read sequentially and circularly; ids >= rows are skipped (the artifact's rule)."""
+    """A trace read sequentially and circularly; ids >= rows are skipped (the artifact's rules).
+
+    ``dropped`` counts the ids skipped and ``wraps`` the passes over the end of the trace since the last
+    reset; the first time each happens a :class:`TraceWarning` says so, with the counts.
+    """
 
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
-    _pos: int = field(default=0, init=False)
+    path: str | None = None
+    dropped: int = field(default=0, init=False)
+    wraps: int = field(default=0, init=False)
+    _pos: int = field(default=0, init=False)  # raw ids read (taken or dropped) since reset
     _valid: dict = field(default_factory=dict, init=False, repr=False)
+    _warned: set = field(default_factory=set, init=False, repr=False)
 
     def reset(self) -> None:
-        self._pos = 0
+        self._pos = self.dropped = self.wraps = 0
 
     def take(self, n: int, rows: int) -> np.ndarray:
         _check_rows(rows)
@@ -131,101 +318,101 @@ class TraceStream(IndexStream):
             valid = self._valid[rows] = np.flatnonzero(self.ids < rows)
         if valid.size == 0:
             raise DlrmlabError(f"trace {self.name!r} has no id below rows={rows}")
-        start = int(np.searchsorted(valid, self._pos % self.ids.size))
+        size = self.ids.size
+        lap, offset = divmod(self._pos, size)
+        start = int(np.searchsorted(valid, offset))
         pick = valid[(start + np.arange(n)) % valid.size]
-        # Raw position after the last id taken; full wraps are implied by the modulo above.
-        self._pos = int(pick[-1]) + 1
+        end = (lap + (start + n - 1) // valid.size) * size + int(pick[-1]) + 1  # raw position after the last
+        self.dropped += end - self._pos - n
+        self.wraps = (end - 1) // size
+        self._pos = end
+        self._announce(rows, size - valid.size)
         return self.ids[pick]
 
+    def _announce(self, rows: int, above: int) -> None:
+        size = self.ids.size
+        if self.dropped and "dropped" not in self._warned:
+            self._warned.add("dropped")
+            warnings.warn(
+                f"{self.name}: {above:,} of the trace's {size:,} ids are >= rows={rows:,} and are skipped "
+                f"({self.dropped:,} so far; see .dropped)",
+                TraceWarning,
+                stacklevel=3,
+            )
+        if self.wraps and "wraps" not in self._warned:
+            self._warned.add("wraps")
+            warnings.warn(
+                f"{self.name}: more ids were drawn than the trace's {size:,}, so it is read again from the "
+                f"start ({self.wraps:,} wrap(s) so far; see .wraps)",
+                TraceWarning,
+                stacklevel=3,
+            )
 
-_CHUNK = 1 << 25  # bytes parsed at a time: traces of any length stream through bounded memory
+
+# --- trace files -------------------------------------------------------------------------------------------
+
+_TRACE_BYTES = b"0123456789 \t\r\n"
+_INT64_MAX = np.iinfo(np.int64).max
 
 
-def _parse_chunk(buf: np.ndarray, first_line: int, path: Path) -> np.ndarray:
-    """Vectorised parse of whole lines of decimal ids (no Python list per line)."""
-
-    def fail(pos: int, why: str) -> DlrmlabError:
-        no = first_line + int(np.count_nonzero(buf[:pos] == 10))
-        lo = int(pos - np.flatnonzero(buf[:pos][::-1] == 10)[0]) if (buf[:pos] == 10).any() else 0
-        hi = np.flatnonzero(buf[pos:] == 10)
-        text = bytes(buf[lo : pos + (int(hi[0]) if hi.size else buf.size - pos)]).decode(errors="replace")
-        return DlrmlabError(f"{path}:{no}: {why}: {text.strip()[:40]!r}")
-
-    digit = (buf >= 48) & (buf <= 57)
-    minus = buf == 45
-    blank = (buf == 10) | (buf == 13) | (buf == 32) | (buf == 9)
-    bad = ~(digit | minus | blank)
-    if bad.any():
-        raise fail(int(np.argmax(bad)), "not an integer row id")
-    if minus.any():
-        raise fail(int(np.argmax(minus)), "negative row id")
-    start = digit & ~np.concatenate(([False], digit[:-1]))
-    starts = np.flatnonzero(start)
-    if starts.size == 0:
-        return np.zeros(0, np.int64)
-    # One id per line: two digit runs with no newline between them are malformed.
-    newlines_before = np.cumsum(buf == 10)[starts]
-    same = np.flatnonzero(np.diff(newlines_before) == 0)
-    if same.size:
-        raise fail(int(starts[same[0] + 1]), "more than one id on a line")
-    group = np.cumsum(start)[digit] - 1
-    first = np.searchsorted(group, np.arange(starts.size))
-    ndig = np.diff(np.append(first, group.size))
-    if ndig.max() > 18:
-        raise fail(int(starts[int(np.argmax(ndig > 18))]), "row id too large")
-    exp = ndig[group] - 1 - (np.arange(group.size) - first[group])
-    vals = (buf[digit].astype(np.int64) - 48) * np.power(10, exp, dtype=np.int64)
-    return np.add.reduceat(vals, first)
+def _bad_line(path: Path, data: bytes) -> DlrmlabError:
+    """The error for the first malformed line (the slow second pass, run only once parsing has failed)."""
+    for no, raw in enumerate(data.split(b"\n"), 1):
+        s = raw.strip(b" \t\r")
+        if not s:
+            continue
+        if s.isdigit():
+            if int(s) <= _INT64_MAX:
+                continue
+            why = "row id too large"
+        elif s[:1] == b"-" and s[1:].isdigit():
+            why = "negative row id"
+        elif len(s.split()) > 1:
+            why = "more than one id on a line"
+        else:
+            why = "not an integer row id"
+        text = s.decode(errors="replace")
+        return DlrmlabError(f"{path}:{no}: {why}: {text[:40]!r}")
+    return DlrmlabError(f"{path}: could not be parsed as one row id per line")  # pragma: no cover
 
 
 def read_trace(path: str | Path) -> np.ndarray:
     """Read a trace file (one non-negative integer row id per line) into an int64 array.
 
-    Parsed in chunks with NumPy. Blank lines are ignored. A malformed or negative entry raises
-    :class:`DlrmlabError` naming its line.
+    Parsed by NumPy's C reader (``numpy.loadtxt``), after a byte check that refuses anything but digits
+    and whitespace (loadtxt would accept a sign). Blank and whitespace-only lines are ignored; spaces
+    around an id and CRLF line ends are allowed. A malformed, negative or too large entry raises
+    :class:`DlrmlabError` naming its line (found by a second pass, taken only when parsing fails).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.exists():
         raise DlrmlabError(f"trace file not found: {path}")
     if not path.is_file():
         raise DlrmlabError(f"trace path is not a file: {path}")
-    parts, carry, line = [], b"", 1
-    with path.open("rb") as f:
-        while True:
-            block = f.read(_CHUNK)
-            data = carry + block
-            if not block:
-                cut = len(data)
-            else:
-                cut = data.rfind(b"\n") + 1
-            buf = np.frombuffer(data[:cut], np.uint8)
-            parts.append(_parse_chunk(buf, line, path))
-            line += int(np.count_nonzero(buf == 10))
-            carry = data[cut:]
-            if not block:
-                break
-    ids = np.concatenate(parts)
-    if ids.size == 0:
+    data = path.read_bytes()
+    if data.translate(None, _TRACE_BYTES) or data.count(b"\r") != data.count(b"\r\n"):
+        raise _bad_line(path, data)
+    if not data.strip():
         raise DlrmlabError(f"trace file {path} holds no ids")
+    try:
+        ids = np.loadtxt(path, dtype=np.int64, comments=None, ndmin=1)
+    except (ValueError, OverflowError):
+        raise _bad_line(path, data) from None
+    if ids.ndim != 1:  # every line held the same number (> 1) of ids
+        raise _bad_line(path, data)
     return ids
 
 
 def make_stream(dataset: str, seed: int = 0) -> IndexStream:
-    """Build the index stream for a dataset name (see module docstring)."""
-    name = str(dataset).strip()
+    """Build the index stream for a dataset input; its ``name`` is the label (see module docstring)."""
     if int(seed) < 0:
         raise DlrmlabError(f"seed must be a non-negative integer, got {seed}")
-    if name in ("random", "uniform"):
-        return UniformStream(name="random", seed=seed)
-    if name in REUSE_ALPHA:
-        return ZipfStream(name=name, seed=seed, alpha=REUSE_ALPHA[name])
+    name = canonical_name(dataset)
+    if name == "random":
+        return UniformStream(name=name, seed=seed)
+    if name.startswith(SYNTHETIC_PREFIX):
+        return ZipfStream(name=name, seed=seed, shape=SYNTHETIC_REUSE[name.removeprefix(SYNTHETIC_PREFIX)])
     if name.startswith("zipf:"):
-        try:
-            alpha = float(name[5:])
-        except ValueError:
-            raise DlrmlabError(f"bad zipf alpha in {name!r}: expected e.g. zipf:1.05") from None
-        return ZipfStream(name=name, seed=seed, alpha=alpha)
-    if name.startswith("trace:"):
-        path = name[6:]
-        return TraceStream(name=name, seed=seed, ids=read_trace(path))
-    raise DlrmlabError(f"unknown dataset {dataset!r}; valid: {', '.join(dataset_names())}")
+        return ZipfStream(name=name, seed=seed, shape=ZipfShape(_zipf_alpha(name)))
+    path = trace_path(name[6:])
+    return TraceStream(name=name, seed=seed, ids=read_trace(path), path=str(path))
