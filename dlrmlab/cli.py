@@ -160,6 +160,7 @@ def _profile(args: argparse.Namespace) -> int:
     from dlrmlab.bench import ncu
     from dlrmlab.bench.results import append_results, check_results_dir
 
+    ncu.check_profilable(args.variant, _preset(args))  # refusals first: nothing is created under --out
     out = check_results_dir(_out_dir(args))
     df = ncu.profile_variant(
         args.variant, args.dataset, _preset(args), args.seed, args.kernel_regex, args.launch_skip, args.launch_count

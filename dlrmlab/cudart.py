@@ -10,8 +10,6 @@ import importlib.metadata as md
 from functools import lru_cache
 from typing import Any
 
-from dlrmlab.errors import DlrmlabError
-
 
 class CudaError(RuntimeError):
     """A CUDA driver/runtime call failed."""
@@ -230,8 +228,3 @@ def graph_destroy(exe: Any, graph: Any) -> None:
     drv = _driver()
     _check(drv.cuGraphExecDestroy(exe), "cuGraphExecDestroy")
     _check(drv.cuGraphDestroy(graph), "cuGraphDestroy")
-
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise DlrmlabError(message)

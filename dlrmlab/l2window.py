@@ -102,10 +102,3 @@ def persisting_l2(limit_bytes: int) -> Iterator[PersistingL2]:
                 errors.append(e)
         if errors:
             raise errors[0]
-
-
-def window_bytes(rows: int, row_bytes: int, max_window: int) -> int:
-    n = int(rows) * int(row_bytes)
-    if n > max_window:
-        raise DlrmlabError(f"window of {n} bytes is over the device maximum {max_window}")
-    return n

@@ -1,6 +1,11 @@
-"""Markers: ``gpu`` tests are skipped in simulator mode, ``torch`` tests when PyTorch is not importable."""
+"""Markers: ``gpu`` tests are skipped in simulator mode, ``torch`` tests when PyTorch is not importable.
+
+Every test runs with ``DLRMLAB_CACHE_DIR`` in a temporary directory: no test reads or writes the user's
+tuning cache, so kernel configurations depend on the code and the shipped table only."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -26,3 +31,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip_torch = pytest.mark.skip(reason="needs PyTorch (not importable)")
         for item in torch_items:
             item.add_marker(skip_torch)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_tuning_cache(tmp_path_factory):
+    old = os.environ.get("DLRMLAB_CACHE_DIR")
+    os.environ["DLRMLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("dlrmlab-cache"))
+    yield
+    if old is None:
+        os.environ.pop("DLRMLAB_CACHE_DIR", None)
+    else:
+        os.environ["DLRMLAB_CACHE_DIR"] = old

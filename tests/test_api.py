@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from dlrmlab import api, reference
+from dlrmlab import api, reference, variants
+from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.kernels.fast import FastConfig
+from dlrmlab.kernels.paper import PaperConfig
 from dlrmlab.workload import cast_table, table_as_float32
 
 
@@ -163,18 +168,57 @@ def test_embedding_bags_length_mismatch():
         api.embedding_bags([np.array([1])] * 2, [w], [np.array([0, 1])] * 2)
 
 
-def test_paper_config_unknown_parameter():
-    with pytest.raises(DlrmlabError, match="unknown kernel parameters: bogus"):
-        api.paper_config("baseline", bogus=1)
-    with pytest.raises(DlrmlabError, match="unknown kernel parameters"):
+def test_kernel_config_unknown_parameter_names_variant_and_knob():
+    with pytest.raises(DlrmlabError, match="variant 'baseline' does not take 'bogus'; it takes: "):
+        api.kernel_config("baseline", 4, "float32", Combine(), bogus=1)
+    with pytest.raises(DlrmlabError, match="variant 'baseline' does not take 'bogus'"):
         api.embedding_bag(np.array([1]), np.zeros((4, 4), np.float32), np.array([0]), bogus=1)
+    with pytest.raises(DlrmlabError, match="variant 'fast' does not take 'prefetch'"):
+        api.embedding_bag(np.array([1]), np.zeros((4, 4), np.float32), np.array([0]), variant="fast",
+                          prefetch="register")  # fmt: skip
 
 
-def test_paper_config_variants_and_overrides():
-    cfg, grid = api.paper_config("optmt_rpf", prefetch_distance=4)
+def test_kernel_config_variants_and_overrides():
+    cfg = api.kernel_config("optmt_rpf", 8, "float32", Combine(), prefetch_distance=4)
+    assert isinstance(cfg, PaperConfig)
     assert cfg.max_registers == 42 and cfg.prefetch.name == "register" and cfg.prefetch.distance == 4
-    cfg, _ = api.paper_config("optmt", max_registers=None)  # None means "keep the variant's default"
-    assert cfg.max_registers == 42
-    cfg, _ = api.paper_config("baseline", block=[64, 4])
-    assert cfg.block == (64, 4)
-    assert grid >= 1
+    assert api.kernel_config("optmt", 8, "float32", Combine()).max_registers == 42
+    # an explicit None is "no cap" (what `dlrmlab tune optmt` sweeps as its uncapped point)
+    assert api.kernel_config("optmt", 8, "float32", Combine(), max_registers=None).max_registers is None
+    cfg = api.kernel_config("baseline", 8, "float16", Combine("mean", padded=True), block=[64, 4])
+    assert cfg.block == (64, 4) and cfg.dtype == "float16" and cfg.combine == Combine("mean", padded=True)
+    assert cfg.grid == 1024  # PyTorch's grid; the launch caps it in the simulator
+
+
+def test_kernel_config_fast():
+    cfg = api.kernel_config("fast", 32, "float16", Combine("sum", weighted=True), 5.0, unroll=4, chunk=16)
+    assert isinstance(cfg, FastConfig)
+    assert (cfg.dim, cfg.dtype, cfg.unroll, cfg.chunk) == (32, "float16", 4, 16)
+    assert cfg.combine.weighted and not cfg.split_hot
+
+
+@pytest.mark.parametrize("variant", ["l2p", "combined", "fast+l2p", "fast_graph", "l2window", "torch"])
+def test_kernel_config_refuses_stage_variants(variant):
+    with pytest.raises(DlrmlabError, match=re.escape(f"variant '{variant}' runs a whole stage")):
+        api.kernel_config(variant, 8, "float32", Combine())
+    with pytest.raises(DlrmlabError, match="runs a whole stage"):
+        api.embedding_bag(np.array([1]), np.zeros((4, 4), np.float32), np.array([0]), variant=variant)
+
+
+def test_single_table_variants():
+    names = api.single_table_variants()
+    assert {"baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf", "fast"} == set(names)
+    for n in names:
+        assert variants.get(n).families in (("paper",), ("fast",))
+
+
+def test_unknown_variant_lists_the_table():
+    with pytest.raises(DlrmlabError, match="unknown variant 'nope'; valid: ") as e:
+        api.kernel_config("nope", 8, "float32", Combine())
+    assert all(n in str(e.value) for n in variants.names())
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_modes_the_kernels_lack_are_refused(mode):
+    with pytest.raises(DlrmlabError, match="mode must be one of sum, mean"):
+        api.embedding_bag(np.array([1]), np.zeros((4, 4), np.float32), np.array([0]), mode=mode)

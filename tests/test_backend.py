@@ -18,15 +18,14 @@ def test_simulator_mode():
     assert backend.SIMULATOR is True
     assert backend.mode() == "simulator"
     assert "simulator" in backend.describe_mode()
-    assert backend.has_gpu() is False
     assert config.ENABLE_CUDASIM
-    backend.synchronize()  # a no-op here
+    assert backend.default_preset() == "tiny"
 
 
 @pytest.mark.gpu
 def test_gpu_mode():
-    assert backend.mode() == "gpu"
-    assert backend.has_gpu()
+    assert backend.mode() == "gpu" and backend.SIMULATOR is False
+    assert backend.default_preset() == "paper"
 
 
 def test_mode_is_consistent():
@@ -52,15 +51,43 @@ def _block_reverse(x, out):
     tmp = cuda.shared.array(32, np.float32)
     t = cuda.threadIdx.x
     tmp[t] = x[t]
-    backend.syncwarp()
+    cuda.syncthreads()
     out[t] = tmp[31 - t]
 
 
-def test_plain_jit_and_syncwarp():
+def test_plain_jit():
     x = np.arange(32, dtype=np.float32)
     out = np.zeros_like(x)
     _block_reverse[1, 32](x, out)
     np.testing.assert_array_equal(out, x[::-1])
+
+
+# --- timing events -------------------------------------------------------------------------------------
+
+
+def test_event_times_a_launch():
+    x = np.arange(20, dtype=np.float32)
+    d_x, d_out = cuda.to_device(x), cuda.device_array_like(x)
+    s = cuda.stream()
+    e0, e1 = backend.event(), backend.event()
+    e0.record(s)
+    _axpb[3, 8, s](d_x, d_out, np.float32(2), np.float32(1))
+    e1.record(s)
+    e1.synchronize()
+    assert e1.query()
+    assert e0.elapsed_time(e1) >= 0.0
+    np.testing.assert_array_equal(d_out.copy_to_host(), 2 * x + 1)
+
+
+@simulator_only
+def test_event_is_a_host_stand_in_in_simulator():
+    e0, e1 = backend.event(), backend.event()
+    assert isinstance(e0, backend.HostEvent)
+    with pytest.raises(RuntimeError, match="not recorded"):
+        e0.elapsed_time(e1)
+    e0.record()
+    e1.record(0)
+    assert e0.elapsed_time(e1) >= 0.0
 
 
 # --- intrinsics ------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dlrmlab import hotness
 from dlrmlab.bench.case import BenchCase, DeviceJagged, DeviceTableBatch
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.reference import embedding_bag
@@ -87,7 +88,8 @@ def test_tables_from_shares_tables(case):
     [
         ({"n_batches": 0}, "n_batches"),
         ({"mode": "median"}, "mode"),
-        ({"mode": "mean", "weighted": True}, "weighted"),
+        ({"mode": "max"}, "mode must be one of sum, mean"),  # the kernels' modes only
+        ({"mode": "mean", "weighted": True}, "per_sample_weights"),
         ({"dataset": "nope"}, "unknown dataset"),
         ({"stage": "huge"}, "unknown preset"),
     ],
@@ -101,3 +103,37 @@ def test_bad_input(kwargs, match):
 def test_bad_batch_index(case):
     with pytest.raises(DlrmlabError, match="out of range"):
         case.reference(3)
+
+
+def test_table_ids_span_every_batch(case):
+    for t in range(case.num_tables):
+        ids = case.table_ids(t)
+        assert ids.dtype == np.int64
+        want = np.concatenate([b.tables[t].indices for b in case.host_batches])
+        np.testing.assert_array_equal(ids, want)
+
+
+def test_rankings_are_frequency_rankings_of_the_case_and_cached(case):
+    ranks = case.rankings()
+    assert case.rankings() is ranks
+    assert len(ranks) == case.num_tables
+    for t, (r, rows) in enumerate(zip(ranks, case.stage.embedding_sizes, strict=True)):
+        want = hotness.frequency_ranking(case.table_ids(t), rows)
+        np.testing.assert_array_equal(r.order, want.order)
+        np.testing.assert_array_equal(r.remap, want.remap)
+        counts = np.bincount(case.table_ids(t), minlength=rows)
+        np.testing.assert_array_equal(r.ranked_counts, counts[r.order])
+        assert (np.diff(r.ranked_counts) <= 0).all()  # hottest first
+
+
+def test_derived_builds_once_per_key(case):
+    calls = []
+
+    def make():
+        calls.append(1)
+        return object()
+
+    a = case.derived("_test-key", make)
+    assert case.derived("_test-key", make) is a and len(calls) == 1
+    b = case.derived("_test-other", make)
+    assert b is not a and len(calls) == 2

@@ -144,3 +144,33 @@ def test_module_entry_point_exit_code():
     assert p.returncode == 2
     assert p.stdout == ""
     assert p.stderr.startswith("dlrmlab: error: unknown dataset") and p.stderr.count("\n") == 1
+
+
+def _subparsers(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                for sub_name, subsub in _subparsers(sub):
+                    yield f"{name} {sub_name}", subsub
+
+
+def test_one_preset_rule():
+    """Every command that takes --preset defaults to auto: paper on a GPU, tiny in the simulator."""
+    with_preset = {}
+    for name, sub in _subparsers(cli.build_parser()):
+        for action in sub._actions:
+            if "--preset" in action.option_strings:
+                with_preset[name] = action.default
+    assert {"workload describe", "bench", "tune", "profile"} <= set(with_preset)
+    assert set(with_preset.values()) == {"auto"}, with_preset
+    args = cli.build_parser().parse_args(["workload", "describe", "--dataset", "random"])
+    assert cli._preset(args) == backend.default_preset() == ("tiny" if backend.SIMULATOR else "paper")
+
+
+@simulator_only
+def test_describe_default_preset_is_tiny_in_the_simulator(capsys):
+    rc, out, _ = run(capsys, "workload", "describe", "--dataset", "random", "--json")
+    assert rc == 0 and json.loads(out)["preset"] == "tiny"

@@ -126,6 +126,7 @@ def test_torch_tensors_zero_copy_on_torch_stream():
 
 def test_occupancy_calculator_matches_driver():
     from dlrmlab import occupancy
+    from dlrmlab.config import Combine
     from dlrmlab.kernels import paper
 
     rng = np.random.default_rng(8)
@@ -134,8 +135,8 @@ def test_occupancy_calculator_matches_driver():
     off = np.arange(0, 301, 3)
     for cap in (None, 32, 64):
         api.embedding_bag(ids, w, off, "sum", include_last_offset=True, variant="baseline", max_registers=cap)
-        cfg, _ = api.paper_config("baseline", max_registers=cap)
-        k = paper.build(cfg)
+        cfg = api.kernel_config("baseline", 128, "float32", Combine("sum"), max_registers=cap)
+        k = paper.build(cfg)  # the kernel embedding_bag just launched (one per configuration)
         res = occupancy.kernel_resources(k)
         assert res["registers"] and (cap is None or res["registers"] <= cap)
         calc = occupancy.theoretical(res["registers"], 256, res["shared_bytes"])
@@ -182,7 +183,7 @@ def test_pin_kernel_then_embedding(paper_table):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-def test_fused_paper_shape_and_graph_replay(dtype):
+def test_fast_paper_shape_and_graph_replay(dtype):
     from dlrmlab.backend import cuda
     from dlrmlab.errors import DlrmlabError
     from dlrmlab.fast import PackedTables, StageGraph, fused_forward
@@ -203,17 +204,18 @@ def test_fused_paper_shape_and_graph_replay(dtype):
     )
     assert _rel(out.copy_to_host(), ref) <= 1e-6
     out2 = cuda.device_array_like(out)
-    g = StageGraph.capture(lambda s: fused_forward(packed, dev, out=out2, stream=s), inputs=[out2])
-    out2.copy_to_device(np.full(out2.shape, np.nan, np.float32))
-    g.replay([out2])
-    g.stream.synchronize()
-    assert _rel(out2.copy_to_host(), ref) <= 1e-6
-    with pytest.raises(DlrmlabError, match="reallocated"):
-        g.replay([cuda.device_array_like(out2)])
-    g.close()
+    with StageGraph.capture(lambda s: fused_forward(packed, dev, out=out2, stream=s), inputs=[out2]) as g:
+        out2.copy_to_device(np.full(out2.shape, np.nan, np.float32))
+        g.replay([out2])
+        g.stream.synchronize()
+        assert _rel(out2.copy_to_host(), ref) <= 1e-6
+        with pytest.raises(DlrmlabError, match="reallocated"):
+            g.replay([cuda.device_array_like(out2)])
+    with pytest.raises(DlrmlabError, match="destroyed"):  # leaving the block freed the graph
+        g.replay()
 
 
-def test_fused_misaligned_falls_back_to_scalar():
+def test_fast_misaligned_falls_back_to_scalar():
     from dlrmlab.backend import cuda
     from dlrmlab.fast import PackedTables, fused_forward
 
@@ -242,7 +244,7 @@ def test_fused_misaligned_falls_back_to_scalar():
         (30, "float32"),
     ],
 )
-def test_fused_widths_on_gpu(dim, dtype):
+def test_fast_widths_on_gpu(dim, dtype):
     from dlrmlab.backend import cuda
     from dlrmlab.fast import PackedTables, fused_forward
 

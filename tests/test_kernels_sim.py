@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dlrmlab import api, reference
+from dlrmlab import api, hotness, reference
 from dlrmlab.backend import cuda
+from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.fast import PackedTables, fused_forward
-from dlrmlab.kernels import fused
+from dlrmlab.fast import PackedTables, configure, fused_forward
+from dlrmlab.kernels.fast import FastConfig
 from dlrmlab.workload import Workload, cast_table, preset, table_as_float32
 
 
@@ -35,6 +36,21 @@ def test_paper_variants_tiny(variant, index_dtype):
         assert _rel(out.copy_to_host(), ref) <= 1e-6, (mode, pad)
 
 
+@pytest.mark.parametrize("knobs", [{}, {"unroll": 3, "chunk": 4, "bags_per_block": 2}, {"vector": False}])
+@pytest.mark.parametrize("dim", [36, 6])  # 6: not a multiple of 4, scalar loads
+def test_api_fast_variant_one_table(knobs, dim):
+    """embedding_bag(variant="fast") runs the fast kernel on one table, with the API's combine cases."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((40, dim), dtype=np.float32)
+    ids = rng.integers(0, 40, 25)
+    off = np.array([0, 4, 4, 11, 25])
+    psw = rng.random(25, dtype=np.float32)
+    for mode, weights, pad in [("sum", None, None), ("mean", None, 3), ("sum", psw, 5), ("mean", None, None)]:
+        out = api.embedding_bag(ids, w, off, mode, weights, True, pad, variant="fast", **knobs)
+        ref = reference.embedding_bag(ids, w, off, mode, weights, True, pad)
+        assert _rel(out.copy_to_host(), ref) <= 1e-6, (mode, pad)
+
+
 def test_api_torch_forms_without_last_offset_and_2d():
     rng = np.random.default_rng(2)
     w = rng.standard_normal((30, 8), dtype=np.float32)
@@ -52,7 +68,11 @@ def test_api_torch_forms_without_last_offset_and_2d():
         ({"prefetch_distance": 17, "variant": "rpf"}, "prefetch distance"),
         ({"max_registers": 8}, "register cap"),
         ({"max_registers": 300}, "register cap"),
-        ({"variant": "nope"}, "unknown kernel variant"),
+        ({"variant": "nope"}, "unknown variant 'nope'"),
+        ({"variant": "l2p"}, "runs a whole stage"),
+        ({"variant": "rpf", "unroll": 4}, "variant 'rpf' does not take 'unroll'"),
+        ({"variant": "fast", "prefetch_distance": 2}, "variant 'fast' does not take 'prefetch_distance'"),
+        ({"variant": "fast", "unroll": 0}, "unroll"),
         ({"grid": 0}, "grid"),
         ({"block": (48, 4)}, "block"),
         ({"mode": "max"}, "mode"),
@@ -77,10 +97,10 @@ def test_api_rejects_bad_ids_and_offsets():
         api.embedding_bag(np.array([1]), w, np.array([0, 1]), "mean", np.ones(1, np.float32), True)
 
 
-# --- fused kernel fuzzing ---------------------------------------------------------------------------------
+# --- fast kernel fuzzing ----------------------------------------------------------------------------------
 
 
-def _fused_case(dim, dtype, pooling, tables, weighted, seed):
+def _fast_case(dim, dtype, pooling, tables, weighted, seed):
     stage = preset("tiny", sparse_feature_size=dim, pooling=pooling, dtype=dtype, tables=tables, rows=300)
     wl = Workload(stage, "zipf:1.1", seed=seed, weighted=weighted)
     tabs = wl.make_tables()
@@ -108,8 +128,8 @@ def _fused_case(dim, dtype, pooling, tables, weighted, seed):
         (32, "float32", "uniform:0-4", 5, False, "sum", None, {"vector": False}),
     ],
 )
-def test_fused_matches_reference(dim, dtype, pooling, tables, weighted, mode, pad, overrides):
-    tabs, b, dev = _fused_case(dim, dtype, pooling, tables, weighted, seed=dim)
+def test_fast_matches_reference(dim, dtype, pooling, tables, weighted, mode, pad, overrides):
+    tabs, b, dev = _fast_case(dim, dtype, pooling, tables, weighted, seed=dim)
     packed = PackedTables.from_arrays(tabs, dtype=dtype)
     out = fused_forward(packed, dev, mode=mode, padding_idx=pad, **overrides).copy_to_host()
     ref = np.concatenate(
@@ -123,42 +143,44 @@ def test_fused_matches_reference(dim, dtype, pooling, tables, weighted, mode, pa
     assert _rel(out, ref) <= 1e-6
 
 
-def test_fused_rejects_mixed_tables_and_bad_config():
+def test_fast_rejects_mixed_tables_and_bad_config():
     a = np.zeros((10, 8), np.float32)
     with pytest.raises(DlrmlabError, match="one width"):
         PackedTables.from_arrays([a, np.zeros((10, 16), np.float32)])
     with pytest.raises(DlrmlabError, match="one dtype"):
         PackedTables.from_arrays([a, np.zeros((10, 8), np.float16)])
     with pytest.raises(DlrmlabError, match="multiple of 4"):
-        fused.FusedConfig(dim=6, vector=True)
+        FastConfig(dim=6, vector=True)
     with pytest.raises(DlrmlabError, match="unroll"):
-        fused.FusedConfig(dim=8, unroll=0)
+        FastConfig(dim=8, unroll=0)
     with pytest.raises(DlrmlabError, match="bags_per_block"):
-        fused.FusedConfig(dim=128, bags_per_block=64)
+        FastConfig(dim=128, bags_per_block=64)
+    with pytest.raises(DlrmlabError, match="mode"):
+        FastConfig(dim=8, combine=Combine("max"))
     with pytest.raises(DlrmlabError, match="storage"):
         PackedTables.from_arrays([cast_table(a, "bfloat16")], dtype="float16")
 
 
-def test_fused_rejects_wrong_table_count():
-    tabs, _b, dev = _fused_case(8, "float32", "2", 3, False, seed=1)
+def test_fast_rejects_wrong_table_count():
+    tabs, _b, dev = _fast_case(8, "float32", "2", 3, False, seed=1)
     packed = PackedTables.from_arrays(tabs[:2])
     with pytest.raises(DlrmlabError, match="tables"):
         fused_forward(packed, dev)
 
 
-def test_fused_lane_geometry():
-    assert fused.choose(128).lanes == 32 and fused.choose(128).vectors == 1
-    assert fused.choose(512).vectors == 4
-    assert fused.choose(16).lanes == 4 and fused.choose(16).threads == 128
-    assert fused.choose(128, "float16").lanes == 16
-    assert fused.choose(6).vector is False and fused.choose(6).lanes == 8
+def test_fast_lane_geometry():
+    assert configure(128).lanes == 32 and configure(128).vectors == 1
+    assert configure(512).vectors == 4
+    assert configure(16).lanes == 4 and configure(16).threads == 128
+    assert configure(128, "float16").lanes == 16
+    assert configure(6).vector is False and configure(6).lanes == 8
 
 
 @pytest.mark.parametrize("budget_rows", [0, 7, 40, 10_000])
-def test_fused_split_hot_layout_matches_reference(budget_rows):
-    tabs, b, _dev = _fused_case(16, "float32", "uniform:0-8", 3, False, seed=4)
-    counts = [np.bincount(tb.indices, minlength=w.shape[0]) for w, tb in zip(tabs, b.tables, strict=True)]
-    packed = PackedTables.ranked_split(tabs, counts, budget_rows * 16 * 4)
+def test_fast_split_hot_layout_matches_reference(budget_rows):
+    tabs, b, _dev = _fast_case(16, "float32", "uniform:0-8", 3, False, seed=4)
+    ranks = [hotness.frequency_ranking(tb.indices, w.shape[0]) for w, tb in zip(tabs, b.tables, strict=True)]
+    packed = PackedTables.ranked_split(tabs, ranks, budget_rows * 16 * 4)
     assert packed.split and packed.hot_bytes <= budget_rows * 16 * 4
     j = b.jagged()
     ranked = np.concatenate([packed.remap_ids(t, tb.indices) for t, tb in enumerate(b.tables)])
@@ -188,10 +210,10 @@ st = hypothesis.strategies
     chunk=st.integers(1, 9),
     seed=st.integers(0, 1000),
 )
-def test_fused_fuzz(dim, dtype, tables, hi, weighted, unroll, chunk, seed):
+def test_fast_fuzz(dim, dtype, tables, hi, weighted, unroll, chunk, seed):
     """Random widths, dtypes, bag-size distributions and table counts against the reference."""
     pooling = f"uniform:0-{hi}" if hi else "1"
-    tabs, b, dev = _fused_case(dim, dtype, pooling, tables, weighted, seed)
+    tabs, b, dev = _fast_case(dim, dtype, pooling, tables, weighted, seed)
     packed = PackedTables.from_arrays(tabs, dtype=dtype)
     out = fused_forward(packed, dev, mode="sum", unroll=unroll, chunk=chunk).copy_to_host()
     ref = np.concatenate(

@@ -54,12 +54,6 @@ def test_split_budget_rejects_negative_budget():
         l2window.split_budget(COUNTS, ROW_BYTES, -1)
 
 
-def test_window_bytes():
-    assert l2window.window_bytes(10, 128, 2000) == 1280
-    with pytest.raises(DlrmlabError, match="over the device maximum"):
-        l2window.window_bytes(20, 128, 2000)
-
-
 @pytest.fixture
 def cudart_untouchable(monkeypatch):
     """Every cudart call that changes or reads L2 state fails the test if made."""
@@ -164,7 +158,7 @@ def test_pin_runs_in_simulator(dtype, dim):
     w_dev = cuda.to_device(w)
     hot_dev = cuda.to_device(np.array([0, 5, rows - 1], np.int64))
     l2pin.pin(w_dev, dim, hot_dev, np.dtype(dtype).itemsize)
-    backend.synchronize()
+    cuda.synchronize()
     np.testing.assert_array_equal(w_dev.copy_to_host(), w)  # a prefetch never changes the table
 
 

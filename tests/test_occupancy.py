@@ -21,11 +21,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dlrmlab import backend, occupancy
+from dlrmlab import backend, device, occupancy
+from dlrmlab.config import register_cap
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels import paper
 
-H100 = occupancy.H100_LIMITS
+H100 = device.H100_LIMITS
 simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
 
 
@@ -82,7 +83,8 @@ def test_registers_are_allocated_per_sub_partition():
 
 @simulator_only
 def test_theoretical_defaults_to_h100_limits_in_simulator():
-    assert occupancy.device_limits() == H100
+    assert device.limits() == H100
+    assert device.limits() is not H100  # a copy: callers cannot change the stand-in
     assert occupancy.theoretical(45, 256) == occupancy.theoretical(45, 256, limits=H100)
 
 
@@ -93,14 +95,14 @@ def test_theoretical_rejects_bad_block_sizes(threads):
 
 
 @pytest.mark.parametrize("cap", [8, 15, 256, 300, 40.5])
-def test_check_register_cap_rejects(cap):
-    with pytest.raises(DlrmlabError, match="register cap"):
-        occupancy.check_register_cap(cap)
+def test_register_cap_rejects(cap):
+    with pytest.raises(DlrmlabError, match=r"max_registers \(register cap\) must be (in 16\.\.255|an integer)"):
+        register_cap(cap)
 
 
 @pytest.mark.parametrize("cap,expected", [(None, None), (16, 16), (42, 42), (255, 255), (32.0, 32)])
-def test_check_register_cap_accepts(cap, expected):
-    got = occupancy.check_register_cap(cap)
+def test_register_cap_accepts(cap, expected):
+    got = register_cap(cap)
     assert got == expected
     assert got is None or type(got) is int
 
@@ -150,6 +152,40 @@ def test_calculator_matches_ncu_theoretical_occupancy_from_fixture():
     assert fixtures
     for path in fixtures:
         for _, row in ncu.parse_raw_csv(path.read_text()).iterrows():
-            occ = occupancy.theoretical(int(row["registers"]), int(row["block"]), 0, occupancy.H100_LIMITS)
+            occ = occupancy.theoretical(int(row["registers"]), int(row["block"]), 0, device.H100_LIMITS)
             assert occ.theoretical == pytest.approx(row["theoretical_occupancy"], abs=1e-6), path.name
             assert occ.limiter == row["occupancy_limiter"], path.name
+
+
+# --- device limits and family ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name,family",
+    [
+        ("NVIDIA H100 80GB HBM3", "h100"),
+        ("NVIDIA H200", "h200"),
+        ("NVIDIA GH200 480GB", "gh200"),
+        ("NVIDIA A100-SXM4-80GB", "a100"),
+        ("NVIDIA L40S", "l40s"),
+        ("NVIDIA L40", "l40"),
+        ("NVIDIA L4", "l4"),
+        ("Tesla V100-SXM2-16GB", "v100"),
+        ("NVIDIA RTX 6000 Ada Generation", "nvidia-rtx-6000-ada-generation"),
+    ],
+)
+def test_family_from_device_name(name, family):
+    assert device.family(name) == family
+
+
+@simulator_only
+def test_family_is_simulator_without_a_gpu():
+    assert device.family() == "simulator"
+
+
+def test_limits_have_what_occupancy_and_grids_need():
+    lim = device.limits()
+    need = {"sms", "l2_bytes", "persisting_l2_max_bytes", "regs_per_sm", "regs_per_block", "threads_per_sm",
+            "threads_per_block", "blocks_per_sm", "smem_per_sm", "smem_reserved_per_block", "warp_size", "name"}
+    assert need <= set(lim)
+    assert H100["sms"] == 132 and H100["l2_bytes"] == 50 * 1024 * 1024

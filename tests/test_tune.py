@@ -1,4 +1,5 @@
-"""Autotuning: cache keys and file, the fused kernel's use of the cache, and the searches in simulator mode."""
+"""Tuned configurations as data (shipped table, user cache), the fast kernel's pure configuration, and the
+searches in simulator mode."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import json
 
 import pytest
 
-from dlrmlab import backend, cli, tune
+from dlrmlab import backend, cli, device, fast, tune, tuned
+from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.kernels import fused
+from dlrmlab.fast import configure, configure_here
+from dlrmlab.kernels.fast import FastConfig
 
 simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
 
@@ -20,121 +23,228 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 def test_cache_path_follows_env(cache_dir):
-    assert tune.cache_path() == cache_dir / "tune.json"
+    assert tuned.cache_path() == cache_dir / "tune.json"
 
 
 @pytest.mark.parametrize("pooling,bucket", [(150, 128), (100, 128), (40, 32), (5, 4), (1, 1), (0.2, 1), (64, 64)])
-def test_fast_key_buckets_pooling_to_power_of_two(pooling, bucket):
-    assert tune.fast_key(128, "float32", pooling, "sum", gpu="H100") == f"fast|H100|dim=128|float32|pool~{bucket}|sum"
+def test_pooling_buckets_to_power_of_two(pooling, bucket):
+    assert tuned.pooling_bucket(pooling) == bucket
 
 
-def test_fast_key_separates_shapes():
-    k = tune.fast_key(128, "float32", 150, "sum", gpu="g")
-    assert k != tune.fast_key(64, "float32", 150, "sum", gpu="g")
-    assert k != tune.fast_key(128, "float16", 150, "sum", gpu="g")
-    assert k != tune.fast_key(128, "float32", 150, "mean", gpu="g")
-    assert k != tune.fast_key(128, "float32", 150, "sum", gpu="other")
-    assert k == tune.fast_key(128, "float32", 140, "sum", gpu="g")
+def test_entries_are_separated_by_shape_and_family():
+    cache = {}
+    entry = {"params": {"unroll": 3}}
 
+    def put(family, dim, dtype, pooling):
+        cache.clear()
+        tuned.store_fast(family, dim, dtype, pooling, entry)
+        cache.update(tuned.load_user_cache())
 
-@simulator_only
-def test_fast_key_names_simulator():
-    assert tune.fast_key(32, "float32", 5, "sum").startswith("fast|simulator|")
+    put("g", 128, "float32", 150)
+    assert tuned.fast_entry("g", 128, "float32", 150, cache) == tuned.Tuned({"unroll": 3}, "user-cache")
+    assert tuned.fast_entry("g", 128, "float32", 140, cache).source == "user-cache"  # same pooling bucket
+    assert tuned.fast_entry("g", 64, "float32", 150, cache).source == "default"
+    assert tuned.fast_entry("g", 128, "float16", 150, cache).source == "default"
+    assert tuned.fast_entry("g", 128, "float32", 40, cache).source == "default"
+    assert tuned.fast_entry("other", 128, "float32", 150, cache) == tuned.Tuned({}, "default")
 
 
 def test_store_load_round_trip(cache_dir):
-    assert tune.load_cache() == {}
+    assert tuned.load_user_cache() == {}
     a = {"params": {"unroll": 4, "bags_per_block": 8, "max_registers": None}, "median_ms": 1.5}
-    b = {"max_registers": 40, "median_ms": 2.0}
-    tune._store("k1", a)
-    tune._store("k2", b)
-    assert tune.load_cache() == {"k1": a, "k2": b}
-    tune._store("k1", b)  # replaces, keeps the other key
-    assert tune.load_cache() == {"k1": b, "k2": b}
-    assert json.loads((cache_dir / "tune.json").read_text()) == {"k1": b, "k2": b}
-    assert not (cache_dir / "tune.tmp").exists()
+    b = {"params": {"unroll": 8}, "median_ms": 2.0}
+    tuned.store_fast("g", 32, "float32", 5, a)
+    tuned.store_fast("g", 64, "float32", 5, b)
+    assert len(tuned.load_user_cache()) == 2
+    assert tuned.fast_entry("g", 32, "float32", 5).params == a["params"]
+    assert tuned.fast_entry("g", 64, "float32", 5).params == b["params"]
+    tuned.store_fast("g", 32, "float32", 5, b)  # replaces, keeps the other key
+    assert len(tuned.load_user_cache()) == 2
+    assert tuned.fast_entry("g", 32, "float32", 5).params == b["params"]
+    assert json.loads((cache_dir / "tune.json").read_text()) == tuned.load_user_cache()
+    assert [p.name for p in cache_dir.iterdir()] == ["tune.json"]  # written atomically: no temp file left
 
 
 def test_store_creates_missing_directories(tmp_path, monkeypatch):
     monkeypatch.setenv("DLRMLAB_CACHE_DIR", str(tmp_path / "a" / "b"))
-    tune._store("k", {"x": 1})
-    assert tune.load_cache() == {"k": {"x": 1}}
+    tuned.store_fast("g", 8, "float32", 1, {"params": {"chunk": 4}})
+    assert tuned.fast_entry("g", 8, "float32", 1).params == {"chunk": 4}
 
 
 @pytest.mark.parametrize("text", ["{not json", "", '{"k": '])
 def test_corrupt_cache_reads_as_empty(cache_dir, text):
     (cache_dir / "tune.json").write_text(text)
-    assert tune.load_cache() == {}
-    tune._store("k", {"x": 1})  # a broken cache is overwritten, not a crash
-    assert tune.load_cache() == {"k": {"x": 1}}
+    assert tuned.load_user_cache() == {}
+    tuned.store_fast("g", 8, "float32", 1, {"params": {"chunk": 4}})  # overwritten, not a crash
+    assert tuned.fast_entry("g", 8, "float32", 1).params == {"chunk": 4}
 
 
 def test_binary_garbage_cache_reads_as_empty(cache_dir):
     (cache_dir / "tune.json").write_bytes(b"\xff\xfe\x00garbage")
-    assert tune.load_cache() == {}
+    assert tuned.load_user_cache() == {}
 
 
 def test_non_object_cache_is_replaced(cache_dir):
     (cache_dir / "tune.json").write_text("[1, 2]")
-    assert tune.load_cache() == {}
-    tune._store("k", {"x": 1})
-    assert tune.load_cache() == {"k": {"x": 1}}
+    assert tuned.load_user_cache() == {}
+    tuned.store_fast("g", 8, "float32", 1, {"params": {"chunk": 4}})
+    assert len(tuned.load_user_cache()) == 1
+
+
+# --- the shipped table ----------------------------------------------------------------------------------
+
+
+def test_shipped_table_is_well_formed():
+    raw = json.loads(tuned.SHIPPED.read_text())
+    assert raw["fast"], "no shipped entries"
+    for e in raw["fast"]:
+        assert {"family", "dim", "dtype", "pooling", "params", "measured"} <= set(e)
+        assert e["family"] == device.family(e["family"])  # keyed by the family device.family() reports
+        # every shipped entry is a valid configuration of its shape
+        cfg = configure(e["dim"], e["dtype"], tuned_params=e["params"])
+        assert {k: getattr(cfg, k) for k in e["params"]} == e["params"]
+
+
+def test_fresh_install_on_h100_gets_the_shipped_tuning():
+    """No user cache: an H100 at the paper's shape (dim 128, fp32, pooling 150) gets the shipped knobs."""
+    entry = next(e for e in json.loads(tuned.SHIPPED.read_text())["fast"]
+                 if (e["family"], e["dim"], e["dtype"]) == ("h100", 128, "float32"))  # fmt: skip
+    t = tuned.fast_entry("h100", 128, "float32", 150, user_cache={})
+    assert t == tuned.Tuned(entry["params"], "shipped")
+    cfg = configure(128, "float32", tuned_params=t.params)
+    assert {k: getattr(cfg, k) for k in entry["params"]} == entry["params"]
+
+
+def test_user_cache_overrides_shipped():
+    t = tuned.fast_entry("h100", 128, "float32", 150, user_cache={})
+    tuned.store_fast("h100", 128, "float32", 150, {"params": {"unroll": 4}})
+    assert tuned.fast_entry("h100", 128, "float32", 150) == tuned.Tuned({"unroll": 4}, "user-cache")
+    assert t.params != {"unroll": 4}
 
 
 @simulator_only
-def test_cached_fast_params_empty_in_simulator(cache_dir):
-    # even with a matching entry on disk: simulator timings are never used
-    tune._store(tune.fast_key(32, "float32", 5, "sum"), {"params": {"unroll": 3}})
-    assert tune.cached_fast_params(32, "float32", 5, "sum") == {}
+def test_other_families_tuning_does_not_apply_in_simulator():
+    """Tuned knobs are per GPU family: an H100's never configure the simulator's kernel."""
+    tuned.store_fast("h100", 32, "float32", 5, {"params": {"unroll": 3}})
+    cfg, source = configure_here(32, "float32", 5)
+    assert source == "default" and cfg == configure(32, "float32")
 
 
-# --- fused.choose and the cache ------------------------------------------------------------------------
+# --- fast.configure: pure; tuned knobs only when none is given; explicit knobs win ---------------------------
+
+TUNED = {"unroll": 3, "bags_per_block": 2}
+
+
+def test_configure_is_pure(monkeypatch, cache_dir):
+    """Same inputs, same configuration; nothing outside the arguments is read (no cache, no GPU)."""
+    tuned.store_fast(device.family(), 32, "float32", 5, {"params": {"unroll": 5}})
+
+    def boom(*a, **k):
+        raise AssertionError("configure must not read the cache or the device")
+
+    monkeypatch.setattr(tuned, "fast_entry", boom)
+    monkeypatch.setattr(tuned, "load_user_cache", boom)
+    monkeypatch.setattr(device, "limits", boom)
+    monkeypatch.setattr(device, "family", boom)
+    args = (32, "float16", Combine("mean", padded=True), True, TUNED)
+    a, b = configure(*args), configure(*args, **{})
+    assert a == b and hash(a) == hash(b)
+    assert configure(32, "float16", Combine("mean", padded=True), split_hot=True, tuned_params=dict(TUNED)) == a
+    assert (a.unroll, a.bags_per_block, a.combine, a.split_hot) == (3, 2, Combine("mean", padded=True), True)
+    assert configure(64, unroll=4) == configure(64, unroll=4) == FastConfig(64, unroll=4, bags_per_block=8)
+
+
+def test_configure_defaults_without_tuning():
+    cfg = configure(32)
+    assert (cfg.unroll, cfg.bags_per_block, cfg.vector, cfg.lanes) == (8, 16, True, 8)  # 128 threads / 8 lanes
+    assert cfg.combine == Combine() and not cfg.split_hot
+    assert configure(32, tuned_params={}) == cfg == configure(32, tuned_params=None)
+
+
+def test_configure_applies_tuned_params_when_no_knob_is_given():
+    cfg = configure(32, "float32", Combine("mean"), tuned_params=TUNED)
+    assert (cfg.unroll, cfg.bags_per_block) == (3, 2)
+    assert cfg.combine.mean and cfg.vector and cfg.lanes == 8
+    # the combine and the layout are not knobs: they keep the tuning
+    cfg = configure(32, "float32", Combine("sum", weighted=True), split_hot=True, tuned_params=TUNED)
+    assert (cfg.unroll, cfg.bags_per_block, cfg.combine.weighted, cfg.split_hot) == (3, 2, True, True)
+
+
+@pytest.mark.parametrize(
+    "knob", [{"unroll": 4}, {"bags_per_block": 8}, {"chunk": 32}, {"max_registers": 64}, {"vector": False}]
+)
+def test_configure_explicit_knobs_win_and_drop_the_tuning(knob):
+    cfg = configure(32, tuned_params=TUNED, **knob)
+    default = configure(32, **knob)
+    assert cfg == default  # any explicit knob: the tuned entry does not apply at all
+    for k, v in knob.items():
+        assert getattr(cfg, k) == v
+    assert cfg.unroll == knob.get("unroll", configure(32).unroll)
+
+
+def test_configure_refuses_unknown_knobs():
+    with pytest.raises(DlrmlabError, match="unknown fast-kernel knobs: prefetch"):
+        configure(32, prefetch="register")
+
+
+# --- configure_here: this GPU's tuning, and where it came from -----------------------------------------------
 
 
 @pytest.fixture
-def cached(monkeypatch):
+def lookups(monkeypatch):
     calls = []
 
-    def fake(dim, dtype, pooling_mean, mode):
-        calls.append((dim, dtype, pooling_mean, mode))
-        return {"unroll": 3, "bags_per_block": 2}
+    def fake(family, dim, dtype, pooling_mean, user_cache=None):
+        calls.append((family, dim, dtype, pooling_mean))
+        return tuned.Tuned(dict(TUNED), "user-cache")
 
-    monkeypatch.setattr(tune, "cached_fast_params", fake)
+    monkeypatch.setattr(tuned, "fast_entry", fake)
     return calls
 
 
-def test_choose_merges_cached_params(cached):
-    cfg = fused.choose(32, "float32", pooling_mean=5.0, mode="mean")
+def test_configure_here_uses_this_gpus_tuning(lookups):
+    cfg, source = configure_here(32, "float32", 5.0, combine=Combine("mean"))
+    assert source == "user-cache"
     assert (cfg.unroll, cfg.bags_per_block) == (3, 2)
-    assert cfg.mode == "mean" and cfg.vector and cfg.lanes == 8
-    assert cached == [(32, "float32", 5.0, "mean")]
-
-
-def test_choose_defaults_mode_sum_for_cache_lookup(cached):
-    fused.choose(32, "float16", pooling_mean=150)
-    assert cached == [(32, "float16", 150, "sum")]
+    assert cfg.combine.mean and cfg.vector and cfg.lanes == 8
+    assert lookups == [(device.family(), 32, "float32", 5.0)]
+    assert cfg == configure(32, "float32", Combine("mean"), tuned_params=TUNED)
 
 
 @pytest.mark.parametrize("knob", [{"unroll": 4}, {"bags_per_block": 8}, {"chunk": 32}, {"max_registers": 64}])
-def test_choose_ignores_cache_when_a_tunable_knob_is_set(cached, knob):
-    cfg = fused.choose(32, pooling_mean=5.0, **knob)
-    assert cached == []
-    for k, v in knob.items():
-        assert getattr(cfg, k) == v
-    default = fused.choose(32)
-    assert cfg.unroll == knob.get("unroll", default.unroll)
-    assert cfg.bags_per_block == knob.get("bags_per_block", default.bags_per_block)
+def test_configure_here_explicit_knob_wins(lookups, knob):
+    cfg, source = configure_here(32, "float32", 5.0, **knob)
+    assert source == "explicit"
+    assert cfg == configure(32, "float32", **knob)
 
 
-def test_choose_without_pooling_skips_cache(cached):
-    cfg = fused.choose(32)
-    assert cached == []
-    assert (cfg.unroll, cfg.bags_per_block) == (8, 16)  # 128 threads / 8 lanes
+def test_configure_here_from_a_real_user_cache(cache_dir):
+    tuned.store_fast(device.family(), 32, "float32", 5.0, {"params": dict(TUNED)})
+    cfg, source = configure_here(32, "float32", 5.5)  # same pooling bucket (4)
+    assert source == "user-cache" and (cfg.unroll, cfg.bags_per_block) == (3, 2)
+    cfg, source = configure_here(32, "float32", 40.0)  # another bucket: untuned
+    assert source == "default" and cfg == configure(32)
 
 
-def test_non_tunable_overrides_keep_cache(cached):
-    cfg = fused.choose(32, pooling_mean=5.0, weighted=True, vector=False)
-    assert (cfg.unroll, cfg.bags_per_block, cfg.vector, cfg.weighted) == (3, 2, False, True)
+def test_fused_forward_uses_configure_here(monkeypatch):
+    """Without an explicit config, fused_forward asks configure_here (this GPU's tuning) for one."""
+    seen = {}
+    real = fast.configure_here
+
+    def spy(dim, dtype, pooling_mean, **kw):
+        seen.update(dim=dim, dtype=dtype, pooling=pooling_mean, **kw)
+        return real(dim, dtype, pooling_mean, **kw)
+
+    monkeypatch.setattr(fast, "configure_here", spy)
+    import numpy as np
+
+    from dlrmlab.backend import cuda
+
+    tables = fast.PackedTables.from_arrays([np.ones((5, 8), np.float32)])
+    ids, off = cuda.to_device(np.array([1, 2, 3])), cuda.to_device(np.array([0, 1, 3]))
+    out = fast.fused_forward(tables, (ids, off, cuda.to_device(np.array([0, 2])), None), "mean", unroll=2)
+    np.testing.assert_allclose(out.copy_to_host(), np.ones((2, 8)))
+    assert seen["dim"] == 8 and seen["pooling"] == 1.5 and seen["unroll"] == 2 and seen["combine"].mean
 
 
 # --- searches ------------------------------------------------------------------------------------------
@@ -154,8 +264,8 @@ def test_tune_fast_quick_in_simulator(cache_dir):
     }
     assert not rows["timing_valid"].astype(bool).any()
     # simulator timings are not timings: nothing cached
-    assert not tune.cache_path().exists()
-    assert tune.load_cache() == {}
+    assert not tuned.cache_path().exists()
+    assert tuned.load_user_cache() == {}
 
 
 def test_tune_fast_rejects_empty_space():
@@ -175,7 +285,7 @@ def test_tune_register_cap_two_caps(cache_dir):
     assert rows["median_ms"].is_monotonic_increasing
     assert {"registers", "theoretical_occupancy", "occupancy_limiter"} <= set(rows.columns)
     assert rows["registers"].isna().all()  # the simulator has no registers
-    assert not tune.cache_path().exists()
+    assert not tuned.cache_path().exists()  # the OptMT sweep caches nothing
 
 
 @pytest.mark.parametrize("caps", [[None, 8], [32, 300], [40.5]])
@@ -195,12 +305,17 @@ def test_tune_register_cap_invalid_cap_before_any_run(monkeypatch, caps):
 
 
 @simulator_only
-def test_cli_tune_optmt(capsys, cache_dir):
-    assert cli.main(["tune", "optmt", "--preset", "tiny", "--caps", "none,32", "--quiet"]) == 0
+def test_cli_tune_optmt(capsys, cache_dir, tmp_path):
+    res = tmp_path / "res"
+    assert cli.main(["tune", "optmt", "--preset", "tiny", "--caps", "none,32", "--quiet", "--out", str(res)]) == 0
     out = capsys.readouterr().out
     assert "max_registers" in out and "median_ms" in out
-    assert "cached" not in out  # simulator: nothing cached
-    assert not tune.cache_path().exists()
+    assert "stored" not in out  # simulator: nothing cached
+    assert not tuned.cache_path().exists()
+    # results go under <out>/<gpu family>/, as for every command
+    assert f"to {res / device.family() / 'tune_optmt.csv'}" in out
+    assert sorted(p.name for p in res.iterdir()) == [device.family()]
+    assert (res / device.family() / "tune_optmt.csv").exists()
 
 
 def test_cli_tune_bad_cap_exit_2(capsys):

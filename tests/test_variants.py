@@ -1,4 +1,4 @@
-"""The registered variants: names, GPU-only refusals in the simulator, and correctness of every variant that
+"""The variants of the table: names, GPU-only refusals in the simulator, and correctness of every variant that
 runs here against the case's NumPy reference (sum, weighted sum, mean)."""
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ import pytest
 
 from dlrmlab import backend, reproduce
 from dlrmlab.bench.case import BenchCase
-from dlrmlab.bench.registry import get_variant, prepare_variant, variant_names
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.variants import get as get_variant
+from dlrmlab.variants import names as variant_names
+from dlrmlab.variants import prepare as prepare_variant
 
 simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
 
@@ -40,7 +42,7 @@ def _check(case: BenchCase, outs: list[np.ndarray], batch: int = 1) -> None:
         assert _rel_err(o, r) <= case.tolerance(), t
 
 
-def test_registry_lists_every_variant():
+def test_table_lists_every_variant():
     names = set(variant_names())
     assert set(ALL) <= names
     for name in ALL:
@@ -95,7 +97,7 @@ def test_l2p_default_hot_set(name):
 @pytest.mark.parametrize("name", ["l2p", "combined"])
 @pytest.mark.parametrize("k", [701, 5000])
 def test_l2p_hot_rows_larger_than_table(name, k):
-    with pytest.raises(DlrmlabError, match="larger than table"):
+    with pytest.raises(DlrmlabError, match="larger than the table"):
         prepare_variant(name, _case(False, "sum"), hot_rows=k)
 
 
@@ -111,7 +113,7 @@ def test_l2p_with_hot_file(tmp_path):
     p = prepare_variant("l2p", case, hot_file=str(path), pin_every=2)
     try:
         assert p.params["hot_file"] == str(path)
-        assert p.params["hot_rows"] is None and p.params["pin_every"] == 2
+        assert p.params.get("hot_rows") is None and p.params["pin_every"] == 2
         _check(case, p.result(1))
         _check(case, p.result(0), batch=0)
     finally:
@@ -123,9 +125,6 @@ def test_l2p_hot_file_out_of_range(tmp_path):
     path.write_text("1\n800\n")  # valid for the 1000- and 1500-row tables, not the 700-row one
     with pytest.raises(DlrmlabError, match="out of range"):
         prepare_variant("l2p", _case(False, "sum"), hot_file=str(path))
-
-
-
 
 @pytest.mark.parametrize(
     "name",
@@ -168,3 +167,54 @@ def test_usable_variants_all_usable_here():
     assert failed == {}
     assert set(CPU_CAPABLE) <= set(ok)
     assert not set(GPU_ONLY) & set(ok)
+
+
+def test_params_record_the_configuration_that_ran():
+    """Prepared.params (they go into result rows) carry the kernel configuration actually used."""
+    case = _case(False, "sum")
+    p = prepare_variant("fast", case)
+    try:
+        assert p.params["config_source"] == "default"  # no tuning for the simulator, no knob given
+        assert {"unroll", "bags_per_block", "chunk", "vector", "lanes", "threads", "max_registers"} <= set(p.params)
+        assert p.params["graph"] is False and p.params["split_hot"] is False
+    finally:
+        p.close()
+    p = prepare_variant("fast", case, unroll=3, chunk=16)
+    try:
+        assert (p.params["unroll"], p.params["chunk"], p.params["config_source"]) == (3, 16, "explicit")
+        _check(case, p.result(1))
+    finally:
+        p.close()
+    p = prepare_variant("optmt_rpf", case)
+    try:
+        assert (p.params["max_registers"], p.params["prefetch"], p.params["prefetch_distance"]) == (42, "register", 2)
+        assert (p.params["block"], p.params["grid"]) == ("32x8", 1024)
+    finally:
+        p.close()
+
+
+def test_bad_fast_knob_fails_before_anything_is_set_up():
+    with pytest.raises(DlrmlabError, match="unroll"):
+        prepare_variant("fast+l2p", _case(False, "sum"), unroll=0, hot_rows=10)
+
+
+def test_kernel_regex_matches_the_kernels_launched():
+    """ncu's filter (Prepared.kernel_regex) names the kernels the variant launches: one name for the fast path."""
+    import re
+
+    from dlrmlab.fast import configure
+    from dlrmlab.kernels import fast as fast_kernel
+    from dlrmlab.kernels import paper as paper_kernel
+
+    case = _case(False, "sum")
+    names = {
+        "fast": fast_kernel.build(configure(case.dim)).py_func.__name__,
+        "baseline": paper_kernel.build(paper_kernel.PaperConfig()).py_func.__name__,
+    }
+    assert names == {"fast": "embedding_bag_fast", "baseline": "embedding_bag_paper"}
+    for variant, kernel in names.items():
+        p = prepare_variant(variant, case)
+        try:
+            assert re.search(p.kernel_regex, kernel), (variant, p.kernel_regex)
+        finally:
+            p.close()

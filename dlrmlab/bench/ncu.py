@@ -22,10 +22,14 @@ import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from dlrmlab.errors import DlrmlabError
+
+if TYPE_CHECKING:
+    from dlrmlab.workload import EmbeddingStage
 
 SECTIONS = ("WarpStateStats", "Occupancy", "LaunchStats", "SpeedOfLight", "MemoryWorkloadAnalysis", "SchedulerStats")
 
@@ -373,6 +377,20 @@ def target_argv(variant: str, dataset: str, preset: str = "paper", seed: int = 0
     ]
 
 
+def check_profilable(variant: str, preset: str) -> EmbeddingStage:
+    """The stage of ``preset``, or the reason ``variant`` cannot be profiled here (before any GPU work, and
+    before the CLI creates anything under ``--out``)."""
+    from dlrmlab import backend
+    from dlrmlab.variants import get as get_variant
+    from dlrmlab.workload import preset as make_preset
+
+    stage = make_preset(preset)
+    if backend.SIMULATOR:
+        raise DlrmlabError(f"profiling needs a CUDA GPU and Nsight Compute; this is {backend.describe_mode()}")
+    get_variant(variant)  # unknown names fail here, not inside ncu's child process
+    return stage
+
+
 def profile_variant(
     variant: str,
     dataset: str,
@@ -383,16 +401,8 @@ def profile_variant(
     launch_count: int = 1,
     timeout: float = 1800,
 ) -> pd.DataFrame:
-    """Profile a registered variant on a workload; rows carry variant and workload columns."""
-    from dlrmlab import backend
-    from dlrmlab.workload import preset as make_preset
-
-    stage = make_preset(preset)  # validates the name before any GPU work
-    if backend.SIMULATOR:
-        raise DlrmlabError(f"profiling needs a CUDA GPU and Nsight Compute; this is {backend.describe_mode()}")
-    from dlrmlab.variants import get as get_variant
-
-    get_variant(variant)  # unknown names fail here, not inside ncu's child process
+    """Profile a variant of the table on a workload; rows carry variant and workload columns."""
+    stage = check_profilable(variant, preset)
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])  # so `python -m dlrmlab...` imports this checkout
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)

@@ -6,8 +6,6 @@ import pandas as pd
 
 from dlrmlab.errors import DlrmlabError
 
-STALL_SHARE = "stall_{}_share"
-
 
 def top_stalls(profile_row: pd.Series, n: int = 3) -> str:
     """``"long_scoreboard 64%, wait 9%, ..."`` from one parsed ncu row (the issuing 'selected' left out)."""
