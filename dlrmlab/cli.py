@@ -110,7 +110,7 @@ def workload_describe(args: argparse.Namespace) -> dict:
         raise DlrmlabError(f"--ids must be positive, got {args.ids}")
     wl = Workload(stage, args.dataset, seed=args.seed)
     ids = wl.ids(args.ids)
-    d = {"dataset": args.dataset, "seed": args.seed, **stage.describe(), **hotness.describe(ids)}
+    d = {"dataset": wl.dataset, "seed": args.seed, **stage.describe(), **hotness.describe(ids)}
     return d
 
 
@@ -232,7 +232,7 @@ def _bench(args: argparse.Namespace) -> int:
     if not variants:
         raise DlrmlabError("--variant is required (dlrmlab bench --list shows the variants)")
     if not datasets:
-        raise DlrmlabError("--dataset is required: random, low, medium, high, zipf:ALPHA or trace:PATH")
+        raise DlrmlabError(f"--dataset is required: {DATASETS_HELP}")
     if args.cuembed_dir:
         import os
 
@@ -284,6 +284,8 @@ def _dlrm(args: argparse.Namespace) -> int:
 # --- parser ----------------------------------------------------------------------------------------------
 
 
+DATASETS_HELP = ("trace:low, trace:medium (the artifact's traces; dlrmlab data fetch), trace:PATH, random, "
+                 "synthetic-low, synthetic-medium, synthetic-high, zipf:ALPHA")
 PRESET_HELP = "stage shape: paper, tiny or auto (default auto: paper on a GPU, tiny in the simulator)"
 OUT_HELP = "results directory; rows go under OUT/<gpu family>/ (default %(default)s)"
 
@@ -308,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("workload", help="workload tools")
     wsub = p.add_subparsers(dest="workload_command", required=True)
     d = wsub.add_parser("describe", help="hotness statistics of one batch's index stream")
-    d.add_argument("--dataset", required=True, help="random, low, medium, high, zipf:ALPHA or trace:PATH")
+    d.add_argument("--dataset", required=True, help=DATASETS_HELP)
     _add_shape(d)
     d.add_argument("--ids", type=int, help="describe the first N ids of the stream instead of one batch")
     d.add_argument("--json", action="store_true")
@@ -333,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, help="timed rounds per comparison")
     p.add_argument("--repeat-runs", type=int, default=1, help="repeat each whole comparison K times")
 
-    p = sub.add_parser("tune", help="autotune the fused kernel (fast) or sweep register caps (optmt)")
+    p = sub.add_parser("tune", help="autotune the fast kernel or sweep register caps (optmt)")
     p.add_argument("target", choices=["fast", "optmt"])
     p.add_argument("--dataset", default="random")
     p.add_argument("--preset", default="auto", help=PRESET_HELP)
@@ -346,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="warp stalls and occupancy of a variant's kernels, from Nsight Compute")
     p.add_argument("--variant", required=True, help="a registered variant (e.g. torch)")
-    p.add_argument("--dataset", required=True, help="random, low, medium, high, zipf:ALPHA or trace:PATH")
+    p.add_argument("--dataset", required=True, help=DATASETS_HELP)
     p.add_argument("--preset", default="auto", help=PRESET_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results", help=OUT_HELP)
@@ -361,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(CUDA events around the whole stage). Exit status 1 if a variant is incorrect.",
     )
     p.add_argument("--variant", help="variant name(s), comma-separated (see --list)")
-    p.add_argument("--dataset", help="dataset name(s), comma-separated: random, low, medium, high, zipf:A, trace:P")
+    p.add_argument("--dataset", help=f"comma-separated; {DATASETS_HELP}")
     _add_shape(p)
     p.add_argument("--mode", default="sum", choices=KERNEL_MODES, help="pooling mode (default %(default)s)")
     p.add_argument("--weighted", action="store_true", help="per-sample weights (mode sum)")

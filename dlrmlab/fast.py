@@ -1,8 +1,8 @@
 """Host side of the fast path: packed tables, its kernel's configuration, one launch per batch, graphs.
 
 >>> tables = PackedTables.from_arrays(host_tables)          # one packed device buffer
->>> out = fused_forward(tables, jagged_dev, mode="sum")      # one launch for all tables
->>> g = StageGraph.capture(lambda s: fused_forward(tables, jagged_dev, out=out, stream=s), inputs=[out])
+>>> out = fast_forward(tables, jagged_dev, mode="sum")      # one launch for all tables
+>>> g = StageGraph.capture(lambda s: fast_forward(tables, jagged_dev, out=out, stream=s), inputs=[out])
 >>> g.replay()                                               # a few microseconds of host time per batch
 
 The kernel's configuration is a pure function of the shape, dtype, pooling, GPU and explicit overrides
@@ -165,7 +165,7 @@ def _no_weights() -> Any:
     return cuda.device_array(1, np.float32)
 
 
-def fused_forward(
+def fast_forward(
     tables: PackedTables,
     jagged: Any,
     mode: str = "sum",

@@ -39,7 +39,7 @@ The order a kernel touches rows matters (``order``):
 * ``"table-major"``: all of table 0's lookups (bag after bag), then table 1's, ... -- what the per-table
   launches do: ``torch``, ``baseline``, ``optmt``, ``rpf*``, ``l2p``, ``l2window``, ``combined*``.
 * ``"interleaved"``: tables taken ``tables_at_once`` at a time, their lookups merged round-robin (each
-  table advancing at the same relative pace). The fused kernel (``fast``, ``fast_graph``, ``fast+l2p``,
+  table advancing at the same relative pace). The fast kernel (``fast``, ``fast_graph``, ``fast+l2p``,
   ``fast+window``) walks bags table-major across the grid, but the blocks resident at once (about 132 SMs
   x 4 blocks x 8 bags = 4,224 bags of 2,048 per table on the H100) span about two tables: its policy uses
   ``tables_at_once=2``. ``tables_at_once`` = all tables models a bag-major kernel (every table's bag b
@@ -783,12 +783,12 @@ POLICIES: dict[str, Policy] = {
                description="a pin kernel (evict_last) over each table's 60K hottest rows before its launch"),
         Policy("per-table+window", pin="window", layout="ranked", variants=("l2window", "combined_window"),
                description="rows ranked by frequency, a persisting window per table over its hottest rows"),
-        Policy("fused", order="interleaved", tables_at_once=2, variants=("fast", "fast_graph"),
+        Policy("fast", order="interleaved", tables_at_once=2, variants=("fast", "fast_graph"),
                description="one launch for all tables; the resident blocks span about two tables"),
-        Policy("fused+l2p", order="interleaved", tables_at_once=2, pin="batch",
+        Policy("fast+l2p", order="interleaved", tables_at_once=2, pin="batch",
                variants=("fast+l2p", "fast_graph+l2p"),
                description="the hottest rows of all tables (half of L2) pinned before each batch"),
-        Policy("fused+window", order="interleaved", tables_at_once=2, pin="window", layout="split-hot",
+        Policy("fast+window", order="interleaved", tables_at_once=2, pin="window", layout="split-hot",
                variants=("fast+window", "fast_graph+window"),
                description="every table's hottest rows packed together behind one persisting window"),
     )
@@ -796,7 +796,7 @@ POLICIES: dict[str, Policy] = {
 
 
 def policy_for(variant: str | Policy) -> Policy:
-    """The model policy of a dlrmlab variant name (``"fast_graph+window"`` -> ``fused+window``) or of a
+    """The model policy of a dlrmlab variant name (``"fast_graph+window"`` -> ``fast+window``) or of a
     policy name."""
     if isinstance(variant, Policy):
         return variant
@@ -878,7 +878,7 @@ def _result_row(res: L2Result) -> dict:
 
 def hit_rate_table(
     traces: Mapping[str, Any],
-    variants: Sequence[str | Policy] = ("per-table", "fused"),
+    variants: Sequence[str | Policy] = ("per-table", "fast"),
     row_bytes: int = 512,
     config: L2Config | None = None,
     *,
@@ -972,7 +972,7 @@ WARM_STATES = ("preceding launches", "replayed launch")
 
 def ncu_trace(policy: str | Policy, full: Trace, launch_skip: int = NCU_LAUNCH_SKIP) -> tuple[Trace, Trace | None]:
     """(measured, warmup) for the launch ncu profiled: per-table policies launch once per table, so
-    launch ``launch_skip`` is batch 0's table ``launch_skip``; fused ones launch once per batch, so it is
+    launch ``launch_skip`` is batch 0's table ``launch_skip``; the fast kernel launches once per batch, so it is
     batch ``launch_skip`` after the batches before it."""
     pol = policy_for(policy)
     if pol.order == "table-major":
@@ -1056,7 +1056,9 @@ def compare_with_ncu(model_df: pd.DataFrame, ncu_df: pd.DataFrame) -> pd.DataFra
     model = model_df.rename(columns={pred_col: "predicted"})
     extra = [c for c in ("warm_state", "hit_rate", "line_hit_rate", "pinned_share", "dram_bytes") if c in model]
     extra = [c for c in extra if c != "predicted"]
-    on_variant = "variant" in model.columns and model["variant"].isin(ncu["variant"]).any()
+    by_policy = "policy" in model.columns and ("variant" not in model.columns
+                                                or (model["variant"] == model["policy"]).all())
+    on_variant = not by_policy and model["variant"].isin(ncu["variant"]).any()
     if on_variant:
         out = ncu.merge(model[["variant", "dataset", "predicted", *extra]], on=["variant", "dataset"], how="inner")
     else:

@@ -267,7 +267,7 @@ class Workload:
             raise DlrmlabError(f"seed must be a non-negative integer, got {seed}")
         self.stage = preset(stage) if isinstance(stage, str) else stage
         self.stream = make_stream(dataset, seed) if isinstance(dataset, str) else dataset
-        self.dataset = dataset if isinstance(dataset, str) else dataset.name
+        self.dataset = self.stream.name  # the canonical label (synthetic-low, trace:medium, ...)
         self.seed = int(seed)
         self.weighted = weighted
         self._rng = np.random.default_rng([self.seed, 0xBA65])

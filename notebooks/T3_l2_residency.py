@@ -87,10 +87,10 @@ plt.show()
 #   hottest rows (15K in the `tiny` miniature) into the carve-out.
 # * `per-table+window` (l2window): rows ranked by frequency; a persisting window over each table's hottest
 #   rows, the carve-out split across tables.
-# * `fused` (fast, fast_graph): one launch for all tables; the blocks resident at once span about two
+# * `fast` (fast, fast_graph): one launch for all tables; the blocks resident at once span about two
 #   tables, so two tables' lookups interleave.
-# * `fused+l2p` (fast+l2p): the hottest rows of all tables (half of L2) prefetched before each batch.
-# * `fused+window` (fast+window): every table's hottest rows packed together behind one persisting window.
+# * `fast+l2p`: the hottest rows of all tables (half of L2) prefetched before each batch.
+# * `fast+window`: every table's hottest rows packed together behind one persisting window.
 
 # %%
 policies = list(l2model.POLICIES)
@@ -113,7 +113,7 @@ plt.show()
 #   row has usually been evicted before it comes back. There is no hot set for anything to keep.
 # * On skewed data the plain `per-table` hit rate is close to `repeat_share`: the misses are mostly the
 #   *first* touch of each row in the batch (the other tables evicted it since the last batch).
-# * `fused` loses a little against `per-table`: two tables share the L2 at any moment.
+# * `fast` loses a little against `per-table`: two tables share the L2 at any moment.
 # * A **window** can only save those first touches, and only for the rows that fit the carve-out (a few
 #   thousand per table once it is split 12 ways); meanwhile the carve-out takes 10 of the 16 ways from
 #   everything else. The model predicts no gain on medium and a loss on low and random. On the H100 the
@@ -180,7 +180,7 @@ vs.groupby("policy")[["difference", "difference_onchip"]].agg(["mean", "min", "m
 #
 # * **No L1.** ncu's L2 hit rate counts only the requests that missed in the SM's L1, which catches many
 #   repeats of the hottest rows, so L2 sees fewer, colder repeats. That is the main reason the model is
-#   about 30 points above ncu's L2 figure for the fused kernel on skewed data (it is within about 10 points
+#   about 30 points above ncu's L2 figure for the fast kernel on skewed data (it is within about 10 points
 #   of the on-chip L1 + L2 figure). For the per-table kernels the L2 figures agree better partly by luck:
 #   ncu replays the profiled launch without flushing L2, so the launch finds some of its own rows there,
 #   which raises the measured hit rate about as much as L1 lowers it.
@@ -200,11 +200,11 @@ vs.groupby("policy")[["difference", "difference_onchip"]].agg(["mean", "min", "m
 # 1. For **random** ids, a table of 500,000 rows gets 307,200 lookups per batch. Estimate how many
 #    distinct rows that touches, and so the best hit rate any cache could reach with a cold start. Why is
 #    the model's prediction (and the H100's) far lower?
-# 2. Model a fused kernel that interleaves *all* tables at once:
+# 2. Model a fast kernel that interleaves *all* tables at once:
 #
 #    ```python
-#    all_at_once = l2model.POLICIES["fused"].with_(name="fused-all", tables_at_once=stage.num_tables)
-#    l2model.hit_rate_table(traces, ["fused", all_at_once], row_bytes, cfg, warmup_batches=1)
+#    all_at_once = l2model.POLICIES["fast"].with_(name="fast-all", tables_at_once=stage.num_tables)
+#    l2model.hit_rate_table(traces, ["fast", all_at_once], row_bytes, cfg, warmup_batches=1)
 #    ```
 #
 #    What happens to the hit rate on the medium data, and why?
@@ -221,7 +221,7 @@ vs.groupby("policy")[["difference", "difference_onchip"]].agg(["mean", "min", "m
 #    effectively holds less than 50 MiB (with half of it, the model says 9%).
 # 2. It drops: on the medium data from about 0.73 to 0.68 (the real trace) or 0.61–0.65 (synthetic).
 #    Twelve tables' hot sets now compete for the L2 at the same time, so each table has about a twelfth of
-#    it; with two tables at once (the fused kernel's real concurrency) each has half, which is still enough
+#    it; with two tables at once (the fast kernel's real concurrency) each has half, which is still enough
 #    for most of its hot rows. The order in which a kernel visits its data is a cache-design parameter.
 # 3. The pin kernel reads every table's 60,000 hottest rows every batch (368 MB for 12 tables), more than
 #    the lookups' DRAM traffic it saves (on the medium trace the lookups read 491 MB without pinning and

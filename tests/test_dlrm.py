@@ -137,7 +137,7 @@ def test_validation_happens_before_any_launch(tiny, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("launched")
 
-    monkeypatch.setattr(dlrmlab.fast, "fused_forward", boom)
+    monkeypatch.setattr(dlrmlab.fast, "fast_forward", boom)
     meta = EmbeddingBagCollection([1000, 700, 1500], 32, "fast", weight=torch.empty((3200, 32), device="meta"))
     with pytest.raises(DlrmlabError, match="tables are on meta but the sparse inputs on"):
         meta(kjt)
@@ -222,7 +222,7 @@ def test_cli_dlrm_writes_rows_and_figures(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0 and "simulator mode" in out and "timings not meaningful" in out
     df = pd.read_csv(tmp_path / "simulator" / "dlrm.csv")
-    assert len(df) == 2 and set(df["dataset"]) == {"random", "high"}
+    assert len(df) == 2 and set(df["dataset"]) == {"random", "synthetic-high"}
     assert (tmp_path / "simulator" / "dlrm_breakdown.png").stat().st_size > 0
     assert main(["dlrm", "--embedding", "warp9", "--out", str(tmp_path)]) == 2
     assert "unknown embedding 'warp9'" in capsys.readouterr().err
@@ -230,7 +230,7 @@ def test_cli_dlrm_writes_rows_and_figures(tmp_path, capsys):
 
 def _fake_rows() -> pd.DataFrame:
     rows = []
-    for ds in ("random", "high"):
+    for ds in ("random", "synthetic-high"):
         for b in (256, 2048):
             for name, ex, lat in (("torch", "eager", 1.5), ("fast", "eager", 0.9), ("fast_graph", "graph", 0.5)):
                 split = ex == "eager"
@@ -253,11 +253,11 @@ def test_figures_say_one_thing_each():
     fig = plots.speedup_by_dataset(df)
     assert "speedup" in fig.axes[0].get_ylabel() and "1.77x" in " ".join(
         t.get_text() for t in fig.axes[0].get_legend().get_texts())
-    fig = plots.latency_vs_throughput(df, "high")
+    fig = plots.latency_vs_throughput(df, "synthetic-high")
     assert fig.axes[0].get_xlabel() == "throughput (samples/s)" and len(fig.axes[0].lines) == 3
     with pytest.raises(DlrmlabError, match="no timed rows"):
         plots.stage_breakdown(df.assign(correct=False))
-    traced = df.replace({"dataset": {"high": "trace:/home/me/data/reuse_medium_500K.txt"}})
+    traced = df.replace({"dataset": {"synthetic-high": "trace:/home/me/data/reuse_medium_500K.txt"}})
     fig = plots.speedup_by_dataset(traced)
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert "trace reuse_medium_500K" in labels and not any("/home" in lab for lab in labels)
@@ -267,6 +267,6 @@ def test_best_pipelines_reports_targets_and_the_paper():
     from dlrmlab.dlrm.measure import best_pipelines
 
     best = best_pipelines(_fake_rows())
-    high = best[best["dataset"] == "high"].iloc[0]
+    high = best[best["dataset"] == "synthetic-high"].iloc[0]
     assert high["best"] == "fast_graph" and high["speedup_vs_torch"] == pytest.approx(3.0)
     assert high["target_vs_torch"] == 2.5 and high["paper_end_to_end"] == 1.77

@@ -303,11 +303,11 @@ def test_validation_errors_name_the_argument(call, words):
 
 
 def test_policies_cover_the_variants():
-    assert m.policy_for("fast_graph+window").name == "fused+window"
+    assert m.policy_for("fast_graph+window").name == "fast+window"
     assert m.policy_for("torch").name == "per-table"
     assert m.policy_for("l2p").pin == "table"
     assert m.policy_for("fast").order == "interleaved"
-    assert m.policy_for(m.POLICIES["fused"]) is m.POLICIES["fused"]
+    assert m.policy_for(m.POLICIES["fast"]) is m.POLICIES["fast"]
 
 
 def test_split_budget_matches_the_window_variants():
@@ -377,9 +377,9 @@ def test_ncu_predictions_and_compare():
     assert row["measured"] == 0.5 and row["difference"] == pytest.approx(0.5)
     assert row["measured_onchip"] == pytest.approx(0.75) and row["difference_onchip"] == pytest.approx(0.25)
     # a hit_rate_table joins by policy
-    table = m.hit_rate_table({"random": m.Trace.from_workload("tiny", "random")}, ["per-table", "fused"])
+    table = m.hit_rate_table({"random": m.Trace.from_workload("tiny", "random")}, ["per-table", "fast"])
     cmp2 = m.compare_with_ncu(table, ncu)
-    assert set(cmp2["policy"]) == {"per-table", "fused"}
+    assert set(cmp2["policy"]) == {"per-table", "fast"}
     with pytest.raises(DlrmlabError, match="l2_hit_rate"):
         m.compare_with_ncu(model, ncu.drop(columns="l2_hit_rate"))
 

@@ -226,8 +226,8 @@ def test_configure_here_from_a_real_user_cache(cache_dir):
     assert source == "default" and cfg == configure(32)
 
 
-def test_fused_forward_uses_configure_here(monkeypatch):
-    """Without an explicit config, fused_forward asks configure_here (this GPU's tuning) for one."""
+def test_fast_forward_uses_configure_here(monkeypatch):
+    """Without an explicit config, fast_forward asks configure_here (this GPU's tuning) for one."""
     seen = {}
     real = fast.configure_here
 
@@ -242,7 +242,7 @@ def test_fused_forward_uses_configure_here(monkeypatch):
 
     tables = fast.PackedTables.from_arrays([np.ones((5, 8), np.float32)])
     ids, off = cuda.to_device(np.array([1, 2, 3])), cuda.to_device(np.array([0, 1, 3]))
-    out = fast.fused_forward(tables, (ids, off, cuda.to_device(np.array([0, 2])), None), "mean", unroll=2)
+    out = fast.fast_forward(tables, (ids, off, cuda.to_device(np.array([0, 2])), None), "mean", unroll=2)
     np.testing.assert_allclose(out.copy_to_host(), np.ones((2, 8)))
     assert seen["dim"] == 8 and seen["pooling"] == 1.5 and seen["unroll"] == 2 and seen["combine"].mean
 

@@ -51,6 +51,7 @@ from dlrmlab import backend
 from dlrmlab.bench import env as benv
 from dlrmlab.bench import timing
 from dlrmlab.bench.case import BenchCase
+from dlrmlab.datasets import canonical_name
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.peers import PeerUnavailable
 from dlrmlab.variants import Prepared, knobs_for, why_not_here
@@ -606,7 +607,7 @@ def run_bench(
         steps = tqdm(steps, desc="bench", unit="case")
     case: BenchCase | None = None
     for ds, rep in steps:
-        if case is None or case.dataset != ds:
+        if case is None or case.dataset != canonical_name(ds):
             t0 = time.perf_counter()
             case = BenchCase.create(stage, ds, seed, n_batches, weighted, mode, tables_from=case)
             if progress:

@@ -13,7 +13,7 @@ Three different times are measured, and they answer different questions:
 Which runs are timed, in which order and from which L2 state (a serving loop, interleaved variants, a
 cold L2) is the harness's timing mode: see :mod:`dlrmlab.bench.harness`.
 
-In simulator mode there are no CUDA events; :class:`HostEvent` stands in (the simulator runs launches
+In simulator mode there are no CUDA events; :class:`dlrmlab.backend.HostEvent` stands in (the simulator runs launches
 synchronously, so it measures simulated-kernel host time), and nothing measured is meaningful as speed.
 """
 
@@ -42,30 +42,9 @@ SIM_WARMUP_S = 0.0
 SIM_REPEATS = 2
 
 
-class HostEvent:
-    """Stand-in for a CUDA event in simulator mode (same methods; host clock)."""
-
-    def __init__(self) -> None:
-        self.t: float | None = None
-
-    def record(self, stream: Any = 0) -> None:
-        self.t = time.perf_counter()
-
-    def synchronize(self) -> None:
-        pass
-
-    def query(self) -> bool:
-        return True
-
-    def elapsed_time(self, end: HostEvent) -> float:
-        if self.t is None or end.t is None:
-            raise RuntimeError("event not recorded")
-        return (end.t - self.t) * 1e3
-
-
 def make_event() -> Any:
-    """A timing event: ``cuda.event(timing=True)`` on a GPU, :class:`HostEvent` in the simulator."""
-    return HostEvent() if backend.SIMULATOR else cuda.event(timing=True)
+    """A timing event (:func:`dlrmlab.backend.event`: a CUDA event, or the simulator's host-clock stand-in)."""
+    return backend.event()
 
 
 def elapsed_ms(start: Any, end: Any) -> float:

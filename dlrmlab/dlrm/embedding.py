@@ -3,8 +3,8 @@
 :class:`EmbeddingBagCollection` holds every table once, in one packed (sum of rows, dim) tensor; table t is
 a row slice of it (a view). Every implementation reads that same memory: ``torch`` through
 ``F.embedding_bag`` on the views, the paper family one kernel per table on the same views (zero-copy,
-``__cuda_array_interface__``), ``fast`` one fused launch over the packed buffer
-(:func:`dlrmlab.fast.fused_forward`). Numba launches go to torch's current stream, so the module mixes with
+``__cuda_array_interface__``), ``fast`` one launch over the packed buffer
+(:func:`dlrmlab.fast.fast_forward`). Numba launches go to torch's current stream, so the module mixes with
 torch ops. dlrmlab kernels write into outputs this module keeps per batch size, so a forward allocates
 nothing outside torch's allocator and never synchronizes: it can be captured in a torch CUDA graph
 (``fast_graph`` is ``fast`` under whole-pipeline capture). The paper family is launched through
@@ -37,7 +37,7 @@ from dlrmlab.errors import DlrmlabError
 PAPER_FAMILY = ("baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf")
 
 #: Embedding implementation name -> (kind, options). The one place names map to code: ``torch`` is one
-#: ``F.embedding_bag`` per table, ``paper`` one dlrmlab kernel per table (``variant``), ``fast`` one fused
+#: ``F.embedding_bag`` per table, ``paper`` one dlrmlab kernel per table (``variant``), ``fast`` one
 #: launch for all tables.
 IMPLEMENTATIONS: dict[str, tuple[str, dict]] = {
     "torch": ("torch", {}),
@@ -378,12 +378,12 @@ class EmbeddingBagCollection(torch.nn.Module):
         psw = None if sparse.weights is None else numba_view(sparse.weights)
         jagged = (numba_view(sparse.values), numba_view(sparse.offsets), toff_nb, psw)
         cfg = self._fast_config(sparse.values.numel() / max(self.num_tables * b, 1), psw is not None)
-        fast.fused_forward(self._packed(), jagged, mode=self.mode, out=out_nb, stream=self._stream(), config=cfg)
+        fast.fast_forward(self._packed(), jagged, mode=self.mode, out=out_nb, stream=self._stream(), config=cfg)
         return list(out.view(self.num_tables, b, self.embedding_dim).unbind(0))
 
     def _fast_config(self, pooling_mean: float, weighted: bool) -> Any:
-        """The fused kernel's configuration for this shape, chosen once (the choice reads the tuning cache
-        from disk); None lets :func:`dlrmlab.fast.fused_forward` choose per call."""
+        """The fast kernel's configuration for this shape, chosen once (the choice reads the tuning cache
+        from disk); None lets :func:`dlrmlab.fast.fast_forward` choose per call."""
 
         def make():
             try:

@@ -100,7 +100,7 @@ class KeyedJaggedTensor:
         return [off[t * b : (t + 1) * b + 1] - starts[t] for t in range(self.num_keys)]
 
     def table_offsets(self) -> Any:
-        """Bag offsets of each key in the key-major bag order (length K + 1): the fused kernel's input."""
+        """Bag offsets of each key in the key-major bag order (length K + 1): the fast kernel's input."""
         torch = _torch()
         return torch.arange(0, (self.num_keys + 1) * self.stride, self.stride, dtype=torch.int64, device=self.device)
 

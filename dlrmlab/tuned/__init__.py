@@ -54,7 +54,7 @@ def load_user_cache() -> dict:
 
 
 def fast_entry(family: str, dim: int, dtype: str, pooling_mean: float, user_cache: dict | None = None) -> Tuned:
-    """The fused kernel's tuned knobs for this shape: the user's cache first, then the shipped table."""
+    """The fast kernel's tuned knobs for this shape: the user's cache first, then the shipped table."""
     key = _key(family, dim, dtype, pooling_mean)
     cache = load_user_cache() if user_cache is None else user_cache
     if key in cache:
