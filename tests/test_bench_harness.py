@@ -356,3 +356,29 @@ def test_format_table_makes_no_speed_claims_in_simulator(case):
     assert "INCORRECT" in text
     if backend.SIMULATOR:
         assert harness.SIMULATOR_NOTICE in text and "speedup" not in text and "ms" not in text
+
+
+def test_prepared_variants_close_last_first_even_when_interrupted(case):
+    """Variants nest GPU state (each window saved the limit it found): only last-first closing restores it."""
+    closed = []
+
+    def prepare_closer(case, tag="", crash=False):
+        def run(i):
+            if crash:
+                raise KeyboardInterrupt  # a user's Ctrl-C mid-run
+
+        prep = prepare_numpy(case)
+        prep.run = run if crash else prep.run
+        prep.close = lambda: closed.append(tag)
+        return prep
+
+    register_variant("_closer", prepare_closer, "records its close, test only")
+    try:
+        harness.compare(case, [("_closer", {"tag": "a"}), ("_closer", {"tag": "b"})], **FAST)
+        assert closed == ["b", "a"]
+        closed.clear()
+        with pytest.raises(KeyboardInterrupt):
+            harness.compare(case, [("_closer", {"tag": "a"}), ("_closer", {"tag": "b", "crash": True})], **FAST)
+        assert closed == ["b", "a"]
+    finally:
+        unregister_variant("_closer")

@@ -34,6 +34,7 @@ What each timing column is (see also :data:`COLUMN_DOCS` and :mod:`dlrmlab.bench
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -344,10 +345,13 @@ def compare(
 
     prepared: list[Prepared | None] = []
     skipped: dict[int, str] = {}
-    try:
+    # Closed last-prepared first: variants nest GPU state (two windows each saved the limit they found), so
+    # only this order gives the limit back as it was; an exception or Ctrl-C anywhere still closes them all.
+    with contextlib.ExitStack() as stack:
         for k, (name, params) in enumerate(specs):
             try:
                 prepared.append(prepare_variant(name, case, **params))
+                stack.callback(prepared[-1].close)
             except PeerUnavailable as e:  # e.g. cuEmbed without nvcc: a row that says why, the rest runs
                 prepared.append(None)
                 skipped[k] = str(e)
@@ -356,10 +360,6 @@ def compare(
             serving_block=int(serving_block), kernel_repeats=kernel_repeats, run_id=run_id, repeat=repeat,
             progress=progress, environment=environment, copy_gbps=copy_gbps, started=started,
         )  # fmt: skip
-    finally:
-        for p in prepared:
-            if p is not None:
-                p.close()
 
 
 def _plan(timing_mode: str, n_variants: int, repeats: int, n_batches: int, serving_block: int) -> list[Slot]:

@@ -61,13 +61,15 @@ def prepare(case: Any, knobs: dict[str, dict], graph: bool = False) -> Prepared:
                                  split_hot=window is not None, **knobs.get("fast", {}))
     s, b = case.stream, case.stage.batch_size
     params = {**cfg.params(), "config_source": source, "graph": graph}
+    set_window = None
     with contextlib.ExitStack() as stack:
         if window is not None:
             l2 = stack.enter_context(around.persisting_window(window.get("l2_budget")))
             tables, jagged = _ranked(case, l2.limit_bytes)
             nbytes = min(tables.hot_bytes, l2.max_window)
-            l2.set_window(s, tables.packed.device_ctypes_pointer.value, nbytes,
-                          min(1.0, l2.limit_bytes / nbytes) if nbytes else 0.0)
+            hit = min(1.0, l2.limit_bytes / nbytes) if nbytes else 0.0
+            set_window = lambda: l2.set_window(s, tables.packed.device_ctypes_pointer.value, nbytes, hit)  # noqa: E731
+            set_window()  # graphs capture the stream's window; plain runs set it again (others share the stream)
             params.update(l2_budget=l2.limit_bytes, window_bytes=tables.hot_bytes)
         else:
             tables, jagged = _packed(case)
@@ -94,6 +96,8 @@ def prepare(case: Any, knobs: dict[str, dict], graph: bool = False) -> Prepared:
             if replays is not None:
                 replays[i].replay()
             else:
+                if set_window is not None:
+                    set_window()
                 enqueue(i, s)
 
         def result(i: int) -> list[np.ndarray]:
