@@ -12,7 +12,7 @@ from dlrmlab import device
 from dlrmlab.backend import cuda
 from dlrmlab.config import Combine
 from dlrmlab.fast import PackedTables, configure_here, fast_forward
-from dlrmlab.variants import around
+from dlrmlab.variants.around import graphs, persisting_window, pinned
 from dlrmlab.variants.base import Prepared
 
 KERNEL_REGEX = "embedding_bag_fast|pin_hot_rows"
@@ -64,7 +64,7 @@ def prepare(case: Any, knobs: dict[str, dict], graph: bool = False) -> Prepared:
     set_window = None
     with contextlib.ExitStack() as stack:
         if window is not None:
-            l2 = stack.enter_context(around.persisting_window(window.get("l2_budget")))
+            l2 = stack.enter_context(persisting_window(window.get("l2_budget")))
             tables, jagged = _ranked(case, l2.limit_bytes)
             nbytes = min(tables.hot_bytes, l2.max_window)
             hit = min(1.0, l2.limit_bytes / nbytes) if nbytes else 0.0
@@ -77,7 +77,7 @@ def prepare(case: Any, knobs: dict[str, dict], graph: bool = False) -> Prepared:
         if pin is not None:
             hot = _global_hot(case, tables, pin.get("hot_rows"))
             every = pin.get("pin_every", 1)
-            pin_fn = stack.enter_context(around.pinned([tables.packed], case.dim, [hot], case.stage.element_bytes,
+            pin_fn = stack.enter_context(pinned([tables.packed], case.dim, [hot], case.stage.element_bytes,
                                                        every))
             params.update(hot_rows=int(hot.size), pin_every=every)
         out = cuda.device_array((b * case.num_tables, case.dim), np.float32)
@@ -90,7 +90,7 @@ def prepare(case: Any, knobs: dict[str, dict], graph: bool = False) -> Prepared:
         replays = None
         if graph:
             batches = [lambda st, i=i: enqueue(i, st) for i in range(case.n_batches)]
-            replays = stack.enter_context(around.graphs(batches, s, [out]))
+            replays = stack.enter_context(graphs(batches, s, [out]))
 
         def run(i: int) -> None:
             if replays is not None:

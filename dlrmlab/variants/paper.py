@@ -14,7 +14,7 @@ from dlrmlab.backend import cuda
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels.paper import PaperConfig
-from dlrmlab.variants import around
+from dlrmlab.variants.around import persisting_window, pinned
 from dlrmlab.variants.base import Prepared
 
 #: The artifact's hot set: its 60,000 most frequent rows per table.
@@ -82,7 +82,7 @@ def prepare(case: Any, knobs: dict[str, dict]) -> Prepared:
         before = None
         if pin is not None:
             hots, p = hot_sets(case, pin)
-            pin_fn = stack.enter_context(around.pinned(tables, dim, hots, case.stage.element_bytes,
+            pin_fn = stack.enter_context(pinned(tables, dim, hots, case.stage.element_bytes,
                                                        pin.get("pin_every", 1)))
             before = lambda i, t: pin_fn(i, t, s)  # noqa: E731
             params.update(p, pin_every=pin.get("pin_every", 1))
@@ -90,7 +90,7 @@ def prepare(case: Any, knobs: dict[str, dict]) -> Prepared:
         if window is not None:
             tables, ids, counts = ranked_tables(case)
             budget = window.get("l2_budget")
-            l2 = stack.enter_context(around.persisting_window(budget))
+            l2 = stack.enter_context(persisting_window(budget))
             hit = float(window.get("hit_ratio", 1.0))
             row_bytes = dim * case.stage.element_bytes
             rows_in = l2window.split_budget(counts, [row_bytes] * case.num_tables, l2.limit_bytes)
