@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 _ENV = "NUMBA_ENABLE_CUDASIM"
+#: The user's own setting of NUMBA_ENABLE_CUDASIM at import (None: not set), to say why we are in the simulator.
+_USER_ENV: str | None = os.environ.get(_ENV)
 
 
 def _driver_gpu_count() -> int:
@@ -75,6 +77,61 @@ def mode() -> str:
 
 def describe_mode() -> str:
     return "no CUDA GPU: simulator mode" if SIMULATOR else "CUDA GPU"
+
+
+def _driver_problem() -> str | None:
+    """Why the CUDA driver gives no GPU, in words (None when it sees one)."""
+    try:
+        from cuda.bindings import driver
+    except Exception as e:
+        return f"cuda-bindings cannot be imported ({type(e).__name__}: {e}); pip install 'cuda-bindings>=12.6'"
+    try:
+        (err,) = driver.cuInit(0)
+    except Exception:
+        return "no NVIDIA driver: libcuda.so was not found (install the NVIDIA driver on a machine with a GPU)"
+    if int(err) != 0:
+        return f"the NVIDIA driver did not start (cuInit: {getattr(err, 'name', err)})"
+    err, count = driver.cuDeviceGetCount()
+    if int(err) != 0 or int(count) == 0:
+        return "the NVIDIA driver sees no CUDA device"
+    return None
+
+
+def missing_toolkit() -> list[str]:
+    """The CUDA toolkit pieces numba-cuda compiles kernels with that cannot be found: NVVM, libdevice, NVRTC.
+
+    Without them a GPU is detected but the first kernel fails to compile; ``pip install -e ".[gpu]"``
+    (numba-cuda[cu12]) installs them as wheels.
+    """
+    missing = []
+    try:
+        from cuda import pathfinder
+    except Exception:
+        return ["NVVM", "libdevice", "NVRTC"]
+    for lib, label in (("nvvm", "NVVM"), ("nvrtc", "NVRTC")):
+        try:
+            pathfinder.load_nvidia_dynamic_lib(lib)
+        except Exception:
+            missing.append(label)
+    try:
+        from numba.cuda import cuda_paths
+
+        found = cuda_paths._get_libdevice_path().info
+        if not (found and os.path.isfile(found)):
+            missing.append("libdevice")
+    except Exception:
+        missing.append("libdevice")
+    return missing
+
+
+def simulator_reasons() -> list[str]:
+    """Why kernels run in the simulator here, one sentence each (empty on a GPU)."""
+    if not SIMULATOR:
+        return []
+    if _USER_ENV not in (None, "", "0"):
+        return [f"{_ENV}={_USER_ENV} is set in the environment"]
+    why = _driver_problem()
+    return [why or "numba.cuda was imported in simulator mode before dlrmlab"]
 
 
 def default_preset() -> str:

@@ -1,14 +1,31 @@
-"""The ``dlrmlab`` command. Handlers are thin: parse, call the library, print."""
+"""The ``dlrmlab`` command. Handlers are thin: parse, call the library, print.
+
+Exit status (also in ``dlrmlab --help``): 0 ok; 1 a result was incorrect (or an experiment failed); 2 a bad
+request (a user error: one ``dlrmlab: error:`` line, never a traceback); 130 interrupted (Ctrl-C: the rows
+already appended stay, and are listed); 141 stdout was closed early (``dlrmlab bench --json | head -1``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
+from dlrmlab import __version__
 from dlrmlab.config import KERNEL_MODES
 from dlrmlab.errors import DlrmlabError
+
+#: Exit statuses of every command.
+EXIT_OK, EXIT_INCORRECT, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
+EXIT_CODES_HELP = (
+    "exit status: 0 ok; 1 a result was incorrect (a variant's output did not match the NumPy reference, or an "
+    "experiment failed); 2 a bad request (user error); 130 interrupted (Ctrl-C: rows already appended are "
+    "kept and listed); 141 stdout closed early (e.g. piped into head)"
+)
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -27,9 +44,14 @@ def _command(name: str):
 def info_dict() -> dict:
     from dlrmlab import backend, cudart
 
-    out: dict = {"mode": backend.mode(), "versions": cudart.package_versions()}
+    versions = {"dlrmlab": __version__, "python": platform.python_version(), **cudart.package_versions()}
+    out: dict = {"mode": backend.mode(), "versions": versions}
+    missing = backend.missing_toolkit()
+    if missing:
+        out["toolkit_missing"] = missing
     if backend.SIMULATOR:
         out["message"] = backend.describe_mode()
+        out["reasons"] = backend.simulator_reasons()
         return out
     p = cudart.device_properties()
     out["gpu"] = {
@@ -62,6 +84,12 @@ def _info(args: argparse.Namespace) -> int:
         print(f"{'driver (CUDA)':32s} {d['driver']}")
     else:
         print(d["message"])
+        for why in d.get("reasons", []):
+            print(f"  why: {why}")
+    if d.get("toolkit_missing"):
+        print(f"  CUDA toolkit pieces numba-cuda compiles kernels with are missing: {', '.join(d['toolkit_missing'])}"
+              f"; {'kernels will not compile on the GPU' if 'gpu' in d else 'needed on a GPU machine'}: "
+              "pip install -e '.[gpu]' (numba-cuda[cu12], CUDA 12 drivers or newer)")
     for k, v in d["versions"].items():
         print(f"{k:32s} {v or 'not installed'}")
     return 0
@@ -81,9 +109,10 @@ def _out_dir(args: argparse.Namespace):
     """Every command writes under ``<--out>/<gpu family>/`` (``simulator`` without a GPU)."""
     from pathlib import Path
 
+    from dlrmlab.bench.results import default_dir
     from dlrmlab.device import family
 
-    return Path(args.out) / family()
+    return (Path(args.out).expanduser() if args.out else default_dir()) / family()
 
 
 def _stage_from_args(args: argparse.Namespace):
@@ -178,6 +207,26 @@ def _names(text: str | None) -> list[str]:
     return [x.strip() for x in (text or "").split(",") if x.strip()]
 
 
+def _unique(names: list[str], option: str) -> list[str]:
+    """``names`` without repeats (first occurrence kept); a repeat is announced on stderr, not run twice."""
+    seen = list(dict.fromkeys(names))
+    if len(seen) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        print(f"dlrmlab: warning: {option}: {', '.join(twice)} given more than once; running each once",
+              file=sys.stderr)
+    return seen
+
+
+def _non_negative(option: str, value: float | int | None) -> None:
+    if value is not None and value < 0:
+        raise DlrmlabError(f"{option} must be non-negative, got {value}")
+
+
+def _positive(option: str, value: float | int | None) -> None:
+    if value is not None and value <= 0:
+        raise DlrmlabError(f"{option} must be positive, got {value}")
+
+
 def _list_variants() -> int:
     from dlrmlab import backend
     from dlrmlab.variants import VARIANTS
@@ -196,7 +245,8 @@ def _tune(args: argparse.Namespace) -> int:
     from dlrmlab import tune, tuned
     from dlrmlab.bench.results import append_results, check_results_dir
 
-    out = check_results_dir(_out_dir(args)) if args.out else None
+    _positive("--repeats", args.repeats)
+    out = check_results_dir(_out_dir(args)) if args.out else None  # an unwritable --out fails before the sweep
     if args.target == "fast":
         rows = tune.tune_fast(
             _preset(args), args.dataset, quick=args.quick, repeats=args.repeats, progress=not args.quiet
@@ -213,10 +263,16 @@ def _tune(args: argparse.Namespace) -> int:
         )
         cols = ["max_registers", "registers", "theoretical_occupancy", "occupancy_limiter", "median_ms", "correct"]
     print(rows[[c for c in cols if c in rows]].to_string(index=False))
+    simulated = rows.empty or not bool(rows.iloc[0].get("timing_valid", False))
+    if simulated:
+        print("simulator: timings not meaningful (the ranking above is by simulated time; nothing was stored "
+              "in the tuning cache)")
     if out is not None:
         table = rows.drop(columns=["candidate"], errors="ignore")
         print(f"appended {len(table)} row(s) to {append_results(table, f'tune_{args.target}', out)}")
-    if args.target == "fast" and not rows.empty and bool(rows.iloc[0].get("timing_valid", False)):
+    else:
+        print("no CSV written (pass --out DIR to append the table to DIR/<gpu family>/tune_<target>.csv)")
+    if args.target == "fast" and not simulated:
         print(f"best configuration stored in {tuned.cache_path()}")
     return 0
 
@@ -228,7 +284,10 @@ def _bench(args: argparse.Namespace) -> int:
     from dlrmlab import backend
     from dlrmlab.bench import harness
 
-    variants, datasets = _names(args.variant), _names(args.dataset)
+    variants, datasets = _unique(_names(args.variant), "--variant"), _unique(_names(args.dataset), "--dataset")
+    _non_negative("--warmup", args.warmup)
+    _positive("--repeats", args.repeats)
+    _positive("--repeat-runs", args.repeat_runs)
     if not variants:
         raise DlrmlabError("--variant is required (dlrmlab bench --list shows the variants)")
     if not datasets:
@@ -287,7 +346,11 @@ def _dlrm(args: argparse.Namespace) -> int:
 DATASETS_HELP = ("trace:low, trace:medium (the artifact's traces; dlrmlab data fetch), trace:PATH, random, "
                  "synthetic-low, synthetic-medium, synthetic-high, zipf:ALPHA")
 PRESET_HELP = "stage shape: paper, tiny or auto (default auto: paper on a GPU, tiny in the simulator)"
-OUT_HELP = "results directory; rows go under OUT/<gpu family>/ (default %(default)s)"
+OUT_HELP = ("results directory; rows go under OUT/<gpu family>/ (default: $DLRMLAB_RESULTS_DIR, else "
+            "./dlrmlab-results; --out results adds to the committed results of a checkout)")
+SEED_HELP = "seed of the synthetic ids, bag sizes and tables (default %(default)s)"
+JSON_HELP = "print JSON instead of a table"
+QUIET_HELP = "no progress bars"
 
 
 def _add_shape(p: argparse.ArgumentParser) -> None:
@@ -297,15 +360,17 @@ def _add_shape(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, help="batch size")
     p.add_argument("--dim", type=int, help="embedding dim (sparse feature size)")
     p.add_argument("--pooling", help="ids per bag: N, uniform:LO-HI or poisson:MEAN")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="dlrmlab", description="DLRM embedding-bag inference on GPUs, from Numba")
+    ap = argparse.ArgumentParser(prog="dlrmlab", description="DLRM embedding-bag inference on GPUs, from Numba",
+                                 epilog=EXIT_CODES_HELP)
+    ap.add_argument("--version", action="version", version=f"dlrmlab {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("info", help="GPU, L2 and package versions (or simulator mode)")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("info", help="GPU, L2, dlrmlab, Python and package versions (or why simulator mode)")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = sub.add_parser("workload", help="workload tools")
     wsub = p.add_subparsers(dest="workload_command", required=True)
@@ -313,16 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dataset", required=True, help=DATASETS_HELP)
     _add_shape(d)
     d.add_argument("--ids", type=int, help="describe the first N ids of the stream instead of one batch")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = sub.add_parser("data", help="the paper's datasets: list them, verify a copy, fetch them")
     dsub = p.add_subparsers(dest="data_command", required=True)
     d = dsub.add_parser("list", help="the paper's trace and hot-row files (found or missing) and the synthetic sets")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true", help=JSON_HELP)
     d = dsub.add_parser("verify", help="check a copy: ids, distinct ids, coverage (exit 1 on a mismatch)")
     d.add_argument("target", nargs="?", help="a file, or a name (trace:low, hot60K:high); default: every one found")
     d.add_argument("--as", dest="as_", metavar="NAME", help="which paper file TARGET is, if its name does not say")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true", help=JSON_HELP)
     d = dsub.add_parser("fetch", help="download the files from the paper's artifact, then verify them")
     d.add_argument("--dest", help="directory to write to (default: $DLRMLAB_DATA_DIR or ~/.cache/dlrmlab/data)")
     d.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default %(default)s)")
@@ -336,22 +401,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat-runs", type=int, default=1, help="repeat each whole comparison K times")
 
     p = sub.add_parser("tune", help="autotune the fast kernel or sweep register caps (optmt)")
-    p.add_argument("target", choices=["fast", "optmt"])
-    p.add_argument("--dataset", default="random")
+    p.add_argument("target", choices=["fast", "optmt"],
+                   help="fast: the fast kernel's knobs, the winner stored in your tuning cache; optmt: register caps")
+    p.add_argument("--dataset", default="random", help=f"one of: {DATASETS_HELP} (default %(default)s)")
     p.add_argument("--preset", default="auto", help=PRESET_HELP)
     p.add_argument("--quick", action="store_true", help="fast: a smaller search space")
     p.add_argument("--variant", help="optmt: the paper-family variant to sweep (optmt or optmt_rpf)")
     p.add_argument("--caps", help="optmt: comma-separated register caps, 'none' for no cap")
-    p.add_argument("--repeats", type=int)
-    p.add_argument("--out", help="append the table to OUT/<gpu family>/tune_<target>.csv")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--repeats", type=int, help="timed rounds per candidate (default 50; 1 in the simulator)")
+    p.add_argument("--out", help="append the table to OUT/<gpu family>/tune_<target>.csv (default: no CSV)")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
     p = sub.add_parser("profile", help="warp stalls and occupancy of a variant's kernels, from Nsight Compute")
     p.add_argument("--variant", required=True, help="a registered variant (e.g. torch)")
     p.add_argument("--dataset", required=True, help=DATASETS_HELP)
     p.add_argument("--preset", default="auto", help=PRESET_HELP)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="results", help=OUT_HELP)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--out", help=OUT_HELP)
     p.add_argument("--kernel-regex", help="kernel-name regex for ncu (default: the variant's kernels)")
     p.add_argument("--launch-skip", type=int, default=2, help="matching launches to skip (default %(default)s)")
     p.add_argument("--launch-count", type=int, default=1, help="matching launches to profile (default %(default)s)")
@@ -360,14 +426,15 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="time variants against torch, interleaved, after a correctness check",
         description="Check each variant against the NumPy reference, then time it interleaved with torch "
-        "(CUDA events around the whole stage). Exit status 1 if a variant is incorrect.",
+        "(CUDA events around the whole stage). Rows are appended per dataset as they are measured.",
+        epilog=EXIT_CODES_HELP,
     )
     p.add_argument("--variant", help="variant name(s), comma-separated (see --list)")
     p.add_argument("--dataset", help=f"comma-separated; {DATASETS_HELP}")
     _add_shape(p)
     p.add_argument("--mode", default="sum", choices=KERNEL_MODES, help="pooling mode (default %(default)s)")
     p.add_argument("--weighted", action="store_true", help="per-sample weights (mode sum)")
-    p.add_argument("--out", default="results", help=OUT_HELP)
+    p.add_argument("--out", help=OUT_HELP)
     p.add_argument("--cold-l2", action="store_true", help="evict L2 before every timed run (outside the timing)")
     p.add_argument("--timing", default="serving", choices=("serving", "interleaved", "cold_l2"),
                    help="serving: blocks of consecutive batches per variant, first untimed (default); interleaved: "
@@ -375,12 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serving-block", type=int, default=8, help="batches per serving block (default %(default)s)")
     p.add_argument("--cuembed-dir", help="cuEmbed checkout for the cuembed peers (default $DLRMLAB_CUEMBED_DIR)")
     p.add_argument("--repeats", type=int, help="timed rounds per comparison (default 50; 2 in the simulator)")
-    p.add_argument("--warmup", type=float, help="warm-up seconds (default 0.3; 0 in the simulator)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds, >= 0 (default 0.3; 0 in the simulator)")
     p.add_argument("--batches", type=int, default=4, help="distinct batches rotated through runs (default %(default)s)")
     p.add_argument("--repeat-runs", type=int, default=1, help="repeat the whole comparison K times (default 1)")
     p.add_argument("--no-torch", action="store_true", help="do not add the torch baseline")
     p.add_argument("--json", action="store_true", help="print the result rows as JSON records")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.add_argument("--list", action="store_true", help="list the registered variants and exit")
 
     from dlrmlab.dlrm.command import add_arguments as add_dlrm_arguments
@@ -391,17 +458,75 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = build_parser()
-    args = ap.parse_args(argv)
+def _one_line_warnings(show: Callable) -> Callable:
+    """``warnings.showwarning`` that prints dlrmlab's own warnings (a trace's dropped ids or wraps, ...) as
+    one ``dlrmlab: warning:`` line; other libraries' warnings go to ``show`` as usual."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None) -> None:
+        if not getattr(category, "__module__", "").startswith("dlrmlab"):
+            return show(message, category, filename, lineno, file, line)
+        text = " ".join(str(message).split())
+        print(f"dlrmlab: warning: {text}", file=file or sys.stderr)
+
+    return showwarning
+
+
+def _saved_since(mark: int) -> list[tuple]:
+    from dlrmlab.bench import results
+
+    totals: dict = {}
+    for path, n in results.APPENDED[mark:]:
+        totals[path] = totals.get(path, 0) + n
+    return list(totals.items())
+
+
+def _interrupted(mark: int) -> int:
+    saved = _saved_since(mark)
+    if not saved:
+        print("\ndlrmlab: interrupted: nothing was saved", file=sys.stderr)
+    for path, n in saved:
+        print(f"\ndlrmlab: interrupted: {n} row(s) saved to {path}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``| head``): stop quietly. Python's docs: point stdout at devnull so
+    the flush at exit does not raise again."""
     try:
-        return _COMMANDS[args.command](args) or 0
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured in tests)
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit status (see :data:`EXIT_CODES_HELP`)."""
+    from dlrmlab.bench import results
+
+    ap = build_parser()
+    try:
+        args = ap.parse_args(argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    mark = len(results.APPENDED)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return _COMMANDS[args.command](args) or EXIT_OK
+    except KeyboardInterrupt:
+        return _interrupted(mark)
+    except BrokenPipeError:
+        return _stdout_closed()
     except DlrmlabError as e:
         print(f"dlrmlab: error: {e}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        return EXIT_USAGE
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
         print(f"dlrmlab: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except MemoryError as e:
+        print(f"dlrmlab: error: out of host memory: {e or 'the request does not fit'}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

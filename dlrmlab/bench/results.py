@@ -23,6 +23,17 @@ from dlrmlab.errors import DlrmlabError
 
 DEFAULT_DIR = "results"
 PARAM_PREFIX = "param_"
+#: Where the CLI writes when no ``--out`` is given: this variable, else ``./dlrmlab-results`` (never the
+#: package checkout's committed ``results/``; pass ``--out results`` to add to those).
+RESULTS_DIR_ENV = "DLRMLAB_RESULTS_DIR"
+#: Every append this process made, in order: (path, rows appended). The CLI reports them when interrupted.
+APPENDED: list[tuple[Path, int]] = []
+
+
+def default_dir() -> Path:
+    """The CLI's default results directory: ``$DLRMLAB_RESULTS_DIR``, else ``./dlrmlab-results``."""
+    env = os.environ.get(RESULTS_DIR_ENV, "").strip()
+    return Path(env).expanduser() if env else Path("dlrmlab-results")
 
 
 def check_results_dir(path: str | os.PathLike) -> Path:
@@ -139,6 +150,7 @@ def append_results(df: pd.DataFrame, name: str, results_dir: str | os.PathLike =
             new.to_csv(tmp, index=False)
 
     _atomic_write(csv, write)
+    APPENDED.append((csv, len(new)))
     _write_parquet(csv)
     return csv
 

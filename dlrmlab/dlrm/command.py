@@ -23,15 +23,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="auto", help="paper or tiny (default: paper on a GPU, tiny in the simulator)")
     p.add_argument("--batch-sizes", help="comma-separated batch sizes, or 'sweep' for 256,...,16384 "
                    "(default: the preset's batch)")  # fmt: skip
-    p.add_argument("--out", default="results", help="results directory; rows go to OUT/<gpu family>/dlrm.csv")
+    p.add_argument("--out", help="results directory; rows go to OUT/<gpu family>/dlrm.csv (default: "
+                   "$DLRMLAB_RESULTS_DIR, else ./dlrmlab-results)")
     p.add_argument("--repeats", type=int, help="timed rounds per pipeline (default 30; 2 in the simulator)")
     p.add_argument("--batches", type=int, default=2, help="distinct batches rotated through rounds (default 2)")
     p.add_argument("--warmup", type=float, help="warm-up seconds (default 0.5; 0 in the simulator)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the ids, bag sizes and tables (default %(default)s)")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile peer (slow to compile)")
     p.add_argument("--plots", action="store_true", help="also write the figures (PNG) beside the CSV")
     p.add_argument("--json", action="store_true", help="print the rows as JSON records")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def _batch_sizes(text: str | None) -> list[int] | None:

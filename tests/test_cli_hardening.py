@@ -1,0 +1,240 @@
+"""Issue 12 on the command line: --version, info's versions and reasons, help for every option, exit codes,
+Ctrl-C (exit 130, rows kept), a closed stdout, one-line trace warnings, refused and repeated options, where
+results go by default, tune in the simulator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import dlrmlab
+from dlrmlab import backend, cli, device, variants
+from dlrmlab.bench import harness, results
+from dlrmlab.variants import Prepared, Variant
+
+ROOT = Path(__file__).resolve().parents[1]
+simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture
+def host_variant(monkeypatch):
+    monkeypatch.setitem(variants.VARIANTS, "_hard_host",
+                        Variant("_hard_host", "test only", lambda case, knobs: Prepared(
+                            lambda i: None, lambda i: case.reference(i))))  # fmt: skip
+    return "_hard_host"
+
+
+BENCH = ["--preset", "tiny", "--no-torch", "--quiet", "--repeats", "1", "--warmup", "0"]
+
+
+# --- version, info, help ----------------------------------------------------------------------------------
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"dlrmlab {dlrmlab.__version__}"
+
+
+def test_info_shows_dlrmlab_and_python_versions(capsys):
+    rc, out, _ = run(capsys, "info")
+    assert rc == 0
+    assert dlrmlab.__version__ in out and platform.python_version() in out
+    d = cli.info_dict()
+    assert d["versions"]["dlrmlab"] == dlrmlab.__version__
+    assert d["versions"]["python"] == platform.python_version()
+
+
+@simulator_only
+def test_info_says_why_simulator(capsys, monkeypatch):
+    rc, out, _ = run(capsys, "info", "--json")
+    d = json.loads(out)
+    assert d["reasons"] and all(isinstance(r, str) and r for r in d["reasons"])
+    monkeypatch.setattr(backend, "missing_toolkit", lambda: ["NVVM", "libdevice"])
+    rc, out, _ = run(capsys, "info")
+    assert rc == 0 and "why: " in out
+    assert "NVVM, libdevice" in out and ".[gpu]" in out
+
+
+@simulator_only
+def test_simulator_reason_names_user_setting(monkeypatch):
+    monkeypatch.setattr(backend, "_USER_ENV", "1")
+    assert backend.simulator_reasons() == ["NUMBA_ENABLE_CUDASIM=1 is set in the environment"]
+
+
+def _parsers(parser, name="dlrmlab"):
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {sub_name}")
+
+
+def test_every_option_has_help():
+    missing = [
+        f"{name}: {'/'.join(a.option_strings) or a.dest}"
+        for name, p in _parsers(cli.build_parser())
+        for a in p._actions
+        if not isinstance(a, argparse._SubParsersAction) and not a.help
+    ]
+    assert not missing, missing
+
+
+def test_exit_codes_in_help():
+    text = cli.build_parser().format_help()
+    for needle in ("exit status", "0 ok", "1 a result was incorrect", "2 a bad request", "130 interrupted"):
+        assert needle in " ".join(text.split())
+
+
+def test_exit_codes_in_readme():
+    readme = (ROOT / "README.md").read_text()
+    assert "## Exit codes" in readme and "130" in readme and "141" in readme
+
+
+# --- interrupts and pipes -----------------------------------------------------------------------------------
+
+
+def test_ctrl_c_mid_sweep_keeps_rows_and_exits_130(capsys, tmp_path, monkeypatch, host_variant):
+    real = harness.compare
+    calls = []
+
+    def compare(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(harness, "compare", compare)
+    rc, out, err = run(capsys, "bench", "--variant", host_variant, "--dataset", "random,zipf:1.1",
+                       "--out", str(tmp_path), *BENCH)  # fmt: skip
+    assert rc == 130
+    csv = tmp_path / device.family() / "bench.csv"
+    assert f"interrupted: 1 row(s) saved to {csv}" in err
+    assert "interrupted: 1 row(s) saved to" in err and "_runs.csv" in err
+    assert "Traceback" not in err
+    assert list(pd.read_csv(csv)["dataset"]) == ["random"]
+
+
+def test_ctrl_c_before_anything_saved(capsys, monkeypatch):
+    def boom(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli._COMMANDS, "info", boom)
+    rc, _, err = run(capsys, "info")
+    assert rc == 130 and "interrupted: nothing was saved" in err
+
+
+def test_broken_pipe_is_quiet(capsys, monkeypatch):
+    def boom(args):
+        raise BrokenPipeError
+
+    monkeypatch.setitem(cli._COMMANDS, "info", boom)
+    rc, _, err = run(capsys, "info")
+    assert rc == 141 and err == ""
+
+
+def test_closed_stdout_in_a_real_process():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    p = subprocess.Popen([sys.executable, "-m", "dlrmlab.cli", "info", "--json"], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    p.stdout.close()  # the reader is gone before the first write (the import takes longer)
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) in (0, 141)
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+# --- warnings and options -----------------------------------------------------------------------------------
+
+
+def test_trace_warnings_are_one_line_each(capsys, tmp_path):
+    trace = tmp_path / "t.txt"
+    trace.write_text("1\n5000\n2\n")
+    rc, _, err = run(capsys, "workload", "describe", "--dataset", f"trace:{trace}", "--preset", "tiny", "--json")
+    assert rc == 0
+    lines = err.splitlines()
+    assert len(lines) == 2, err
+    assert all(line.startswith("dlrmlab: warning: ") for line in lines)
+    assert "skipped" in lines[0] and "wrap" in lines[1]
+
+
+def test_trace_path_tilde_is_expanded(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "t.txt").write_text("\n".join(str(i) for i in range(500)) + "\n")
+    rc, out, err = run(capsys, "workload", "describe", "--dataset", "trace:~/t.txt", "--preset", "tiny", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["ids"] == 120
+
+
+def test_negative_warmup_refused(capsys, tmp_path, host_variant):
+    rc, _, err = run(capsys, "bench", "--variant", host_variant, "--dataset", "random", "--out", str(tmp_path),
+                     *BENCH[:-2], "--warmup", "-1")  # fmt: skip
+    assert rc == 2 and "--warmup must be non-negative, got -1" in err
+    assert not (tmp_path / device.family()).exists()
+
+
+def test_repeated_variant_runs_once(capsys, tmp_path, host_variant):
+    rc, _, err = run(capsys, "bench", "--variant", f"{host_variant},{host_variant}", "--dataset", "random",
+                     "--out", str(tmp_path), *BENCH)  # fmt: skip
+    assert rc == 0
+    assert f"--variant: {host_variant} given more than once; running each once" in err
+    assert len(pd.read_csv(tmp_path / device.family() / "bench.csv")) == 1
+
+
+def test_default_results_dir_is_not_the_checkout(capsys, tmp_path, monkeypatch, host_variant):
+    monkeypatch.setenv(results.RESULTS_DIR_ENV, str(tmp_path / "mine"))
+    rc, out, _ = run(capsys, "bench", "--variant", host_variant, "--dataset", "random", *BENCH)
+    assert rc == 0 and (tmp_path / "mine" / device.family() / "bench.csv").is_file()
+    monkeypatch.delenv(results.RESULTS_DIR_ENV)
+    monkeypatch.chdir(tmp_path)
+    assert results.default_dir() == Path("dlrmlab-results")
+    rc, out, _ = run(capsys, "bench", "--variant", host_variant, "--dataset", "random", *BENCH)
+    assert rc == 0 and (tmp_path / "dlrmlab-results" / device.family() / "bench.csv").is_file()
+
+
+# --- tune ---------------------------------------------------------------------------------------------------
+
+
+def _fake_tune(called):
+    def tune_fast(*a, **k):
+        called.append(1)
+        return pd.DataFrame({"candidate": ['{"unroll": 8}'], "median_ms": [1.0], "correct": [True],
+                             "timing_valid": [not backend.SIMULATOR]})  # fmt: skip
+
+    return tune_fast
+
+
+@simulator_only
+def test_tune_in_simulator_says_timings_mean_nothing_and_where(capsys, tmp_path, monkeypatch):
+    from dlrmlab import tune
+
+    called = []
+    monkeypatch.setattr(tune, "tune_fast", _fake_tune(called))
+    rc, out, _ = run(capsys, "tune", "fast", "--quiet")
+    assert rc == 0 and "simulator: timings not meaningful" in out and "no CSV written" in out
+    rc, out, _ = run(capsys, "tune", "fast", "--quiet", "--out", str(tmp_path))
+    assert rc == 0 and f"appended 1 row(s) to {tmp_path / device.family() / 'tune_fast.csv'}" in out
+
+
+def test_tune_unwritable_out_fails_before_the_sweep(capsys, tmp_path, monkeypatch):
+    from dlrmlab import tune
+
+    called = []
+    monkeypatch.setattr(tune, "tune_fast", _fake_tune(called))
+    (tmp_path / "f").write_text("x")
+    rc, _, err = run(capsys, "tune", "fast", "--quiet", "--out", str(tmp_path / "f" / "res"))
+    assert rc == 2 and "cannot be created" in err and not called
