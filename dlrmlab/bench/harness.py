@@ -379,28 +379,23 @@ def _round_ratios(base: list[tuple[int, float]], other: list[tuple[int, float]])
     return [b_sum[r] / o_sum[r] for r in sorted(b_sum) if o_sum.get(r, 0.0) > 0]
 
 
-def _compare(
-    case: BenchCase,
-    specs: list[tuple[str, dict]],
-    prepared: list[Prepared | None],
-    skipped: dict[int, str],
-    *,
-    repeats: int,
-    warmup_s: float,
-    timing_mode: str,
-    serving_block: int,
-    kernel_repeats: int,
-    run_id: str,
-    repeat: int,
-    progress: bool,
-    environment: dict,
-    copy_gbps: float,
-    started: str,
-) -> BenchResult:
-    stream = case.stream
-    cold_l2 = timing_mode == "cold_l2"
-    # 1. correctness: a wrong kernel's speed is not a result
-    checks = []
+#: ``(max_rel_err, correct, error)`` of one variant (:func:`check_result`).
+_Check = tuple[float, bool, str | None]
+#: Per-kernel timing of one variant: ``(per-run kernel ms, launches per stage, queued ahead)``.
+_KernelTimes = tuple[list[float], int, bool | None]
+
+
+class _StageRuns(NamedTuple):
+    """What the timed schedule measured, by variant index: ``(round, stage_ms)``, host ms, per-run rows."""
+
+    stage: dict[int, list[tuple[int, float]]]
+    host: dict[int, list[float]]
+    runs: list[dict]
+
+
+def _check_all(case: BenchCase, prepared: list[Prepared | None], skipped: dict[int, str]) -> list[_Check]:
+    """Every variant's batch 0 against the reference, before any timing: a wrong kernel's speed is not a result."""
+    checks: list[_Check] = []
     for k, p in enumerate(prepared):
         if p is None:
             checks.append((math.nan, False, SKIPPED_PREFIX + skipped[k]))
@@ -411,24 +406,36 @@ def _compare(
             raise
         except Exception as e:  # a crashing variant must not take the others down with it
             checks.append((math.inf, False, f"{type(e).__name__}: {e}"))
-    live: dict[int, Prepared] = {k: p for k, p in enumerate(prepared) if p is not None and checks[k][1]}
-    timed = list(live)
+    return checks
 
-    # 2. warm-up (round-robin, rotating batches) and the L2 flusher
-    flusher = timing.L2Flusher(stream) if cold_l2 else None
-    if flusher is not None:
-        flusher.flush()  # compiles it
+
+def _warm_up(case: BenchCase, live: dict[int, Prepared], warmup_s: float) -> int | None:
+    """Untimed round-robin runs on rotating batches, so clocks are up before timing; the SM clock after them."""
+    stream = case.stream
     counter = iter(range(1 << 62))
-    warm = [lambda p=live[k]: p.run(next(counter) % case.n_batches) for k in timed]
+    warm = [lambda p=live[k]: p.run(next(counter) % case.n_batches) for k in live]
     timing.warm_up(warm, stream, warmup_s)
     if warmup_s > 0:
         _wait_for_clocks(warm, stream)
     clock_start = benv.sm_clock_mhz()
     if benv.clock_source() == "nvidia-smi" and warmup_s > 0:  # a slow read: bring clocks back up
         timing.warm_up(warm, stream, min(warmup_s, 0.1))
+    return clock_start
 
-    # 3. stage timing, in the mode's order (serving: blocks whose first batch is run but not recorded)
-    timer = timing.StageTimer(stream)
+
+def _time_stages(
+    case: BenchCase,
+    live: dict[int, Prepared],
+    flusher: timing.L2Flusher | None,
+    *,
+    timing_mode: str,
+    repeats: int,
+    serving_block: int,
+    progress: bool,
+) -> _StageRuns:
+    """Stage timing in the mode's order (serving: blocks whose first batch is run but not recorded)."""
+    timed = list(live)
+    timer = timing.StageTimer(case.stream)
     stage: dict[int, list[tuple[int, float]]] = {k: [] for k in timed}  # (round, stage_ms)
     host: dict[int, list[float]] = {k: [] for k in timed}
     run_rows: list[dict] = []
@@ -451,41 +458,72 @@ def _compare(
         })  # fmt: skip
         stage[k].append((slot.round, s_ms))
         host[k].append(h_ms)
+    return _StageRuns(stage, host, run_rows)
 
-    # 4. per-kernel GPU time, queued ahead
-    kernels: dict[int, tuple[list[float], int, bool | None]] = {}
-    delay = timing.GpuDelay(stream)
-    for k in timed:
+
+def _time_kernels(
+    case: BenchCase,
+    live: dict[int, Prepared],
+    host: dict[int, list[float]],
+    kernel_repeats: int,
+    flusher: timing.L2Flusher | None,
+) -> dict[int, _KernelTimes]:
+    """Per-launch GPU time, launches queued ahead (stage time includes launch overhead; this does not)."""
+    kernels: dict[int, _KernelTimes] = {}
+    delay = timing.GpuDelay(case.stream)
+    for k in live:
         pk = live[k].per_kernel
         if pk is None or kernel_repeats < 1:
             continue
         batches = [g % case.n_batches for g in range(kernel_repeats)]
         kernels[k] = timing.time_kernels(
-            pk, stream, batches, float(np.median(host[k])), delay=delay,
+            pk, case.stream, batches, float(np.median(host[k])), delay=delay,
             before=flusher.enqueue if flusher is not None else None,
         )  # fmt: skip
-    clock_end = benv.sm_clock_mhz()
+    return kernels
 
-    # 5. rows
-    base_k = next((k for k in timed if specs[k][0] == BASELINE), None)
-    bytes_req = float(case.stage.bytes_per_batch())
-    common = {
-        **environment,
-        "run_id": run_id,
-        "repeat": int(repeat),
-        "timestamp": started,
-        **case.describe(),
-        "cold_l2": bool(cold_l2),
-        "timing_mode": timing_mode,
-        "serving_block": int(serving_block) if timing_mode == "serving" else None,
-        "repeats": int(repeats),
-        "warmup_s": float(warmup_s),
-        "timing_valid": not backend.SIMULATOR,
-        "sm_clock_start_mhz": clock_start,
-        "sm_clock_end_mhz": clock_end,
-        "bytes_requested": bytes_req,
-        "copy_gbps": copy_gbps,
-    }
+
+def _timing_columns(
+    stage: list[tuple[int, float]],
+    host: list[float],
+    kernel: _KernelTimes | None,
+    base: list[tuple[int, float]] | None,
+    bytes_req: float,
+    copy_gbps: float,
+) -> dict:
+    """A correct variant's measured columns (an incorrect or skipped one keeps :func:`_nan_timings`)."""
+    st = timing.summarize([t for _, t in stage])
+    cols: dict[str, Any] = dict(
+        median_ms=st["median"], min_ms=st["min"], p10_ms=st["p10"], p90_ms=st["p90"],
+        max_ms=st["max"], n_runs=st["n"], host_ms=float(np.median(host)),
+    )  # fmt: skip
+    if st["median"] > 0:
+        cols["effective_gbps"] = bytes_req / (st["median"] * 1e-3) / 1e9
+        if copy_gbps and copy_gbps > 0:
+            cols["copy_fraction"] = cols["effective_gbps"] / copy_gbps
+    if kernel is not None:
+        km, launches, queued = kernel
+        cols.update(
+            kernel_ms=float(np.median(km)), kernel_n_runs=len(km), kernel_launches=launches,
+            kernel_queued_ahead=queued,
+        )  # fmt: skip
+    if base is not None:
+        ratios = _round_ratios(base, stage)
+        cols["speedup_vs_torch"] = float(np.median(ratios)) if ratios else math.nan
+    return cols
+
+
+def _variant_rows(
+    common: dict,
+    specs: list[tuple[str, dict]],
+    prepared: list[Prepared | None],
+    checks: list[_Check],
+    measured: _StageRuns,
+    kernels: dict[int, _KernelTimes],
+) -> list[dict]:
+    """One row per variant, skipped and incorrect ones included (they say why), all on ``common``'s columns."""
+    base_k = next((k for k in measured.stage if specs[k][0] == BASELINE), None)  # keys: the timed variants
+    bytes_req, copy_gbps = common["bytes_requested"], common["copy_gbps"]
     rows = []
     for k, ((name, requested), p) in enumerate(zip(specs, prepared, strict=True)):
         err, ok, why = checks[k]
@@ -501,37 +539,100 @@ def _compare(
             **_nan_timings(),
         }
         if ok:
-            times = [t for _, t in stage[k]]
-            st = timing.summarize(times)
-            row.update(
-                median_ms=st["median"], min_ms=st["min"], p10_ms=st["p10"], p90_ms=st["p90"],
-                max_ms=st["max"], n_runs=st["n"], host_ms=float(np.median(host[k])),
-            )  # fmt: skip
-            if st["median"] > 0:
-                row["effective_gbps"] = bytes_req / (st["median"] * 1e-3) / 1e9
-                if copy_gbps and copy_gbps > 0:
-                    row["copy_fraction"] = row["effective_gbps"] / copy_gbps
-            if k in kernels:
-                km, launches, queued = kernels[k]
-                row.update(
-                    kernel_ms=float(np.median(km)), kernel_n_runs=len(km), kernel_launches=launches,
-                    kernel_queued_ahead=queued,
-                )  # fmt: skip
-            if base_k is not None:
-                ratios = _round_ratios(stage[base_k], stage[k])
-                row["speedup_vs_torch"] = float(np.median(ratios)) if ratios else math.nan
+            row.update(_timing_columns(
+                measured.stage[k], measured.host[k], kernels.get(k),
+                measured.stage[base_k] if base_k is not None else None, bytes_req, copy_gbps,
+            ))  # fmt: skip
         row.update(_flat_params(params))
         rows.append(row)
+    return rows
 
-    runs = []
-    for rr in run_rows:
+
+def _run_rows(
+    runs: list[dict],
+    specs: list[tuple[str, dict]],
+    live: dict[int, Prepared],
+    case: BenchCase,
+    *,
+    run_id: str,
+    repeat: int,
+    device: Any,
+    timing_mode: str,
+) -> list[dict]:
+    """The per-run table: every timed stage run, labelled like its variant's row (``_k`` is taken out)."""
+    out = []
+    for rr in runs:
         k = rr.pop("_k")
-        runs.append({
+        out.append({
             "run_id": run_id, "repeat": int(repeat), "variant": specs[k][0],
             "params": _params_json(live[k].params), "dataset": case.dataset, "preset": case.preset,
-            "device": environment["device"], "timing_valid": not backend.SIMULATOR, "cold_l2": bool(cold_l2),
+            "device": device, "timing_valid": not backend.SIMULATOR, "cold_l2": timing_mode == "cold_l2",
             "timing_mode": timing_mode, **rr,
         })  # fmt: skip
+    return out
+
+
+def _compare(
+    case: BenchCase,
+    specs: list[tuple[str, dict]],
+    prepared: list[Prepared | None],
+    skipped: dict[int, str],
+    *,
+    repeats: int,
+    warmup_s: float,
+    timing_mode: str,
+    serving_block: int,
+    kernel_repeats: int,
+    run_id: str,
+    repeat: int,
+    progress: bool,
+    environment: dict,
+    copy_gbps: float,
+    started: str,
+) -> BenchResult:
+    """Check, warm up, time (stages, then kernels) the prepared variants of one comparison; rows and runs."""
+    cold_l2 = timing_mode == "cold_l2"
+    # 1. correctness: only variants that match the reference are run again
+    checks = _check_all(case, prepared, skipped)
+    live: dict[int, Prepared] = {k: p for k, p in enumerate(prepared) if p is not None and checks[k][1]}
+
+    # 2. the L2 flusher, then warm-up (round-robin, rotating batches)
+    flusher = timing.L2Flusher(case.stream) if cold_l2 else None
+    if flusher is not None:
+        flusher.flush()  # compiles it
+    clock_start = _warm_up(case, live, warmup_s)
+
+    # 3. stage timing; 4. per-kernel GPU time, queued ahead
+    measured = _time_stages(
+        case, live, flusher, timing_mode=timing_mode, repeats=repeats, serving_block=serving_block,
+        progress=progress,
+    )  # fmt: skip
+    kernels = _time_kernels(case, live, measured.host, kernel_repeats, flusher)
+    clock_end = benv.sm_clock_mhz()
+
+    # 5. rows
+    common = {
+        **environment,
+        "run_id": run_id,
+        "repeat": int(repeat),
+        "timestamp": started,
+        **case.describe(),
+        "cold_l2": bool(cold_l2),
+        "timing_mode": timing_mode,
+        "serving_block": int(serving_block) if timing_mode == "serving" else None,
+        "repeats": int(repeats),
+        "warmup_s": float(warmup_s),
+        "timing_valid": not backend.SIMULATOR,
+        "sm_clock_start_mhz": clock_start,
+        "sm_clock_end_mhz": clock_end,
+        "bytes_requested": float(case.stage.bytes_per_batch()),
+        "copy_gbps": copy_gbps,
+    }
+    rows = _variant_rows(common, specs, prepared, checks, measured, kernels)
+    runs = _run_rows(
+        measured.runs, specs, live, case, run_id=run_id, repeat=repeat, device=environment["device"],
+        timing_mode=timing_mode,
+    )  # fmt: skip
     return BenchResult(_frame(rows, expected_columns()), _frame(runs, RUN_COLUMNS), run_id)
 
 
