@@ -10,9 +10,10 @@ torch is imported when the variant is prepared, not before.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -66,18 +67,18 @@ def unavailable() -> str | None:
     return None if torch_usable() else "PyTorch is not installed, or has no CUDA on this GPU machine"
 
 
-def prepare(case, knobs: dict[str, dict]) -> Prepared:
-    """Views of the case's tables and batches as torch tensors, and closures calling embedding_bag."""
-    torch = _torch()
-    F = torch.nn.functional
-    wdtype = _weight_dtype(torch, case.dtype)
-    dim, mode = case.dim, case.mode
-    on_gpu = not backend.SIMULATOR
-    if on_gpu and not torch.cuda.is_available():
-        raise DlrmlabError(
-            f"the torch variant needs a CUDA build of torch on a GPU; this torch ({torch.__version__}) has no CUDA"
-        )
+class _Sources(NamedTuple):
+    """What torch reads, and where it runs: the case's arrays as ``to_torch`` sees them, a stream, a device."""
 
+    to_torch: Callable[[Any], Any]
+    tables: list
+    batches: list
+    stream: Any  # torch.cuda.ExternalStream on a GPU, None on the CPU
+    device: Any  # None on the CPU
+
+
+def _sources(torch, case, on_gpu: bool) -> _Sources:
+    """On a GPU the case's own device arrays and stream (timed like every Numba variant), else its host arrays."""
     if on_gpu:
         from dlrmlab import cudart
 
@@ -88,24 +89,30 @@ def prepare(case, knobs: dict[str, dict]) -> Prepared:
 
         tables, batches = case.dev_tables, case.dev_batches
         stream = torch.cuda.ExternalStream(cudart.stream_ptr(case.stream), device=device)
-    else:
+        return _Sources(to_torch, tables, batches, stream, device)
 
-        def to_torch(a):
-            return _as_cpu(torch, a)
+    def to_torch_cpu(a):
+        return _as_cpu(torch, a)
 
-        tables = [np.ascontiguousarray(t).reshape(-1) for t in case.host_tables]
-        batches = case.host_batches
-        stream = None
+    tables = [np.ascontiguousarray(t).reshape(-1) for t in case.host_tables]
+    return _Sources(to_torch_cpu, tables, case.host_batches, None, None)
 
+
+def _weights(torch, case, src: _Sources) -> list:
+    """One ``(rows, dim)`` weight tensor per table, viewing the case's flat tables (bf16 through int16)."""
     weights = []
-    for t, rows in zip(tables, case.stage.embedding_sizes, strict=True):
-        w = to_torch(t)
+    for t, rows in zip(src.tables, case.stage.embedding_sizes, strict=True):
+        w = src.to_torch(t)
         if case.dtype == "bfloat16":
             w = w.view(torch.bfloat16)
-        weights.append(w.view(int(rows), dim))
+        weights.append(w.view(int(rows), case.dim))
+    return weights
 
-    inputs = []  # per batch: per table (indices, offsets, per_sample_weights or None)
-    for b in batches:
+
+def _inputs(case, src: _Sources, on_gpu: bool, wdtype) -> list[list[tuple]]:
+    """Per batch, per table: ``(indices, offsets, per_sample_weights or None)`` as torch tensors."""
+    inputs = []
+    for b in src.batches:
         per_table = []
         for tb in b.tables:
             if on_gpu:
@@ -115,11 +122,30 @@ def prepare(case, knobs: dict[str, dict]) -> Prepared:
             psw_t = None
             if psw is not None:
                 # torch wants per_sample_weights in the table dtype: converted once, here
-                psw_t = to_torch(psw).to(wdtype)
-            per_table.append((to_torch(idx), to_torch(off), psw_t))
+                psw_t = src.to_torch(psw).to(wdtype)
+            per_table.append((src.to_torch(idx), src.to_torch(off), psw_t))
         inputs.append(per_table)
+    return inputs
+
+
+def prepare(case, knobs: dict[str, dict]) -> Prepared:
+    """Views of the case's tables and batches as torch tensors, and closures calling embedding_bag."""
+    torch = _torch()
+    F = torch.nn.functional
+    wdtype = _weight_dtype(torch, case.dtype)
+    mode = case.mode
+    on_gpu = not backend.SIMULATOR
+    if on_gpu and not torch.cuda.is_available():
+        raise DlrmlabError(
+            f"the torch variant needs a CUDA build of torch on a GPU; this torch ({torch.__version__}) has no CUDA"
+        )
+
+    src = _sources(torch, case, on_gpu)
+    stream = src.stream
+    weights = _weights(torch, case, src)
+    inputs = _inputs(case, src, on_gpu, wdtype)  # per batch: per table (indices, offsets, psw or None)
     if on_gpu:
-        torch.cuda.synchronize(device)  # the dtype conversions above ran on torch's current stream
+        torch.cuda.synchronize(src.device)  # the dtype conversions above ran on torch's current stream
 
     def ctx():
         return torch.cuda.stream(stream) if stream is not None else nullcontext()
