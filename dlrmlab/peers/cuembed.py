@@ -36,7 +36,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -427,23 +427,14 @@ def _ptr(arr: Any) -> int:
     return int(arr.device_ctypes_pointer.value or 0)
 
 
-def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.PathLike | None = None) -> Any:
-    from dlrmlab.variants.base import Prepared
+def _forward_args(case: Any, layout: str, hots: int, outs: list[Any]) -> tuple[list[list[tuple]], list[Any]]:
+    """Per batch, per table: ``Library.forward``'s arguments but the stream, resolved once so a run only calls.
 
-    name = "cuembed_graph" if graph else "cuembed"
-    layout, hots = plan_case(case, layout, name)  # knob errors first, on any machine
-    ok, why = available(cuembed_dir)
-    if not ok:
-        raise PeerUnavailable(why)
-    lib, b = load(cuembed_dir, case.dtype, case.stage.index_dtype)
+    Also the device arrays made for them (weights in the table dtype), which must live as long as the variant.
+    """
+    from dlrmlab.backend import cuda
 
-    from dlrmlab import cudart
-    from dlrmlab.backend import cuda, event
-    from dlrmlab.fast import StageGraph
-
-    batch, dim, stream = case.stage.batch_size, case.dim, case.stream
-    out_dtype = np.float32 if case.dtype == "float32" else np.float16
-    outs = [cuda.device_array((batch, dim), out_dtype) for _ in case.dev_tables]
+    batch, dim = case.stage.batch_size, case.dim
     table_code, index_bytes = _TABLE_DTYPES[case.dtype][0], _INDEX_DTYPES[case.stage.index_dtype][0]
     mode = _MODES[case.mode]
     keep: list[Any] = []  # device arrays only this variant made (weights in the table dtype)
@@ -465,6 +456,46 @@ def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.
                 mode, _ptr(outs[t]),
             ))  # fmt: skip
         calls.append(per_table)
+    return calls, keep
+
+
+def _capture_graphs(case: Any, enqueue: Callable[[int, int], None], outs: list[Any]) -> list:
+    """One CUDA graph per batch of the per-table calls; if a capture fails, those already made are freed."""
+    from dlrmlab import cudart
+    from dlrmlab.fast import StageGraph
+
+    stream = case.stream
+    graphs: list = []
+    try:
+        for i in range(case.n_batches):
+            graphs.append(
+                StageGraph.capture(lambda st, i=i: enqueue(i, cudart.stream_ptr(st)), inputs=outs, stream=stream)
+            )
+    except Exception:
+        for g in graphs:
+            g.close()
+        raise
+    return graphs
+
+
+def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.PathLike | None = None) -> Any:
+    """The cuEmbed variants: refuse what cuEmbed cannot do, build and load the shim, then closures over its calls."""
+    from dlrmlab.variants.base import Prepared
+
+    name = "cuembed_graph" if graph else "cuembed"
+    layout, hots = plan_case(case, layout, name)  # knob errors first, on any machine
+    ok, why = available(cuembed_dir)
+    if not ok:
+        raise PeerUnavailable(why)
+    lib, b = load(cuembed_dir, case.dtype, case.stage.index_dtype)
+
+    from dlrmlab import cudart
+    from dlrmlab.backend import cuda, event
+
+    batch, dim, stream = case.stage.batch_size, case.dim, case.stream
+    out_dtype = np.float32 if case.dtype == "float32" else np.float16
+    outs = [cuda.device_array((batch, dim), out_dtype) for _ in case.dev_tables]
+    calls, keep = _forward_args(case, layout, hots, outs)
 
     def check(code: int, i: int, t: int) -> None:
         if code:
@@ -476,17 +507,7 @@ def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.
             check(lib.forward(*args, handle), i, t)
 
     handle = cudart.stream_ptr(stream)
-    graphs: list = []
-    if graph:
-        try:
-            for i in range(case.n_batches):
-                graphs.append(
-                    StageGraph.capture(lambda st, i=i: enqueue(i, cudart.stream_ptr(st)), inputs=outs, stream=stream)
-                )
-        except Exception:
-            for g in graphs:
-                g.close()
-            raise
+    graphs: list = _capture_graphs(case, enqueue, outs) if graph else []
 
     def run(i: int) -> None:
         if graphs:
