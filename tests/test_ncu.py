@@ -417,7 +417,8 @@ def test_cli_profile_in_simulator_mode(capsys, tmp_path):
 
 def test_default_kernel_regex():
     assert ncu.default_kernel_regex("torch") == "EmbeddingBag"
-    assert ncu.default_kernel_regex("paper") == "embedding_bag"
+    assert ncu.default_kernel_regex("baseline") == "embedding_bag"
+    assert ncu.default_kernel_regex("cuembed_graph") == "EmbeddingLookUpKernel"
 
 
 def test_target_argv_runs_the_target_module():

@@ -356,8 +356,11 @@ def profile(
 
 
 def default_kernel_regex(variant: str) -> str:
-    """Kernel-name filter when the user gives none: torch's ``EmbeddingBag_*`` kernels or ours."""
-    return "EmbeddingBag" if variant.startswith("torch") else "embedding_bag"
+    """Kernel-name filter when the user gives none: the variant's embedding kernel (its table entry says
+    which: torch's ``EmbeddingBag_*``, cuEmbed's, or ours), never a pin kernel launched beside it."""
+    from dlrmlab.variants import get
+
+    return get(variant).kernels
 
 
 def target_argv(variant: str, dataset: str, preset: str = "paper", seed: int = 0) -> list[str]:

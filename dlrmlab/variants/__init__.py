@@ -32,11 +32,11 @@ def _v(name: str, description: str, prepare: Any, families: tuple[str, ...], fix
 
 VARIANTS: dict[str, Variant] = dict([
     _v("torch", "torch.nn.functional.embedding_bag, one call per table, on the case's stream (the baseline)",
-       torch.prepare, (), unavailable=torch.unavailable),
+       torch.prepare, (), unavailable=torch.unavailable, kernels="EmbeddingBag"),
     _v("cuembed", "NVIDIA cuEmbed (peer, built at run time with nvcc from $DLRMLAB_CUEMBED_DIR): one call per table",
-       cuembed.prepare, ("cuembed",), gpu_only=True),
+       cuembed.prepare, ("cuembed",), gpu_only=True, kernels=cuembed.KERNEL_REGEX),
     _v("cuembed_graph", "cuembed's per-table calls captured in one CUDA graph per batch", cuembed.prepare_graph,
-       ("cuembed",), gpu_only=True),
+       ("cuembed",), gpu_only=True, kernels=cuembed.KERNEL_REGEX),
     _v("baseline", "PyTorch 2.1's kernel in Numba: block (32, 8), grid 1024, one launch per table",
        paper.prepare, _P),
     _v("optmt", "baseline with a register cap (OptMT; default 42, the paper's -maxrregcount)", paper.prepare, _P,

@@ -52,5 +52,7 @@ class Variant:
     #: knobs the variant sets unless the caller overrides them, by family
     fixed: dict = field(default_factory=dict)
     gpu_only: bool = False
+    #: regex of its embedding kernels' names (for Nsight Compute)
+    kernels: str = "embedding_bag"
     #: why the variant cannot run here (None: it can); checked before anything is allocated
     unavailable: Callable[[], str | None] = lambda: None
