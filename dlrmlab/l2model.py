@@ -646,6 +646,46 @@ def _stream(
     return np.concatenate(addr_parts).astype(np.int64), np.concatenate(flag_parts)
 
 
+def _check_options(order: str, tables_at_once: int, pin: str, hit_ratio: Any) -> int:
+    """Refuse bad :func:`simulate` options before any work is done; ``tables_at_once`` as a checked int."""
+    if order not in ORDERS:
+        raise DlrmlabError(f"unknown order {order!r}; valid: {', '.join(ORDERS)}")
+    k = _int("tables_at_once", tables_at_once, minimum=1)
+    if pin not in PIN_MODES[1:]:
+        raise DlrmlabError(f"unknown pin mode {pin!r}; valid: {', '.join(PIN_MODES[1:])}")
+    if pin == "table" and order != "table-major":
+        raise DlrmlabError("pin='table' (a pin kernel before each table's lookups) needs order='table-major'")
+    if isinstance(hit_ratio, bool) or not isinstance(hit_ratio, (int, float, np.number)) or not 0 <= hit_ratio <= 1:
+        raise DlrmlabError(f"hit_ratio must be a number in [0, 1], got {hit_ratio!r}")
+    return k
+
+
+def _row_addresses(tr: Trace, row_bytes: int, addresses: Sequence[np.ndarray] | None) -> list[np.ndarray]:
+    """Per-table row -> byte address arrays (default :func:`layout` ``"plain"``), checked against the trace."""
+    if addresses is None:
+        addresses = layout(tr, row_bytes)
+    addresses = [np.asarray(a, np.int64) for a in addresses]
+    if len(addresses) != tr.n_tables or any(a.shape != (r,) for a, r in zip(addresses, tr.rows, strict=False)):
+        raise DlrmlabError("addresses needs one array of row addresses per table, as long as the table's rows")
+    if any(a.size and a.min() < 0 for a in addresses):
+        raise DlrmlabError("row addresses must be non-negative")
+    return addresses
+
+
+def _pass_result(
+    o: np.ndarray, cfg: L2Config, pin_ways: int, masks: list[np.ndarray] | None, since: float
+) -> L2Result:
+    """One pass's counters (the kernel's ``out`` slots) as an :class:`L2Result`, timed from ``since``."""
+    return L2Result(
+        lookups=int(o[7]), sector_accesses=int(o[0]), sector_hits=int(o[1]), line_accesses=int(o[2]),
+        line_hits=int(o[3]), pinned_sector_accesses=int(o[4]), pinned_sector_hits=int(o[5]),
+        evictions=int(o[8]), sector_bytes=cfg.sector, prefill_sectors=int(o[6]),
+        carve_out_bytes=pin_ways * cfg.way_bytes,
+        pinned_rows=int(sum(m.sum() for m in masks)) if masks is not None else 0,
+        seconds=time.perf_counter() - since,
+    )
+
+
 def simulate(
     trace: Any,
     row_bytes: int = 512,
@@ -680,15 +720,7 @@ def simulate(
         raise DlrmlabError(f"config must be an L2Config, got {type(cfg).__name__}")
     tr = Trace.of(trace)
     rb = _int("row_bytes", row_bytes, minimum=1)
-    if order not in ORDERS:
-        raise DlrmlabError(f"unknown order {order!r}; valid: {', '.join(ORDERS)}")
-    k = _int("tables_at_once", tables_at_once, minimum=1)
-    if pin not in PIN_MODES[1:]:
-        raise DlrmlabError(f"unknown pin mode {pin!r}; valid: {', '.join(PIN_MODES[1:])}")
-    if pin == "table" and order != "table-major":
-        raise DlrmlabError("pin='table' (a pin kernel before each table's lookups) needs order='table-major'")
-    if isinstance(hit_ratio, bool) or not isinstance(hit_ratio, (int, float, np.number)) or not 0 <= hit_ratio <= 1:
-        raise DlrmlabError(f"hit_ratio must be a number in [0, 1], got {hit_ratio!r}")
+    k = _check_options(order, tables_at_once, pin, hit_ratio)
     masks = _pinned_masks(tr, pinned)
     if carve_out is None:
         carve_out = cfg.persisting_max if masks is not None else 0
@@ -696,13 +728,7 @@ def simulate(
     if masks is None:
         pin_ways = 0
     thr = _HASH_ONE if pin != "window" or hit_ratio >= 1 else int(float(hit_ratio) * _HASH_ONE)
-    if addresses is None:
-        addresses = layout(tr, rb)
-    addresses = [np.asarray(a, np.int64) for a in addresses]
-    if len(addresses) != tr.n_tables or any(a.shape != (r,) for a, r in zip(addresses, tr.rows, strict=False)):
-        raise DlrmlabError("addresses needs one array of row addresses per table, as long as the table's rows")
-    if any(a.size and a.min() < 0 for a in addresses):
-        raise DlrmlabError("row addresses must be non-negative")
+    addresses = _row_addresses(tr, rb, addresses)
     mode = pin if masks is not None else "window"
     n_passes = _int("passes", passes, minimum=1)
     cache = _Cache(cfg, rb, pin_ways, thr)
@@ -718,15 +744,7 @@ def simulate(
         cache.out[:] = 0
         t1 = time.perf_counter()
         cache.run(*stream)
-        o = cache.out
-        results.append(L2Result(
-            lookups=int(o[7]), sector_accesses=int(o[0]), sector_hits=int(o[1]), line_accesses=int(o[2]),
-            line_hits=int(o[3]), pinned_sector_accesses=int(o[4]), pinned_sector_hits=int(o[5]),
-            evictions=int(o[8]), sector_bytes=cfg.sector, prefill_sectors=int(o[6]),
-            carve_out_bytes=pin_ways * cfg.way_bytes,
-            pinned_rows=int(sum(m.sum() for m in masks)) if masks is not None else 0,
-            seconds=time.perf_counter() - (t0 if not results else t1),
-        ))
+        results.append(_pass_result(cache.out, cfg, pin_ways, masks, since=t0 if not results else t1))
     return results if all_passes else results[-1]
 
 
