@@ -23,8 +23,8 @@ from dlrmlab import backend, device, tuned
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
 
-FAST_SPACE = {"unroll": [8, 12], "bags_per_block": [2, 4], "split": [1, 2, 4], "chunk": [64, 96, 160],
-              "max_registers": [64, 80]}
+FAST_SPACE = {"unroll": [6, 8, 12], "bags_per_block": [2, 4], "split": [2, 4], "chunk": [96],
+              "ids": ["shared", "registers"], "max_registers": [64, 80]}
 FAST_SPACE_QUICK = {"unroll": [8], "bags_per_block": [2, 4], "split": [1, 4], "chunk": [64], "max_registers": [None]}
 REGISTER_CAPS = [None, 24, 32, 40, 48, 56, 64]
 

@@ -7,9 +7,11 @@ Addresser / Combiner templates):
   ``bags_per_block`` bags; blocks walk the tiles grid-stride. ``split`` groups of ``lanes`` threads share
   one bag, each summing a contiguous part of its ids; the parts are added in shared memory at the end.
   Splitting keeps as many loads in flight with fewer bags (so fewer tables' hot rows) live at once.
-* **stage ids** — per tile the block stages ``ids_per_stage`` ids per bag in shared memory, already
-  turned into row offsets by the **addresser** (and their weights, when rows are scaled). Every thread
-  runs as many stages as the tile's longest bag needs, so the barriers are uniform.
+* **stage ids** — ``ids="shared"``: per tile the block stages ``chunk`` ids per bag in shared memory,
+  already turned into row offsets by the **addresser** (and their weights, when rows are scaled); every
+  thread runs as many stages as the tile's longest bag needs, so the barriers are uniform.
+  ``ids="registers"``: each lane keeps the ids of the next ``unroll`` rows in registers, loaded while the
+  current rows' loads are in flight: no barrier, and index loads off the critical path.
 * **addresser** — (table, id) → first element of the row in the packed buffer: ``plain`` rows, or
   ``split-hot`` rows (frequency-ranked tables whose hottest rows sit together at the front of the buffer,
   behind one L2 window).
@@ -54,6 +56,8 @@ class FastConfig:
     chunk: int = 64
     max_registers: int | None = None
     split_hot: bool = False
+    #: where ids wait before their rows are loaded: "shared" (staged per chunk) or "registers" (prefetched)
+    ids: str = "shared"
 
     def __post_init__(self) -> None:
         positive_int("dim", self.dim)
@@ -65,6 +69,8 @@ class FastConfig:
                 f"vector loads need dim to be a multiple of {self.vec} for {self.dtype}; use vector=False"
             )
         positive_int("split", self.split, 1, 32)
+        if self.ids not in ("shared", "registers"):
+            raise DlrmlabError(f"ids must be 'shared' or 'registers', got {self.ids!r}")
         positive_int("bags_per_block", self.bags_per_block, 1, 1024 // (self.lanes * self.split))
 
     @property
@@ -95,7 +101,7 @@ class FastConfig:
         return {
             "dim": self.dim, "dtype": self.dtype, **self.combine.params(), "vector": self.vector,
             "unroll": self.unroll, "bags_per_block": self.bags_per_block, "split": self.split, "chunk": self.chunk,
-            "max_registers": self.max_registers, "split_hot": self.split_hot, "lanes": self.lanes,
+            "max_registers": self.max_registers, "split_hot": self.split_hot, "ids": self.ids, "lanes": self.lanes,
             "vectors": self.vectors, "threads": self.threads,
         }  # fmt: skip
 
@@ -217,6 +223,40 @@ def _writer(cfg: FastConfig):
     return write_bag
 
 
+def _part_from_registers(cfg: FastConfig):
+    """``sum_part(...) -> nonzero``: add rows ``begin..end`` of a bag into ``acc``, the next ``unroll`` ids
+    loaded into registers while the current rows' loads are in flight (full blocks unpredicated)."""
+    IN_FLIGHT, FACTORS = cfg.unroll, cfg.combine.factors
+    row_offset, factor = _addresser(cfg), _factor(cfg)
+    load_row_slice, add_row = _slice_loader(cfg), _combiner(cfg)
+
+    @cuda.jit(device=True, inline=True)
+    def sum_part(packed, indices, psw, padding_idx, begin, end, base, hot_n, hot_b, acc, vals, ids, fs):
+        nonzero = 0
+        for u in range(IN_FLIGHT):
+            ids[u] = int64(indices[begin + u]) if begin + u < end else int64(0)
+        k = begin
+        while k + IN_FLIGHT <= end:
+            for u in range(IN_FLIGHT):  # this block's rows: all loads issued before any is used
+                load_row_slice(packed, row_offset(ids[u], base, hot_n, hot_b), vals, u)
+                if FACTORS:
+                    fs[u] = factor(psw, k + u, ids[u], padding_idx)
+            for u in range(IN_FLIGHT):  # the next block's ids, in flight with the rows
+                e = k + IN_FLIGHT + u
+                ids[u] = int64(indices[e]) if e < end else int64(0)
+            for u in range(IN_FLIGHT):
+                nonzero += add_row(acc, vals, u, fs[u] if FACTORS else float32(1.0))
+            k += IN_FLIGHT
+        for u in range(IN_FLIGHT):  # the tail: fewer rows than a block
+            if k + u < end:
+                load_row_slice(packed, row_offset(ids[u], base, hot_n, hot_b), vals, u)
+                nonzero += add_row(acc, vals, u, factor(psw, k + u, ids[u], padding_idx) if FACTORS
+                                   else float32(1.0))
+        return nonzero
+
+    return sum_part
+
+
 # --- the skeleton --------------------------------------------------------------------------------------
 
 
@@ -225,9 +265,10 @@ def build(cfg: FastConfig):
     """Compile (at first launch) the fast kernel for ``cfg``."""
     LANES, BAGS, IDS, SPLIT = cfg.lanes, cfg.bags_per_block, cfg.chunk, cfg.split
     GROUPS, IN_FLIGHT, ACC = cfg.bags_per_block * cfg.split, cfg.unroll, cfg.vectors * cfg.vec
-    FACTORS = cfg.combine.factors
+    FACTORS, IN_REGISTERS = cfg.combine.factors, cfg.ids == "registers"
     table_of_bag, row_offset, factor = _table_of_bag(), _addresser(cfg), _factor(cfg)
     load_row_slice, add_row, write_bag = _slice_loader(cfg), _combiner(cfg), _writer(cfg)
+    sum_part = _part_from_registers(cfg)
 
     @backend.jit(max_registers=cfg.max_registers)
     def embedding_bag_fast(packed, row_base, hot_rows, hot_base, indices, offsets, table_offsets, psw,
@@ -238,6 +279,8 @@ def build(cfg: FastConfig):
         counts_s = cuda.shared.array(GROUPS, int64)
         vals = cuda.local.array((IN_FLIGHT, ACC), float32)
         acc = cuda.local.array(ACC, float32)
+        ids = cuda.local.array(IN_FLIGHT, int64)  # prefetched ids (ids="registers")
+        fs = cuda.local.array(IN_FLIGHT, float32)
         num_bags = offsets.shape[0] - 1
         g, lane = cuda.threadIdx.x // LANES, cuda.threadIdx.x % LANES
         part = g % SPLIT
@@ -251,11 +294,14 @@ def build(cfg: FastConfig):
             t = table_of_bag(table_offsets, bag)
             base, hot_n, hot_b = row_base[t], hot_rows[t], hot_base[t]
             longest = int64(0)  # the tile's longest part: every thread runs as many stages
-            for j in range(min(BAGS, num_bags - tile * BAGS)):
+            for j in range(0 if IN_REGISTERS else min(BAGS, num_bags - tile * BAGS)):
                 longest = max(longest, (offsets[tile * BAGS + j + 1] - offsets[tile * BAGS + j] + SPLIT - 1) // SPLIT)
             for a in range(ACC):
                 acc[a] = 0.0
             nonzero = 0
+            if IN_REGISTERS:
+                nonzero = sum_part(packed, indices, psw, padding_idx, begin, end, base, hot_n, hot_b, acc, vals, ids,
+                                   fs)
             c0 = int64(0)
             while c0 < longest:
                 cuda.syncthreads()
