@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from dlrmlab import backend, launch, reference, variants
+from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
 from dlrmlab.config import TABLE_DTYPES, Combine
 from dlrmlab.errors import DlrmlabError
@@ -133,14 +134,17 @@ def embedding_bag(
 ) -> Any:
     """Pooled embeddings of shape (bags, dim), fp32, as ``torch.nn.functional.embedding_bag`` computes.
 
-    Returns a torch tensor when ``weight`` is one, else a Numba device array. ``validate`` checks ids and
-    offsets on the host first (a copy for device inputs); turn it off only for inputs already checked.
+    Returns a torch tensor when ``weight`` is one, else a Numba device array. ``validate`` (see
+    :mod:`dlrmlab.validate`) checks, before anything is allocated or launched: dtypes, shapes and
+    contiguity, the memory the call needs against what is free, ids (negative or >= rows: how many, the
+    first), offsets and per_sample_weights; ids and offsets are read on the host (a copy for device
+    inputs). Turn it off only for inputs already checked (a trusted hot loop).
     ``out``: a preallocated (bags, dim) float32 device array to fill (no allocation per call, so the call
     can be captured in a CUDA graph).
     """
     shape = getattr(weight, "shape", None)
     if shape is None or len(shape) != 2:
-        raise DlrmlabError("weight must be 2-D (num_embeddings, embedding_dim)")
+        raise DlrmlabError(f"weight must be 2-D (num_embeddings, embedding_dim), got shape {shape}")
     rows, dim = int(shape[0]), int(shape[1])
     dtype = _table_dtype(weight, weight_dtype)
     combine = Combine(mode, per_sample_weights is not None, padding_idx is not None)
@@ -168,15 +172,22 @@ def embedding_bag(
     n_ids = int(ishape[0]) if len(ishape) == 1 else int(np.prod(ishape))
     n_bags = int(getattr(offsets, "shape", (1,))[0]) - (1 if include_last_offset else 0)
     cfg = kernel_config(variant, dim, dtype, combine, n_ids / max(n_bags, 1), **kernel_params)
+    if validate:
+        checks.integer_array(input, "input", "integer ids")
+        checks.integer_array(offsets, "offsets")
+        checks.per_sample_weights(per_sample_weights, n_ids)
+        checks.contiguous(weight, "weight")
+        host_side = sum(int(x.nbytes) for x in (weight, input, offsets, per_sample_weights)
+                        if isinstance(x, np.ndarray))  # fmt: skip
+        checks.check_memory(
+            f"embedding_bag over a {rows:,} x {dim:,} table ({n_ids:,} ids, {n_bags:,} bags)",
+            device=host_side + (max(n_bags, 0) * dim * 4 if out is None else 0),
+        )
     if validate or not include_last_offset:
         host_off = reference.normalize_offsets(n_ids, _host_view(offsets), include_last_offset)
         if validate:
             ids_h = host_input if host_input is not None else _host_view(input)
-            if not np.issubdtype(ids_h.dtype, np.integer):
-                raise DlrmlabError(f"input must hold integer ids, got {ids_h.dtype}")
             reference.check_ids(ids_h[: host_off[-1]], rows)
-            if per_sample_weights is not None and tuple(per_sample_weights.shape) != (n_ids,):
-                raise DlrmlabError("per_sample_weights must have the same shape as input")
         offsets = host_off.astype(np.dtype(str(getattr(input, "dtype", "int64")).replace("torch.", "")))
 
     s = as_stream(stream)

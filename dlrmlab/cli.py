@@ -131,12 +131,15 @@ def _stage_from_args(args: argparse.Namespace):
 
 
 def workload_describe(args: argparse.Namespace) -> dict:
-    from dlrmlab import hotness
+    from dlrmlab import hotness, validate
     from dlrmlab.workload import Workload
 
     stage = _stage_from_args(args)
     if args.ids is not None and args.ids <= 0:
         raise DlrmlabError(f"--ids must be positive, got {args.ids}")
+    n = int(args.ids if args.ids is not None else stage.lookups_per_batch())
+    validate.check_memory(f"describing {n:,} ids of {args.dataset}",  # the ids, their copies and sorts
+                          host=4 * 8 * n + validate.stream_bytes(stage, args.dataset))
     wl = Workload(stage, args.dataset, seed=args.seed)
     ids = wl.ids(args.ids)
     d = {"dataset": wl.dataset, "seed": args.seed, **stage.describe(), **hotness.describe(ids)}

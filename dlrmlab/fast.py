@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from dlrmlab import backend, device, hotness, l2window, launch, tuned
+from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
 from dlrmlab.config import KNOBS, Combine, TableDType, table_dtype
 from dlrmlab.errors import DlrmlabError
@@ -105,6 +106,13 @@ class PackedTables:
         """Pack host (NumPy) or device 2-D tables. bf16 tables are uint16 arrays with ``dtype='bfloat16'``."""
         dim, dt = cls._check(tables, dtype)
         rows = tuple(int(t.shape[0]) for t in tables)
+        for i, t in enumerate(tables):
+            checks.contiguous(t, f"tables[{i}]")
+        on_host = all(isinstance(t, np.ndarray) for t in tables)
+        checks.check_memory(  # the packed copy (and, from host tables, its staging concatenation)
+            f"packing {len(tables)} table(s) of {sum(rows):,} rows x {dim} ({dt.name})",
+            host=sum(rows) * dim * dt.bytes if on_host else 0, device=sum(rows) * dim * dt.bytes,
+        )
         base = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64) * dim
         if all(isinstance(t, np.ndarray) for t in tables):
             packed = cuda.to_device(np.concatenate([np.ascontiguousarray(t).reshape(-1) for t in tables]), stream)
@@ -127,6 +135,8 @@ class PackedTables:
         """
         dim, dt = cls._check(tables, dtype)
         row_bytes = dim * dt.bytes
+        total = sum(int(t.shape[0]) for t in tables) * row_bytes
+        checks.check_memory(f"a ranked copy of {len(tables)} table(s) ({dt.name})", host=2 * total, device=total)
         hot = l2window.split_budget([r.ranked_counts for r in rankings], [row_bytes] * len(tables), budget_bytes)
         ranked = [np.asarray(t)[r.order] for t, r in zip(tables, rankings, strict=True)]
         hot_base = np.concatenate([[0], np.cumsum(hot)[:-1]]).astype(np.int64) * dim
@@ -174,13 +184,22 @@ def fast_forward(
     stream: Any = 0,
     config: FastConfig | None = None,
     blocks_per_sm: int = BLOCKS_PER_SM,
+    validate: bool | str = True,
     **knobs: Any,
 ) -> Any:
     """One launch for all tables. ``jagged``: device (indices, offsets, table_offsets, psw-or-None).
 
     Returns (or fills) a device array of shape (T * B, dim), fp32, bags table-major.
+
+    ``validate=True`` checks what can be checked without reading the arrays (so without a sync, and inside
+    a CUDA-graph capture): dtypes, shapes, the table count, per_sample_weights' length, the output, the
+    memory a new output needs. ``validate="full"`` also reads ids and offsets on the host (a device copy
+    and a sync): offsets from 0, non-decreasing, within the ids; every table's ids within its rows.
+    ``validate=False``: nothing (trusted hot loops).
     """
     indices, offsets, table_offsets, psw = jagged
+    if validate:
+        check_jagged(tables, jagged, full=validate == "full")
     if table_offsets.shape[0] - 1 != tables.num_tables:
         raise DlrmlabError(f"batch has {table_offsets.shape[0] - 1} tables, packed tables {tables.num_tables}")
     num_bags = offsets.shape[0] - 1
@@ -193,6 +212,8 @@ def fast_forward(
     if config.vector and not tables.vector_ok():
         config = replace(config, vector=False)  # fall back rather than read misaligned
     if out is None:
+        if validate:
+            checks.check_memory(f"the output of {num_bags:,} bags x {tables.dim}", device=num_bags * tables.dim * 4)
         out = cuda.device_array((num_bags, tables.dim), np.float32, stream=stream)
     elif tuple(out.shape) != (num_bags, tables.dim):
         raise DlrmlabError(f"out must have shape {(num_bags, tables.dim)}, got {tuple(out.shape)}")
@@ -203,6 +224,34 @@ def fast_forward(
         _no_weights() if psw is None else psw, -1 if padding_idx is None else int(padding_idx), out,
     )
     return out
+
+
+def check_jagged(tables: PackedTables, jagged: Any, full: bool = False) -> None:
+    """Refuse a jagged batch ``tables`` cannot serve (see :func:`fast_forward`'s ``validate``)."""
+    if len(jagged) != 4:
+        raise DlrmlabError(f"jagged must be (indices, offsets, table_offsets, per_sample_weights or None), got "
+                           f"{len(jagged)} item(s)")
+    indices, offsets, table_offsets, psw = jagged
+    for name, a in (("indices", indices), ("offsets", offsets), ("table_offsets", table_offsets)):
+        if len(getattr(a, "shape", ())) != 1:
+            raise DlrmlabError(f"jagged {name} must be 1-D, got shape {tuple(getattr(a, 'shape', ()))}")
+        checks.integer_array(a, f"jagged {name}", "integer ids" if name == "indices" else "integers")
+    n_tables = int(table_offsets.shape[0]) - 1
+    if n_tables != tables.num_tables:
+        raise DlrmlabError(f"jagged table_offsets has {n_tables} table(s), the packed tables {tables.num_tables}")
+    checks.per_sample_weights(psw, int(indices.shape[0]), "jagged per_sample_weights")
+    if not full:
+        return
+    n_ids = int(indices.shape[0])
+    off = checks.offsets(checks.host_copy(offsets), n_ids, True, "jagged offsets")
+    toff = checks.host_copy(table_offsets).astype(np.int64)
+    checks.offsets(toff, off.size - 1, True, "jagged table_offsets")
+    if toff[-1] != off.size - 1:
+        raise DlrmlabError(f"jagged table_offsets end at bag {int(toff[-1])}, offsets hold {off.size - 1} bag(s)")
+    ids = checks.host_copy(indices)
+    for t in range(n_tables):
+        lo, hi = int(off[toff[t]]), int(off[toff[t + 1]])
+        checks.ids(ids[lo:hi], tables.rows[t], f"jagged indices of table {t}")
 
 
 class StageGraph:

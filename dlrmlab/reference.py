@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlrmlab import validate
 from dlrmlab.errors import DlrmlabError
 
 MODES = ("sum", "mean", "max")
@@ -17,29 +18,12 @@ def normalize_offsets(
     n_ids: int, offsets: np.ndarray, include_last_offset: bool
 ) -> np.ndarray:
     """Validate torch-style offsets; return the ``include_last_offset=True`` form (B + 1 entries)."""
-    offsets = np.asarray(offsets)
-    if offsets.ndim != 1 or not np.issubdtype(offsets.dtype, np.integer):
-        raise DlrmlabError("offsets must be a 1-D integer array")
-    offsets = offsets.astype(np.int64)
-    if include_last_offset:
-        if offsets.size < 1:
-            raise DlrmlabError("offsets with include_last_offset=True needs at least one entry")
-        full = offsets
-    else:
-        full = np.append(offsets, n_ids)
-    if full.size and full[0] != 0:
-        raise DlrmlabError(f"offsets[0] must be 0, got {int(full[0])}")
-    if (np.diff(full) < 0).any():
-        raise DlrmlabError("offsets must be non-decreasing")
-    if full[-1] > n_ids:
-        raise DlrmlabError(f"offsets point past the end of input ({int(full[-1])} > {n_ids})")
-    return full
+    return validate.offsets(offsets, n_ids, include_last_offset)
 
 
-def check_ids(ids: np.ndarray, num_embeddings: int) -> None:
-    if ids.size and (ids.min() < 0 or ids.max() >= num_embeddings):
-        bad = ids[(ids < 0) | (ids >= num_embeddings)][0]
-        raise DlrmlabError(f"index {int(bad)} out of range for a table of {num_embeddings} rows")
+def check_ids(ids: np.ndarray, num_embeddings: int, name: str = "input") -> None:
+    """Every id in [0, num_embeddings), else how many are not and the first (:func:`dlrmlab.validate.ids`)."""
+    validate.ids(ids, num_embeddings, name)
 
 
 def embedding_bag(
@@ -64,7 +48,7 @@ def embedding_bag(
     if weight.ndim != 2:
         raise DlrmlabError("weight must be 2-D (num_embeddings, embedding_dim)")
     if mode not in MODES:
-        raise DlrmlabError(f"mode must be one of {MODES}, got {mode!r}")
+        raise DlrmlabError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if ids.ndim == 2:
         if offsets is not None:
             raise DlrmlabError("offsets must be None when input is 2-D")
@@ -86,8 +70,7 @@ def embedding_bag(
         if mode != "sum":
             raise DlrmlabError("per_sample_weights is only supported for mode='sum' (as in torch)")
         per_sample_weights = np.asarray(per_sample_weights)
-        if per_sample_weights.shape != ids.shape:
-            raise DlrmlabError("per_sample_weights must have the same shape as input")
+        validate.per_sample_weights(per_sample_weights, ids.size)
     if padding_idx is not None:
         if not -n_rows <= padding_idx < n_rows:
             raise DlrmlabError(f"padding_idx {padding_idx} out of range for {n_rows} rows")

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dlrmlab import hotness
+from dlrmlab import hotness, validate
 from dlrmlab.backend import cuda
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
@@ -65,6 +65,10 @@ class BenchCase:
     dev_batches: list[DeviceBatch]
     #: 1-element float32 device array passed as ``psw`` when the case is unweighted
     psw_dummy: Any
+    #: trace ids skipped (>= the table's rows) while the batches were built; 0 for generated streams
+    dropped_ids: int = 0
+    #: passes over the end of the trace while the batches were built (the trace repeated); 0 if generated
+    trace_wraps: int = 0
     _refs: dict[int, list[np.ndarray]] = field(default_factory=dict, repr=False)
     #: data derived from the case by variants (ranked tables, packed buffers), built once per key
     _derived: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -92,8 +96,12 @@ class BenchCase:
         if int(n_batches) != n_batches or int(n_batches) < 1:
             raise DlrmlabError(f"n_batches must be a positive integer, got {n_batches!r}")
         Combine(mode, bool(weighted))  # the kernels' modes; weights with sum only, as in torch
+        validate.check_stage(stage, int(n_batches), weighted=bool(weighted), dataset=dataset,
+                             tables=tables_from is None)  # before anything is generated or uploaded
         wl = Workload(stage, dataset, seed=seed, weighted=weighted)
         host_batches = list(wl.batches(int(n_batches)))
+        stream = wl.stream  # what the trace stream dropped and repeated while the batches were built
+        dropped_ids, trace_wraps = int(stream.dropped), int(stream.wraps)
 
         if tables_from is not None:
             if tables_from.stage != stage or tables_from.seed != int(seed):
@@ -118,6 +126,8 @@ class BenchCase:
             host_batches=host_batches,
             dev_batches=dev_batches,
             psw_dummy=psw_dummy,
+            dropped_ids=dropped_ids,
+            trace_wraps=trace_wraps,
         )
 
     # --- shape -------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from dlrmlab import backend  # decides GPU or simulator before numba.cuda is imported
+from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
 from dlrmlab.dlrm.kjt import KeyedJaggedTensor
 from dlrmlab.errors import DlrmlabError
@@ -96,6 +97,14 @@ def numba_view(t: torch.Tensor) -> Any:
     return a.view(np.uint16) if bf16 else a
 
 
+def _check_table_memory(shape: tuple[int, int], dtype: torch.dtype, device: Any) -> None:
+    """Refuse packed tables larger than the free memory where they would go, before allocating them."""
+    nbytes = int(shape[0]) * int(shape[1]) * torch.empty((), dtype=dtype).element_size()
+    on_gpu = torch.device(device).type == "cuda"
+    checks.check_memory(f"tables of {int(shape[0]):,} rows x {int(shape[1]):,} ({str(dtype).replace('torch.', '')})",
+                        host=0 if on_gpu else nbytes, device=nbytes if on_gpu else 0)
+
+
 @lru_cache(maxsize=1)
 def direct_paper() -> tuple[Any, Any, Any] | None:
     """``(kernel_config, launch.paper, Combine)`` where this dlrmlab exposes them: the paper family then
@@ -126,14 +135,20 @@ class EmbeddingBagCollection(torch.nn.Module):
     ``weight``, an existing packed (sum of rows, dim) tensor, is given: it is then used as is, no copy.
     Outputs of ``fast`` are views of a buffer kept per batch size and overwritten by the next call of the
     same batch size (as a CUDA graph's outputs are); clone them to keep them.
+
+    ``validate`` (default True): every forward first reads the batch's ids and offsets on the host (a copy
+    and a sync on a GPU; skipped while a CUDA graph is being captured) and refuses ids outside their table
+    and malformed offsets (:mod:`dlrmlab.validate`). Set it False for batches already checked (a trusted
+    serving loop); shapes, dtypes and devices are always checked.
     """
 
     def __init__(
         self, embedding_sizes: Sequence[int], embedding_dim: int, impl: str = "torch", *, mode: str = "sum",
         dtype: Any = "float32", device: Any = None, seed: int = 0, keys: Sequence[str] | None = None,
-        include_last_offset: bool = True, weight: torch.Tensor | None = None,
+        include_last_offset: bool = True, weight: torch.Tensor | None = None, validate: bool = True,
     ) -> None:
         super().__init__()
+        self.validate = bool(validate)
         self.embedding_sizes = tuple(int(n) for n in embedding_sizes)
         self.embedding_dim = int(embedding_dim)
         if not self.embedding_sizes or min(self.embedding_sizes) <= 0 or self.embedding_dim <= 0:
@@ -157,6 +172,7 @@ class EmbeddingBagCollection(torch.nn.Module):
 
     def _init_tables(self, shape: tuple[int, int], dtype: torch.dtype, device: Any, seed: int) -> torch.Tensor:
         device = torch.device(device or ("cpu" if backend.SIMULATOR else "cuda"))
+        _check_table_memory(shape, dtype, device)
         w = torch.empty(shape, dtype=dtype, device=device)
         g = torch.Generator(device=device).manual_seed(int(seed))
         for t, n in enumerate(self.embedding_sizes):
@@ -185,6 +201,7 @@ class EmbeddingBagCollection(torch.nn.Module):
             raise DlrmlabError("padding_idx is not supported, and include_last_offset must agree across tables")
         device = torch.device(device) if device is not None else bags[0].weight.device
         sizes = [b.num_embeddings for b in bags]
+        _check_table_memory((sum(sizes), next(iter(dims))), next(iter(dtypes)), device)
         packed = torch.empty((sum(sizes), dims.pop()), dtype=dtypes.pop(), device=device)
         start = 0
         for b, n in zip(bags, sizes, strict=True):
@@ -205,6 +222,7 @@ class EmbeddingBagCollection(torch.nn.Module):
         device = torch.device(device or ("cpu" if backend.SIMULATOR else "cuda"))
         tdt = _TORCH_DTYPES[dtype_name(dtype)]
         sizes = [int(t.shape[0]) for t in tables]
+        _check_table_memory((sum(sizes), next(iter(dims))), tdt, device)
         packed = torch.empty((sum(sizes), dims.pop()), dtype=tdt, device=device)
         start = 0
         for t, n in zip(tables, sizes, strict=True):
@@ -218,7 +236,7 @@ class EmbeddingBagCollection(torch.nn.Module):
         """The same tables (shared, not copied) under another implementation."""
         return EmbeddingBagCollection(
             self.embedding_sizes, self.embedding_dim, impl, mode=self.mode, keys=self.keys, weight=self.weight,
-            include_last_offset=self.include_last_offset,
+            include_last_offset=self.include_last_offset, validate=self.validate,
         )
 
     # --- shape ---------------------------------------------------------------------------------------------
@@ -254,6 +272,19 @@ class EmbeddingBagCollection(torch.nn.Module):
             raise DlrmlabError("per-sample weights need mode 'sum' (as in torch)")
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             self.check_capturable()
+        elif self.validate:
+            self.check_values(sparse)
+
+    def check_values(self, sparse: KeyedJaggedTensor) -> None:
+        """Ids within each key's table and offsets well formed, read on the host (a sync on a GPU)."""
+        off = checks.offsets(checks.host_copy(sparse.offsets), int(sparse.values.numel()), True, "sparse offsets")
+        values = checks.host_copy(sparse.values)
+        starts, b = sparse.value_starts(), sparse.stride
+        for t, key in enumerate(sparse.keys):
+            if int(off[t * b]) != starts[t]:
+                raise DlrmlabError(f"sparse offsets[{t * b}] = {int(off[t * b])}, but key {key!r} starts at id "
+                                   f"{starts[t]} (length_per_key {sparse.length_per_key})")
+            checks.ids(values[starts[t] : starts[t + 1]], self.embedding_sizes[t], f"sparse values of key {key!r}")
 
     def check_capturable(self) -> None:
         """Raise unless a forward allocates nothing outside torch's allocator (a CUDA graph would replay
@@ -300,9 +331,14 @@ class EmbeddingBagCollection(torch.nn.Module):
         if any(w is not None for w in psw) and self.mode != "sum":
             raise DlrmlabError("per-sample weights need mode 'sum' (as in torch)")
         outs = []
+        capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
         for t in range(self.num_tables):
             ids, off = indices[t], offsets[t]
             self._check_devices(ids.device)
+            if self.validate and not capturing:
+                checks.per_sample_weights(psw[t], int(ids.numel()), f"per_sample_weights[{t}]")
+                checks.offsets(checks.host_copy(off), int(ids.numel()), self.include_last_offset, f"offsets[{t}]")
+                checks.ids(checks.host_copy(ids), self.embedding_sizes[t], f"indices[{t}]")
             if not self.include_last_offset:
                 off = F.pad(off, (0, 1), value=ids.numel())
             outs.append(self._one_table(t, ids, off, psw[t]))
