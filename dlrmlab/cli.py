@@ -268,8 +268,8 @@ def _tune(args: argparse.Namespace) -> int:
     print(rows[[c for c in cols if c in rows]].to_string(index=False))
     simulated = rows.empty or not bool(rows.iloc[0].get("timing_valid", False))
     if simulated:
-        print("simulator: timings not meaningful (the ranking above is by simulated time; nothing was stored "
-              "in the tuning cache)")
+        print("simulator: timings not meaningful (the order above is by simulated time"
+              + ("; your tuning cache was left as it was)" if args.target == "fast" else ")"))
     if out is not None:
         table = rows.drop(columns=["candidate"], errors="ignore")
         print(f"appended {len(table)} row(s) to {append_results(table, f'tune_{args.target}', out)}")

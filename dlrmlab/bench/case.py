@@ -164,6 +164,8 @@ class BenchCase:
             "mode": self.mode,
             "weighted": self.weighted,
             "n_batches": self.n_batches,
+            "dropped_ids": self.dropped_ids,
+            "trace_wraps": self.trace_wraps,
         }
 
     # --- inputs and references ---------------------------------------------------------------------------

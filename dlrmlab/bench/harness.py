@@ -48,8 +48,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from dlrmlab import backend
+from dlrmlab import backend, validate
 from dlrmlab.bench import env as benv
+from dlrmlab.bench import results as _results
 from dlrmlab.bench import timing
 from dlrmlab.bench.case import BenchCase
 from dlrmlab.datasets import canonical_name
@@ -96,6 +97,11 @@ COLUMN_DOCS: dict[str, str] = {
         "interleaved: one run per variant per round; cold_l2: interleaved with L2 evicted before each run"
     ),
     "serving_block": "batches per block in serving mode (the first untimed); empty in the other modes",
+    "dropped_ids": (
+        "trace ids skipped (>= the table's rows) while the case's batches were built; 0 for generated ids, "
+        "empty for trace rows measured before it was recorded"
+    ),
+    "trace_wraps": "times the trace was read again from its start to fill the batches (0: never repeated)",
 }
 
 #: Columns of a result row, in order (env columns beyond these, e.g. a new package version, follow).
@@ -105,7 +111,8 @@ ROW_COLUMNS: list[str] = [
     "kernel_n_runs", "kernel_launches", "kernel_queued_ahead", "effective_gbps", "copy_gbps",
     "copy_fraction", "bytes_requested", "correct", "max_rel_err", "error", "params", "kernel_regex",
     "tables", "rows", "dim", "dtype", "index_dtype", "batch", "pooling", "seed", "mode", "weighted",
-    "n_batches", "cold_l2", "timing_mode", "serving_block", "repeats", "warmup_s", "timing_valid",
+    "n_batches", "dropped_ids", "trace_wraps", "cold_l2", "timing_mode", "serving_block", "repeats", "warmup_s",
+    "timing_valid",
     "mode_backend", "gpu_name", "compute_capability", "sms", "l2_bytes", "sm_clock_start_mhz",
     "sm_clock_end_mhz", "clock_source",
     "driver_version", "cuda_driver_version", "cuda_runtime_version", "numba_version", "numba_cuda_version",
@@ -286,6 +293,27 @@ def with_timing_columns(df: pd.DataFrame) -> pd.DataFrame:
     if "round" not in out.columns:  # a rows table (runs tables have no serving_block)
         out.insert(out.columns.get_loc("timing_mode") + 1, "serving_block", pd.NA)
     return out
+
+
+def with_trace_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows written before ``dropped_ids`` and ``trace_wraps`` were recorded, with both added after
+    ``n_batches``: 0 for generated datasets (they drop and repeat nothing), empty (unknown) for traces.
+
+    Only benchmark rows tables (``n_batches`` and ``cold_l2`` columns) are changed; registered as a results
+    upgrade, so old files keep appending (see :func:`dlrmlab.bench.results.upgrade_file`).
+    """
+    if "dropped_ids" in df.columns or "n_batches" not in df.columns or "cold_l2" not in df.columns:
+        return df
+    out = df.copy()
+    trace = out["dataset"].astype(str).str.startswith("trace:") if "dataset" in out else pd.Series(False, out.index)
+    at = out.columns.get_loc("n_batches") + 1
+    for i, col in enumerate(("dropped_ids", "trace_wraps")):
+        out.insert(at + i, col, pd.Series(0, index=out.index, dtype="Int64").mask(trace))
+    return out
+
+
+_results.UPGRADES[:] = [f for f in _results.UPGRADES if f.__name__ not in ("with_timing_columns", "with_trace_columns")]
+_results.UPGRADES += [with_timing_columns, with_trace_columns]
 
 
 def expected_columns() -> list[str]:
@@ -692,6 +720,8 @@ def run_bench(
     for ds in datasets:
         make_stream(ds, seed)  # unknown names and unreadable traces fail here
     stage = preset(stage) if isinstance(stage, str) else stage
+    for ds in datasets:  # a case larger than free memory is refused now, not after the first datasets ran
+        validate.check_stage(stage, int(n_batches), weighted=bool(weighted), dataset=ds)
     if int(repeat_runs) < 1:
         raise DlrmlabError(f"repeat_runs must be at least 1, got {repeat_runs}")
     if out is not None:

@@ -28,6 +28,32 @@ PARAM_PREFIX = "param_"
 RESULTS_DIR_ENV = "DLRMLAB_RESULTS_DIR"
 #: Every append this process made, in order: (path, rows appended). The CLI reports them when interrupted.
 APPENDED: list[tuple[Path, int]] = []
+#: Functions that bring an older results table up to date (adding the columns it predates, with the values
+#: they had). A file whose columns differ from new rows' is upgraded in place (atomically) when that makes
+#: them agree, then appended to; otherwise the rows are refused. :mod:`dlrmlab.bench.harness` registers its.
+UPGRADES: list[Callable[[pd.DataFrame], pd.DataFrame]] = []
+
+
+def upgrade(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every registered upgrade applied (unchanged when it is up to date)."""
+    for f in UPGRADES:
+        df = f(df)
+    return df
+
+
+def _upgraded_columns(columns: list[str]) -> list[str]:
+    return list(upgrade(pd.DataFrame(columns=columns)).columns)
+
+
+def upgrade_file(csv: str | os.PathLike) -> bool:
+    """Rewrite a results CSV with the registered upgrades applied (atomically); whether it changed."""
+    csv = Path(csv)
+    old = pd.read_csv(csv, dtype=str, keep_default_na=False)  # as text: every other cell is kept byte for byte
+    new = upgrade(old)
+    if list(new.columns) == list(old.columns):
+        return False
+    _atomic_write(csv, lambda tmp: new.to_csv(tmp, index=False))
+    return True
 
 
 def default_dir() -> Path:
@@ -112,7 +138,7 @@ def check_columns(columns: list[str], name: str, results_dir: str | os.PathLike 
     csv = Path(results_dir) / f"{_check_name(name)}.csv"
     cols = [c for c in columns if not str(c).startswith(PARAM_PREFIX)]
     old = _file_columns(csv)
-    if old is not None and set(old) != set(cols):
+    if old is not None and set(old) != set(cols) and set(_upgraded_columns(old)) != set(cols):
         raise _mismatch(csv, old, cols)
 
 
@@ -131,9 +157,12 @@ def append_results(df: pd.DataFrame, name: str, results_dir: str | os.PathLike =
         raise DlrmlabError(f"duplicate columns: {sorted(set(new.columns[new.columns.duplicated()]))}")
 
     old_cols = _file_columns(csv)
-    if old_cols is not None:
-        if set(old_cols) != set(new.columns):
+    if old_cols is not None and set(old_cols) != set(new.columns):
+        if set(_upgraded_columns(old_cols)) != set(new.columns):
             raise _mismatch(csv, old_cols, list(new.columns))
+        upgrade_file(csv)  # an older file of the same table: add the columns it predates, then append
+        old_cols = _file_columns(csv)
+    if old_cols is not None:
         new = new[old_cols]
 
         def write(tmp: Path) -> None:
