@@ -92,8 +92,9 @@ def environment(command: str = "") -> dict:
     from dlrmlab import cudart
     from dlrmlab.device import family
 
-    env: dict[str, Any] = {"mode": backend.mode(), "family": family(), "command": command,
-                           "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": _git_commit()}  # fmt: skip
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    env: dict[str, Any] = {"mode": backend.mode(), "family": family(), "command": command, "date": date,
+                           "commit": _git_commit()}  # fmt: skip
     if backend.SIMULATOR:
         env["gpu"] = "none: Numba's CUDA simulator"
     else:
@@ -108,7 +109,8 @@ def environment(command: str = "") -> dict:
 
 @dataclass
 class Context:
-    """Shared state of one run. Cases live for one claim (:meth:`release`), the tables for the whole run."""
+    """Shared state of one run. A benchmark case lives while one comparison needs it (:meth:`release`); the
+    embedding tables it reads are generated and uploaded once per run."""
 
     preset: str
     datasets: list[str]
@@ -224,8 +226,6 @@ class Context:
         if key not in self._memo:
             try:
                 self._memo[key] = (True, make())
-            except ClaimSkipped as e:
-                self._memo[key] = (False, e)
             except Exception as e:  # remembered: a second claim must not pay for the same failure
                 self._memo[key] = (False, e)
         ok, value = self._memo[key]

@@ -94,7 +94,9 @@ def shades(variant: str, n: int) -> list[tuple[float, float, float]]:
     """``n`` shades of a technique's colour, light to dark (for a sweep of one knob)."""
     r, g, b = mcolors.to_rgb(color(variant))
     h, lum, s = colorsys.rgb_to_hls(r, g, b)
-    if n <= 1:
+    if n <= 0:
+        return []
+    if n == 1:
         return [(r, g, b)]
     lo, hi = min(lum + 0.25, 0.85), max(lum - 0.2, 0.2)
     return [colorsys.hls_to_rgb(h, lo + (hi - lo) * i / (n - 1), s) for i in range(n)]
@@ -109,7 +111,8 @@ def _trace_level(spec: str) -> str | None:
 
     spec = spec.replace("\\", "/").strip()
     for level, f in PAPER_TRACES.items():
-        if spec == level or spec.rsplit("/", 1)[-1] == f.file or spec.endswith("/" + f.repo_path) or spec == f.repo_path:
+        name = spec.rsplit("/", 1)[-1]
+        if spec in (level, f.repo_path) or name == f.file or spec.endswith("/" + f.repo_path):
             return level
     return None
 
