@@ -12,6 +12,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 #: PyPI name -> conda-forge name, where they differ.
 CONDA_NAME = {"torch": "pytorch"}
+#: A pip requirement with extras -> the conda-forge line that does the same. ``numba-cuda[cu12]`` (the ``gpu``
+#: extra) brings the CUDA 12 toolkit pieces as wheels; on conda-forge numba-cuda brings them itself, and
+#: ``cuda-version`` picks CUDA 12.
+CONDA_EQUIVALENT = {"numba-cuda[cu12]": ("cuda-version", frozenset({">=12", "<13"}))}
 IGNORED_CONDA = {"python", "pip"}
 
 
@@ -20,13 +24,14 @@ def normalise(name: str) -> str:
 
 
 def split(requirement: str) -> tuple[str, frozenset[str]]:
-    """``"numpy>=2,<2.5"`` -> ``("numpy", {">=2", "<2.5"})``. Markers and extras are not used here."""
-    m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*?)\s*", requirement)
+    """``"numpy>=2,<2.5"`` -> ``("numpy", {">=2", "<2.5"})``; extras stay on the name
+    (``"numba-cuda[cu12]>=0.30"`` -> ``("numba-cuda[cu12]", {">=0.30"})``). Markers are not used here."""
+    m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[A-Za-z0-9_,\s-]+\])?\s*(.*?)\s*", requirement)
     assert m, f"cannot parse requirement {requirement!r}"
-    name, spec = m.groups()
-    assert not spec.startswith(("[", ";", "@")), f"unsupported requirement form {requirement!r}"
+    name, extras, spec = m.groups()
+    assert not spec.startswith((";", "@")), f"unsupported requirement form {requirement!r}"
     clauses = frozenset(c.replace(" ", "") for c in spec.split(",") if c.strip())
-    return normalise(name), clauses
+    return normalise(name) + (extras.replace(" ", "") if extras else ""), clauses
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +56,20 @@ def pip_requirements(pyproject) -> dict[str, frozenset[str]]:
     out = {}
     for r in reqs:
         name, spec = split(r)
+        if name in CONDA_EQUIVALENT:
+            name, spec = CONDA_EQUIVALENT[name]
         name = normalise(CONDA_NAME.get(name, name))
         assert name not in out, f"{name} listed twice in pyproject.toml"
         out[name] = spec
     return out
+
+
+def test_gpu_extra_is_numba_cuda_with_the_cuda_12_toolkit(pyproject):
+    """One command sets up a GPU machine: the ``gpu`` extra is numba-cuda[cu12], same version bound."""
+    project = pyproject["project"]
+    base = dict(split(r) for r in project["dependencies"])
+    gpu = dict(split(r) for r in project["optional-dependencies"]["gpu"])
+    assert gpu == {"numba-cuda[cu12]": base["numba-cuda"]}
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +91,7 @@ def test_split():
     assert split("numpy>=2,<2.5") == ("numpy", frozenset({">=2", "<2.5"}))
     assert split("Cuda_Bindings >= 12.6") == ("cuda-bindings", frozenset({">=12.6"}))
     assert split("pip") == ("pip", frozenset())
+    assert split("numba-cuda[cu12]>=0.30") == ("numba-cuda[cu12]", frozenset({">=0.30"}))
 
 
 def test_files_parse(pyproject, environment, pip_requirements, conda_requirements):
@@ -119,3 +135,8 @@ def test_console_script_target_exists(pyproject):
     target = pyproject["project"]["scripts"]["dlrmlab"]
     module, func = target.split(":")
     assert callable(getattr(importlib.import_module(module), func))
+
+
+def test_readme_gpu_command_uses_the_extra():
+    readme = (ROOT / "README.md").read_text()
+    assert '.venv/bin/pip install -e ".[torch,gpu]" "torch==2.13.0" && .venv/bin/dlrmlab reproduce' in readme
