@@ -298,3 +298,80 @@ def plot_transactions(summary: pd.DataFrame) -> Figure:
     ax2.set_title("Bytes requested vs bytes moved", fontsize=9)
     ax2.legend(fontsize=7)
     return fig
+
+
+# --- T2: Little's law ---------------------------------------------------------------------------------------
+
+#: Bytes one warp's row-load instruction reads, per kernel family of ``results/*/profile.csv`` (T1: the paper's
+#: per-feature layout reads 32 x 4 B; the fast kernel's 16-byte vectors read 32 x 16 B).
+BYTES_PER_INSTRUCTION = {"paper": 128, "torch": 128, "fast": 512}
+
+
+def kernel_family(kernel: str) -> str:
+    """``paper``, ``torch`` or ``fast`` from a profiled kernel's name."""
+    k = str(kernel)
+    if k.startswith("EmbeddingBag"):
+        return "torch"
+    return "fast" if ("fused" in k or "fast" in k) else "paper"
+
+
+def littles_law(bandwidth_gbps: float, latency_ns: float, sms: int = 132) -> dict:
+    """Little's law for memory: bytes that must be in flight = bandwidth x latency (whole GPU and per SM)."""
+    total = bandwidth_gbps * latency_ns  # GB/s x ns = bytes
+    return {"bandwidth_gbps": bandwidth_gbps, "latency_ns": latency_ns, "bytes_in_flight": total,
+            "bytes_in_flight_per_sm": total / sms}  # fmt: skip
+
+
+def achievable_gbps(bytes_in_flight_per_sm, latency_ns: float, peak_gbps: float, sms: int = 132):
+    """Bandwidth that ``bytes_in_flight_per_sm`` sustain at ``latency_ns``, capped at ``peak_gbps``."""
+    return np.minimum(np.asarray(bytes_in_flight_per_sm, dtype=float) * sms / latency_ns, peak_gbps)
+
+
+def in_flight_table(profile: pd.DataFrame, latency_ns: float, sms: int = 132, warps_per_sm: int = 64) -> pd.DataFrame:
+    """Little's law read backwards from Nsight Compute profiles (``results/<gpu>/profile.csv``): per profiled
+    launch, the bandwidth it achieved (bytes its lookups read / its GPU time), the bytes that must have been in
+    flight per SM to sustain it at ``latency_ns``, the warps resident (achieved occupancy), and so how many
+    row-load instructions each warp must have had in flight on average."""
+    p = profile.copy()
+    p["family"] = p["kernel"].map(kernel_family)
+    tables = np.where(p["family"] == "fast", p["tables"], 1)  # the fused kernel serves every table at once
+    p["bytes_read"] = tables * p["batch"] * p["pooling"] * p["dim"] * np.where(p["dtype"] == "float32", 4, 2)
+    p["achieved_gbps"] = p["bytes_read"] / (p["gpu_time_us"] * 1e3)
+    p["needed_bytes_per_sm"] = p["achieved_gbps"] * latency_ns / sms
+    p["warps_per_sm"] = p["achieved_occupancy"] * warps_per_sm
+    p["bytes_per_instruction"] = p["family"].map(BYTES_PER_INSTRUCTION)
+    p["loads_in_flight_per_warp"] = p["needed_bytes_per_sm"] / (p["warps_per_sm"] * p["bytes_per_instruction"])
+    cols = ["variant", "dataset", "family", "registers", "theoretical_occupancy", "achieved_occupancy",
+            "warps_per_sm", "bytes_per_instruction", "gpu_time_us", "achieved_gbps", "dram_throughput_pct",
+            "needed_bytes_per_sm", "loads_in_flight_per_warp", "stall_long_scoreboard_share"]  # fmt: skip
+    return p[cols].reset_index(drop=True)
+
+
+def plot_littles_law(table: pd.DataFrame, latency_ns: float, peak_gbps: float, sms: int = 132,
+                     title: str = "", stamp: str = "") -> Figure:
+    """The bandwidth Little's law allows for each number of bytes in flight per SM (curve, capped at
+    ``peak_gbps``), with each profiled kernel placed at its achieved bandwidth and the bytes in flight that
+    needs; a second axis marks what one load per resident warp would give."""
+    from dlrmlab.report import style
+
+    fig = _figure(8.5, 4.2)
+    ax = fig.add_subplot()
+    x = np.linspace(0, max(64_000, float(table["needed_bytes_per_sm"].max()) * 1.3), 400)
+    ax.plot(x / 1024, achievable_gbps(x, latency_ns, peak_gbps, sms), color="0.4",
+            label=f"Little's law at {latency_ns:.0f} ns, capped at {peak_gbps:.0f} GB/s")  # fmt: skip
+    knee = peak_gbps * latency_ns / sms
+    ax.axvline(knee / 1024, color="0.6", ls=":", lw=1, label=f"knee: {knee / 1024:.1f} KiB in flight per SM")
+    for r in table.itertuples():
+        c = style.color(r.variant)
+        ax.plot([r.needed_bytes_per_sm / 1024], [r.achieved_gbps], "o", color=c, ms=8, label=f"{r.variant} (needed)")
+        one = r.warps_per_sm * r.bytes_per_instruction
+        ax.plot([one / 1024], [r.achieved_gbps], "o", mfc="white", mec=c, mew=1.5, ms=8,
+                label=f"{r.variant}: one load per resident warp")  # fmt: skip
+        ax.annotate("", xy=(r.needed_bytes_per_sm / 1024, r.achieved_gbps), xytext=(one / 1024, r.achieved_gbps),
+                    arrowprops={"arrowstyle": "->", "color": c, "lw": 0.8})  # fmt: skip
+    ax.set_xlabel("bytes in flight per SM (KiB)")
+    ax.set_ylabel("DRAM-side bandwidth (GB/s)")
+    ax.set_ylim(0, peak_gbps * 1.5)
+    ax.set_title(title or "Bytes in flight buy bandwidth until the memory system is full", fontsize=10)
+    style.legend(ax)
+    return style.finish(fig, stamp) if stamp else fig

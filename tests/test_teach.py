@@ -64,3 +64,31 @@ def test_figures(batch):
     assert len(teach.plot_warp_request(loads, dim=64).axes) == 3
     assert len(teach.plot_transactions(teach.transaction_summary(loads)).axes) == 2
     assert np.isfinite(teach.transaction_summary(loads)["efficiency"]).all()
+
+
+def test_littles_law():
+    need = teach.littles_law(3000, 500, sms=100)
+    assert need["bytes_in_flight"] == pytest.approx(1.5e6)
+    assert need["bytes_in_flight_per_sm"] == pytest.approx(15_000)
+    got = teach.achievable_gbps([0, 7_500, 15_000, 30_000], 500, 3000, sms=100)
+    assert list(got) == pytest.approx([0, 1500, 3000, 3000])
+
+
+def test_in_flight_table_reads_littles_law_backwards():
+    import pandas as pd
+
+    prof = pd.DataFrame({
+        "variant": ["baseline", "fast"], "dataset": "random", "kernel": ["embedding_bag_paper", "embedding_bag_fused"],
+        "tables": 12, "batch": 2048, "pooling": 150, "dim": 128, "dtype": "float32", "registers": [45, 64],
+        "theoretical_occupancy": [0.625, 0.5], "achieved_occupancy": [0.5, 0.5], "gpu_time_us": [100.0, 600.0],
+        "dram_throughput_pct": [50.0, 90.0], "stall_long_scoreboard_share": [0.6, 0.8],
+    })  # fmt: skip
+    t = teach.in_flight_table(prof, latency_ns=600, sms=132).set_index("variant")
+    one_table = 2048 * 150 * 128 * 4
+    assert t.loc["baseline", "achieved_gbps"] == pytest.approx(one_table / 100e3)
+    assert t.loc["fast", "achieved_gbps"] == pytest.approx(12 * one_table / 600e3)
+    assert t.loc["fast", "bytes_per_instruction"] == 512 and t.loc["baseline", "bytes_per_instruction"] == 128
+    need = t.loc["baseline", "achieved_gbps"] * 600 / 132
+    assert t.loc["baseline", "loads_in_flight_per_warp"] == pytest.approx(need / (32 * 128))
+    assert teach.kernel_family("EmbeddingBag_updateOutputKernel_sum_mean") == "torch"
+    assert len(teach.plot_littles_law(t.reset_index(), 600, 3350).axes) == 1
