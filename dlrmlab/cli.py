@@ -497,10 +497,8 @@ def _saved_since(mark: int) -> list[tuple]:
 
 def _interrupted(mark: int) -> int:
     saved = _saved_since(mark)
-    if not saved:
-        print("\ndlrmlab: interrupted: nothing was saved", file=sys.stderr)
-    for path, n in saved:
-        print(f"\ndlrmlab: interrupted: {n} row(s) saved to {path}", file=sys.stderr)
+    lines = [f"dlrmlab: interrupted: {n} row(s) saved to {path}" for path, n in saved]
+    print("\n" + "\n".join(lines or ["dlrmlab: interrupted: nothing was saved"]), file=sys.stderr)
     return EXIT_INTERRUPTED
 
 

@@ -138,6 +138,29 @@ def test_ctrl_c_mid_sweep_keeps_rows_and_exits_130(capsys, tmp_path, monkeypatch
     assert list(pd.read_csv(csv)["dataset"]) == ["random"]
 
 
+def test_sigint_to_a_real_bench_process(tmp_path):
+    """A real SIGINT once the first dataset's rows are on disk: exit 130, the rows kept, no traceback."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    datasets = ",".join(["random"] + [f"zipf:1.{i}" for i in range(1, 9)])
+    p = subprocess.Popen([sys.executable, "-m", "dlrmlab.cli", "bench", "--variant", "baseline", "--dataset", datasets,
+                          "--preset", "tiny", "--no-torch", "--quiet", "--repeats", "1", "--warmup", "0",
+                          "--out", str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)  # fmt: skip
+    csv = tmp_path / device.family() / "bench.csv"
+    t0 = time.time()
+    while not csv.exists() and p.poll() is None and time.time() - t0 < 120:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert f"dlrmlab: interrupted: {len(pd.read_csv(csv))} row(s) saved to {csv}" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert 1 <= len(pd.read_csv(csv)) < 9
+
+
 def test_ctrl_c_before_anything_saved(capsys, monkeypatch):
     def boom(args):
         raise KeyboardInterrupt
@@ -246,3 +269,24 @@ def test_tune_unwritable_out_fails_before_the_sweep(capsys, tmp_path, monkeypatc
     (tmp_path / "f").write_text("x")
     rc, _, err = run(capsys, "tune", "fast", "--quiet", "--out", str(tmp_path / "f" / "res"))
     assert rc == 2 and "cannot be created" in err and not called
+
+
+@pytest.mark.torch
+def test_dlrm_ctrl_c_keeps_the_cases_measured(capsys, tmp_path, monkeypatch):
+    from dlrmlab.dlrm import measure
+
+    calls = []
+
+    def measure_case(model, wl, names, **kw):
+        calls.append(wl.dataset)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return [{"pipeline": "torch", "embedding": "torch", "execution": "eager", "latency_ms": 1.0,
+                 "correct": True}], {}  # fmt: skip
+
+    monkeypatch.setattr(measure, "measure_case", measure_case)
+    rc, _, err = run(capsys, "dlrm", "--embedding", "torch", "--dataset", "random,zipf:1.1", "--no-compile",
+                     "--quiet", "--out", str(tmp_path))  # fmt: skip
+    csv = tmp_path / device.family() / "dlrm.csv"
+    assert rc == 130 and f"interrupted: 1 row(s) saved to {csv}" in err
+    assert list(pd.read_csv(csv)["dataset"]) == ["random"]

@@ -92,10 +92,11 @@ def run_command(args: argparse.Namespace, out_dir: Path) -> int:
     say = (lambda s: None) if args.quiet or args.json else (lambda s: print(s, flush=True))
     if backend.SIMULATOR:
         say("no CUDA GPU: simulator mode; outputs are checked, timings mean nothing (timing_valid=False)")
+    path = out_dir / f"{RESULTS_NAME}.csv"
     df, skipped = run_dlrm(names, datasets, preset, batch_sizes=_batch_sizes(args.batch_sizes), seed=args.seed,
                            n_batches=args.batches, repeats=args.repeats, warmup_s=args.warmup,
-                           compile_peer=not args.no_compile, progress=say)  # fmt: skip
-    path = append_results(df, RESULTS_NAME, out_dir)
+                           compile_peer=not args.no_compile, progress=say,
+                           on_rows=lambda rows: append_results(rows, RESULTS_NAME, out_dir))  # fmt: skip
     notes = [f"skipped {k}: {v}" for k, v in skipped.items()]
     if args.json:
         print(df.to_json(orient="records"))

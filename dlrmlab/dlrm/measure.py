@@ -333,10 +333,14 @@ def run_dlrm(
     embeddings: Sequence[str], datasets: Sequence[str], stage: Any = None, *, batch_sizes: Sequence[int] | None = None,
     seed: int = 0, n_batches: int | None = None, repeats: int | None = None, warmup_s: float | None = None,
     compile_peer: bool = True, progress: Callable[[str], None] | None = None,
+    on_rows: Callable[[pd.DataFrame], None] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Every pipeline on every dataset and batch size: tidy rows (:data:`ROW_COLUMNS`), and the pipelines
     skipped with their reasons. ``stage``: a preset name or EmbeddingStage (default: paper on a GPU, tiny
-    in the simulator); its batch size is used unless ``batch_sizes`` is given."""
+    in the simulator); its batch size is used unless ``batch_sizes`` is given. ``on_rows`` gets each
+    (dataset, batch size)'s rows as soon as they are measured (the CLI appends them, so Ctrl-C keeps them);
+    a request larger than free memory is refused before the model is built."""
+    from dlrmlab import validate
     from dlrmlab.workload import EmbeddingStage, Workload, preset
 
     stage = preset(stage or backend.default_preset()) if not isinstance(stage, EmbeddingStage) else stage
@@ -349,6 +353,8 @@ def run_dlrm(
     sim = backend.SIMULATOR
     repeats = int(repeats or (SIM_REPEATS if sim else GPU_REPEATS))
     n_batches = int(n_batches or 2)
+    for ds in datasets:
+        validate.check_stage(stage.with_(batch_size=max(sizes)), n_batches, dataset=ds)
     warmup_s = (0.0 if sim else GPU_WARMUP_S) if warmup_s is None else float(warmup_s)
     say = progress or (lambda s: None)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -364,6 +370,8 @@ def run_dlrm(
                 skipped.update(why)
                 meta = {"dataset": canonical_name(ds), "batch_size": b}
                 rows += [{**r, **meta} for r in case_rows]
+                if on_rows is not None and case_rows:
+                    on_rows(_frame([{**r, **meta} for r in case_rows], stage, run_id, seed, repeats, n_batches))
                 if not sim:
                     torch.cuda.empty_cache()
     return _frame(rows, stage, run_id, seed, repeats, n_batches), skipped
