@@ -498,7 +498,7 @@ def _saved_since(mark: int) -> list[tuple]:
 def _interrupted(mark: int) -> int:
     saved = _saved_since(mark)
     lines = [f"dlrmlab: interrupted: {n} row(s) saved to {path}" for path, n in saved]
-    print("\n" + "\n".join(lines or ["dlrmlab: interrupted: nothing was saved"]), file=sys.stderr)
+    print("\n" + "\n".join(lines or ["dlrmlab: interrupted: no result rows were appended"]), file=sys.stderr)
     return EXIT_INTERRUPTED
 
 

@@ -167,7 +167,7 @@ def test_ctrl_c_before_anything_saved(capsys, monkeypatch):
 
     monkeypatch.setitem(cli._COMMANDS, "info", boom)
     rc, _, err = run(capsys, "info")
-    assert rc == 130 and "interrupted: nothing was saved" in err
+    assert rc == 130 and "interrupted: no result rows were appended" in err
 
 
 def test_broken_pipe_is_quiet(capsys, monkeypatch):
