@@ -152,24 +152,9 @@ def embedding_bag(
         if not -rows <= padding_idx < rows:
             raise DlrmlabError(f"padding_idx {padding_idx} out of range for {rows} rows")
         padding_idx %= rows
-    ishape = getattr(input, "shape", None)
-    if ishape is None or len(ishape) not in (1, 2):
-        raise DlrmlabError("input must be 1-D (with offsets) or 2-D")
-    host_input = None
-    if len(ishape) == 2:
-        if offsets is not None:
-            raise DlrmlabError("offsets must be None when input is 2-D")
-        b, ln = int(ishape[0]), int(ishape[1])
-        offsets = np.arange(0, b * ln + 1, max(ln, 1), dtype=np.int64)[: b + 1] if ln else np.zeros(b + 1)
-        offsets = offsets.astype(np.int64)
-        include_last_offset = True
-        host_input = _host_view(input).reshape(-1)
-        input = host_input
-        if per_sample_weights is not None:
-            per_sample_weights = _host_view(per_sample_weights).reshape(-1)
-    elif offsets is None:
-        raise DlrmlabError("offsets are required when input is 1-D")
-    n_ids = int(ishape[0]) if len(ishape) == 1 else int(np.prod(ishape))
+    input, offsets, per_sample_weights, include_last_offset, host_input = _as_csr(
+        input, offsets, per_sample_weights, include_last_offset)
+    n_ids = int(input.shape[0])
     n_bags = int(getattr(offsets, "shape", (1,))[0]) - (1 if include_last_offset else 0)
     cfg = kernel_config(variant, dim, dtype, combine, n_ids / max(n_bags, 1), **kernel_params)
     if validate:
@@ -191,13 +176,44 @@ def embedding_bag(
         offsets = host_off.astype(np.dtype(str(getattr(input, "dtype", "int64")).replace("torch.", "")))
 
     s = as_stream(stream)
+    out = _launch(cfg, weight, (rows, dim, dtype), input, offsets, per_sample_weights, padding_idx, out, s)
+    if _is_torch(weight):
+        import torch
+
+        return torch.as_tensor(out, device=weight.device) if weight.is_cuda else torch.from_numpy(
+            out.copy_to_host(stream=s)
+        )
+    return out
+
+
+def _as_csr(input: Any, offsets: Any, psw: Any, include_last_offset: bool) -> tuple:
+    """A 2-D input (one bag per row) as 1-D ids with offsets, torch's way; ``host_input`` when it was read."""
+    ishape = getattr(input, "shape", None)
+    if ishape is None or len(ishape) not in (1, 2):
+        raise DlrmlabError("input must be 1-D (with offsets) or 2-D")
+    if len(ishape) == 1:
+        if offsets is None:
+            raise DlrmlabError("offsets are required when input is 1-D")
+        return input, offsets, psw, include_last_offset, None
+    if offsets is not None:
+        raise DlrmlabError("offsets must be None when input is 2-D")
+    b, ln = int(ishape[0]), int(ishape[1])
+    offsets = np.arange(0, b * ln + 1, max(ln, 1), dtype=np.int64)[: b + 1] if ln else np.zeros(b + 1, np.int64)
+    host_input = _host_view(input).reshape(-1)
+    psw = _host_view(psw).reshape(-1) if psw is not None else None
+    return host_input, offsets.astype(np.int64), psw, True, host_input
+
+
+def _launch(cfg: Any, weight: Any, table: tuple, input: Any, offsets: Any, psw: Any, padding_idx: int | None,
+            out: Any, s: Any) -> Any:
+    """Device views of the (validated) inputs, the output, and the one launch of ``cfg``'s kernel."""
+    rows, dim, dtype = table
     w = to_device(weight, s, "weight")
     w_flat = w.reshape(rows * dim) if rows * dim else w
     if dtype == "bfloat16" and w_flat.dtype != np.uint16:
         w_flat = w_flat.view(np.uint16)
-    ids = to_device(input, s, "input")
-    off = to_device(offsets, s, "offsets")
-    psw = to_device(per_sample_weights, s, "per_sample_weights")
+    ids, off = to_device(input, s, "input"), to_device(offsets, s, "offsets")
+    psw = to_device(psw, s, "per_sample_weights")
     if out is None:
         out = cuda.device_array((off.shape[0] - 1, dim), np.float32, stream=s)
     else:
@@ -205,20 +221,13 @@ def embedding_bag(
         if tuple(out.shape) != (off.shape[0] - 1, dim) or out.dtype != np.float32:
             raise DlrmlabError(f"out must be float32 of shape {(off.shape[0] - 1, dim)}, got {out.dtype} "
                                f"{tuple(out.shape)}")
-    pad = -1 if padding_idx is None else padding_idx
     if isinstance(cfg, FastConfig):  # the table as a one-table packed buffer, zero-copy
         one = PackedTables(w_flat, cuda.to_device(np.zeros(1, np.int64), s), (rows,), dim, dtype)
         table_offsets = cuda.to_device(np.array([0, off.shape[0] - 1], np.int64), s)
-        fast_forward(one, (ids, off, table_offsets, psw), mode, padding_idx, out, s, config=cfg)
+        fast_forward(one, (ids, off, table_offsets, psw), cfg.combine.mode, padding_idx, out, s, config=cfg)
     else:
         psw = psw if psw is not None else cuda.device_array(1, np.float32, stream=s)
-        launch.paper(cfg, w_flat, dim, ids, off, psw, pad, out, s)
-    if _is_torch(weight):
-        import torch
-
-        return torch.as_tensor(out, device=weight.device) if weight.is_cuda else torch.from_numpy(
-            out.copy_to_host(stream=s)
-        )
+        launch.paper(cfg, w_flat, dim, ids, off, psw, -1 if padding_idx is None else padding_idx, out, s)
     return out
 
 

@@ -371,7 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
                                  epilog=EXIT_CODES_HELP)
     ap.add_argument("--version", action="version", version=f"dlrmlab {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
+    for add in (_add_info_workload_data, _add_reproduce_tune_profile, _add_bench_dlrm):
+        add(sub)
+    return ap
 
+
+def _add_info_workload_data(sub) -> None:
     p = sub.add_parser("info", help="GPU, L2, dlrmlab, Python and package versions (or why simulator mode)")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
@@ -395,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dest", help="directory to write to (default: $DLRMLAB_DATA_DIR or ~/.cache/dlrmlab/data)")
     d.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default %(default)s)")
 
+
+def _add_reproduce_tune_profile(sub) -> None:
     p = sub.add_parser(
         "reproduce", help="the main job: every claim of the paper measured here, written up as report.md",
         description="Run the experiment suite and write, under OUT/<gpu family>/, a CSV and a figure (PNG, SVG) per "
@@ -437,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launch-skip", type=int, default=2, help="matching launches to skip (default %(default)s)")
     p.add_argument("--launch-count", type=int, default=1, help="matching launches to profile (default %(default)s)")
 
+
+def _add_bench_dlrm(sub) -> None:
     p = sub.add_parser(
         "bench",
         help="time variants against torch, interleaved, after a correctness check",
@@ -469,8 +478,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dlrm", help="DLRM end to end: stage breakdown and speedups with a pluggable embedding stage")
     add_dlrm_arguments(p)
-
-    return ap
 
 
 def _one_line_warnings(show: Callable) -> Callable:

@@ -12,12 +12,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from dlrmlab.config import INDEX_DTYPES, table_dtype
 from dlrmlab.datasets import IndexStream, make_stream
 from dlrmlab.errors import DlrmlabError
-
-DTYPES = ("float32", "float16", "bfloat16")
-INDEX_DTYPES = ("int32", "int64")
-
 
 # --- pooling ---------------------------------------------------------------------------------------------
 
@@ -109,8 +106,7 @@ class EmbeddingStage:
             raise DlrmlabError(f"embedding dim must be positive, got {self.sparse_feature_size}")
         if int(self.batch_size) <= 0:
             raise DlrmlabError(f"batch size must be positive, got {self.batch_size}")
-        if self.dtype not in DTYPES:
-            raise DlrmlabError(f"unknown table dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
+        table_dtype(self.dtype)
         if self.index_dtype not in INDEX_DTYPES:
             raise DlrmlabError(f"unknown index dtype {self.index_dtype!r}; valid: {', '.join(INDEX_DTYPES)}")
         if self.index_dtype == "int32" and max(self.embedding_sizes) > 2**31 - 1:
@@ -126,7 +122,7 @@ class EmbeddingStage:
 
     @property
     def element_bytes(self) -> int:
-        return 4 if self.dtype == "float32" else 2
+        return table_dtype(self.dtype).bytes
 
     def table_bytes(self) -> int:
         return sum(self.embedding_sizes) * self.embedding_dim * self.element_bytes

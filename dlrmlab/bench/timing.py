@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numba import uint32
 
-from dlrmlab import backend
+from dlrmlab import backend, device
 from dlrmlab.backend import cuda
 from dlrmlab.intrinsics import load16
 
@@ -239,7 +239,7 @@ def copy_bandwidth_gbps(nbytes: int | None = None, repeats: int = 10, warmup_s: 
     warm = (SIM_WARMUP_S if backend.SIMULATOR else GPU_WARMUP_S) if warmup_s is None else float(warmup_s)
     # Two copies: the driver's memcpy and a 16-byte-vector copy kernel; the faster is the ceiling (on the
     # H100 the kernel reads+writes ~3 TB/s where memcpy stays near 2.2-2.6).
-    blocks = 1 if backend.SIMULATOR else 132 * 16
+    blocks = 1 if backend.SIMULATOR else device.limits()["sms"] * 16
     copies = [
         lambda: dst.copy_to_device(src, stream=stream),
         lambda: _copy16[blocks, 128 if not backend.SIMULATOR else 4, stream](dst, src),
