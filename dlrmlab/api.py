@@ -86,18 +86,6 @@ def as_stream(stream: Any) -> Any:
     return stream
 
 
-def _host_view(x: Any) -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        return x
-    if _is_torch(x):
-        return x.detach().cpu().numpy()
-    if hasattr(x, "copy_to_host"):
-        return x.copy_to_host()
-    if hasattr(x, "get"):  # CuPy
-        return x.get()
-    return np.asarray(x)
-
-
 def _table_dtype(weight: Any, weight_dtype: str | None) -> str:
     if weight_dtype is not None:
         if weight_dtype not in TABLE_DTYPES:
@@ -169,9 +157,9 @@ def embedding_bag(
             device=host_side + (max(n_bags, 0) * dim * 4 if out is None else 0),
         )
     if validate or not include_last_offset:
-        host_off = reference.normalize_offsets(n_ids, _host_view(offsets), include_last_offset)
+        host_off = reference.normalize_offsets(n_ids, checks.host_copy(offsets), include_last_offset)
         if validate:
-            ids_h = host_input if host_input is not None else _host_view(input)
+            ids_h = host_input if host_input is not None else checks.host_copy(input)
             reference.check_ids(ids_h[: host_off[-1]], rows)
         offsets = host_off.astype(np.dtype(str(getattr(input, "dtype", "int64")).replace("torch.", "")))
 
@@ -199,8 +187,8 @@ def _as_csr(input: Any, offsets: Any, psw: Any, include_last_offset: bool) -> tu
         raise DlrmlabError("offsets must be None when input is 2-D")
     b, ln = int(ishape[0]), int(ishape[1])
     offsets = np.arange(0, b * ln + 1, max(ln, 1), dtype=np.int64)[: b + 1] if ln else np.zeros(b + 1, np.int64)
-    host_input = _host_view(input).reshape(-1)
-    psw = _host_view(psw).reshape(-1) if psw is not None else None
+    host_input = checks.host_copy(input).reshape(-1)
+    psw = checks.host_copy(psw).reshape(-1) if psw is not None else None
     return host_input, offsets.astype(np.int64), psw, True, host_input
 
 
