@@ -12,7 +12,7 @@ The kernel's configuration is a pure function of the shape, dtype, pooling, GPU 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -43,7 +43,8 @@ def configure(
         raise DlrmlabError(f"unknown fast-kernel knobs: {', '.join(sorted(unknown))}; valid: "
                            f"{', '.join(sorted(KNOBS['fast']))}")
     vec_ok = dim % table_dtype(dtype).vector == 0
-    knobs = {"vector": vec_ok, **((tuned_params or {}) if not overrides else {}), **overrides}
+    tuning = set(overrides) - {"checked"}  # a debugging switch does not make a configuration hand-tuned
+    knobs = {"vector": vec_ok, **((tuned_params or {}) if not tuning else {}), **overrides}
     lanes = FastConfig(dim=dim, dtype=dtype, vector=bool(knobs["vector"])).lanes
     knobs.setdefault("bags_per_block", max(1, DEFAULT_BLOCK_THREADS // lanes))
     return FastConfig(dim=dim, dtype=dtype, combine=combine or Combine(), split_hot=split_hot, **knobs)
@@ -52,7 +53,7 @@ def configure(
 def configure_here(dim: int, dtype: str, pooling_mean: float, **kwargs: Any) -> tuple[FastConfig, str]:
     """:func:`configure` with this GPU's family and tuning (user cache, then shipped table); and which."""
     t = tuned.fast_entry(device.family(), dim, dtype, pooling_mean)
-    source = "explicit" if any(k in KNOBS["fast"] for k in kwargs) else t.source
+    source = "explicit" if any(k in KNOBS["fast"] - {"checked"} for k in kwargs) else t.source
     return configure(dim, dtype, tuned_params=t.params, **kwargs), source
 
 
@@ -73,10 +74,18 @@ class PackedTables:
     hot_base: Any = None  # device int64 per table (split layout only)
     remaps: list[np.ndarray] | None = None  # old id -> ranked id per table (split layout only)
     hot_bytes: int = 0
+    _table_rows: Any = field(default=None, repr=False)
 
     @property
     def split(self) -> bool:
         return self.hot_rows is not None
+
+    @property
+    def table_rows(self) -> Any:
+        """Rows per table on the device (the checked kernel's bounds), made once."""
+        if self._table_rows is None:
+            self._table_rows = cuda.to_device(np.asarray(self.rows, np.int64))
+        return self._table_rows
 
     @property
     def num_tables(self) -> int:
@@ -195,7 +204,9 @@ def fast_forward(
     a CUDA-graph capture): dtypes, shapes, the table count, per_sample_weights' length, the output, the
     memory a new output needs. ``validate="full"`` also reads ids and offsets on the host (a device copy
     and a sync): offsets from 0, non-decreasing, within the ids; every table's ids within its rows.
-    ``validate=False``: nothing (trusted hot loops).
+    ``validate=False``: nothing (trusted hot loops). The knob ``checked=True`` checks every id on the device
+    instead (no host copy of the ids): a bad id is not read, and a DlrmlabError after the launch (a sync)
+    names how many there were and the first one.
     """
     indices, offsets, table_offsets, psw = jagged
     if validate:
@@ -219,11 +230,33 @@ def fast_forward(
         raise DlrmlabError(f"out must have shape {(num_bags, tables.dim)}, got {tuple(out.shape)}")
     hot_rows = tables.hot_rows if tables.split else tables.row_base  # read, unused, by the plain addresser
     hot_base = tables.hot_base if tables.split else tables.row_base
+    errors = _bounds_errors(stream) if config.checked else _no_errors()
     build(config)[grid_for(config, num_bags, blocks_per_sm), config.threads, stream](
         tables.packed, tables.row_base, hot_rows, hot_base, indices, offsets, table_offsets,
         _no_weights() if psw is None else psw, -1 if padding_idx is None else int(padding_idx), out,
+        tables.table_rows, errors,
     )
+    if config.checked:
+        _report_bad_ids(errors.copy_to_host(stream=stream), indices)
     return out
+
+
+def _bounds_errors(stream: Any) -> Any:
+    """``[count, first position]`` of bad ids, filled by a checked kernel."""
+    return cuda.to_device(np.array([0, np.iinfo(np.int64).max], np.int64), stream=stream)
+
+
+@lru_cache(maxsize=1)
+def _no_errors() -> Any:
+    return cuda.device_array(2, np.int64)
+
+
+def _report_bad_ids(errors: np.ndarray, indices: Any) -> None:
+    count, first = int(errors[0]), int(errors[1])
+    if count:
+        bad = int(indices[first : first + 1].copy_to_host()[0]) if hasattr(indices, "copy_to_host") else None
+        raise DlrmlabError(f"indices: {count:,} id(s) out of their table's range (checked on the device); the "
+                           f"first at position {first:,}" + (f" is {bad:,}" if bad is not None else ""))
 
 
 def check_jagged(tables: PackedTables, jagged: Any, full: bool = False) -> None:

@@ -18,6 +18,8 @@ Addresser / Combiner templates):
 * **load a row slice** — each lane loads its ``slices_per_lane`` 16-byte vectors of the row (4 fp32 or 8
   fp16/bf16 values), or scalars when the width is not a multiple of the vector; ``rows_in_flight`` rows
   are loaded before any is used (memory-level parallelism).
+* **bounds check** (``checked``, a debugging mode) — an id outside its table is not read: it counts, the
+  first bad position is recorded, and the row adds nothing; the host then reports it.
 * **combine** — add the rows (scaled by their factor when weighted or padded); **write** — the mean's
   division and the store of the lane's columns.
 """
@@ -58,6 +60,8 @@ class FastConfig:
     split_hot: bool = False
     #: where ids wait before their rows are loaded: "shared" (staged per chunk) or "registers" (prefetched)
     ids: str = "shared"
+    #: check every id against its table's rows on the device (report instead of reading out of bounds)
+    checked: bool = False
 
     def __post_init__(self) -> None:
         positive_int("dim", self.dim)
@@ -101,8 +105,8 @@ class FastConfig:
         return {
             "dim": self.dim, "dtype": self.dtype, **self.combine.params(), "vector": self.vector,
             "unroll": self.unroll, "bags_per_block": self.bags_per_block, "split": self.split, "chunk": self.chunk,
-            "max_registers": self.max_registers, "split_hot": self.split_hot, "ids": self.ids, "lanes": self.lanes,
-            "vectors": self.vectors, "threads": self.threads,
+            "max_registers": self.max_registers, "split_hot": self.split_hot, "ids": self.ids,
+            "checked": self.checked, "lanes": self.lanes, "vectors": self.vectors, "threads": self.threads,
         }  # fmt: skip
 
 
@@ -137,6 +141,24 @@ def _addresser(cfg: FastConfig):
         return base + idx * DIM
 
     return plain_row
+
+
+def _checker(cfg: FastConfig):
+    """``in_bounds(idx, t, e, table_rows, errors, record) -> bool``: with ``checked``, a bad id is counted
+    (``errors[0]``) and its first position kept (``errors[1]``) by the one thread that ``record``s it;
+    without, always True (compiled away)."""
+    CHECKED = cfg.checked
+
+    @cuda.jit(device=True, inline=True)
+    def in_bounds(idx, t, e, table_rows, errors, record):
+        if CHECKED and (idx < 0 or idx >= table_rows[t]):
+            if record:
+                cuda.atomic.add(errors, 0, 1)
+                cuda.atomic.min(errors, 1, e)
+            return False
+        return True
+
+    return in_bounds
 
 
 def _factor(cfg: FastConfig):
@@ -189,7 +211,7 @@ def _slice_loader(cfg: FastConfig):
 
 def _combiner(cfg: FastConfig):
     """``add_row(acc, vals, slot, f) -> counted``: accumulate one loaded row (scaled when rows have factors)."""
-    ACC, FACTORS = cfg.vectors * cfg.vec, cfg.combine.factors
+    ACC, FACTORS = cfg.vectors * cfg.vec, cfg.combine.factors or cfg.checked
 
     @cuda.jit(device=True, inline=True)
     def add_row(acc, vals, slot, f):
@@ -226,32 +248,39 @@ def _writer(cfg: FastConfig):
 def _part_from_registers(cfg: FastConfig):
     """``sum_part(...) -> nonzero``: add rows ``begin..end`` of a bag into ``acc``, the next ``unroll`` ids
     loaded into registers while the current rows' loads are in flight (full blocks unpredicated)."""
-    IN_FLIGHT, FACTORS = cfg.unroll, cfg.combine.factors
-    row_offset, factor = _addresser(cfg), _factor(cfg)
+    IN_FLIGHT, FACTORS, LANES = cfg.unroll, cfg.combine.factors or cfg.checked, cfg.lanes
+    row_offset, factor, in_bounds = _addresser(cfg), _factor(cfg), _checker(cfg)
     load_row_slice, add_row = _slice_loader(cfg), _combiner(cfg)
 
     @cuda.jit(device=True, inline=True)
-    def sum_part(packed, indices, psw, padding_idx, begin, end, base, hot_n, hot_b, acc, vals, ids, fs):
+    def sum_part(packed, indices, psw, padding_idx, begin, end, base, hot_n, hot_b, acc, vals, ids, fs, t,
+                 table_rows, errors):
         nonzero = 0
+        lead = cuda.threadIdx.x % LANES == 0  # every lane reads every id; one of them reports a bad one
         for u in range(IN_FLIGHT):
             ids[u] = int64(indices[begin + u]) if begin + u < end else int64(0)
+            if begin + u < end and not in_bounds(ids[u], t, begin + u, table_rows, errors, lead):
+                ids[u] = int64(-1)  # a bad id: row 0 is read instead, and weighs nothing
         k = begin
         while k + IN_FLIGHT <= end:
             for u in range(IN_FLIGHT):  # this block's rows: all loads issued before any is used
-                load_row_slice(packed, row_offset(ids[u], base, hot_n, hot_b), vals, u)
+                load_row_slice(packed, row_offset(max(ids[u], int64(0)), base, hot_n, hot_b), vals, u)
                 if FACTORS:
-                    fs[u] = factor(psw, k + u, ids[u], padding_idx)
+                    fs[u] = factor(psw, k + u, ids[u], padding_idx) if ids[u] >= 0 else float32(0.0)
             for u in range(IN_FLIGHT):  # the next block's ids, in flight with the rows
                 e = k + IN_FLIGHT + u
                 ids[u] = int64(indices[e]) if e < end else int64(0)
+                if e < end and not in_bounds(ids[u], t, e, table_rows, errors, lead):
+                    ids[u] = int64(-1)
             for u in range(IN_FLIGHT):
                 nonzero += add_row(acc, vals, u, fs[u] if FACTORS else float32(1.0))
             k += IN_FLIGHT
         for u in range(IN_FLIGHT):  # the tail: fewer rows than a block
             if k + u < end:
-                load_row_slice(packed, row_offset(ids[u], base, hot_n, hot_b), vals, u)
-                nonzero += add_row(acc, vals, u, factor(psw, k + u, ids[u], padding_idx) if FACTORS
-                                   else float32(1.0))
+                load_row_slice(packed, row_offset(max(ids[u], int64(0)), base, hot_n, hot_b), vals, u)
+                f = float32(0.0) if ids[u] < 0 else (factor(psw, k + u, ids[u], padding_idx) if FACTORS
+                                                      else float32(1.0))
+                nonzero += add_row(acc, vals, u, f)
         return nonzero
 
     return sum_part
@@ -265,14 +294,15 @@ def build(cfg: FastConfig):
     """Compile (at first launch) the fast kernel for ``cfg``."""
     LANES, BAGS, IDS, SPLIT = cfg.lanes, cfg.bags_per_block, cfg.chunk, cfg.split
     GROUPS, IN_FLIGHT, ACC = cfg.bags_per_block * cfg.split, cfg.unroll, cfg.vectors * cfg.vec
-    FACTORS, IN_REGISTERS = cfg.combine.factors, cfg.ids == "registers"
+    FACTORS, IN_REGISTERS = cfg.combine.factors or cfg.checked, cfg.ids == "registers"
     table_of_bag, row_offset, factor = _table_of_bag(), _addresser(cfg), _factor(cfg)
+    in_bounds = _checker(cfg)
     load_row_slice, add_row, write_bag = _slice_loader(cfg), _combiner(cfg), _writer(cfg)
     sum_part = _part_from_registers(cfg)
 
     @backend.jit(max_registers=cfg.max_registers)
     def embedding_bag_fast(packed, row_base, hot_rows, hot_base, indices, offsets, table_offsets, psw,
-                           padding_idx, out):
+                           padding_idx, out, table_rows, errors):
         rows_s = cuda.shared.array((GROUPS, IDS), int64)  # staged row offsets, per group of the tile
         factors_s = cuda.shared.array((GROUPS, IDS), float32)
         parts_s = cuda.shared.array((GROUPS, LANES, ACC), float32)  # partial sums of split bags
@@ -301,7 +331,7 @@ def build(cfg: FastConfig):
             nonzero = 0
             if IN_REGISTERS:
                 nonzero = sum_part(packed, indices, psw, padding_idx, begin, end, base, hot_n, hot_b, acc, vals, ids,
-                                   fs)
+                                   fs, t, table_rows, errors)
             c0 = int64(0)
             while c0 < longest:
                 cuda.syncthreads()
@@ -309,9 +339,10 @@ def build(cfg: FastConfig):
                     e = begin + c0 + k
                     if e < end:
                         idx = int64(indices[e])
-                        rows_s[g, k] = row_offset(idx, base, hot_n, hot_b)
+                        ok = in_bounds(idx, t, e, table_rows, errors, True)
+                        rows_s[g, k] = row_offset(idx if ok else int64(0), base, hot_n, hot_b)
                         if FACTORS:
-                            factors_s[g, k] = factor(psw, e, idx, padding_idx)
+                            factors_s[g, k] = factor(psw, e, idx, padding_idx) if ok else float32(0.0)
                 cuda.syncthreads()
                 n = max(int64(0), min(int64(IDS), end - begin - c0))
                 k = int64(0)
