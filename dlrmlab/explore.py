@@ -147,6 +147,7 @@ def explore(variant: str = "rpf", max_registers: int = 0, prefetch_distance: int
     ax2.plot([chosen], [me["bytes_in_flight_per_sm"] / 1024], "o", color="black", ms=7,
              label=f"{'cap' if max_registers else 'uncapped (H100)'}: {chosen} reg, {me['warps_per_sm']} warps")
     ax2.axhline(KNEE_BYTES_PER_SM / 1024, color="0.3", ls="--", lw=1, label="needed on an H100 (T2)")
+    ax2.set_ylim(bottom=0)
     ax2.set_xlabel("registers per thread")
     ax2.set_ylabel("row bytes in flight per SM (KiB)")
     ax2.set_title("Warps x loads in flight (upper bound)", fontsize=9)
