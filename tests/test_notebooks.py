@@ -1,7 +1,13 @@
-"""Every notebook runs top to bottom (here: in simulator mode) and shows its figures."""
+"""Every notebook runs top to bottom (here: in simulator mode) and shows its figures.
+
+``DLRMLAB_NOTEBOOK_PRESET=paper`` (on a GPU) runs them with that preset: the value is appended to each
+notebook's ``parameters`` cell, as papermill would inject it. ``DLRMLAB_NOTEBOOK_TIMEOUT`` sets the
+per-cell timeout in seconds (default 300).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,11 +23,32 @@ def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 3
 
 
+def test_every_notebook_has_its_jupytext_pair_a_preset_parameter_and_no_outputs():
+    for path in NOTEBOOKS:
+        assert path.with_suffix(".py").is_file(), f"{path.name} has no jupytext .py beside it"
+        nb = nbformat.read(path, as_version=4)
+        params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert params and "PRESET" in params[0].source, f"{path.name}: no parameters cell with PRESET"
+        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name} has outputs"
+
+
+def _inject_preset(nb) -> None:
+    preset = os.environ.get("DLRMLAB_NOTEBOOK_PRESET")
+    if not preset:
+        return
+    for cell in nb.cells:
+        if "parameters" in cell.metadata.get("tags", []):
+            cell.source += f"\nPRESET = {preset!r}  # injected by tests/test_notebooks.py"
+            return
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path):
     nb = nbformat.read(path, as_version=4)
+    _inject_preset(nb)
     client = nbclient.NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        nb, timeout=int(os.environ.get("DLRMLAB_NOTEBOOK_TIMEOUT", "300")), kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
