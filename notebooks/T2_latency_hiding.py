@@ -32,7 +32,7 @@
 # needs a GPU. The latency is an assumption (dlrmlab does not measure it): change `LATENCY_NS` and re-run.
 
 # %% tags=["parameters"]
-PRESET = None  # "tiny" or "paper"; None picks tiny without a CUDA GPU, paper with one (only the calculator uses it)
+PRESET = None  # "tiny" or "paper"; accepted like every notebook's, unused: T2 reads the committed H100 results
 
 # %%
 import matplotlib.pyplot as plt
