@@ -93,3 +93,21 @@ def test_long_tail_case_has_empty_and_long_bags():
             assert tb.indices.size == 0 or int(tb.indices.max()) < rows
             assert (tb.per_sample_weights is not None) == spec.profile.weighted
     assert [r.shape for r in case.reference(1)] == [(spec.batch, spec.profile.dim)] * len(spec.rows)
+
+
+def test_unavailable_peer_is_skipped_not_failed(monkeypatch, capsys):
+    from dlrmlab.peers import PeerUnavailable
+
+    real = variants.prepare
+
+    def no_build(name, case, **kw):
+        if name == "fast":
+            raise PeerUnavailable("cuEmbed unavailable: nvcc failed (planted)")
+        return real(name, case, **kw)
+
+    monkeypatch.setattr(variants, "prepare", no_build)
+    rc = fuzz.main(["--cases", "4", "--size", "tiny", "--seed", "1", "--variants", "fast,torch", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert f"unavailable (peer, not a failure): fast x{fuzz.PEER_TRIES}: cuEmbed unavailable" in out
+    assert f"skipped: fast: cuEmbed unavailable: nvcc failed (planted) (unavailable in {fuzz.PEER_TRIES}" in out

@@ -45,6 +45,8 @@ DATASETS = ("random", "zipf:1.05", "zipf:1.3", "synthetic-high", "synthetic-low"
 POOLINGS = ("fixed", "uniform", "poisson", "longtail")
 #: stop after this many failures (a broken context fails everything after it)
 MAX_FAILURES = 25
+#: a peer unavailable (PeerUnavailable at prepare) in this many cases is not tried again
+PEER_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,7 @@ class Tally:
     failures: list[dict] = field(default_factory=list)
     refused: Counter = field(default_factory=Counter)  # (variant, message pattern) -> count
     skipped: dict[str, str] = field(default_factory=dict)  # variant -> why it could not run at all
+    unavailable: Counter = field(default_factory=Counter)  # (variant, message pattern) -> cases (a peer)
     seconds: Counter = field(default_factory=Counter)  # variant -> seconds (prepare + runs + checks)
     per_variant: Counter = field(default_factory=Counter)  # variant -> checked runs
     rows: list[dict] = field(default_factory=list)
@@ -274,8 +277,10 @@ def run_variant(case: Any, spec: CaseSpec, name: str, knobs: dict, tally: Tally,
     try:
         try:
             prepared = variants.prepare(name, case, **knobs)
-        except PeerUnavailable as e:
-            tally.skipped.setdefault(name, str(e))
+        except PeerUnavailable as e:  # e.g. a cuEmbed build that failed for this dtype: not tried forever
+            tally.unavailable[(name, _pattern(str(e)))] += 1
+            if sum(c for (n, _), c in tally.unavailable.items() if n == name) >= PEER_TRIES:
+                tally.skipped[name] = f"{e} (unavailable in {PEER_TRIES} cases: not tried again)"
             row.update(status="skipped", error=str(e))
             return
         except DlrmlabError as e:
@@ -382,6 +387,8 @@ def summary(tally: Tally, seed: int) -> str:
             f"{n} {c} ({tally.seconds[n]:.1f} s)" for n, c in sorted(tally.per_variant.items())))
     for (name, pattern), count in sorted(tally.refused.items()):
         lines.append(f"  refused up front (not a failure): {name} x{count}: {pattern}")
+    for (name, pattern), count in sorted(tally.unavailable.items()):
+        lines.append(f"  unavailable (peer, not a failure): {name} x{count}: {pattern}")
     for name, why in sorted(tally.skipped.items()):
         lines.append(f"  skipped: {name}: {why}")
     for f in tally.failures:
