@@ -116,6 +116,10 @@ exit $rc
     assert "1 run(s), 1 clean, 0 with errors" in out
     log = (tmp_path / "logs" / "fast.memcheck.log").read_text()
     assert "sanitize-target: fast float32:5:int32:sum: ran 2 batches" in log
+    assert sanitize.main([*args, "--sanitizer-arg=--ignore-getprocaddress-notfound"]) == 0
+    log = (tmp_path / "logs" / "fast.memcheck.log").read_text()
+    assert log.startswith(f"{fake} --ignore-getprocaddress-notfound --tool memcheck")
+    capsys.readouterr()
     monkeypatch.setenv("FAKE_ERRORS", "2")
     assert sanitize.main(args) == 1
     assert "1 with errors or failed: fast/memcheck" in capsys.readouterr().out

@@ -78,7 +78,7 @@ class Size:
 
 SIZES: dict[str, Size] = {
     "gpu": Size(16, 100_000, 1024, (8, 16, 32, 64, 128, 136, 256), (1, 3, 5, 6, 7, 10, 13, 33, 62, 100, 129),
-                300, 4096, 32 << 20, 6_000_000, 8),
+                300, 4096, 32 << 20, 6_000_000, 6),
     # the simulator: one Python thread per CUDA thread; small pin sets keep its pin kernels short
     "tiny": Size(3, 40, 6, (8,), (1, 3, 4, 12), 6, 12, 1 << 20, 20_000, 2, pin_rows=8),
 }
@@ -423,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--size", default="auto", help="gpu, tiny, or auto (default: gpu on a GPU, tiny in the simulator)")
     ap.add_argument("--variants", help="comma-separated variants (default: every registered one)")
     ap.add_argument("--profiles", type=int, help="compile-time profiles (width, dtype, combine, ids) the cases "
-                                                 "draw from (default 8 on a GPU, 2 tiny): more means more compiling")
+                                                 "draw from (default 6 on a GPU, 2 tiny): more means more compiling")
     ap.add_argument("--quiet", action="store_true", help="print the summary only")
     args = ap.parse_args(argv)
     try:

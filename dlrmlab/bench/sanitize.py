@@ -263,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per run (default %(default)s)")
     ap.add_argument("--out", help="write each run's log (the command, then its output) here")
     ap.add_argument("--sanitizer", help="the compute-sanitizer binary (default: looked for, see the module doc)")
+    ap.add_argument("--sanitizer-arg", action="append", default=[], metavar="ARG",
+                    help="one more compute-sanitizer option, before the tool (repeatable), e.g. "
+                         "--sanitizer-arg=--ignore-getprocaddress-notfound")
     ap.add_argument("--target", help=argparse.SUPPRESS)  # the runner: what compute-sanitizer runs
     args = ap.parse_args(argv)
     try:
@@ -276,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if t not in TOOLS:
                 raise DlrmlabError(f"unknown tool {t!r}; valid: {', '.join(TOOLS)}")
         try:
-            prefix = find_sanitizer(args.sanitizer)
+            prefix = find_sanitizer(args.sanitizer) + list(args.sanitizer_arg)
         except DlrmlabError as e:
             if args.sanitizer:
                 raise
