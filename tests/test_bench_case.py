@@ -137,3 +137,11 @@ def test_derived_builds_once_per_key(case):
     assert case.derived("_test-key", make) is a and len(calls) == 1
     b = case.derived("_test-other", make)
     assert b is not a and len(calls) == 2
+
+
+def test_tolerance_grows_with_the_longest_bag():
+    """fp32 sums of long bags carry more rounding (every kernel adds a bag's rows in fp32 one by one)."""
+    short = BenchCase.create(preset("tiny"), "random", n_batches=1)
+    assert short.tolerance() == 1e-5
+    long = BenchCase.create(preset("tiny", pooling=4096), "random", n_batches=1)
+    assert long.tolerance() == pytest.approx(4096 * 2.0**-24)

@@ -139,3 +139,10 @@ def test_runner_checks_and_reports_refusals(capsys):
     if backend.SIMULATOR:  # a refusal is reported and passed over, not a failure
         assert sanitize.run_target("fast_graph", ["float32:4:int64:sum"]) == 0
         assert "fast_graph float32:4:int64:sum: refused up front: " in capsys.readouterr().out
+
+
+def test_racecheck_summary_counts_its_errors():
+    from dlrmlab.bench.sanitize import parse_summary
+
+    assert parse_summary("========= RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)")[0] == 0
+    assert parse_summary("========= RACECHECK SUMMARY: 3 hazards displayed (2 errors, 1 warnings)")[0] == 2

@@ -38,7 +38,9 @@ DEFAULT_COMBOS = ("float32:32:int64:sum", "float16:12:int32:weighted", "bfloat16
 #: Rows per table, batch and pooling of the runner's stages: empty bags and bags over one 64-id chunk.
 ROWS, BATCH, POOLING = (1000, 700, 1500), 16, "uniform:0-80"
 TOOLKIT_DIRS = ("/usr/local/cuda/bin", "/usr/local/cuda/compute-sanitizer")
-SUMMARY = re.compile(r"ERROR SUMMARY:\s*(\d+) errors?")
+#: memcheck ends with "ERROR SUMMARY: N errors"; racecheck with "RACECHECK SUMMARY: H hazards displayed (N errors, W
+#: warnings)"
+SUMMARY = re.compile(r"ERROR SUMMARY:\s*(\d+) errors?|RACECHECK SUMMARY:.*?\((\d+) errors?")
 SKIP = "sanitize: skipped: "
 
 
@@ -160,12 +162,13 @@ def build_command(sanitizer: Sequence[str], tool: str, variant: str, combos: Seq
 
 
 def parse_summary(output: str) -> tuple[int | None, str | None]:
-    """``(errors, line)`` of the last ``ERROR SUMMARY`` line in ``output``; ``(None, None)`` without one."""
+    """``(errors, line)`` of the last summary line (memcheck's or racecheck's) in ``output``; ``(None, None)``
+    without one."""
     found = None
     for line in output.splitlines():
         m = SUMMARY.search(line)
         if m:
-            found = (int(m.group(1)), line.strip())
+            found = (int(m.group(1) or m.group(2)), line.strip())
     return found or (None, None)
 
 
