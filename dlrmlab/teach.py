@@ -334,7 +334,7 @@ def in_flight_table(profile: pd.DataFrame, latency_ns: float, sms: int = 132, wa
     row-load instructions each warp must have had in flight on average."""
     p = profile.copy()
     p["family"] = p["kernel"].map(kernel_family)
-    tables = np.where(p["family"] == "fast", p["tables"], 1)  # the fused kernel serves every table at once
+    tables = np.where(p["family"] == "fast", p["tables"], 1)  # the fast kernel serves every table at once
     p["bytes_read"] = tables * p["batch"] * p["pooling"] * p["dim"] * np.where(p["dtype"] == "float32", 4, 2)
     p["achieved_gbps"] = p["bytes_read"] / (p["gpu_time_us"] * 1e3)
     p["needed_bytes_per_sm"] = p["achieved_gbps"] * latency_ns / sms

@@ -8,7 +8,7 @@
 # ---
 
 # %% [markdown]
-# # 07 — Beyond the paper: the L2 window, the fused path, cuEmbed
+# # 07 — Beyond the paper: the L2 window, the fast path, cuEmbed
 #
 # What the paper did not try: a persisting L2 **access-policy window** over frequency-ranked rows (the hot
 # rows made contiguous), the **fused one-launch path** (all tables in one kernel, 16-byte loads, rows in
@@ -19,7 +19,7 @@
 # timing is claimed there, and the figure says so. The CPU analyses (hotness, the occupancy calculator, the L2
 # model) give real numbers in both modes. Every section ends with the same claim as measured on the H100,
 # from the committed report when there is one, and from earlier H100 sweeps (`results/h100/*.csv`).
-# Windows, CUDA graphs and cuEmbed need a GPU; the simulator runs the fused path only.
+# Windows, CUDA graphs and cuEmbed need a GPU; the simulator runs the fast path only.
 
 # %% tags=["parameters"]
 PRESET = None  # "tiny" or "paper"; None picks tiny without a CUDA GPU, paper with one
@@ -36,7 +36,7 @@ ctx = explore.claim_context(PRESET, DATASETS, "notebook 07_beyond_the_paper")
 print(f"preset {ctx.preset}, datasets {ctx.datasets}, skipped {ctx.skipped_datasets}, {ctx.env['gpu']}")
 
 # %% [markdown]
-# ## Window, fused path and cuEmbed against torch
+# ## Window, fast path and cuEmbed against torch
 
 # %%
 res, seconds = run_claim(CLAIMS["beyond"], ctx)
@@ -73,7 +73,7 @@ peers = peers.assign(label=peers["dataset"].map(style.dataset_label))
 order = ["fast_graph", "fast_graph+window", "cuembed_graph"]
 table = peers.pivot_table(index="label", columns="variant", values="speedup_vs_torch", aggfunc="median")[order]
 figures.speedup_bars(table, {v: style.bar_style(v) for v in order},
-                     title="The fused path in a CUDA graph against cuEmbed, both against torch (H100)",
+                     title="The fast path in a CUDA graph against cuEmbed, both against torch (H100)",
                      ylabel="speedup over torch's embedding_bag, stage time (x)", unity="torch (1x)",
                      stamp="measured on an H100, 2026-11-26 (results/h100/peers.csv)")
 

@@ -107,7 +107,7 @@ plt.show()
 #
 # The stage time (CUDA events around the whole stage) includes the time the CPU takes to launch it. `host_ms`
 # is that CPU time: Python, Numba's argument handling and the driver, per stage. One launch per table costs
-# 12 of them; the fused kernel one; a CUDA graph replays the whole stage with one call.
+# 12 of them; the fast kernel one; a CUDA graph replays the whole stage with one call.
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 3.4), layout="constrained")

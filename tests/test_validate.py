@@ -1,5 +1,5 @@
 """Validation before allocation (issue 12, item 1): one module (dlrmlab.validate) called from the CLI, the API,
-the fused path, the benchmark case and the torch module. Errors name the argument and the value; requests
+the fast path, the benchmark case and the torch module. Errors name the argument and the value; requests
 larger than free memory are refused with both sizes, fast."""
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def test_api_validate_false_skips_content_checks(monkeypatch):
     assert seen
 
 
-# --- fused path ---------------------------------------------------------------------------------------------
+# --- fast path ---------------------------------------------------------------------------------------------
 
 
 def _jagged(ids, off, toff, psw=None):

@@ -235,7 +235,7 @@ class Context:
 
     def dlrm_pipelines(self) -> list[str]:
         """DLRM embedding pipelines run: PyTorch's kernel and the paper's best the DLRM pipeline can run
-        (OptMT+RPF; L2P is not wired into it) and, on a GPU, the fused path in a CUDA graph."""
+        (OptMT+RPF; L2P is not wired into it) and, on a GPU, the fast path in a CUDA graph."""
         return ["optmt_rpf"] if self.simulator else ["baseline", "optmt_rpf", "fast_graph"]
 
     def dlrm(self) -> tuple[pd.DataFrame, dict[str, str]]:
