@@ -43,7 +43,9 @@ def _inject_preset(nb) -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs(path):
+def test_notebook_runs(path, monkeypatch):
+    # The kernel draws inline, as in JupyterLab, even where the caller set a headless MPLBACKEND (CI sets Agg).
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(path, as_version=4)
     _inject_preset(nb)
     client = nbclient.NotebookClient(
