@@ -1137,10 +1137,15 @@ def teaching_datasets(data_dir: str | os.PathLike | None = None) -> tuple[dict[s
 
 
 def _resolve_dataset(ds: str, data_dir: str | os.PathLike | None) -> str | None:
-    """``trace:PATH`` with PATH found as given or (by file name) in ``data_dir`` / ``$DLRMLAB_DATA_DIR``;
-    None when the file is nowhere. Other datasets are returned unchanged."""
+    """``trace:PATH`` with PATH found as given or (by file name) in ``data_dir`` / ``$DLRMLAB_DATA_DIR``, and
+    the artifact's named traces where the datasets module finds them; None when the file is nowhere. Other
+    datasets are returned unchanged."""
     if not ds.startswith("trace:"):
         return ds
+    from dlrmlab.datasets import PAPER_TRACES
+
+    if ds[6:] in PAPER_TRACES:  # trace:low, trace:medium: found by the datasets module, or nowhere
+        return ds if PAPER_TRACES[ds[6:]].find() is not None else None
     p = Path(ds[6:])
     if p.is_file():
         return ds
