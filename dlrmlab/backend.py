@@ -4,8 +4,8 @@ Numba picks the simulator at import time from ``NUMBA_ENABLE_CUDASIM``. We honou
 user set it; otherwise we ask the CUDA driver (through cuda-python) whether a GPU exists and switch to the
 simulator when none does, so a laptop without a GPU runs every kernel, slowly, with the same results.
 
-Everything that exists only on a real GPU gets its simulator stand-in in this module (warp primitives,
-``max_registers``); custom PTX lives in :mod:`dlrmlab.intrinsics`, which also picks its stand-ins from
+Everything that exists only on a real GPU gets its simulator stand-in in this module (``max_registers``,
+timing events); custom PTX lives in :mod:`dlrmlab.intrinsics`, which also picks its stand-ins from
 :data:`SIMULATOR`.
 """
 
