@@ -90,13 +90,14 @@ def test_every_available_variant_is_covered():
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None,
+          derandomize=True)  # the same examples on every CI run: a landing never depends on luck
 @given(ex=examples())
 def test_variant_matches_reference(name, ex):
     check_variant(name, ex)
 
 
-@settings(max_examples=5, deadline=None, database=None)
+@settings(max_examples=5, deadline=None, database=None, derandomize=True)
 @given(ex=examples())
 def test_examples_are_valid_cases(ex):
     """The strategy only makes stages a case accepts (refusals are the variants', not the generator's)."""
