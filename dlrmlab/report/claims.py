@@ -503,6 +503,13 @@ def l2_predictions(ctx: Context) -> tuple[pd.DataFrame, str]:
     return ctx.memo("l2model", make)
 
 
+def _predicted_change(pred: pd.DataFrame, before: str, after: str) -> str:
+    """``"label 40% -> 55%; ..."``: the L2 model's hit rate per dataset, variant ``before`` then ``after``."""
+    hits = pred[pred["variant"].isin([before, after])].pivot_table(index="label", columns="variant",
+                                                                    values="hit_rate", sort=False)  # fmt: skip
+    return "; ".join(f"{lab} {r[before]:.0%} -> {r[after]:.0%}" for lab, r in hits.iterrows())
+
+
 def l2p(ctx: Context) -> ClaimResult:
     """L2P: the pin kernel before each table's kernel, with its cost excluded (kernel time, as the artifact
     counted), included (stage time) and amortised (pinned every 4th batch); the L2 model's hit rates beside."""
@@ -519,9 +526,7 @@ def l2p(ctx: Context) -> ClaimResult:
     res = _speedup_result(ctx, rows, "baseline", skipped=skipped)
     data = res["data"]
     pred, note = l2_predictions(ctx)
-    hits = pred[pred["variant"].isin(["baseline", "l2p"])].pivot_table(index="label", columns="variant",
-                                                                        values="hit_rate", sort=False)  # fmt: skip
-    model = "; ".join(f"{lab} {r['baseline']:.0%} -> {r['l2p']:.0%}" for lab, r in hits.iterrows())
+    model = _predicted_change(pred, "baseline", "l2p")
     model_text = f" The L2 model predicts the hit rate without -> with pinning as {model} ({note})."
     tables = {"l2model": pred}
     if not measured(data):
@@ -603,9 +608,7 @@ def beyond(ctx: Context) -> ClaimResult:
     res = _speedup_result(ctx, rows, "torch", skipped=skipped)
     data = res["data"]
     pred, note = l2_predictions(ctx)
-    win = pred[pred["variant"].isin(["fast", "fast+window"])].pivot_table(index="label", columns="variant",
-                                                                          values="hit_rate", sort=False)  # fmt: skip
-    model = "; ".join(f"{lab} {r['fast']:.0%} -> {r['fast+window']:.0%}" for lab, r in win.iterrows())
+    model = _predicted_change(pred, "fast", "fast+window")
     model_text = f" The L2 model predicts the fast path's hit rate without -> with a window as {model} ({note})."
     if not measured(data):
         fig = figures.hit_rate_bars(pred, ["baseline", "l2window", "fast", "fast+window"], L2_LABELS,
