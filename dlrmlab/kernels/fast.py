@@ -275,9 +275,11 @@ def _part_from_registers(cfg: FastConfig):
             for u in range(IN_FLIGHT):
                 nonzero += add_row(acc, vals, u, fs[u] if FACTORS else float32(1.0))
             k += IN_FLIGHT
-        for u in range(IN_FLIGHT):  # the tail: fewer rows than a block
+        for u in range(IN_FLIGHT):  # the tail, fewer rows than a block: loads issued together, then used
             if k + u < end:
                 load_row_slice(packed, row_offset(max(ids[u], int64(0)), base, hot_n, hot_b), vals, u)
+        for u in range(IN_FLIGHT):
+            if k + u < end:
                 f = float32(0.0) if ids[u] < 0 else (factor(psw, k + u, ids[u], padding_idx) if FACTORS
                                                       else float32(1.0))
                 nonzero += add_row(acc, vals, u, f)
@@ -352,10 +354,13 @@ def build(cfg: FastConfig):
                     for u in range(IN_FLIGHT):
                         nonzero += add_row(acc, vals, u, factors_s[g, k + u] if FACTORS else float32(1.0))
                     k += IN_FLIGHT
-                while k < n:  # the chunk's tail, one row at a time
-                    load_row_slice(packed, rows_s[g, k], vals, 0)
-                    nonzero += add_row(acc, vals, 0, factors_s[g, k] if FACTORS else float32(1.0))
-                    k += 1
+                if k < n:  # the chunk's tail, fewer rows: predicated loads, still issued before any is used
+                    for u in range(IN_FLIGHT):
+                        if k + u < n:
+                            load_row_slice(packed, rows_s[g, k + u], vals, u)
+                    for u in range(IN_FLIGHT):
+                        if k + u < n:
+                            nonzero += add_row(acc, vals, u, factors_s[g, k + u] if FACTORS else float32(1.0))
                 c0 += IDS
             if SPLIT > 1:  # add the parts of each bag: group part 0 gathers the others' sums
                 for a in range(ACC):
