@@ -17,7 +17,6 @@ from dlrmlab.errors import DlrmlabError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RAW = FIXTURES / "ncu_raw_h200_baseline.csv"
-DETAILS = FIXTURES / "ncu_details_h200_baseline.csv"
 #: build_command's exact metric set on ncu 2025.3.1 (H200, 2026-11-26): a tiny Numba copy kernel named
 #: embedding_bag_tiny, 5 launches interleaved with other_kernel, the 3rd profiled (launch-skip 2).
 TINY = FIXTURES / "ncu_raw_h200_tiny_issue_active.csv"
@@ -237,33 +236,6 @@ def test_parse_raw_without_csv_is_an_error():
 )
 def test_kernel_base_name(name, base):
     assert ncu.kernel_base_name(name) == base
-
-
-# --- the committed H200 details capture ----------------------------------------------------------------------
-
-
-def test_details_fixture():
-    df = ncu.parse_details_csv(DETAILS.read_text())
-    assert list(df.columns) == ["launch_id", "kernel", "section", "metric", "unit", "value"]
-    assert set(df["kernel"]) == {"embedding_bag_paper"}
-    assert df["metric"].ne("").all()  # rule rows dropped
-    v = df.set_index(["section", "metric"])["value"]
-    assert v["Launch Statistics", "Registers Per Thread"] == 45
-    assert v["Launch Statistics", "Grid Size"] == 1024
-    assert v["Launch Statistics", "Cluster Scheduling Policy"] == "PolicySpread"
-    assert v["Occupancy", "Theoretical Occupancy"] == pytest.approx(62.5)
-    assert v["Occupancy", "Achieved Occupancy"] == pytest.approx(49.67)
-    assert v["Occupancy", "Block Limit Registers"] == 5
-    assert v["GPU Speed Of Light Throughput", "Duration"] == 78272
-    assert v["Memory Workload Analysis", "Memory Throughput"] == pytest.approx(1_808_830_744_071.95)
-    assert v["Warp State Statistics", "Warp Cycles Per Issued Instruction"] == pytest.approx(13.2)
-    assert {"Scheduler Statistics", "Memory Workload Analysis"} <= set(df["section"])
-    assert math.isnan(v["Memory Workload Analysis", "Local Memory Spilling Request Overhead"])  # "no data"
-
-
-def test_details_rejects_raw_page():
-    with pytest.raises(DlrmlabError, match="details"):
-        ncu.parse_details_csv(RAW.read_text())
 
 
 # --- running ncu: a fake ncu first on PATH -------------------------------------------------------------------

@@ -54,13 +54,8 @@ METRICS = (
 MAX_WARPS_PER_SM = 64
 
 #: ``launch__occupancy_limit_<suffix>`` -> limiter name, in the order ties are reported.
-_LIMITS = {
-    "registers": "registers",
-    "shared_mem": "shared_memory",
-    "warps": "warps",
-    "blocks": "blocks",
-    "barriers": "barriers",
-}
+_LIMITS = {"registers": "registers", "shared_mem": "shared_memory", "warps": "warps", "blocks": "blocks",
+           "barriers": "barriers"}
 _STALL = re.compile(r"^smsp__average_warps_issue_stalled_(\w+?)_per_issue_active\.ratio$")
 #: Older metric set (the committed H200 fixture): total stall cycles per *warp*, not per instruction.
 _STALL_PER_WARP = re.compile(r"^smsp__average_warp_latency_issue_stalled_(\w+)\.ratio$")
@@ -237,41 +232,6 @@ def _stalls(num: dict[str, float], warps_launched: float) -> dict[str, float]:
     return out
 
 
-def parse_details_csv(text: str) -> pd.DataFrame:
-    """Long table (kernel, section, metric, unit, value) from ``ncu --csv --page details`` output.
-
-    ``value`` is a float where the metric is numeric and the original string otherwise ("PolicySpread");
-    rule rows (advice text, no metric) are dropped.
-    """
-    rows = _csv_rows(text)
-    if not rows:
-        raise DlrmlabError("no CSV table in ncu's output (was it run with --csv --page details?)")
-    header = rows[0]
-    need = ("Kernel Name", "Section Name", "Metric Name", "Metric Unit", "Metric Value")
-    missing = [c for c in need if c not in header]
-    if missing:
-        raise DlrmlabError(f"not a --page details CSV: no column(s) {', '.join(missing)}")
-    out = []
-    for r in rows[1:]:
-        d = dict(zip(header, r, strict=False))
-        if r == header or not d.get("Metric Name"):
-            continue
-        value: object = _number(d["Metric Value"])
-        if math.isnan(value) and d["Metric Value"] not in ("", "no data", "n/a"):
-            value = d["Metric Value"]
-        out.append(
-            {
-                "launch_id": _number(d.get("ID", "")),
-                "kernel": kernel_base_name(d["Kernel Name"]),
-                "section": d["Section Name"],
-                "metric": d["Metric Name"],
-                "unit": d["Metric Unit"],
-                "value": value,
-            }
-        )
-    return pd.DataFrame(out, columns=["launch_id", "kernel", "section", "metric", "unit", "value"])
-
-
 # --- running ---------------------------------------------------------------------------------------------
 
 
@@ -365,19 +325,8 @@ def default_kernel_regex(variant: str) -> str:
 
 def target_argv(variant: str, dataset: str, preset: str = "paper", seed: int = 0) -> list[str]:
     """The command that runs one variant on one workload for ncu (see :mod:`dlrmlab.bench.ncu_target`)."""
-    return [
-        sys.executable,
-        "-m",
-        "dlrmlab.bench.ncu_target",
-        "--variant",
-        variant,
-        "--dataset",
-        dataset,
-        "--preset",
-        preset,
-        "--seed",
-        str(int(seed)),
-    ]
+    return [sys.executable, "-m", "dlrmlab.bench.ncu_target", "--variant", variant, "--dataset", dataset,
+            "--preset", preset, "--seed", str(int(seed))]
 
 
 def check_profilable(variant: str, preset: str) -> EmbeddingStage:
