@@ -28,30 +28,6 @@ from dlrmlab import backend
 from dlrmlab.errors import DlrmlabError
 
 
-def usable_variants(stage: str = "tiny") -> tuple[list[str], dict[str, str]]:
-    """Variants that prepare and match the reference on a small case here; failures with their reasons."""
-    from dlrmlab.bench.case import BenchCase
-    from dlrmlab.bench.harness import check_result
-    from dlrmlab.variants import names, prepare
-
-    case = BenchCase.create(stage, "medium", seed=1, n_batches=2)
-    ok, failed = [], {}
-    for name in names(available_only=True):
-        try:
-            p = prepare(name, case, **({"hot_rows": 100} if name in ("l2p", "combined") else {}))
-            try:
-                err, correct, why = check_result(case, p.result(0), 0)
-            finally:
-                p.close()
-            if correct:
-                ok.append(name)
-            else:
-                failed[name] = why or f"rel. error {err:.2e}"
-        except Exception as e:  # report, keep going: one broken variant must not hide the others
-            failed[name] = f"{type(e).__name__}: {e}"
-    return ok, failed
-
-
 def select_claims(only: list[str] | None) -> dict:
     """The claims to run, in report order; unknown names are refused with the list of valid ones."""
     from dlrmlab.report.claims import CLAIMS
@@ -108,6 +84,7 @@ def reproduce(
     from dlrmlab.bench.results import check_results_dir
     from dlrmlab.device import family
     from dlrmlab.report import writer
+    from dlrmlab.report.claims import CLAIMS
     from dlrmlab.report.context import Context, environment, resolve_datasets, resolve_preset
 
     claims = select_claims(only)
@@ -121,7 +98,7 @@ def reproduce(
     env = environment(command or "dlrmlab " + " ".join(sys.argv[1:]))
     ctx = Context(chosen, usable, skipped, repeats, progress=not quiet, env=env)
     _announce(ctx, target, quiet)
-    w = writer.ReportWriter(target, ctx, previous, list(claims), claims_registry())
+    w = writer.ReportWriter(target, ctx, previous, list(claims), CLAIMS)
     status = 0
     steps = claims.values()
     if not quiet:
@@ -139,12 +116,6 @@ def reproduce(
             steps.write(f"{claim.name}: {res.error if res.status != 'ok' else res.reproduced} ({secs:.0f} s)")
     _print_summary(w.manifest, claims, target)
     return status
-
-
-def claims_registry() -> dict:
-    from dlrmlab.report.claims import CLAIMS
-
-    return CLAIMS
 
 
 def _print_summary(manifest: dict, claims: dict, target: Path) -> None:

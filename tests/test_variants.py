@@ -8,7 +8,7 @@ from functools import cache
 import numpy as np
 import pytest
 
-from dlrmlab import backend, reproduce
+from dlrmlab import backend
 from dlrmlab.bench.case import BenchCase
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.variants import get as get_variant
@@ -159,14 +159,6 @@ def test_kernel_parameters_reach_the_kernel():
 def test_bad_kernel_parameters(params, match):
     with pytest.raises(DlrmlabError, match=match):
         prepare_variant("rpf", _case(False, "sum"), **params)
-
-
-@simulator_only
-def test_usable_variants_all_usable_here():
-    ok, failed = reproduce.usable_variants("tiny")
-    assert failed == {}
-    assert set(CPU_CAPABLE) <= set(ok)
-    assert not set(GPU_ONLY) & set(ok)
 
 
 def test_params_record_the_configuration_that_ran():
