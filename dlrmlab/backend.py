@@ -22,20 +22,25 @@ _ENV = "NUMBA_ENABLE_CUDASIM"
 _USER_ENV: str | None = os.environ.get(_ENV)
 
 
-def _driver_gpu_count() -> int:
-    """Number of CUDA devices the driver sees; 0 when there is no driver or no device."""
+def _driver_problem() -> str | None:
+    """Why the CUDA driver gives no GPU, in words (None when it sees one)."""
     try:
         from cuda.bindings import driver
-    except Exception:  # cuda-bindings missing or broken: no way to reach a GPU
-        return 0
+    except Exception as e:
+        return f"cuda-bindings cannot be imported ({type(e).__name__}: {e}); pip install 'cuda-bindings>=12.6'"
     try:
         (err,) = driver.cuInit(0)
-        if int(err) != 0:
-            return 0
+    except Exception:
+        return "no NVIDIA driver: libcuda.so was not found (install the NVIDIA driver on a machine with a GPU)"
+    if int(err) != 0:
+        return f"the NVIDIA driver did not start (cuInit: {getattr(err, 'name', err)})"
+    try:
         err, count = driver.cuDeviceGetCount()
-        return int(count) if int(err) == 0 else 0
-    except Exception:  # libcuda.so not found (no driver installed)
-        return 0
+        if int(err) == 0 and int(count) > 0:
+            return None
+    except Exception:  # a broken driver counts as none
+        pass
+    return "the NVIDIA driver sees no CUDA device"
 
 
 # dlrmlab picks its grids on purpose (tiny ones in the simulator and in tests): Numba's low-occupancy
@@ -50,18 +55,14 @@ def _decide() -> bool:
         from numba import config
 
         return bool(config.ENABLE_CUDASIM)
-    if _driver_gpu_count() > 0:
-        if "numba" in sys.modules:
-            from numba.core import config
-
-            config.reload_config()
-        return False
-    os.environ[_ENV] = "1"
+    simulator = _driver_problem() is not None
+    if simulator:
+        os.environ[_ENV] = "1"
     if "numba" in sys.modules:
         from numba.core import config
 
         config.reload_config()
-    return True
+    return simulator
 
 
 #: True when kernels run in Numba's CUDA simulator (no GPU, or NUMBA_ENABLE_CUDASIM=1).
@@ -77,24 +78,6 @@ def mode() -> str:
 
 def describe_mode() -> str:
     return "no CUDA GPU: simulator mode" if SIMULATOR else "CUDA GPU"
-
-
-def _driver_problem() -> str | None:
-    """Why the CUDA driver gives no GPU, in words (None when it sees one)."""
-    try:
-        from cuda.bindings import driver
-    except Exception as e:
-        return f"cuda-bindings cannot be imported ({type(e).__name__}: {e}); pip install 'cuda-bindings>=12.6'"
-    try:
-        (err,) = driver.cuInit(0)
-    except Exception:
-        return "no NVIDIA driver: libcuda.so was not found (install the NVIDIA driver on a machine with a GPU)"
-    if int(err) != 0:
-        return f"the NVIDIA driver did not start (cuInit: {getattr(err, 'name', err)})"
-    err, count = driver.cuDeviceGetCount()
-    if int(err) != 0 or int(count) == 0:
-        return "the NVIDIA driver sees no CUDA device"
-    return None
 
 
 def missing_toolkit() -> list[str]:

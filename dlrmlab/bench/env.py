@@ -71,43 +71,31 @@ def clock_source() -> str | None:
     return "nvidia-smi" if shutil.which("nvidia-smi") else None
 
 
-def sm_clock_mhz() -> int | None:
-    """Current SM clock of the GPU in MHz; None in simulator mode or when nothing can read it."""
+def _sm_clock(nvml_query: str, smi_field: str) -> int | None:
+    """An SM clock in MHz, from NVML (``pynvml.<nvml_query>``) or nvidia-smi (``smi_field``); None if unknown."""
     src = clock_source()
-    if src == "nvml":
-        try:
+    try:
+        if src == "nvml":
             import pynvml
 
-            return int(pynvml.nvmlDeviceGetClockInfo(_nvml_handle(), pynvml.NVML_CLOCK_SM))
-        except Exception:
-            return None
-    if src == "nvidia-smi":
-        v = _nvidia_smi("clocks.sm")
-        try:
+            return int(getattr(pynvml, nvml_query)(_nvml_handle(), pynvml.NVML_CLOCK_SM))
+        if src == "nvidia-smi":
+            v = _nvidia_smi(smi_field)
             return int(float(v)) if v is not None else None
-        except ValueError:
-            return None
+    except Exception:  # no reading is better than a failed measurement
+        return None
     return None
+
+
+def sm_clock_mhz() -> int | None:
+    """Current SM clock of the GPU in MHz; None in simulator mode or when nothing can read it."""
+    return _sm_clock("nvmlDeviceGetClockInfo", "clocks.sm")
 
 
 @lru_cache(maxsize=1)
 def max_sm_clock_mhz() -> int | None:
     """The GPU's maximum SM clock in MHz (what a warmed-up GPU should approach); None if unknown."""
-    src = clock_source()
-    if src == "nvml":
-        try:
-            import pynvml
-
-            return int(pynvml.nvmlDeviceGetMaxClockInfo(_nvml_handle(), pynvml.NVML_CLOCK_SM))
-        except Exception:
-            return None
-    if src == "nvidia-smi":
-        v = _nvidia_smi("clocks.max.sm")
-        try:
-            return int(float(v)) if v is not None else None
-        except ValueError:
-            return None
-    return None
+    return _sm_clock("nvmlDeviceGetMaxClockInfo", "clocks.max.sm")
 
 
 def _driver_version() -> str | None:
@@ -128,28 +116,15 @@ def environment() -> dict:
     from dlrmlab import cudart
 
     versions = cudart.package_versions()
-    env: dict = {
-        "device": "simulator",
-        "mode_backend": backend.mode(),
-        "gpu_name": None,
-        "compute_capability": None,
-        "sms": None,
-        "l2_bytes": None,
-        "driver_version": None,
-        "cuda_driver_version": None,
-        "cuda_runtime_version": None,
-        "clock_source": clock_source(),
-    }
+    gpu = ("gpu_name", "compute_capability", "sms", "l2_bytes", "driver_version", "cuda_driver_version",
+           "cuda_runtime_version")
+    env: dict = {"device": "simulator", "mode_backend": backend.mode(), **dict.fromkeys(gpu),
+                 "clock_source": clock_source()}
     if not backend.SIMULATOR:
         p = cudart.device_properties(backend.cuda.get_current_device().id)
         env.update(
-            device=p["name"],
-            gpu_name=p["name"],
-            compute_capability=p["compute_capability"],
-            sms=p["sms"],
-            l2_bytes=p["l2_bytes"],
-            driver_version=_driver_version(),
-            cuda_driver_version=cudart.driver_version(),
+            device=p["name"], gpu_name=p["name"], compute_capability=p["compute_capability"], sms=p["sms"],
+            l2_bytes=p["l2_bytes"], driver_version=_driver_version(), cuda_driver_version=cudart.driver_version(),
             cuda_runtime_version=cudart.runtime_version(),
         )
     for pkg, v in versions.items():
