@@ -16,21 +16,11 @@ from matplotlib.figure import Figure
 from dlrmlab.dlrm.measure import BASELINE, PAPER_END_TO_END
 from dlrmlab.dlrm.model import STAGES
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.report.style import ReportFigure as _Figure
 
 STAGE_LABELS = {"bottom_mlp": "bottom MLP", "embedding": "embedding", "interaction": "interaction",
                 "top_mlp": "top MLP"}  # fmt: skip
 STAGE_COLORS = {"bottom_mlp": "C0", "embedding": "C3", "interaction": "C2", "top_mlp": "C1"}
-
-
-class _Figure(Figure):
-    """A Figure that shows itself in Jupyter without pyplot (IPython looks for ``_repr_png_``)."""
-
-    def _repr_png_(self) -> bytes:
-        from io import BytesIO
-
-        buf = BytesIO()
-        self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-        return buf.getvalue()
 
 
 def _need(df: pd.DataFrame, cols: Sequence[str], what: str) -> pd.DataFrame:

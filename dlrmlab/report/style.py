@@ -11,8 +11,8 @@
 * Axis titles carry units; every figure carries the GPU and the date in its bottom-right corner
   (:func:`finish`).
 
-Figures are ``matplotlib.figure.Figure`` objects built without pyplot (no global state, headless safe), as in
-:mod:`dlrmlab.bench.plots`; they display inline in Jupyter.
+Figures are ``matplotlib.figure.Figure`` objects built without pyplot (no global state, headless safe); they
+display inline in Jupyter (:class:`ReportFigure`, also used by :mod:`dlrmlab.dlrm.plots`).
 """
 
 from __future__ import annotations
