@@ -73,11 +73,6 @@ class Ranking:
     #: access counts in ranked order (hottest first)
     ranked_counts: np.ndarray
 
-    @property
-    def inverse(self) -> np.ndarray:
-        """Maps ranked ids back to original rows (the same array as ``order``)."""
-        return self.order
-
 
 def frequency_ranking(ids: np.ndarray, rows: int) -> Ranking:
     c = counts(ids, rows)
@@ -110,12 +105,6 @@ def read_hot_rows(path: str | Path, rows: int | None = None) -> np.ndarray:
     return hot
 
 
-def write_hot_rows(path: str | Path, hot: np.ndarray) -> None:
-    """Write hot row ids, one per line (the artifact's format)."""
-    hot = _ids(hot)
-    np.savetxt(Path(path), hot, fmt="%d")
-
-
 def describe(ids: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> dict:
     """Summary statistics of an id stream, as ``dlrmlab workload describe`` prints them."""
     ids = _ids(ids)
@@ -126,14 +115,3 @@ def describe(ids: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> dict:
         "top_coverage": {str(k): round(v, 6) for k, v in top_coverage(ids, ks).items()},
     }
 
-
-def describe_many(streams: dict[str, np.ndarray], ks: Iterable[int] = DEFAULT_KS):
-    """:func:`describe` for several named id streams, as a tidy DataFrame (one row per stream)."""
-    import pandas as pd
-
-    rows = []
-    for name, ids in streams.items():
-        d = describe(ids, ks)
-        cov = d.pop("top_coverage")
-        rows.append({"dataset": name, **d, **{f"top_{k}": v for k, v in cov.items()}})
-    return pd.DataFrame(rows)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -66,7 +64,6 @@ def test_frequency_ranking_hand_made():
     r = hotness.frequency_ranking(IDS, rows=5)
     np.testing.assert_array_equal(r.order, [3, 1, 0, 2, 4])  # ties (2, 4: never seen) keep row order
     np.testing.assert_array_equal(r.remap, [2, 1, 3, 0, 4])
-    assert r.inverse is r.order
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -115,7 +112,7 @@ def test_hot_rows_round_trip(tmp_path):
     ids = make_stream("high", seed=4).take(5000, 2000)
     hot = hotness.hot_set(ids, 100, rows=2000)
     path = tmp_path / "hot.txt"
-    hotness.write_hot_rows(path, hot)
+    np.savetxt(path, hot, fmt="%d")  # the artifact's format: one id per line
     lines = path.read_text().splitlines()
     assert lines == [str(int(v)) for v in hot]
     back = hotness.read_hot_rows(path, rows=2000)
@@ -148,7 +145,6 @@ def test_read_hot_rows_errors(tmp_path):
         hotness.describe,
         lambda ids: hotness.frequency_ranking(ids, 10),
         lambda ids: hotness.hot_set(ids, 2),
-        lambda ids: hotness.write_hot_rows(os.devnull, ids),
     ],
 )
 def test_negative_ids_rejected(fn):
