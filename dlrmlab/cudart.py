@@ -122,21 +122,6 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-# --- occupancy -------------------------------------------------------------------------------------------
-
-
-def max_active_blocks_per_sm(cufunction: Any, block_threads: int, dynamic_smem: int = 0) -> int:
-    """``cuOccupancyMaxActiveBlocksPerMultiprocessor`` for a compiled kernel's CUfunction handle."""
-    drv = _driver()
-    fn = cufunction if isinstance(cufunction, drv.CUfunction) else drv.CUfunction(int(cufunction))
-    return int(
-        _check(
-            drv.cuOccupancyMaxActiveBlocksPerMultiprocessor(fn, int(block_threads), int(dynamic_smem)),
-            "cuOccupancyMaxActiveBlocksPerMultiprocessor",
-        )
-    )
-
-
 # --- L2 persistence --------------------------------------------------------------------------------------
 
 

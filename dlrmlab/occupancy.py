@@ -91,20 +91,6 @@ def kernel_resources(kernel: Any) -> dict:
     return out
 
 
-def cufunction(kernel: Any) -> Any:
-    """The driver CUfunction handle of a compiled kernel (for cuOccupancy* queries)."""
-    k = compiled(kernel)
-    fn = k._codelibrary.get_cufunc()
-    return getattr(fn, "handle", fn)
-
-
-def driver_occupancy(kernel: Any, threads_per_block: int, dynamic_smem: int = 0) -> int:
-    """Resident blocks per SM as the driver computes it (cuOccupancyMaxActiveBlocksPerMultiprocessor)."""
-    from dlrmlab.cudart import max_active_blocks_per_sm
-
-    return max_active_blocks_per_sm(cufunction(kernel), threads_per_block, dynamic_smem)
-
-
 def occupancy_table(registers, threads_per_block: int = 256, smem_per_block: int = 0, limits: dict | None = None):
     """Theoretical occupancy and its limiter for each register count (a tidy DataFrame)."""
     import pandas as pd
