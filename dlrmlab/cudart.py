@@ -140,18 +140,15 @@ def stream_ptr(stream: Any) -> int:
 def get_persisting_l2_limit() -> int:
     drv = _driver()
     _ensure_context()
-    return int(
-        _check(drv.cuCtxGetLimit(drv.CUlimit.CU_LIMIT_PERSISTING_L2_CACHE_SIZE), "cuCtxGetLimit(persisting L2)")
-    )
+    limit = drv.CUlimit.CU_LIMIT_PERSISTING_L2_CACHE_SIZE
+    return int(_check(drv.cuCtxGetLimit(limit), "cuCtxGetLimit(persisting L2)"))
 
 
 def set_persisting_l2_limit(nbytes: int) -> None:
     drv = _driver()
     _ensure_context()
-    _check(
-        drv.cuCtxSetLimit(drv.CUlimit.CU_LIMIT_PERSISTING_L2_CACHE_SIZE, int(nbytes)),
-        "cuCtxSetLimit(persisting L2)",
-    )
+    limit = drv.CUlimit.CU_LIMIT_PERSISTING_L2_CACHE_SIZE
+    _check(drv.cuCtxSetLimit(limit, int(nbytes)), "cuCtxSetLimit(persisting L2)")
 
 
 def reset_persisting_l2() -> None:
@@ -176,12 +173,8 @@ def set_access_policy_window(
     w.hitProp = prop.CU_ACCESS_PROPERTY_PERSISTING if persist and num_bytes else prop.CU_ACCESS_PROPERTY_NORMAL
     w.missProp = prop.CU_ACCESS_PROPERTY_STREAMING if num_bytes else prop.CU_ACCESS_PROPERTY_NORMAL
     v.accessPolicyWindow = w
-    _check(
-        drv.cuStreamSetAttribute(
-            _cu_stream(stream), drv.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW, v
-        ),
-        "cuStreamSetAttribute(access policy window)",
-    )
+    attr = drv.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW
+    _check(drv.cuStreamSetAttribute(_cu_stream(stream), attr, v), "cuStreamSetAttribute(access policy window)")
 
 
 # --- graphs ----------------------------------------------------------------------------------------------
@@ -189,12 +182,8 @@ def set_access_policy_window(
 
 def begin_capture(stream: Any) -> None:
     drv = _driver()
-    _check(
-        drv.cuStreamBeginCapture(
-            _cu_stream(stream), drv.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
-        ),
-        "cuStreamBeginCapture",
-    )
+    mode = drv.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+    _check(drv.cuStreamBeginCapture(_cu_stream(stream), mode), "cuStreamBeginCapture")
 
 
 def end_capture(stream: Any) -> Any:
