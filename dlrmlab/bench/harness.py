@@ -39,6 +39,7 @@ import json
 import math
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -324,14 +325,21 @@ def expected_columns() -> list[str]:
 # --- the comparison ----------------------------------------------------------------------------------
 
 
-def resolve_timing_mode(timing_mode: str | None, cold_l2: bool = False) -> str:
-    """The timing mode of a comparison: ``cold_l2=True`` is ``"cold_l2"``; the default is ``"serving"``."""
+def resolve_timing_mode(
+    timing_mode: str | None, cold_l2: bool = False, serving_block: int = DEFAULT_SERVING_BLOCK
+) -> str:
+    """The timing mode of a comparison: ``cold_l2=True`` is ``"cold_l2"``; the default is ``"serving"``.
+
+    A bad ``serving_block`` for serving mode fails here too, before anything is prepared.
+    """
     if timing_mode is None:
-        return "cold_l2" if cold_l2 else "serving"
+        timing_mode = "cold_l2" if cold_l2 else "serving"
     if timing_mode not in TIMING_MODES:
         raise DlrmlabError(f"timing_mode must be one of {', '.join(TIMING_MODES)}, got {timing_mode!r}")
     if cold_l2 and timing_mode != "cold_l2":
         raise DlrmlabError(f"cold_l2=True contradicts timing_mode={timing_mode!r}")
+    if timing_mode == "serving":
+        serving_schedule(1, 1, 1, serving_block)
     return timing_mode
 
 
@@ -359,35 +367,66 @@ def compare(
     (default ``repeats``) per-kernel timing runs for variants that provide ``per_kernel``.
     """
     specs = normalize_variants(variants)
-    mode = resolve_timing_mode(timing_mode, cold_l2)
+    timing_mode = resolve_timing_mode(timing_mode, cold_l2, serving_block)
     repeats, warmup_s = timing.default_repeats(repeats, warmup_s)
     if repeats < 1:
         raise DlrmlabError(f"repeats must be at least 1, got {repeats}")
-    if mode == "serving":
-        serving_schedule(1, 1, 1, serving_block)  # a bad block length fails before anything is prepared
     kernel_repeats = repeats if kernel_repeats is None else int(kernel_repeats)
     run_id = run_id or uuid.uuid4().hex
     environment = benv.environment()
     copy_gbps = timing.copy_bandwidth_gbps()
     started = datetime.now(UTC).isoformat(timespec="seconds")
 
-    prepared: list[Prepared | None] = []
-    skipped: dict[int, str] = {}
     # Closed last-prepared first: variants nest GPU state (two windows each saved the limit they found), so
     # only this order gives the limit back as it was; an exception or Ctrl-C anywhere still closes them all.
     with contextlib.ExitStack() as stack:
-        for k, (name, params) in enumerate(specs):
-            try:
-                prepared.append(prepare_variant(name, case, **params))
-                stack.callback(prepared[-1].close)
-            except PeerUnavailable as e:  # e.g. cuEmbed without nvcc: a row that says why, the rest runs
-                prepared.append(None)
-                skipped[k] = str(e)
-        return _compare(
-            case, specs, prepared, skipped, repeats=repeats, warmup_s=warmup_s, timing_mode=mode,
-            serving_block=int(serving_block), kernel_repeats=kernel_repeats, run_id=run_id, repeat=repeat,
-            progress=progress, environment=environment, copy_gbps=copy_gbps, started=started,
+        prepared, skipped = _prepare_all(stack, case, specs)
+        # 1. correctness: only variants that match the reference are run again
+        checks = _check_all(case, prepared, skipped)
+        live: dict[int, Prepared] = {k: p for k, p in enumerate(prepared) if p is not None and checks[k][1]}
+        # 2. the L2 flusher, then warm-up (round-robin, rotating batches)
+        flusher = timing.L2Flusher(case.stream) if timing_mode == "cold_l2" else None
+        if flusher is not None:
+            flusher.flush()  # compiles it
+        clock_start = _warm_up(case, live, warmup_s)
+        # 3. stage timing; 4. per-kernel GPU time, queued ahead
+        measured = _time_stages(
+            case, live, flusher, timing_mode=timing_mode, repeats=repeats, serving_block=serving_block,
+            progress=progress,
         )  # fmt: skip
+        kernels = _time_kernels(case, live, measured.host, kernel_repeats, flusher)
+        # 5. rows
+        common = {
+            **environment, "run_id": run_id, "repeat": int(repeat), "timestamp": started, **case.describe(),
+            "cold_l2": timing_mode == "cold_l2", "timing_mode": timing_mode,
+            "serving_block": int(serving_block) if timing_mode == "serving" else None, "repeats": int(repeats),
+            "warmup_s": float(warmup_s), "timing_valid": not backend.SIMULATOR, "sm_clock_start_mhz": clock_start,
+            "sm_clock_end_mhz": benv.sm_clock_mhz(), "bytes_requested": float(case.stage.bytes_per_batch()),
+            "copy_gbps": copy_gbps,
+        }  # fmt: skip
+        rows = _variant_rows(common, specs, prepared, checks, measured, kernels)
+        runs = _run_rows(
+            measured.runs, specs, live, case, run_id=run_id, repeat=repeat, device=environment["device"],
+            timing_mode=timing_mode,
+        )  # fmt: skip
+        return BenchResult(_frame(rows, expected_columns()), _frame(runs, RUN_COLUMNS), run_id)
+
+
+def _prepare_all(
+    stack: contextlib.ExitStack, case: BenchCase, specs: list[tuple[str, dict]]
+) -> tuple[list[Prepared | None], dict[int, str]]:
+    """Every variant prepared on ``case`` and its ``close`` put on ``stack``; a peer that cannot run here
+    (e.g. cuEmbed without nvcc) is None, with the reason in ``skipped``: its row says why, the rest runs."""
+    prepared: list[Prepared | None] = []
+    skipped: dict[int, str] = {}
+    for k, (name, params) in enumerate(specs):
+        try:
+            prepared.append(prepare_variant(name, case, **params))
+            stack.callback(prepared[-1].close)
+        except PeerUnavailable as e:
+            prepared.append(None)
+            skipped[k] = str(e)
+    return prepared, skipped
 
 
 def _plan(timing_mode: str, n_variants: int, repeats: int, n_batches: int, serving_block: int) -> list[Slot]:
@@ -398,12 +437,11 @@ def _plan(timing_mode: str, n_variants: int, repeats: int, n_batches: int, servi
 
 def _round_ratios(base: list[tuple[int, float]], other: list[tuple[int, float]]) -> list[float]:
     """Per round: base's summed stage time / other's (both timed on the same batches in that round)."""
-    b_sum: dict[int, float] = {}
-    o_sum: dict[int, float] = {}
-    for r, t in base:
-        b_sum[r] = b_sum.get(r, 0.0) + t
-    for r, t in other:
-        o_sum[r] = o_sum.get(r, 0.0) + t
+    b_sum: dict[int, float] = defaultdict(float)
+    o_sum: dict[int, float] = defaultdict(float)
+    for sums, runs in ((b_sum, base), (o_sum, other)):
+        for r, t in runs:
+            sums[r] += t
     return [b_sum[r] / o_sum[r] for r in sorted(b_sum) if o_sum.get(r, 0.0) > 0]
 
 
@@ -600,70 +638,6 @@ def _run_rows(
     return out
 
 
-def _compare(
-    case: BenchCase,
-    specs: list[tuple[str, dict]],
-    prepared: list[Prepared | None],
-    skipped: dict[int, str],
-    *,
-    repeats: int,
-    warmup_s: float,
-    timing_mode: str,
-    serving_block: int,
-    kernel_repeats: int,
-    run_id: str,
-    repeat: int,
-    progress: bool,
-    environment: dict,
-    copy_gbps: float,
-    started: str,
-) -> BenchResult:
-    """Check, warm up, time (stages, then kernels) the prepared variants of one comparison; rows and runs."""
-    cold_l2 = timing_mode == "cold_l2"
-    # 1. correctness: only variants that match the reference are run again
-    checks = _check_all(case, prepared, skipped)
-    live: dict[int, Prepared] = {k: p for k, p in enumerate(prepared) if p is not None and checks[k][1]}
-
-    # 2. the L2 flusher, then warm-up (round-robin, rotating batches)
-    flusher = timing.L2Flusher(case.stream) if cold_l2 else None
-    if flusher is not None:
-        flusher.flush()  # compiles it
-    clock_start = _warm_up(case, live, warmup_s)
-
-    # 3. stage timing; 4. per-kernel GPU time, queued ahead
-    measured = _time_stages(
-        case, live, flusher, timing_mode=timing_mode, repeats=repeats, serving_block=serving_block,
-        progress=progress,
-    )  # fmt: skip
-    kernels = _time_kernels(case, live, measured.host, kernel_repeats, flusher)
-    clock_end = benv.sm_clock_mhz()
-
-    # 5. rows
-    common = {
-        **environment,
-        "run_id": run_id,
-        "repeat": int(repeat),
-        "timestamp": started,
-        **case.describe(),
-        "cold_l2": bool(cold_l2),
-        "timing_mode": timing_mode,
-        "serving_block": int(serving_block) if timing_mode == "serving" else None,
-        "repeats": int(repeats),
-        "warmup_s": float(warmup_s),
-        "timing_valid": not backend.SIMULATOR,
-        "sm_clock_start_mhz": clock_start,
-        "sm_clock_end_mhz": clock_end,
-        "bytes_requested": float(case.stage.bytes_per_batch()),
-        "copy_gbps": copy_gbps,
-    }
-    rows = _variant_rows(common, specs, prepared, checks, measured, kernels)
-    runs = _run_rows(
-        measured.runs, specs, live, case, run_id=run_id, repeat=repeat, device=environment["device"],
-        timing_mode=timing_mode,
-    )  # fmt: skip
-    return BenchResult(_frame(rows, expected_columns()), _frame(runs, RUN_COLUMNS), run_id)
-
-
 # --- a sweep (what the CLI runs) -------------------------------------------------------------------------
 
 
@@ -707,9 +681,7 @@ def run_bench(
     from dlrmlab.workload import preset
 
     specs = with_baseline(normalize_variants(variants), include_torch)
-    timing_mode = resolve_timing_mode(timing_mode, cold_l2)
-    if timing_mode == "serving":
-        serving_schedule(1, 1, 1, serving_block)  # a bad block length fails here
+    timing_mode = resolve_timing_mode(timing_mode, cold_l2, serving_block)
     for n, _ in specs:
         why = why_not_here(n)
         if why:
@@ -772,15 +744,15 @@ def _modes(rows: pd.DataFrame) -> list[tuple[str, Any]]:
     return list(dict.fromkeys(zip(rows["timing_mode"], block, strict=True)))
 
 
+_MODE_TEXT = {"cold_l2": "cold L2 (evicted before every run)",
+              "interleaved": "interleaved (one run per variant per round)"}
+
+
 def _describe_mode(mode: Any, block: Any) -> str:
     if mode == "serving":
         b = int(block) if block is not None and not (isinstance(block, float) and math.isnan(block)) else "?"
         return f"serving loop (blocks of {b} consecutive batches per variant, the first untimed)"
-    if mode == "cold_l2":
-        return "cold L2 (evicted before every run)"
-    if mode == "interleaved":
-        return "interleaved (one run per variant per round)"
-    return str(mode)
+    return _MODE_TEXT.get(mode, str(mode))
 
 
 def format_table(rows: pd.DataFrame) -> str:
