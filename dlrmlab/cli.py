@@ -54,20 +54,9 @@ def info_dict() -> dict:
         out["reasons"] = backend.simulator_reasons()
         return out
     p = cudart.device_properties()
-    out["gpu"] = {
-        k: p[k]
-        for k in (
-            "name",
-            "compute_capability",
-            "sms",
-            "l2_bytes",
-            "persisting_l2_max_bytes",
-            "access_policy_max_window_bytes",
-            "regs_per_sm",
-            "threads_per_sm",
-            "global_mem_bytes",
-        )
-    }
+    keys = ("name", "compute_capability", "sms", "l2_bytes", "persisting_l2_max_bytes",
+            "access_policy_max_window_bytes", "regs_per_sm", "threads_per_sm", "global_mem_bytes")
+    out["gpu"] = {k: p[k] for k in keys}
     out["driver"] = cudart.driver_version()
     return out
 
@@ -141,9 +130,7 @@ def workload_describe(args: argparse.Namespace) -> dict:
     validate.check_memory(f"describing {n:,} ids of {args.dataset}",  # the ids, their copies and sorts
                           host=4 * 8 * n + validate.stream_bytes(stage, args.dataset))
     wl = Workload(stage, args.dataset, seed=args.seed)
-    ids = wl.ids(args.ids)
-    d = {"dataset": wl.dataset, "seed": args.seed, **stage.describe(), **hotness.describe(ids)}
-    return d
+    return {"dataset": wl.dataset, "seed": args.seed, **stage.describe(), **hotness.describe(wl.ids(args.ids))}
 
 
 @_command("workload")
@@ -296,26 +283,12 @@ def _bench(args: argparse.Namespace) -> int:
     if not datasets:
         raise DlrmlabError(f"--dataset is required: {DATASETS_HELP}")
     if args.cuembed_dir:
-        import os
-
         os.environ["DLRMLAB_CUEMBED_DIR"] = args.cuembed_dir
     out = _out_dir(args)
     res = harness.run_bench(
-        variants,
-        datasets,
-        _stage_from_args(args),
-        seed=args.seed,
-        n_batches=args.batches,
-        weighted=args.weighted,
-        mode=args.mode,
-        repeats=args.repeats,
-        warmup_s=args.warmup,
-        cold_l2=args.cold_l2,
-        timing_mode=args.timing,
-        serving_block=args.serving_block,
-        include_torch=not args.no_torch,
-        repeat_runs=args.repeat_runs,
-        out=out,
+        variants, datasets, _stage_from_args(args), seed=args.seed, n_batches=args.batches, weighted=args.weighted,
+        mode=args.mode, repeats=args.repeats, warmup_s=args.warmup, cold_l2=args.cold_l2, timing_mode=args.timing,
+        serving_block=args.serving_block, include_torch=not args.no_torch, repeat_runs=args.repeat_runs, out=out,
         progress=not args.quiet,
     )
     rows = res.rows
@@ -538,10 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _interrupted(mark)
     except BrokenPipeError:
         return _stdout_closed()
-    except DlrmlabError as e:
-        print(f"dlrmlab: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+    except (DlrmlabError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
         print(f"dlrmlab: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except MemoryError as e:
