@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -41,10 +41,6 @@ def _torch():
     except Exception as e:
         raise DlrmlabError(f"the torch variant needs PyTorch, which does not import: {e}") from None
     return torch
-
-
-def _weight_dtype(torch, dtype: str):
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
 
 
 def _as_cuda(torch, arr: Any, device) -> Any:
@@ -83,19 +79,10 @@ def _sources(torch, case, on_gpu: bool) -> _Sources:
         from dlrmlab import cudart
 
         device = torch.device("cuda", backend.cuda.get_current_device().id)
-
-        def to_torch(a):
-            return _as_cuda(torch, a, device)
-
-        tables, batches = case.dev_tables, case.dev_batches
         stream = torch.cuda.ExternalStream(cudart.stream_ptr(case.stream), device=device)
-        return _Sources(to_torch, tables, batches, stream, device)
-
-    def to_torch_cpu(a):
-        return _as_cpu(torch, a)
-
+        return _Sources(partial(_as_cuda, torch, device=device), case.dev_tables, case.dev_batches, stream, device)
     tables = [np.ascontiguousarray(t).reshape(-1) for t in case.host_tables]
-    return _Sources(to_torch_cpu, tables, case.host_batches, None, None)
+    return _Sources(partial(_as_cpu, torch), tables, case.host_batches, None, None)
 
 
 def _weights(torch, case, src: _Sources) -> list:
@@ -115,15 +102,10 @@ def _inputs(case, src: _Sources, on_gpu: bool, wdtype) -> list[list[tuple]]:
     for b in src.batches:
         per_table = []
         for tb in b.tables:
-            if on_gpu:
-                idx, off, psw = tb.indices, tb.offsets, (tb.psw if case.weighted else None)
-            else:
-                idx, off, psw = tb.indices, tb.offsets, tb.per_sample_weights
-            psw_t = None
-            if psw is not None:
-                # torch wants per_sample_weights in the table dtype: converted once, here
-                psw_t = src.to_torch(psw).to(wdtype)
-            per_table.append((src.to_torch(idx), src.to_torch(off), psw_t))
+            psw = (tb.psw if case.weighted else None) if on_gpu else tb.per_sample_weights
+            # torch wants per_sample_weights in the table dtype: converted once, here
+            psw_t = src.to_torch(psw).to(wdtype) if psw is not None else None
+            per_table.append((src.to_torch(tb.indices), src.to_torch(tb.offsets), psw_t))
         inputs.append(per_table)
     return inputs
 
@@ -132,7 +114,7 @@ def prepare(case, knobs: dict[str, dict]) -> Prepared:
     """Views of the case's tables and batches as torch tensors, and closures calling embedding_bag."""
     torch = _torch()
     F = torch.nn.functional
-    wdtype = _weight_dtype(torch, case.dtype)
+    wdtype = getattr(torch, case.dtype)  # torch.float32, torch.float16 or torch.bfloat16
     mode = case.mode
     on_gpu = not backend.SIMULATOR
     if on_gpu and not torch.cuda.is_available():
@@ -152,9 +134,7 @@ def prepare(case, knobs: dict[str, dict]) -> Prepared:
 
     def call(w, inp):
         idx, off, psw = inp
-        return F.embedding_bag(
-            idx, w, off, mode=mode, per_sample_weights=psw, include_last_offset=True
-        )
+        return F.embedding_bag(idx, w, off, mode=mode, per_sample_weights=psw, include_last_offset=True)
 
     def run(i: int) -> None:
         batch = inputs[i]
@@ -182,11 +162,5 @@ def prepare(case, knobs: dict[str, dict]) -> Prepared:
                 pairs.append((s, e))
         return pairs
 
-    return Prepared(
-        run=run,
-        result=result,
-        params={},
-        kernel_regex=TORCH_KERNEL_REGEX,
-        per_kernel=per_kernel,
-    )
+    return Prepared(run=run, result=result, params={}, kernel_regex=TORCH_KERNEL_REGEX, per_kernel=per_kernel)
 
