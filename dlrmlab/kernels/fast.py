@@ -210,14 +210,16 @@ def _slice_loader(cfg: FastConfig):
 
 
 def _combiner(cfg: FastConfig):
-    """``add_row(acc, vals, slot, f) -> counted``: accumulate one loaded row (scaled when rows have factors)."""
+    """``add_row(acc, vals, slot, f, present) -> counted``: accumulate one loaded row (scaled when rows have
+    factors); a tail's padding slot (``present`` False) adds nothing, whatever the row it re-read holds."""
     ACC, FACTORS = cfg.vectors * cfg.vec, cfg.combine.factors or cfg.checked
 
     @cuda.jit(device=True, inline=True)
-    def add_row(acc, vals, slot, f):
-        for a in range(ACC):
-            acc[a] += vals[slot, a] * f if FACTORS else vals[slot, a]
-        return 1 if f != 0 else 0
+    def add_row(acc, vals, slot, f, present):
+        if present:
+            for a in range(ACC):
+                acc[a] += vals[slot, a] * f if FACTORS else vals[slot, a]
+        return 1 if present and f != 0 else 0
 
     return add_row
 
@@ -273,16 +275,15 @@ def _part_from_registers(cfg: FastConfig):
                 if e < end and not in_bounds(ids[u], t, e, table_rows, errors, lead):
                     ids[u] = int64(-1)
             for u in range(IN_FLIGHT):
-                nonzero += add_row(acc, vals, u, fs[u] if FACTORS else float32(1.0))
+                nonzero += add_row(acc, vals, u, fs[u] if FACTORS else float32(1.0), True)
             k += IN_FLIGHT
-        for u in range(IN_FLIGHT):  # the tail, fewer rows than a block: loads issued together, then used
-            if k + u < end:
+        if k < end:  # the tail, fewer rows than a block: a full block's loads, rows past the end (id 0) unused
+            for u in range(IN_FLIGHT):
                 load_row_slice(packed, row_offset(max(ids[u], int64(0)), base, hot_n, hot_b), vals, u)
-        for u in range(IN_FLIGHT):
-            if k + u < end:
-                f = float32(0.0) if ids[u] < 0 else (factor(psw, k + u, ids[u], padding_idx) if FACTORS
-                                                      else float32(1.0))
-                nonzero += add_row(acc, vals, u, f)
+            for u in range(IN_FLIGHT):
+                f = float32(0.0) if ids[u] < 0 else (factor(psw, min(k + u, end - 1), ids[u], padding_idx)
+                                                      if FACTORS else float32(1.0))
+                nonzero += add_row(acc, vals, u, f, k + u < end)
         return nonzero
 
     return sum_part
@@ -352,15 +353,14 @@ def build(cfg: FastConfig):
                     for u in range(IN_FLIGHT):
                         load_row_slice(packed, rows_s[g, k + u], vals, u)
                     for u in range(IN_FLIGHT):
-                        nonzero += add_row(acc, vals, u, factors_s[g, k + u] if FACTORS else float32(1.0))
+                        nonzero += add_row(acc, vals, u, factors_s[g, k + u] if FACTORS else float32(1.0), True)
                     k += IN_FLIGHT
-                if k < n:  # the chunk's tail, fewer rows: predicated loads, still issued before any is used
+                if k < n:  # the chunk's tail, fewer rows: a full block of unpredicated loads, the slots past
+                    for u in range(IN_FLIGHT):  # the end re-reading the last row (in flight already), unused
+                        load_row_slice(packed, rows_s[g, min(k + u, n - 1)], vals, u)
                     for u in range(IN_FLIGHT):
-                        if k + u < n:
-                            load_row_slice(packed, rows_s[g, k + u], vals, u)
-                    for u in range(IN_FLIGHT):
-                        if k + u < n:
-                            nonzero += add_row(acc, vals, u, factors_s[g, k + u] if FACTORS else float32(1.0))
+                        f = factors_s[g, min(k + u, n - 1)] if FACTORS else float32(1.0)
+                        nonzero += add_row(acc, vals, u, f, k + u < n)
                 c0 += IDS
             if SPLIT > 1:  # add the parts of each bag: group part 0 gathers the others' sums
                 for a in range(ACC):
