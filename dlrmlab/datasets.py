@@ -153,13 +153,6 @@ SYNTHETIC_REUSE: dict[str, ZipfShape] = {
     "medium": ZipfShape(alpha=0.313, cutoff=41_200),
     "high": ZipfShape(alpha=1.199),
 }
-#: The published coverage of the artifact's traces (the hottest 60K and 5K rows' share of accesses), which
-#: the synthetic levels are checked against; ``high`` is our choice.
-REUSE_TARGETS: dict[str, dict[int, float]] = {
-    "low": {60_000: 0.487, 5_000: 0.114},
-    "medium": {60_000: 0.877, 5_000: 0.249},
-    "high": {60_000: 0.970},
-}
 
 SYNTHETIC_PREFIX = "synthetic-"
 
@@ -167,13 +160,8 @@ SYNTHETIC_PREFIX = "synthetic-"
 def dataset_names() -> list[str]:
     """Dataset labels (patterns in angle brackets); inputs ``low``, ``medium``, ``high``, ``uniform`` are
     accepted too (see the module docstring)."""
-    return [
-        *(f"trace:{k}" for k in PAPER_TRACES),
-        "trace:<PATH>",
-        *(SYNTHETIC_PREFIX + k for k in SYNTHETIC_REUSE),
-        "random",
-        "zipf:<ALPHA>",
-    ]
+    traces = [f"trace:{k}" for k in PAPER_TRACES]
+    return [*traces, "trace:<PATH>", *(SYNTHETIC_PREFIX + k for k in SYNTHETIC_REUSE), "random", "zipf:<ALPHA>"]
 
 
 def _zipf_alpha(name: str) -> float:
@@ -252,7 +240,9 @@ class IndexStream:
 
 
 @dataclass
-class UniformStream(IndexStream):
+class _GeneratedStream(IndexStream):
+    """A stream drawn from a NumPy generator seeded with ``seed`` (reset: the same ids again)."""
+
     _rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -261,21 +251,17 @@ class UniformStream(IndexStream):
     def reset(self) -> None:
         self._rng = np.random.default_rng(self.seed)
 
+
+@dataclass
+class UniformStream(_GeneratedStream):
     def take(self, n: int, rows: int) -> np.ndarray:
         _check_rows(rows)
         return self._rng.integers(0, rows, size=int(n), dtype=np.int64)
 
 
 @dataclass
-class ZipfStream(IndexStream):
+class ZipfStream(_GeneratedStream):
     shape: ZipfShape = ZipfShape(1.0)
-    _rng: np.random.Generator = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self._rng = np.random.default_rng(self.seed)
 
     def take(self, n: int, rows: int) -> np.ndarray:
         _check_rows(rows)
