@@ -115,19 +115,9 @@ class BenchCase:
         psw_dummy = cuda.to_device(np.zeros(1, np.float32))
         dev_batches = [_to_device(b, psw_dummy) for b in host_batches]
         return cls(
-            stage=stage,
-            dataset=wl.dataset,
-            seed=int(seed),
-            mode=mode,
-            weighted=bool(weighted),
-            stream=cuda.stream(),
-            host_tables=host_tables,
-            dev_tables=dev_tables,
-            host_batches=host_batches,
-            dev_batches=dev_batches,
-            psw_dummy=psw_dummy,
-            dropped_ids=dropped_ids,
-            trace_wraps=trace_wraps,
+            stage=stage, dataset=wl.dataset, seed=int(seed), mode=mode, weighted=bool(weighted), stream=cuda.stream(),
+            host_tables=host_tables, dev_tables=dev_tables, host_batches=host_batches, dev_batches=dev_batches,
+            psw_dummy=psw_dummy, dropped_ids=dropped_ids, trace_wraps=trace_wraps,
         )
 
     # --- shape -------------------------------------------------------------------------------------------
@@ -157,16 +147,8 @@ class BenchCase:
         d = self.stage.describe()
         if isinstance(d["rows"], list):
             d["rows"] = ",".join(str(r) for r in d["rows"])
-        return {
-            "dataset": self.dataset,
-            **d,
-            "seed": self.seed,
-            "mode": self.mode,
-            "weighted": self.weighted,
-            "n_batches": self.n_batches,
-            "dropped_ids": self.dropped_ids,
-            "trace_wraps": self.trace_wraps,
-        }
+        return {"dataset": self.dataset, **d, "seed": self.seed, "mode": self.mode, "weighted": self.weighted,
+                "n_batches": self.n_batches, "dropped_ids": self.dropped_ids, "trace_wraps": self.trace_wraps}
 
     # --- inputs and references ---------------------------------------------------------------------------
 
@@ -204,16 +186,8 @@ class BenchCase:
             for table, tb in zip(self.host_tables, self.host_batches[i].tables, strict=True):
                 # fp32 tables go in as they are (the reference gathers rows before widening them)
                 w = table if self.dtype == "float32" else table_as_float32(table, self.dtype)
-                out.append(
-                    embedding_bag(
-                        tb.indices,
-                        w,
-                        tb.offsets,
-                        mode=self.mode,
-                        per_sample_weights=tb.per_sample_weights,
-                        include_last_offset=True,
-                    )
-                )
+                out.append(embedding_bag(tb.indices, w, tb.offsets, mode=self.mode,
+                                         per_sample_weights=tb.per_sample_weights, include_last_offset=True))
             self._refs[i] = out
         return self._refs[i]
 
