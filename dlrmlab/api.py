@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dlrmlab import backend, launch, reference, variants
+from dlrmlab import backend, launch, variants
 from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
 from dlrmlab.config import TABLE_DTYPES, Combine
@@ -157,10 +157,10 @@ def embedding_bag(
             device=host_side + (max(n_bags, 0) * dim * 4 if out is None else 0),
         )
     if validate or not include_last_offset:
-        host_off = reference.normalize_offsets(n_ids, checks.host_copy(offsets), include_last_offset)
+        host_off = checks.offsets(checks.host_copy(offsets), n_ids, include_last_offset)
         if validate:
             ids_h = host_input if host_input is not None else checks.host_copy(input)
-            reference.check_ids(ids_h[: host_off[-1]], rows)
+            checks.ids(ids_h[: host_off[-1]], rows)
         offsets = host_off.astype(np.dtype(str(getattr(input, "dtype", "int64")).replace("torch.", "")))
 
     s = as_stream(stream)

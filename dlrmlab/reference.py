@@ -14,18 +14,6 @@ from dlrmlab.errors import DlrmlabError
 MODES = ("sum", "mean", "max")
 
 
-def normalize_offsets(
-    n_ids: int, offsets: np.ndarray, include_last_offset: bool
-) -> np.ndarray:
-    """Validate torch-style offsets; return the ``include_last_offset=True`` form (B + 1 entries)."""
-    return validate.offsets(offsets, n_ids, include_last_offset)
-
-
-def check_ids(ids: np.ndarray, num_embeddings: int, name: str = "input") -> None:
-    """Every id in [0, num_embeddings), else how many are not and the first (:func:`dlrmlab.validate.ids`)."""
-    validate.ids(ids, num_embeddings, name)
-
-
 def embedding_bag(
     input: np.ndarray,
     weight: np.ndarray,
@@ -63,9 +51,9 @@ def embedding_bag(
             raise DlrmlabError("offsets are required when input is 1-D")
     else:
         raise DlrmlabError("input must be 1-D (with offsets) or 2-D")
-    full = normalize_offsets(ids.size, offsets, include_last_offset)
+    full = validate.offsets(offsets, ids.size, include_last_offset)
     n_rows, dim = weight.shape
-    check_ids(ids, n_rows)
+    validate.ids(ids, n_rows)
     if per_sample_weights is not None:
         if mode != "sum":
             raise DlrmlabError("per_sample_weights is only supported for mode='sum' (as in torch)")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.reference import embedding_bag, normalize_offsets
+from dlrmlab.reference import embedding_bag
+from dlrmlab.validate import offsets as validate_offsets
 
 # Row r is [2r + 1, 2r + 2].
 W = np.array([[1, 2], [3, 4], [5, 6], [7, 8]], np.float32)
@@ -117,9 +118,9 @@ def test_accumulates_in_double():
 
 
 def test_normalize_offsets():
-    np.testing.assert_array_equal(normalize_offsets(5, np.array([0, 2]), False), [0, 2, 5])
-    np.testing.assert_array_equal(normalize_offsets(5, np.array([0, 2, 5], np.int32), True), [0, 2, 5])
-    assert normalize_offsets(5, np.array([0, 2]), False).dtype == np.int64
+    np.testing.assert_array_equal(validate_offsets(np.array([0, 2]), 5, False), [0, 2, 5])
+    np.testing.assert_array_equal(validate_offsets(np.array([0, 2, 5], np.int32), 5, True), [0, 2, 5])
+    assert validate_offsets(np.array([0, 2]), 5, False).dtype == np.int64
 
 
 @pytest.mark.parametrize(
@@ -220,6 +221,6 @@ def test_random_cases_cover_the_features():
         c
         for c in cases
         if c["offsets"] is not None
-        and (np.diff(normalize_offsets(c["input"].size, c["offsets"], c["include_last_offset"])) == 0).any()
+        and (np.diff(validate_offsets(c["offsets"], c["input"].size, c["include_last_offset"])) == 0).any()
     ]
     assert empty
