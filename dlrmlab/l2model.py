@@ -163,10 +163,6 @@ class L2Config:
         """Bytes of one way across all sets: the granularity of the carve-out."""
         return self.sets * self.line
 
-    @property
-    def sectors_per_line(self) -> int:
-        return self.line // self.sector
-
     def carve_out_ways(self, carve_out: int) -> int:
         """Ways set aside for pinned lines: ``ceil(carve_out / way_bytes)``, at most ``ways - 1``."""
         c = _int("carve_out", carve_out)
@@ -332,15 +328,12 @@ def _ranking(counts: np.ndarray) -> np.ndarray:
 
 def split_budget(counts: Sequence[np.ndarray], row_bytes: int, budget_bytes: int) -> list[int]:
     """Rows of each table to keep persisting within ``budget_bytes``: the rows of all tables taken in
-    order of accesses (same row size), only rows that were accessed -- the rule of
-    :func:`dlrmlab.l2window.split_budget`, which the window variants use."""
-    flat = np.concatenate([np.sort(np.asarray(c, np.int64))[::-1] for c in counts])
-    table = np.concatenate([np.full(len(c), t) for t, c in enumerate(counts)])
-    order = np.argsort(-flat, kind="stable")
-    n_fit = int(budget_bytes) // int(row_bytes)
-    keep = order[:n_fit]
-    keep = keep[flat[keep] > 0]
-    return [int(n) for n in np.bincount(table[keep], minlength=len(counts))]
+    order of accesses (same row size), only rows that were accessed -- :func:`dlrmlab.l2window.split_budget`,
+    which the window variants use, over each table's counts ranked hottest first."""
+    from dlrmlab.l2window import split_budget as window_split
+
+    ranked = [np.sort(np.asarray(c, np.int64))[::-1] for c in counts]
+    return window_split(ranked, [int(row_bytes)] * len(ranked), int(budget_bytes))
 
 
 def layout(
