@@ -52,7 +52,7 @@ def upgrade_file(csv: str | os.PathLike) -> bool:
     new = upgrade(old)
     if list(new.columns) == list(old.columns):
         return False
-    _atomic_write(csv, lambda tmp: new.to_csv(tmp, index=False))
+    atomic_write(csv, lambda tmp: new.to_csv(tmp, index=False))
     return True
 
 
@@ -90,7 +90,7 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """``write(tmp)`` then rename ``tmp`` over ``path``: readers see the old or the new file, never half."""
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -178,7 +178,7 @@ def append_results(df: pd.DataFrame, name: str, results_dir: str | os.PathLike =
         def write(tmp: Path) -> None:
             new.to_csv(tmp, index=False)
 
-    _atomic_write(csv, write)
+    atomic_write(csv, write)
     APPENDED.append((csv, len(new)))
     _write_parquet(csv)
     return csv
@@ -191,7 +191,7 @@ def _write_parquet(csv: Path) -> None:
         return
     try:
         full = pd.read_csv(csv)
-        _atomic_write(csv.with_suffix(".parquet"), lambda tmp: full.to_parquet(tmp, index=False))
+        atomic_write(csv.with_suffix(".parquet"), lambda tmp: full.to_parquet(tmp, index=False))
     except Exception as e:  # the CSV is the record; a parquet hiccup must not fail the run
         warnings.warn(f"could not write {csv.with_suffix('.parquet')}: {e}", stacklevel=3)
 

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from dlrmlab.bench.results import atomic_write
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.report import style
 from dlrmlab.report.claims import BEYOND, NOT_MEASURED, YES, Claim, ClaimResult
@@ -77,18 +75,6 @@ def check_target(target: Path, force: bool) -> dict | None:
             "(files of the same names are replaced)"
         )
     return manifest
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- markdown --------------------------------------------------------------------------------------------------
@@ -248,11 +234,11 @@ class ReportWriter:
     def _files(self, name: str, res: ClaimResult) -> dict[str, list[str]]:
         csvs, figs = [], []
         if res.data is not None and not res.data.empty:
-            _atomic(self.target / f"{name}.csv", lambda p: res.data.to_csv(p, index=False))
+            atomic_write(self.target / f"{name}.csv", lambda p: res.data.to_csv(p, index=False))
             csvs.append(f"{name}.csv")
         for key, table in res.tables.items():
             if table is not None and not table.empty:
-                _atomic(self.target / f"{name}_{key}.csv", lambda p, t=table: t.to_csv(p, index=False))
+                atomic_write(self.target / f"{name}_{key}.csv", lambda p, t=table: t.to_csv(p, index=False))
                 csvs.append(f"{name}_{key}.csv")
         if res.figure is not None:
             figs = [p.name for p in style.save(res.figure, self.target, name)]
@@ -279,6 +265,6 @@ class ReportWriter:
 
     def write(self) -> Path:
         text = render(self.ctx, self.manifest, self.claims)
-        _atomic(self.target / REPORT, lambda p: p.write_text(text))
-        _atomic(self.target / MANIFEST, lambda p: p.write_text(json.dumps(self.manifest, indent=1, default=str)))
+        atomic_write(self.target / REPORT, lambda p: p.write_text(text))
+        atomic_write(self.target / MANIFEST, lambda p: p.write_text(json.dumps(self.manifest, indent=1, default=str)))
         return self.target / REPORT
