@@ -9,11 +9,8 @@ way, so the effect is the same at a 32x smaller instruction count for fp32).
 
 from __future__ import annotations
 
-import numpy as np
-
-from dlrmlab import hotness, launch
+from dlrmlab import launch
 from dlrmlab.backend import cuda
-from dlrmlab.errors import DlrmlabError
 from dlrmlab.intrinsics import prefetch_l2_evict_last
 
 LINE_BYTES = 128
@@ -31,21 +28,6 @@ def pin_hot_rows(weight, dim, hot, elems_per_line):
         row = hot[t // lines_per_row]
         prefetch_l2_evict_last(weight, row * dim + (t % lines_per_row) * elems_per_line)
         t += stride
-
-
-def hot_rows(
-    rows: int, k: int | None = None, ids: np.ndarray | None = None, path: str | None = None
-) -> np.ndarray:
-    """The hot set of one table: top ``k`` of ``ids`` by frequency, or the rows listed in ``path``."""
-    if path is not None:
-        hot = hotness.read_hot_rows(path, rows)
-    else:
-        if k is None or ids is None:
-            raise DlrmlabError("hot set: give either a hot-row file or k and the ids to rank")
-        if int(k) > rows:
-            raise DlrmlabError(f"hot set of {k} rows is larger than the table ({rows} rows)")
-        hot = hotness.hot_set(ids, int(k), rows)
-    return np.ascontiguousarray(hot, np.int64)
 
 
 def pin(weight_flat, dim: int, hot_dev, element_bytes: int, stream=0) -> None:

@@ -183,11 +183,11 @@ def test_persisting_l2_restores_state_on_error():
 
 
 def test_pin_kernel_then_embedding(paper_table):
-    from dlrmlab import l2pin
+    from dlrmlab import hotness, l2pin
     from dlrmlab.backend import cuda
 
     w, tb = paper_table
-    hot = l2pin.hot_rows(w.shape[0], k=60000, ids=tb.indices)
+    hot = hotness.hot_set(tb.indices, 60000, w.shape[0])
     dw = cuda.to_device(w.reshape(-1))
     l2pin.pin(dw, w.shape[1], cuda.to_device(hot), 4)
     cuda.synchronize()

@@ -102,53 +102,7 @@ def test_set_window_validates_before_cudart(cudart_untouchable):
     assert h._streams == []
 
 
-# --- L2P hot set ---------------------------------------------------------------------------------------
-
-
-def test_hot_rows_top_k_by_frequency_ties_stable():
-    # counts: row 0: 0, row 1: 2, row 2: 1, row 3: 3, row 4: 0, row 5: 1 (rows 2 and 5 tie: 2 first)
-    ids = np.array([3, 1, 3, 2, 1, 5, 3])
-    hot = l2pin.hot_rows(6, k=3, ids=ids)
-    assert hot.tolist() == [3, 1, 2]
-    assert hot.dtype == np.int64 and hot.flags.c_contiguous
-    assert l2pin.hot_rows(6, k=4, ids=ids).tolist() == [3, 1, 2, 5]
-    # asking for more rows than were ever accessed: only accessed rows
-    assert l2pin.hot_rows(6, k=6, ids=ids).tolist() == [3, 1, 2, 5]
-
-
-def test_hot_rows_ties_keep_row_order():
-    ids = np.array([7, 2, 9, 2, 7, 9, 0])  # rows 2, 7, 9 tie at 2
-    assert l2pin.hot_rows(10, k=3, ids=ids).tolist() == [2, 7, 9]
-
-
-def test_hot_rows_from_file(tmp_path):
-    path = tmp_path / "hot.txt"
-    path.write_text("5\n2\n7\n")
-    hot = l2pin.hot_rows(10, path=str(path))
-    assert hot.tolist() == [5, 2, 7]
-    assert hot.dtype == np.int64
-    # a file wins over k and ids
-    assert l2pin.hot_rows(10, k=1, ids=np.array([1, 1]), path=str(path)).tolist() == [5, 2, 7]
-
-
-def test_hot_rows_errors(tmp_path):
-    ids = np.array([0, 1, 1])
-    with pytest.raises(DlrmlabError, match="larger than the table"):
-        l2pin.hot_rows(5, k=6, ids=ids)
-    with pytest.raises(DlrmlabError, match="either a hot-row file or k"):
-        l2pin.hot_rows(5)
-    with pytest.raises(DlrmlabError, match="either a hot-row file or k"):
-        l2pin.hot_rows(5, k=2)
-    with pytest.raises(DlrmlabError, match="either a hot-row file or k"):
-        l2pin.hot_rows(5, ids=ids)
-    with pytest.raises(DlrmlabError, match="positive"):
-        l2pin.hot_rows(5, k=0, ids=ids)
-    path = tmp_path / "hot.txt"
-    path.write_text("1\n5\n")
-    with pytest.raises(DlrmlabError, match="out of range"):
-        l2pin.hot_rows(5, path=str(path))
-    with pytest.raises(DlrmlabError, match="not found"):
-        l2pin.hot_rows(5, path=str(tmp_path / "missing.txt"))
+# --- L2P pin kernel --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype,dim", [(np.float32, 32), (np.float16, 70)])
