@@ -239,9 +239,11 @@ def _tune(args: argparse.Namespace) -> int:
     out = check_results_dir(_out_dir(args)) if args.out else None  # an unwritable --out fails before the sweep
     if args.target == "fast":
         rows = tune.tune_fast(
-            _preset(args), args.dataset, quick=args.quick, repeats=args.repeats, progress=not args.quiet
+            _preset(args), args.dataset, quick=args.quick, space=tune.parse_space(args.space), repeats=args.repeats,
+            variant=args.variant or "fast_graph", progress=not args.quiet,
         )
-        cols = ["candidate", "median_ms", "p10_ms", "p90_ms", "speedup_vs_torch", "correct"]
+        cols = ["candidate", "median_ms", *[c for c in rows if c.startswith("ms[")], "p10_ms", "p90_ms",
+                "speedup_vs_torch", "correct"]
     else:
         try:
             caps = [None if c == "none" else int(c) for c in args.caps.split(",")] if args.caps else None
@@ -398,10 +400,15 @@ def _add_reproduce_tune_profile(sub) -> None:
     p = sub.add_parser("tune", help="autotune the fast kernel or sweep register caps (optmt)")
     p.add_argument("target", choices=["fast", "optmt"],
                    help="fast: the fast kernel's knobs, the winner stored in your tuning cache; optmt: register caps")
-    p.add_argument("--dataset", default="random", help=f"one of: {DATASETS_HELP} (default %(default)s)")
+    p.add_argument("--dataset", default="random",
+                   help=f"fast: one or more (comma-separated, ranked by geometric mean), optmt: one, of: "
+                        f"{DATASETS_HELP} (default %(default)s)")
     p.add_argument("--preset", default="auto", help=PRESET_HELP)
     p.add_argument("--quick", action="store_true", help="fast: a smaller search space")
-    p.add_argument("--variant", help="optmt: the paper-family variant to sweep (optmt or optmt_rpf)")
+    p.add_argument("--space", help='fast: the search space as JSON, knob -> list of values, e.g. '
+                                   '\'{"unroll": [8, 12], "split": [1, 2]}\'')
+    p.add_argument("--variant", help="fast: the fast-path variant timed (default fast_graph; a +window variant "
+                                     "tunes the split-hot layout); optmt: the variant swept (optmt or optmt_rpf)")
     p.add_argument("--caps", help="optmt: comma-separated register caps, 'none' for no cap")
     p.add_argument("--repeats", type=int, help="timed rounds per candidate (default 50; 1 in the simulator)")
     p.add_argument("--out", help="append the table to OUT/<gpu family>/tune_<target>.csv (default: no CSV)")

@@ -52,7 +52,7 @@ def configure(
 
 def configure_here(dim: int, dtype: str, pooling_mean: float, **kwargs: Any) -> tuple[FastConfig, str]:
     """:func:`configure` with this GPU's family and tuning (user cache, then shipped table); and which."""
-    t = tuned.fast_entry(device.family(), dim, dtype, pooling_mean)
+    t = tuned.fast_entry(device.family(), dim, dtype, pooling_mean, split_hot=kwargs.get("split_hot", False))
     source = "explicit" if any(k in KNOBS["fast"] - {"checked"} for k in kwargs) else t.source
     return configure(dim, dtype, tuned_params=t.params, **kwargs), source
 

@@ -14,19 +14,38 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dlrmlab import backend, device, tuned
-from dlrmlab.config import Combine
+from dlrmlab.config import KNOBS, Combine
 from dlrmlab.errors import DlrmlabError
 
-FAST_SPACE = {"unroll": [6, 8, 12], "bags_per_block": [2, 4], "split": [2, 4], "chunk": [96],
-              "ids": ["shared", "registers"], "max_registers": [64, 80]}
+FAST_SPACE = {"unroll": [8, 10, 12, 15], "bags_per_block": [2, 4, 8], "split": [1, 2], "chunk": [160],
+              "max_registers": [64, 80]}
 FAST_SPACE_QUICK = {"unroll": [8], "bags_per_block": [2, 4], "split": [1, 4], "chunk": [64], "max_registers": [None]}
 REGISTER_CAPS = [None, 24, 32, 40, 48, 56, 64]
+
+
+def parse_space(text: str | None) -> dict | None:
+    """A search space from JSON (``{"knob": [values, ...]}``), checked against the fast kernel's knobs."""
+    if text is None:
+        return None
+    try:
+        space = json.loads(text)
+    except ValueError as e:
+        raise DlrmlabError(f"--space: not JSON ({e})") from None
+    if not isinstance(space, dict) or not space or not all(isinstance(v, list) and v for v in space.values()):
+        raise DlrmlabError('--space: a JSON object of knob -> non-empty list, e.g. {"unroll": [8, 12]}')
+    unknown = set(space) - KNOBS["fast"]
+    if unknown:
+        raise DlrmlabError(f"--space: unknown fast-kernel knobs: {', '.join(sorted(unknown))}; valid: "
+                           f"{', '.join(sorted(KNOBS['fast']))}")
+    return space
 
 
 def _grid(space: dict) -> list[dict]:
@@ -35,42 +54,91 @@ def _grid(space: dict) -> list[dict]:
 
 
 def tune_fast(
-    stage: Any = "paper", dataset: str = "random", quick: bool = False, space: dict | None = None,
+    stage: Any = "paper", dataset: str | Sequence[str] = "random", quick: bool = False, space: dict | None = None,
     repeats: int | None = None, variant: str = "fast_graph", progress: bool = False,
 ) -> pd.DataFrame:
-    """Time every configuration of ``space`` on one workload; return the ranking (best first) and store the
-    winner in the user's tuning cache (GPU timings only)."""
+    """Time every configuration of ``space`` on one or more workloads; return the ranking (best first) and
+    store the winner in the user's tuning cache (GPU timings only).
+
+    With several datasets (a list, or comma-separated) a configuration is ranked by the geometric mean of
+    its times, so the winner is the one that does best across them (e.g. several reuse levels), and only
+    configurations correct on all of them count. A ``+window`` variant tunes the split-hot layout's entry.
+    """
+    from dlrmlab import variants
     from dlrmlab.bench.case import BenchCase
     from dlrmlab.bench.harness import compare
     from dlrmlab.fast import configure
+    from dlrmlab.variants import VARIANTS
 
-    case = BenchCase.create(stage, dataset, 0, 4)
+    datasets = [d.strip() for d in dataset.split(",")] if isinstance(dataset, str) else list(dataset)
+    if variant not in VARIANTS or "fast" not in VARIANTS[variant].families:
+        raise DlrmlabError(f"tune fast needs a fast-path variant, got {variant!r}")
+    split_hot = "window" in VARIANTS[variant].families
     space = space or (FAST_SPACE_QUICK if quick else FAST_SPACE)
     cands = []
     for p in _grid(space):
         try:
-            configure(case.dim, case.dtype, Combine(case.mode), **p)
+            configure(128, "float32", Combine("sum"), **p)  # the knobs' own checks; the width's come below
         except DlrmlabError:
-            continue  # e.g. too many threads for this width
+            continue
         cands.append(p)
     if not cands:
         raise DlrmlabError("no valid configuration in the search space")
-    if backend.SIMULATOR:
-        variant, repeats = "fast", 1
-    res = compare(case, [(variant, p) for p in cands], repeats=repeats, progress=progress)
-    rows = res.rows.copy()
-    rows["candidate"] = [json.dumps(p, sort_keys=True) for p in cands]
-    rows = rows[rows["correct"].astype(bool)].sort_values("median_ms")
+    if backend.SIMULATOR:  # the graph variant is GPU-only; its plain twin runs the same kernel
+        variant, repeats = {"fast_graph": "fast"}.get(variant, variant), 1
+    why = variants.why_not_here(variant)
+    if why:
+        raise DlrmlabError(why)
+    per_dataset, shape = [], None
+    for name in datasets:
+        case = BenchCase.create(stage, name, 0, 4)
+        shape = shape or (case.dim, case.dtype, case.stage.pooling.mean)  # one stage: every dataset's shape
+        ok = [p for p in cands if _fits(configure, case, p)]
+        rows = compare(case, [(variant, p) for p in ok], repeats=repeats, progress=progress).rows.copy()
+        rows["candidate"] = [json.dumps(p, sort_keys=True) for p in ok]
+        per_dataset.append(rows)
+        del case  # one workload's tables on the device at a time
+    rows = _rank(per_dataset, datasets)
     if rows.empty:
         raise DlrmlabError("no configuration produced correct results")
     best = json.loads(rows.iloc[0]["candidate"])
     if rows.iloc[0].get("timing_valid", False):
         tuned.store_fast(
-            device.family(), case.dim, case.dtype, case.stage.pooling.mean,
-            {"params": best, "median_ms": float(rows.iloc[0]["median_ms"]), "dataset": dataset,
-             "measured": datetime.now(UTC).isoformat(timespec="seconds"), "candidates": len(cands)},
+            device.family(), *shape,
+            {"params": best, "median_ms": float(rows.iloc[0]["median_ms"]), "dataset": ",".join(datasets),
+             "variant": variant, "measured": datetime.now(UTC).isoformat(timespec="seconds"),
+             "candidates": len(cands)},
+            split_hot=split_hot,
         )  # fmt: skip
-    return rows.reset_index(drop=True)
+    return rows
+
+
+def _fits(configure: Any, case: Any, knobs: dict) -> bool:
+    try:
+        configure(case.dim, case.dtype, Combine(case.mode), **knobs)
+        return True
+    except DlrmlabError:
+        return False  # e.g. too many threads for this width
+
+
+def _rank(per_dataset: list[pd.DataFrame], datasets: list[str]) -> pd.DataFrame:
+    """One row per candidate correct on every dataset: ``median_ms`` is the geometric mean over datasets,
+    ``ms[<dataset>]`` each one's time; best first."""
+    if len(per_dataset) == 1:
+        rows = per_dataset[0]
+        return rows[rows["correct"].astype(bool)].sort_values("median_ms").reset_index(drop=True)
+    first = per_dataset[0].set_index("candidate")
+    table = first.drop(columns=["median_ms", "p10_ms", "p90_ms", "dataset"], errors="ignore").copy()
+    correct = pd.Series(True, index=table.index)
+    for name, rows in zip(datasets, per_dataset, strict=True):
+        r = rows.set_index("candidate").reindex(table.index)
+        table[f"ms[{name}]"] = r["median_ms"]
+        correct &= r["correct"].fillna(False).astype(bool)
+    ms = table[[f"ms[{d}]" for d in datasets]]
+    table["median_ms"] = np.exp(np.log(ms.astype(float)).mean(axis=1))
+    table["dataset"] = ",".join(datasets)
+    table = table[correct.to_numpy()].reset_index()
+    return table.sort_values("median_ms").reset_index(drop=True)
 
 
 def tune_register_cap(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from dlrmlab import backend, cli, device, fast, tune, tuned
@@ -115,6 +116,23 @@ def test_fresh_install_on_h100_gets_the_shipped_tuning():
     assert {k: getattr(cfg, k) for k in entry["params"]} == entry["params"]
 
 
+def test_layouts_have_their_own_entries(cache_dir):
+    """The split-hot layout (behind an L2 window) is tuned apart from plain tables; neither falls back to the
+    other's entry."""
+    tuned.store_fast("g", 128, "float32", 150, {"params": {"unroll": 12}})
+    assert tuned.fast_entry("g", 128, "float32", 150, split_hot=True).source == "default"
+    tuned.store_fast("g", 128, "float32", 150, {"params": {"unroll": 8}}, split_hot=True)
+    assert tuned.fast_entry("g", 128, "float32", 150).params == {"unroll": 12}
+    assert tuned.fast_entry("g", 128, "float32", 150, split_hot=True).params == {"unroll": 8}
+
+
+def test_shipped_split_hot_entry_is_found():
+    raw = [e for e in json.loads(tuned.SHIPPED.read_text())["fast"] if e.get("split_hot")]
+    for e in raw:
+        t = tuned.fast_entry(e["family"], e["dim"], e["dtype"], e["pooling"], user_cache={}, split_hot=True)
+        assert t == tuned.Tuned(e["params"], "shipped")
+
+
 def test_user_cache_overrides_shipped():
     t = tuned.fast_entry("h100", 128, "float32", 150, user_cache={})
     tuned.store_fast("h100", 128, "float32", 150, {"params": {"unroll": 4}})
@@ -194,8 +212,8 @@ def test_configure_refuses_unknown_knobs():
 def lookups(monkeypatch):
     calls = []
 
-    def fake(family, dim, dtype, pooling_mean, user_cache=None):
-        calls.append((family, dim, dtype, pooling_mean))
+    def fake(family, dim, dtype, pooling_mean, user_cache=None, split_hot=False):
+        calls.append((family, dim, dtype, pooling_mean) + (("split-hot",) if split_hot else ()))
         return tuned.Tuned(dict(TUNED), "user-cache")
 
     monkeypatch.setattr(tuned, "fast_entry", fake)
@@ -209,6 +227,8 @@ def test_configure_here_uses_this_gpus_tuning(lookups):
     assert cfg.combine.mean and cfg.vector and cfg.lanes == 8
     assert lookups == [(device.family(), 32, "float32", 5.0)]
     assert cfg == configure(32, "float32", Combine("mean"), tuned_params=TUNED)
+    cfg, _ = configure_here(32, "float32", 5.0, split_hot=True)  # the split-hot layout's own entry
+    assert lookups[-1] == (device.family(), 32, "float32", 5.0, "split-hot") and cfg.split_hot
 
 
 @pytest.mark.parametrize("knob", [{"unroll": 4}, {"bags_per_block": 8}, {"chunk": 32}, {"max_registers": 64}])
@@ -266,6 +286,59 @@ def test_tune_fast_quick_in_simulator(cache_dir):
     # simulator timings are not timings: nothing cached
     assert not tuned.cache_path().exists()
     assert tuned.load_user_cache() == {}
+
+
+@simulator_only
+def test_tune_fast_ranks_by_geometric_mean_over_datasets(cache_dir):
+    space = {"unroll": [2, 4], "chunk": [8]}
+    rows = tune.tune_fast("tiny", "medium,random", space=space)
+    assert len(rows) == 2 and rows["correct"].astype(bool).all()
+    a, b = rows["ms[medium]"], rows["ms[random]"]
+    assert rows["median_ms"].to_numpy() == pytest.approx((a * b).pow(0.5).to_numpy())
+    assert rows["median_ms"].is_monotonic_increasing
+    assert set(rows["dataset"]) == {"medium,random"}
+
+
+def test_rank_keeps_only_candidates_correct_everywhere():
+    a = pd.DataFrame({"candidate": ["x", "y"], "median_ms": [1.0, 4.0], "correct": [True, True], "dataset": "d1"})
+    b = pd.DataFrame({"candidate": ["x", "y"], "median_ms": [9.0, 1.0], "correct": [False, True], "dataset": "d2"})
+    rows = tune._rank([a, b], ["d1", "d2"])
+    assert list(rows["candidate"]) == ["y"] and rows["median_ms"].iloc[0] == pytest.approx(2.0)
+
+
+@pytest.mark.gpu
+def test_tune_fast_window_variant_tunes_split_hot_layout(cache_dir):
+    rows = tune.tune_fast("tiny", "zipf:1.15", space={"unroll": [2, 4], "chunk": [8]}, variant="fast_graph+window",
+                          repeats=3)
+    assert rows["correct"].astype(bool).all()
+    stored = tuned.fast_entry(device.family(), 32, "float32", 4, split_hot=True)  # tiny: width 32, pooling ~4
+    assert stored.source == "user-cache" and stored.params == json.loads(rows["candidate"].iloc[0])
+    assert tuned.fast_entry(device.family(), 32, "float32", 4).source != "user-cache"  # plain layout untouched
+
+
+@simulator_only
+def test_tune_fast_window_variant_needs_a_gpu():
+    with pytest.raises(DlrmlabError, match="needs a CUDA GPU"):
+        tune.tune_fast("tiny", "zipf:1.15", variant="fast_graph+window")
+
+
+@pytest.mark.parametrize("text,match", [
+    ("{not json", "not JSON"), ("[1]", "JSON object"), ('{"unroll": []}', "non-empty"),
+    ('{"unroll": 8}', "non-empty"), ('{"turbo": [1]}', "unknown fast-kernel knobs: turbo"),
+])  # fmt: skip
+def test_parse_space_refuses_bad_input(text, match):
+    with pytest.raises(DlrmlabError, match=match):
+        tune.parse_space(text)
+
+
+def test_parse_space_round_trip():
+    assert tune.parse_space('{"unroll": [8, 12], "split": [1]}') == {"unroll": [8, 12], "split": [1]}
+    assert tune.parse_space(None) is None
+
+
+def test_tune_fast_refuses_a_non_fast_variant():
+    with pytest.raises(DlrmlabError, match="fast-path variant"):
+        tune.tune_fast("tiny", "medium", variant="rpf")
 
 
 def test_tune_fast_rejects_empty_space():

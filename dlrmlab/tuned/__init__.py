@@ -2,7 +2,9 @@
 
 Host code reads them (:func:`fast_entry`); no kernel module does. ``dlrmlab tune fast`` writes the user
 cache (``$DLRMLAB_CACHE_DIR/tune.json``, default ``~/.cache/dlrmlab/tune.json``). An entry applies to a GPU
-family, row width, table dtype and pooling bucket (nearby pooling factors share a tuning).
+family, row width, table dtype, pooling bucket (nearby pooling factors share a tuning) and row layout: plain
+tables, or the split-hot layout behind an L2 window (``split_hot``), whose rows mostly hit L2 and so want
+fewer rows in flight and more bags.
 """
 
 from __future__ import annotations
@@ -34,14 +36,15 @@ def cache_path() -> Path:
     return Path(root) / "tune.json"
 
 
-def _key(family: str, dim: int, dtype: str, pooling_mean: float) -> str:
-    return f"fast|{family}|dim={int(dim)}|{dtype}|pool~{pooling_bucket(pooling_mean)}"
+def _key(family: str, dim: int, dtype: str, pooling_mean: float, split_hot: bool = False) -> str:
+    key = f"fast|{family}|dim={int(dim)}|{dtype}|pool~{pooling_bucket(pooling_mean)}"
+    return key + "|split-hot" if split_hot else key
 
 
 @lru_cache(maxsize=1)
 def shipped() -> dict[str, dict]:
     entries = json.loads(SHIPPED.read_text())["fast"]
-    return {_key(e["family"], e["dim"], e["dtype"], e["pooling"]): e for e in entries}
+    return {_key(e["family"], e["dim"], e["dtype"], e["pooling"], e.get("split_hot", False)): e for e in entries}
 
 
 def load_user_cache() -> dict:
@@ -53,9 +56,11 @@ def load_user_cache() -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def fast_entry(family: str, dim: int, dtype: str, pooling_mean: float, user_cache: dict | None = None) -> Tuned:
-    """The fast kernel's tuned knobs for this shape: the user's cache first, then the shipped table."""
-    key = _key(family, dim, dtype, pooling_mean)
+def fast_entry(
+    family: str, dim: int, dtype: str, pooling_mean: float, user_cache: dict | None = None, split_hot: bool = False,
+) -> Tuned:
+    """The fast kernel's tuned knobs for this shape and layout: the user's cache first, then the shipped table."""
+    key = _key(family, dim, dtype, pooling_mean, split_hot)
     cache = load_user_cache() if user_cache is None else user_cache
     if key in cache:
         return Tuned(dict(cache[key]["params"]), "user-cache")
@@ -64,12 +69,12 @@ def fast_entry(family: str, dim: int, dtype: str, pooling_mean: float, user_cach
     return Tuned({}, "default")
 
 
-def store_fast(family: str, dim: int, dtype: str, pooling_mean: float, entry: dict) -> Path:
+def store_fast(family: str, dim: int, dtype: str, pooling_mean: float, entry: dict, split_hot: bool = False) -> Path:
     """Write a tuning result to the user cache (atomically)."""
     p = cache_path()
     p.parent.mkdir(parents=True, exist_ok=True)
     data = load_user_cache()
-    data[_key(family, dim, dtype, pooling_mean)] = entry
+    data[_key(family, dim, dtype, pooling_mean, split_hot)] = entry
     tmp = p.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     tmp.replace(p)
