@@ -187,13 +187,9 @@ class GpuDelay:
         launch = self._launcher()
         launch(1)  # compile outside the timed launch
         self.stream.synchronize()
-        start, end = make_event(), make_event()
         n = 200
-        start.record(self.stream)
-        launch(n)
-        end.record(self.stream)
-        end.synchronize()
-        self.us_per_iter = max(elapsed_ms(start, end) * 1e3 / n, 0.05)
+        ms, _ = StageTimer(self.stream)(launch, n)
+        self.us_per_iter = max(ms * 1e3 / n, 0.05)
         return self.us_per_iter
 
     def enqueue(self, ms: float) -> None:
@@ -245,18 +241,12 @@ def copy_bandwidth_gbps(nbytes: int | None = None, repeats: int = 10, warmup_s: 
         lambda: _copy16[blocks, 128 if not backend.SIMULATOR else 4, stream](dst, src),
     ]
     warm_up(copies, stream, max(warm, 0.0))
-    start, end = make_event(), make_event()
+    timer = StageTimer(stream)
     best = math.inf
     for copy in copies:
         copy()
         stream.synchronize()
-        times = []
-        for _ in range(int(repeats)):
-            start.record(stream)
-            copy()
-            end.record(stream)
-            end.synchronize()
-            times.append(elapsed_ms(start, end))
+        times = [timer(lambda _, c=copy: c(), 0)[0] for _ in range(int(repeats))]
         best = min(best, float(np.median(times)))
     ms = best
     gbps = 2 * n / (ms * 1e-3) / 1e9 if ms > 0 else math.nan
