@@ -238,10 +238,11 @@ def _tune(args: argparse.Namespace) -> int:
     _positive("--repeats", args.repeats)
     out = check_results_dir(_out_dir(args)) if args.out else None  # an unwritable --out fails before the sweep
     if args.target == "fast":
-        rows = tune.tune_fast(
+        result = tune.tune_fast(
             _preset(args), args.dataset, quick=args.quick, space=tune.parse_space(args.space), repeats=args.repeats,
             variant=args.variant or "fast_graph", progress=not args.quiet,
         )
+        rows, table = result.ranking, result.rows
         cols = ["candidate", "median_ms", *[c for c in rows if c.startswith("ms[")], "p10_ms", "p90_ms",
                 "speedup_vs_torch", "correct"]
     else:
@@ -253,6 +254,7 @@ def _tune(args: argparse.Namespace) -> int:
             _preset(args), args.dataset, variant=args.variant or "optmt", caps=caps, repeats=args.repeats,
             progress=not args.quiet,
         )
+        table = rows
         cols = ["max_registers", "registers", "theoretical_occupancy", "occupancy_limiter", "median_ms", "correct"]
     print(rows[[c for c in cols if c in rows]].to_string(index=False))
     simulated = rows.empty or not bool(rows.iloc[0].get("timing_valid", False))
@@ -260,7 +262,6 @@ def _tune(args: argparse.Namespace) -> int:
         print("simulator: timings not meaningful (the order above is by simulated time"
               + ("; your tuning cache was left as it was)" if args.target == "fast" else ")"))
     if out is not None:
-        table = rows.drop(columns=["candidate"], errors="ignore")
         print(f"appended {len(table)} row(s) to {append_results(table, f'tune_{args.target}', out)}")
     else:
         print("no CSV written (pass --out DIR to append the table to DIR/<gpu family>/tune_<target>.csv)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,16 @@ FAST_SPACE = {"unroll": [8, 10, 12, 15], "bags_per_block": [2, 4, 8], "split": [
               "max_registers": [64, 80]}
 FAST_SPACE_QUICK = {"unroll": [8], "bags_per_block": [2, 4], "split": [1, 4], "chunk": [64], "max_registers": [None]}
 REGISTER_CAPS = [None, 24, 32, 40, 48, 56, 64]
+
+
+@dataclass
+class TuneResult:
+    """A fast-kernel search: ``ranking`` has one row per candidate, best first (``median_ms``: over several
+    datasets, the geometric mean, with each one's time in ``ms[<dataset>]``); ``rows`` are the harness's
+    result rows, one per candidate and dataset (the knobs in ``params``), for ``append_results``."""
+
+    ranking: pd.DataFrame
+    rows: pd.DataFrame
 
 
 def parse_space(text: str | None) -> dict | None:
@@ -56,9 +67,9 @@ def _grid(space: dict) -> list[dict]:
 def tune_fast(
     stage: Any = "paper", dataset: str | Sequence[str] = "random", quick: bool = False, space: dict | None = None,
     repeats: int | None = None, variant: str = "fast_graph", progress: bool = False,
-) -> pd.DataFrame:
-    """Time every configuration of ``space`` on one or more workloads; return the ranking (best first) and
-    store the winner in the user's tuning cache (GPU timings only).
+) -> TuneResult:
+    """Time every configuration of ``space`` on one or more workloads; return the ranking (best first) and the
+    timing rows, and store the winner in the user's tuning cache (GPU timings only).
 
     With several datasets (a list, or comma-separated) a configuration is ranked by the geometric mean of
     its times, so the winner is the one that does best across them (e.g. several reuse levels), and only
@@ -98,19 +109,19 @@ def tune_fast(
         rows["candidate"] = [json.dumps(p, sort_keys=True) for p in ok]
         per_dataset.append(rows)
         del case  # one workload's tables on the device at a time
-    rows = _rank(per_dataset, datasets)
-    if rows.empty:
+    ranking = _rank(per_dataset, datasets)
+    if ranking.empty:
         raise DlrmlabError("no configuration produced correct results")
-    best = json.loads(rows.iloc[0]["candidate"])
-    if rows.iloc[0].get("timing_valid", False):
+    best = json.loads(ranking.iloc[0]["candidate"])
+    if ranking.iloc[0].get("timing_valid", False):
         tuned.store_fast(
             device.family(), *shape,
-            {"params": best, "median_ms": float(rows.iloc[0]["median_ms"]), "dataset": ",".join(datasets),
+            {"params": best, "median_ms": float(ranking.iloc[0]["median_ms"]), "dataset": ",".join(datasets),
              "variant": variant, "measured": datetime.now(UTC).isoformat(timespec="seconds"),
              "candidates": len(cands)},
             split_hot=split_hot,
         )  # fmt: skip
-    return rows
+    return TuneResult(ranking, pd.concat(per_dataset, ignore_index=True).drop(columns=["candidate"]))
 
 
 def _fits(configure: Any, case: Any, knobs: dict) -> bool:

@@ -241,10 +241,13 @@ def test_default_results_dir_is_not_the_checkout(capsys, tmp_path, monkeypatch, 
 
 
 def _fake_tune(called):
+    from dlrmlab import tune
+
     def tune_fast(*a, **k):
         called.append(1)
-        return pd.DataFrame({"candidate": ['{"unroll": 8}'], "median_ms": [1.0], "correct": [True],
-                             "timing_valid": [not backend.SIMULATOR]})  # fmt: skip
+        ranking = pd.DataFrame({"candidate": ['{"unroll": 8}'], "median_ms": [1.0], "correct": [True],
+                                "timing_valid": [not backend.SIMULATOR]})  # fmt: skip
+        return tune.TuneResult(ranking, ranking.drop(columns=["candidate"]))
 
     return tune_fast
 

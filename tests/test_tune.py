@@ -272,7 +272,8 @@ def test_fast_forward_uses_configure_here(monkeypatch):
 
 @simulator_only
 def test_tune_fast_quick_in_simulator(cache_dir):
-    rows = tune.tune_fast("tiny", "medium", quick=True)
+    result = tune.tune_fast("tiny", "medium", quick=True)
+    rows = result.ranking
     n = len(tune._grid(tune.FAST_SPACE_QUICK))
     assert len(rows) == n
     assert rows["correct"].astype(bool).all()
@@ -291,8 +292,12 @@ def test_tune_fast_quick_in_simulator(cache_dir):
 @simulator_only
 def test_tune_fast_ranks_by_geometric_mean_over_datasets(cache_dir):
     space = {"unroll": [2, 4], "chunk": [8]}
-    rows = tune.tune_fast("tiny", "medium,random", space=space)
+    result = tune.tune_fast("tiny", "medium,random", space=space)
+    rows = result.ranking
     assert len(rows) == 2 and rows["correct"].astype(bool).all()
+    # the harness rows, for the CSV: one per candidate and dataset, the usual columns (no per-dataset ones)
+    assert len(result.rows) == 4 and sorted(set(result.rows["dataset"])) == ["random", "synthetic-medium"]
+    assert not any(c.startswith("ms[") or c == "candidate" for c in result.rows.columns)
     a, b = rows["ms[medium]"], rows["ms[random]"]
     assert rows["median_ms"].to_numpy() == pytest.approx((a * b).pow(0.5).to_numpy())
     assert rows["median_ms"].is_monotonic_increasing
@@ -309,7 +314,7 @@ def test_rank_keeps_only_candidates_correct_everywhere():
 @pytest.mark.gpu
 def test_tune_fast_window_variant_tunes_split_hot_layout(cache_dir):
     rows = tune.tune_fast("tiny", "zipf:1.15", space={"unroll": [2, 4], "chunk": [8]}, variant="fast_graph+window",
-                          repeats=3)
+                          repeats=3).ranking
     assert rows["correct"].astype(bool).all()
     stored = tuned.fast_entry(device.family(), 32, "float32", 4, split_hot=True)  # tiny: width 32, pooling ~4
     assert stored.source == "user-cache" and stored.params == json.loads(rows["candidate"].iloc[0])
