@@ -207,3 +207,31 @@ def committed_claim(name: str, results_dir: str | Path = "../results/h100") -> t
     text = "\n".join(line for line in entry.get("section", "").splitlines() if not line.startswith("!["))
     png = next((d / f for f in entry.get("files", []) if f.endswith(".png")), None)
     return f"**Measured on {where}** (committed report, preset {manifest.get('preset')}):\n\n{text}", png
+
+
+def show_claim(name: str, ctx: Any) -> Any:
+    """Run claim ``name`` as ``dlrmlab reproduce`` does and show, in a notebook, its verdict beside the paper's,
+    its figure and its table; returns the result."""
+    from IPython.display import Markdown, display
+
+    from dlrmlab.report.claims import CLAIMS
+    from dlrmlab.reproduce import run_claim
+
+    claim = CLAIMS[name]
+    res, seconds = run_claim(claim, ctx)
+    display(Markdown(f"**Paper (A100):** {claim.paper}. **Here:** {res.ours}. **Reproduced:** {res.reproduced}. "
+                     f"({seconds:.0f} s)\n\n{res.text or res.error}"))  # fmt: skip
+    if res.figure is not None:
+        display(res.figure)
+    display(res.data[res.key_columns] if res.key_columns else res.data)
+    return res
+
+
+def show_committed_claim(name: str, results_dir: str | Path = "../results/h100") -> None:
+    """Show, in a notebook, claim ``name``'s section and figure from the committed report (:func:`committed_claim`)."""
+    from IPython.display import Image, Markdown, display
+
+    text, png = committed_claim(name, results_dir)
+    display(Markdown(text))
+    if png:
+        display(Image(str(png)))

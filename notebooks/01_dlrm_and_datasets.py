@@ -25,11 +25,7 @@ PRESET = None  # "tiny" or "paper"; None picks tiny without a CUDA GPU, paper wi
 DATASETS = None  # e.g. ["trace:medium", "random"]; None: the suite's (the artifact's traces where found, high, random)
 
 # %%
-from IPython.display import Image, Markdown, display
-
 from dlrmlab import explore
-from dlrmlab.report.claims import CLAIMS
-from dlrmlab.reproduce import run_claim
 
 ctx = explore.claim_context(PRESET, DATASETS, "notebook 01_dlrm_and_datasets")
 print(f"preset {ctx.preset}, datasets {ctx.datasets}, skipped {ctx.skipped_datasets}, {ctx.env['gpu']}")
@@ -38,73 +34,40 @@ print(f"preset {ctx.preset}, datasets {ctx.datasets}, skipped {ctx.skipped_datas
 # ## Datasets: how skewed are the lookups?
 
 # %%
-res, seconds = run_claim(CLAIMS["hotness"], ctx)
-claim = CLAIMS["hotness"]
-display(Markdown(f"**Paper (A100):** {claim.paper}. **Here:** {res.ours}. **Reproduced:** {res.reproduced}. "
-                 f"({seconds:.0f} s)\n\n{res.text or res.error}"))
-if res.figure is not None:
-    display(res.figure)
-
-# %%
-res.data[res.key_columns] if res.key_columns else res.data
+res = explore.show_claim("hotness", ctx)
 
 # %% [markdown]
 # The same claim in the report committed for the H100 (`results/h100/`, made with `dlrmlab reproduce --preset
 # paper`):
 
 # %%
-text, png = explore.committed_claim("hotness")
-display(Markdown(text))
-if png:
-    display(Image(str(png)))
+explore.show_committed_claim("hotness")
 
 # %% [markdown]
 # ## The embedding stage's share of a DLRM batch
 
 # %%
-res, seconds = run_claim(CLAIMS["embedding_share"], ctx)
-claim = CLAIMS["embedding_share"]
-display(Markdown(f"**Paper (A100):** {claim.paper}. **Here:** {res.ours}. **Reproduced:** {res.reproduced}. "
-                 f"({seconds:.0f} s)\n\n{res.text or res.error}"))
-if res.figure is not None:
-    display(res.figure)
-
-# %%
-res.data[res.key_columns] if res.key_columns else res.data
+res = explore.show_claim("embedding_share", ctx)
 
 # %% [markdown]
 # The same claim in the report committed for the H100 (`results/h100/`, made with `dlrmlab reproduce --preset
 # paper`):
 
 # %%
-text, png = explore.committed_claim("embedding_share")
-display(Markdown(text))
-if png:
-    display(Image(str(png)))
+explore.show_committed_claim("embedding_share")
 
 # %% [markdown]
 # ## End-to-end speedup
 
 # %%
-res, seconds = run_claim(CLAIMS["end_to_end"], ctx)
-claim = CLAIMS["end_to_end"]
-display(Markdown(f"**Paper (A100):** {claim.paper}. **Here:** {res.ours}. **Reproduced:** {res.reproduced}. "
-                 f"({seconds:.0f} s)\n\n{res.text or res.error}"))
-if res.figure is not None:
-    display(res.figure)
-
-# %%
-res.data[res.key_columns] if res.key_columns else res.data
+res = explore.show_claim("end_to_end", ctx)
 
 # %% [markdown]
 # The same claim in the report committed for the H100 (`results/h100/`, made with `dlrmlab reproduce --preset
 # paper`):
 
 # %%
-text, png = explore.committed_claim("end_to_end")
-display(Markdown(text))
-if png:
-    display(Image(str(png)))
+explore.show_committed_claim("end_to_end")
 
 # %% [markdown]
 # ## Earlier H100 measurements

@@ -24,11 +24,7 @@ PRESET = None  # "tiny" or "paper"; None picks tiny without a CUDA GPU, paper wi
 DATASETS = None  # e.g. ["trace:medium", "random"]; None: the suite's (the artifact's traces where found, high, random)
 
 # %%
-from IPython.display import Image, Markdown, display
-
 from dlrmlab import explore
-from dlrmlab.report.claims import CLAIMS
-from dlrmlab.reproduce import run_claim
 
 ctx = explore.claim_context(PRESET, DATASETS, "notebook 06_configurations")
 print(f"preset {ctx.preset}, datasets {ctx.datasets}, skipped {ctx.skipped_datasets}, {ctx.env['gpu']}")
@@ -37,25 +33,14 @@ print(f"preset {ctx.preset}, datasets {ctx.datasets}, skipped {ctx.skipped_datas
 # ## Five configurations per dataset
 
 # %%
-res, seconds = run_claim(CLAIMS["configurations"], ctx)
-claim = CLAIMS["configurations"]
-display(Markdown(f"**Paper (A100):** {claim.paper}. **Here:** {res.ours}. **Reproduced:** {res.reproduced}. "
-                 f"({seconds:.0f} s)\n\n{res.text or res.error}"))
-if res.figure is not None:
-    display(res.figure)
-
-# %%
-res.data[res.key_columns] if res.key_columns else res.data
+res = explore.show_claim("configurations", ctx)
 
 # %% [markdown]
 # The same claim in the report committed for the H100 (`results/h100/`, made with `dlrmlab reproduce --preset
 # paper`):
 
 # %%
-text, png = explore.committed_claim("configurations")
-display(Markdown(text))
-if png:
-    display(Image(str(png)))
+explore.show_committed_claim("configurations")
 
 # %% [markdown]
 # ## Earlier H100 measurements

@@ -26,11 +26,7 @@ PRESET = None  # "tiny" or "paper"; None picks tiny without a CUDA GPU, paper wi
 DATASETS = None  # e.g. ["trace:medium", "random"]; None: the suite's (the artifact's traces where found, high, random)
 
 # %%
-from IPython.display import Image, Markdown, display
-
 from dlrmlab import explore
-from dlrmlab.report.claims import CLAIMS
-from dlrmlab.reproduce import run_claim
 
 ctx = explore.claim_context(PRESET, DATASETS, "notebook 07_beyond_the_paper")
 print(f"preset {ctx.preset}, datasets {ctx.datasets}, skipped {ctx.skipped_datasets}, {ctx.env['gpu']}")
@@ -39,25 +35,14 @@ print(f"preset {ctx.preset}, datasets {ctx.datasets}, skipped {ctx.skipped_datas
 # ## Window, fast path and cuEmbed against torch
 
 # %%
-res, seconds = run_claim(CLAIMS["beyond"], ctx)
-claim = CLAIMS["beyond"]
-display(Markdown(f"**Paper (A100):** {claim.paper}. **Here:** {res.ours}. **Reproduced:** {res.reproduced}. "
-                 f"({seconds:.0f} s)\n\n{res.text or res.error}"))
-if res.figure is not None:
-    display(res.figure)
-
-# %%
-res.data[res.key_columns] if res.key_columns else res.data
+res = explore.show_claim("beyond", ctx)
 
 # %% [markdown]
 # The same claim in the report committed for the H100 (`results/h100/`, made with `dlrmlab reproduce --preset
 # paper`):
 
 # %%
-text, png = explore.committed_claim("beyond")
-display(Markdown(text))
-if png:
-    display(Image(str(png)))
+explore.show_committed_claim("beyond")
 
 # %% [markdown]
 # ## Earlier H100 measurements

@@ -51,3 +51,39 @@ def test_committed_claim(tmp_path):
     assert "NVIDIA H100 80GB HBM3, 2026-11-26" in text and "![" not in text and "Text." in text
     assert png == tmp_path / "optmt.png"
     assert "no section" in explore.committed_claim("rpf", tmp_path)[0]
+
+
+@pytest.fixture
+def shown(monkeypatch):
+    """What the notebook helpers display, in order (IPython's display replaced by a list)."""
+    IPython_display = pytest.importorskip("IPython.display")
+    out = []
+    monkeypatch.setattr(IPython_display, "display", lambda obj: out.append(obj))
+    return out
+
+
+def test_show_claim_shows_verdict_figure_and_table(shown, monkeypatch):
+    import pandas as pd
+
+    from dlrmlab import reproduce
+    from dlrmlab.report.claims import CLAIMS
+
+    data = pd.DataFrame({"dataset": ["random"], "speedup": [1.5], "extra": [0]})
+    res = type("R", (), {"ours": "1.50x", "reproduced": "yes", "text": "Why.", "error": "", "figure": "FIG",
+                         "data": data, "key_columns": ["dataset", "speedup"]})()  # fmt: skip
+    monkeypatch.setattr(reproduce, "run_claim", lambda claim, ctx: (res, 2.0))
+    assert explore.show_claim("optmt", ctx=None) is res
+    verdict, figure, table = shown
+    assert CLAIMS["optmt"].paper in verdict.data and "**Here:** 1.50x" in verdict.data and "(2 s)" in verdict.data
+    assert figure == "FIG" and list(table.columns) == ["dataset", "speedup"]
+
+
+def test_show_committed_claim_shows_text_then_figure(shown, tmp_path):
+    explore.show_committed_claim("optmt", tmp_path)  # no report: the note only
+    assert len(shown) == 1 and "No committed report" in shown[0].data
+    manifest = {"claims": {"optmt": {"section": "Text.", "files": ["optmt.png"]}}}
+    (tmp_path / "reproduce.json").write_text(json.dumps(manifest))
+    (tmp_path / "optmt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 16)
+    shown.clear()
+    explore.show_committed_claim("optmt", tmp_path)
+    assert "Text." in shown[0].data and shown[1].filename == str(tmp_path / "optmt.png")
