@@ -179,15 +179,30 @@ def _profile(args: argparse.Namespace) -> int:
     from dlrmlab.bench import ncu
     from dlrmlab.bench.results import append_results, check_results_dir
 
-    ncu.check_profilable(args.variant, _preset(args))  # refusals first: nothing is created under --out
+    knobs = _json_object(args.knobs, "--knobs")
+    ncu.check_profilable(args.variant, _preset(args), knobs)  # refusals first: nothing is created under --out
     out = check_results_dir(_out_dir(args))
     df = ncu.profile_variant(
-        args.variant, args.dataset, _preset(args), args.seed, args.kernel_regex, args.launch_skip, args.launch_count
+        args.variant, args.dataset, _preset(args), args.seed, args.kernel_regex, args.launch_skip, args.launch_count,
+        knobs=knobs,
     )
     print(ncu.format_summary(df))
     path = append_results(df, "profile", out)
     print(f"\nappended {len(df)} row(s) to {path}")
     return 0
+
+
+def _json_object(text: str | None, option: str) -> dict:
+    """``text`` parsed as a JSON object (None: empty); anything else is a user error that says so."""
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DlrmlabError(f"{option}: not JSON ({e.msg} at character {e.pos}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise DlrmlabError(f"{option}: expected a JSON object of knob -> value, got {text!r}")
+    return value
 
 
 # --- bench -----------------------------------------------------------------------------------------------
@@ -424,6 +439,7 @@ def _add_reproduce_tune_profile(sub) -> None:
     p.add_argument("--kernel-regex", help="kernel-name regex for ncu (default: the variant's kernels)")
     p.add_argument("--launch-skip", type=int, default=2, help="matching launches to skip (default %(default)s)")
     p.add_argument("--launch-count", type=int, default=1, help="matching launches to profile (default %(default)s)")
+    p.add_argument("--knobs", help='the variant\'s knobs as JSON, e.g. \'{"unroll": 8, "load_hint": "L2::256B"}\'')
 
 
 def _add_bench_dlrm(sub) -> None:

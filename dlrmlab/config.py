@@ -77,7 +77,8 @@ class Combine:
 #: Knobs each kernel family and each piece around a launch accepts (see the README's variant table).
 KNOBS: dict[str, frozenset[str]] = {
     "paper": frozenset({"max_registers", "prefetch", "prefetch_distance", "block", "grid"}),
-    "fast": frozenset({"unroll", "bags_per_block", "split", "chunk", "ids", "max_registers", "vector", "checked"}),
+    "fast": frozenset({"unroll", "bags_per_block", "split", "chunk", "ids", "max_registers", "vector", "checked",
+                       "load_hint"}),
     "pin": frozenset({"hot_rows", "hot_file", "pin_every"}),
     "window": frozenset({"l2_budget", "hit_ratio"}),
     "cuembed": frozenset({"layout", "cuembed_dir"}),

@@ -25,8 +25,8 @@ from dlrmlab.config import KNOBS, Combine, TableDType, table_dtype
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels.fast import FastConfig, build
 
-#: Resident blocks per SM the persistent grid aims for (128-thread blocks use few registers).
-BLOCKS_PER_SM = 16
+#: CUDA's limit on a grid's x dimension; tiles beyond it are walked grid-stride.
+MAX_GRID = 2**31 - 1
 #: Untuned default: 128-thread blocks (threads per bag x bags per block).
 DEFAULT_BLOCK_THREADS = 128
 
@@ -173,10 +173,12 @@ class PackedTables:
         return backend.SIMULATOR or self.packed.device_ctypes_pointer.value % 16 == 0
 
 
-def grid_for(cfg: FastConfig, num_bags: int, blocks_per_sm: int = BLOCKS_PER_SM) -> int:
-    """Persistent grid: at most ``blocks_per_sm`` blocks per SM, at most one block per tile."""
-    tiles = -(-num_bags // cfg.bags_per_block)
-    return launch.grid(min(tiles, device.limits()["sms"] * blocks_per_sm))
+def grid_for(cfg: FastConfig, num_bags: int) -> int:
+    """One block per tile. Blocks start in index order as earlier ones finish, so the bags in flight are a
+    window sliding over the table-major bags and about one table's rows share L2 at a time. (A persistent
+    grid walks tiles grid-stride: its blocks drift apart over several tables, and repeats within a table
+    hit L2 less; on the H100 it moved 2-3% fewer bytes per second on uniform ids and the low trace.)"""
+    return launch.cover(num_bags, cfg.bags_per_block, cap=MAX_GRID)
 
 
 @lru_cache(maxsize=1)
@@ -192,7 +194,6 @@ def fast_forward(
     out: Any = None,
     stream: Any = 0,
     config: FastConfig | None = None,
-    blocks_per_sm: int = BLOCKS_PER_SM,
     validate: bool | str = True,
     **knobs: Any,
 ) -> Any:
@@ -231,7 +232,7 @@ def fast_forward(
     hot_rows = tables.hot_rows if tables.split else tables.row_base  # read, unused, by the plain addresser
     hot_base = tables.hot_base if tables.split else tables.row_base
     errors = _bounds_errors(stream) if config.checked else _no_errors()
-    build(config)[grid_for(config, num_bags, blocks_per_sm), config.threads, stream](
+    build(config)[grid_for(config, num_bags), config.threads, stream](
         tables.packed, tables.row_base, hot_rows, hot_base, indices, offsets, table_offsets,
         _no_weights() if psw is None else psw, -1 if padding_idx is None else int(padding_idx), out,
         tables.table_rows, errors,

@@ -6,7 +6,9 @@
 * ``load16(a, i)`` — one 16-byte read-only vector load (``ld.global.nc.v4``) starting at element ``i``:
   four float32 for a float32 array, four uint32 (eight packed 16-bit values) for a 16-bit array. The caller
   guarantees 16-byte alignment (the host validates base pointer and row width); the simulator stand-in
-  asserts it so CI catches a misaligned use.
+  asserts it so CI catches a misaligned use. ``load16_hinted(hint)`` is the same load with PTX cache
+  qualifiers (:data:`LOAD_HINTS`): ``L1::no_allocate`` (rows read once need no L1 line) and ``L2::256B``
+  (a miss fetches the whole 256-byte block from DRAM, not only the sectors asked for).
 * ``f32_from_bits(u)``, ``f32_from_f16_bits(u)`` — reinterpret bits (bf16 is the upper half of an fp32).
 
 On the GPU these are Numba intrinsics emitting inline PTX; in the simulator, plain Python doing the same
@@ -18,6 +20,17 @@ from __future__ import annotations
 import numpy as np
 
 from dlrmlab.backend import SIMULATOR, cuda
+from dlrmlab.errors import DlrmlabError
+
+#: Cache qualifiers a 16-byte load may carry (PTX spelling, "" for none).
+LOAD_HINTS = ("", "L1::no_allocate", "L2::256B", "L1::no_allocate.L2::256B")
+
+
+def check_load_hint(hint: str) -> str:
+    if hint not in LOAD_HINTS:
+        raise DlrmlabError(f"load_hint must be one of {', '.join(repr(h) for h in LOAD_HINTS)}; got {hint!r}")
+    return hint
+
 
 if SIMULATOR:
 
@@ -43,6 +56,10 @@ if SIMULATOR:
             hi = int(np.asarray(a[i + 2 * k + 1]).view(np.uint16))
             words.append(np.uint32(lo | (hi << 16)))
         return tuple(words)
+
+    def load16_hinted(hint: str):
+        check_load_hint(hint)
+        return load16  # cache hints change timing, never results
 
     @cuda.jit(device=True)
     def f32_from_bits(u):
@@ -82,31 +99,44 @@ else:
     prefetch_l2_evict_last = _prefetch("prefetch.global.L2::evict_last")
     prefetch_l1 = _prefetch("prefetch.global.L1")
 
-    @intrinsic
-    def load16(typingctx, a, i):
-        if not isinstance(a, types.Array) or a.ndim != 1 or not isinstance(i, types.Integer):
-            return None
-        width = a.dtype.bitwidth
-        if width == 32 and isinstance(a.dtype, types.Float):
-            elem, lt, cons, suffix = types.float32, ir.FloatType(), "f", "f32"
-        elif width == 16:
-            elem, lt, cons, suffix = types.uint32, ir.IntType(32), "r", "u32"
-        else:
-            return None
-        rettype = types.UniTuple(elem, 4)
+    _HINTED: dict = {}
 
-        def codegen(context, builder, sig, args):
-            ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
-            sty = ir.LiteralStructType([lt] * 4)
-            fty = ir.FunctionType(sty, [ptr.type])
-            asm = ir.InlineAsm(
-                fty, f"ld.global.nc.v4.{suffix} {{$0, $1, $2, $3}}, [$4];", f"={cons},={cons},={cons},={cons},l"
-            )
-            res = builder.call(asm, [ptr])
-            vals = [builder.extract_value(res, k) for k in range(4)]
-            return context.make_tuple(builder, sig.return_type, vals)
+    def load16_hinted(hint: str):
+        """The 16-byte load with cache qualifiers ``hint`` (one intrinsic per hint)."""
+        if check_load_hint(hint) not in _HINTED:
+            _HINTED[hint] = _load16("ld.global.nc" + (f".{hint}" if hint else ""))
+        return _HINTED[hint]
 
-        return rettype(a, i), codegen
+    def _load16(instruction: str):
+        @intrinsic
+        def impl(typingctx, a, i):
+            if not isinstance(a, types.Array) or a.ndim != 1 or not isinstance(i, types.Integer):
+                return None
+            width = a.dtype.bitwidth
+            if width == 32 and isinstance(a.dtype, types.Float):
+                elem, lt, cons, suffix = types.float32, ir.FloatType(), "f", "f32"
+            elif width == 16:
+                elem, lt, cons, suffix = types.uint32, ir.IntType(32), "r", "u32"
+            else:
+                return None
+            rettype = types.UniTuple(elem, 4)
+
+            def codegen(context, builder, sig, args):
+                ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+                sty = ir.LiteralStructType([lt] * 4)
+                fty = ir.FunctionType(sty, [ptr.type])
+                asm = ir.InlineAsm(
+                    fty, f"{instruction}.v4.{suffix} {{$0, $1, $2, $3}}, [$4];", f"={cons},={cons},={cons},={cons},l"
+                )
+                res = builder.call(asm, [ptr])
+                vals = [builder.extract_value(res, k) for k in range(4)]
+                return context.make_tuple(builder, sig.return_type, vals)
+
+            return rettype(a, i), codegen
+
+        return impl
+
+    load16 = load16_hinted("")
 
     @intrinsic
     def f32_from_bits(typingctx, u):

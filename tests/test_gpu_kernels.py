@@ -58,6 +58,26 @@ def test_intrinsics_on_gpu():
     assert "ld.global.nc.v4.f32" in sass_or_ptx
 
 
+@pytest.mark.parametrize("hint", ["L1::no_allocate", "L2::256B", "L1::no_allocate.L2::256B"])
+def test_load_hints_reach_the_ptx(hint):
+    from dlrmlab.backend import cuda
+    from dlrmlab.intrinsics import load16_hinted
+
+    load = load16_hinted(hint)
+
+    @cuda.jit
+    def k(a, out):
+        x = load(a, 4 * cuda.grid(1))
+        for j in range(4):
+            out[4 * cuda.grid(1) + j] = x[j]
+
+    a = np.arange(64, dtype=np.float32)
+    out = np.zeros(64, np.float32)
+    k[1, 16](a, out)
+    np.testing.assert_array_equal(out, a)
+    assert f"ld.global.nc.{hint}.v4.f32" in next(iter(k.inspect_asm().values()))
+
+
 @pytest.mark.parametrize(
     "variant,params",
     [

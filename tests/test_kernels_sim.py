@@ -126,6 +126,8 @@ def _fast_case(dim, dtype, pooling, tables, weighted, seed):
         (24, "bfloat16", "poisson:5", 3, False, "mean", None, {"chunk": 5}),
         (520, "float32", "3", 1, False, "sum", None, {"unroll": 1, "bags_per_block": 2}),  # > 512: 5 vectors
         (32, "float32", "uniform:0-4", 5, False, "sum", None, {"vector": False}),
+        (128, "float32", "uniform:0-20", 3, False, "sum", None, {"split": 4, "bags_per_block": 1, "unroll": 10}),
+        (64, "bfloat16", "uniform:0-9", 2, True, "sum", None, {"load_hint": "L1::no_allocate.L2::256B"}),
     ],
 )
 def test_fast_matches_reference(dim, dtype, pooling, tables, weighted, mode, pad, overrides):
@@ -157,6 +159,8 @@ def test_fast_rejects_mixed_tables_and_bad_config():
         FastConfig(dim=128, bags_per_block=64)
     with pytest.raises(DlrmlabError, match="mode"):
         FastConfig(dim=8, combine=Combine("max"))
+    with pytest.raises(DlrmlabError, match="load_hint must be one of"):
+        FastConfig(dim=8, load_hint="L2::evict_first")
     with pytest.raises(DlrmlabError, match="storage"):
         PackedTables.from_arrays([cast_table(a, "bfloat16")], dtype="float16")
 
@@ -166,6 +170,19 @@ def test_fast_rejects_wrong_table_count():
     packed = PackedTables.from_arrays(tabs[:2])
     with pytest.raises(DlrmlabError, match="tables"):
         fast_forward(packed, dev)
+
+
+def test_fast_grid_is_one_block_per_tile():
+    """Blocks start in order, so the bags in flight slide over the table-major bags (about one table at a
+    time); the simulator shrinks every grid to a couple of blocks and walks the rest grid-stride."""
+    from dlrmlab import backend, launch
+    from dlrmlab.fast import grid_for
+
+    cfg = configure(128, bags_per_block=4)
+    assert grid_for(cfg, 24_576) == launch.grid(6_144)
+    assert grid_for(cfg, 24_577) == launch.grid(6_145)
+    if backend.SIMULATOR:
+        assert grid_for(cfg, 24_576) == launch.SIMULATOR_MAX_BLOCKS
 
 
 def test_fast_lane_geometry():

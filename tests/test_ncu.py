@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dlrmlab import backend, cli
+from dlrmlab import backend, cli, device
 from dlrmlab.bench import ncu
 from dlrmlab.errors import DlrmlabError
 
@@ -325,7 +325,7 @@ def _profile_rows(variant: str, dataset: str, preset: str = "tiny", seed: int = 
     from dlrmlab.workload import preset as make_preset
 
     df = ncu.parse_raw_csv(RAW.read_text())
-    info = {"variant": variant, "dataset": dataset, "seed": seed, **make_preset(preset).describe(),
+    info = {"variant": variant, "dataset": dataset, "params": "{}", "seed": seed, **make_preset(preset).describe(),
             "kernel_regex": regex}  # fmt: skip
     for i, (k, v) in enumerate(info.items()):
         df.insert(i, k, str(v) if isinstance(v, list) else v)
@@ -339,10 +339,11 @@ def test_cli_profile_appends_under_the_gpu_family(capsys, tmp_path, monkeypatch)
     from dlrmlab.bench import results
 
     calls = []
-    monkeypatch.setattr(ncu, "check_profilable", lambda variant, preset: calls.append(("check", variant, preset)))
+    monkeypatch.setattr(ncu, "check_profilable",
+                        lambda variant, preset, knobs: calls.append(("check", variant, preset, knobs)))
 
-    def fake_profile(variant, dataset, preset, seed, regex, skip, count):
-        calls.append(("profile", variant, dataset, preset))
+    def fake_profile(variant, dataset, preset, seed, regex, skip, count, knobs):
+        calls.append(("profile", variant, dataset, preset, knobs))
         return _profile_rows(variant, dataset, preset, seed)
 
     monkeypatch.setattr(ncu, "profile_variant", fake_profile)
@@ -354,8 +355,8 @@ def test_cli_profile_appends_under_the_gpu_family(capsys, tmp_path, monkeypatch)
     path = out / device.family() / "profile.csv"
     assert f"appended 1 row(s) to {path}" in text
     assert "embedding_bag_paper" in text  # the summary
-    assert calls[0] == ("check", "baseline", backend.default_preset())  # --preset auto, resolved
-    assert calls[1] == ("profile", "baseline", "zipf:1.1", backend.default_preset())
+    assert calls[0] == ("check", "baseline", backend.default_preset(), {})  # --preset auto, resolved
+    assert calls[1] == ("profile", "baseline", "zipf:1.1", backend.default_preset(), {})
     df = results.load_results(path)
     assert list(df["variant"]) == ["baseline", "fast"] and list(df["dataset"]) == ["zipf:1.1"] * 2
     assert df["registers"].tolist() == [45, 45]
@@ -397,6 +398,40 @@ def test_target_argv_runs_the_target_module():
     argv = ncu.target_argv("torch", "zipf:1.1", "tiny", 3)
     assert argv[1:3] == ["-m", "dlrmlab.bench.ncu_target"]
     assert argv[3:] == ["--variant", "torch", "--dataset", "zipf:1.1", "--preset", "tiny", "--seed", "3"]
+    assert ncu.target_argv("fast", "random", knobs={"unroll": 8})[-2:] == ["--knobs", '{"unroll": 8}']
+
+
+def test_cli_profile_knobs_are_checked_before_anything_runs(capsys, tmp_path, monkeypatch):
+    """``--knobs`` reaches the profiler as a dict; bad JSON or a knob the variant does not take is a user
+    error (exit 2) before ncu runs or ``--out`` is created."""
+    seen = []
+    monkeypatch.setattr(ncu, "profile_variant", lambda *a, **k: seen.append(k) or _profile_rows("fast", "random"))
+    monkeypatch.setattr(backend, "SIMULATOR", False)  # past the simulator refusal, to the knob check
+    out = tmp_path / "res"
+    for knobs, message in (("[8]", "expected a JSON object"), ("{unroll", "not JSON"),
+                           ('{"bogus": 1}', "bogus")):  # fmt: skip
+        rc = cli.main(["profile", "--variant", "fast", "--dataset", "random", "--preset", "tiny", "--out", str(out),
+                       "--knobs", knobs])
+        assert rc == 2 and message in capsys.readouterr().err
+    assert not seen and not out.exists()
+    monkeypatch.setattr(ncu, "check_profilable", lambda *a: None)
+    monkeypatch.setattr(device, "family", lambda: "gpu")
+    rc = cli.main(["profile", "--variant", "fast", "--dataset", "random", "--preset", "tiny", "--out", str(out),
+                   "--knobs", '{"unroll": 8, "load_hint": "L2::256B"}'])
+    assert rc == 0 and seen == [{"knobs": {"unroll": 8, "load_hint": "L2::256B"}}]
+
+
+def test_older_profile_tables_keep_appending(tmp_path):
+    """A profile.csv from before ``params`` and ``dram_read_bytes`` is upgraded in place, then appended to."""
+    from dlrmlab.bench import results
+
+    old = _profile_rows("baseline", "random").drop(columns=["params", "dram_read_bytes"])
+    csv = tmp_path / "profile.csv"
+    old.to_csv(csv, index=False)
+    results.append_results(_profile_rows("fast", "random"), "profile", tmp_path)
+    df = results.load_results(csv)
+    assert list(df["variant"]) == ["baseline", "fast"] and list(df["params"]) == ["{}", "{}"]
+    assert df["dram_read_bytes"].isna().all()
 
 
 def test_ncu_target_runs_a_variant(monkeypatch, capsys):
@@ -407,16 +442,18 @@ def test_ncu_target_runs_a_variant(monkeypatch, capsys):
     calls: list = []
 
     def prepare(case, knobs):
+        calls.append(knobs)
         return Prepared(
             run=calls.append, result=lambda i: [], kernel_regex="my_kernel", close=lambda: calls.append("closed")
         )
 
-    monkeypatch.setitem(variants.VARIANTS, "_ncu_test_variant", Variant("_ncu_test_variant", "test only", prepare))
+    test_variant = Variant("_ncu_test_variant", "test only", prepare, ("fast",))
+    monkeypatch.setitem(variants.VARIANTS, "_ncu_test_variant", test_variant)
     argv = ["--variant", "_ncu_test_variant", "--dataset", "random", "--preset", "tiny", "--iters", "6",
-            "--n-batches", "2"]  # fmt: skip
+            "--n-batches", "2", "--knobs", '{"unroll": 4}']  # fmt: skip
     rc = ncu_target.main(argv)
     assert rc == 0
-    assert calls == [0, 1, 0, 1, 0, 1, "closed"]
+    assert calls == [{"fast": {"unroll": 4}}, 0, 1, 0, 1, 0, 1, "closed"]
     assert "kernel_regex=my_kernel" in capsys.readouterr().out
 
 

@@ -14,6 +14,7 @@ was not a stall at all.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import re
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from dlrmlab.bench import results as _results
 from dlrmlab.errors import DlrmlabError
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ METRICS = (
     "lts__t_sector_hit_rate.pct",
     "l1tex__t_sector_hit_rate.pct",
     "dram__throughput.avg.pct_of_peak_sustained_elapsed",
+    "dram__bytes_read.sum",
     "gpu__time_duration.sum",
     "l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum",
     "l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum",
@@ -193,6 +196,7 @@ def _tidy(raw: dict[str, str], units: dict[str, str]) -> dict:
         "l1_hit_rate": get("l1tex__t_sector_hit_rate.pct") / 100,
         "l2_hit_rate": get("lts__t_sector_hit_rate.pct") / 100,
         "dram_throughput_pct": get("dram__throughput.avg.pct_of_peak_sustained_elapsed"),
+        "dram_read_bytes": get("dram__bytes_read.sum"),
         "sectors_per_request": sectors / requests if requests > 0 else math.nan,
         "gpu_time_us": get("gpu__time_duration.sum") / 1000,
     }
@@ -315,6 +319,21 @@ def profile(
 # --- variants: the CLI's entry point ---------------------------------------------------------------------
 
 
+def with_profile_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Profile rows written before knobs and DRAM bytes were recorded, with ``params`` (``{}``: the
+    variant's defaults, all that could be profiled then) and ``dram_read_bytes`` (empty: not measured) added.
+    Registered as a results upgrade, so an older ``profile.csv`` keeps appending."""
+    if "params" in df.columns or not {"kernel_regex", "dram_throughput_pct"} <= set(df.columns):
+        return df
+    out = df.copy()
+    out.insert(out.columns.get_loc("dataset") + 1, "params", "{}")
+    out.insert(out.columns.get_loc("dram_throughput_pct") + 1, "dram_read_bytes", pd.NA)
+    return out
+
+
+_results.UPGRADES.append(with_profile_columns)
+
+
 def default_kernel_regex(variant: str) -> str:
     """Kernel-name filter when the user gives none: the variant's embedding kernel (its table entry says
     which: torch's ``EmbeddingBag_*``, cuEmbed's, or ours), never a pin kernel launched beside it."""
@@ -323,23 +342,25 @@ def default_kernel_regex(variant: str) -> str:
     return get(variant).kernels
 
 
-def target_argv(variant: str, dataset: str, preset: str = "paper", seed: int = 0) -> list[str]:
-    """The command that runs one variant on one workload for ncu (see :mod:`dlrmlab.bench.ncu_target`)."""
+def target_argv(variant: str, dataset: str, preset: str = "paper", seed: int = 0, knobs: dict | None = None
+                ) -> list[str]:
+    """The command that runs one variant (with ``knobs``) on one workload for ncu (see
+    :mod:`dlrmlab.bench.ncu_target`)."""
     return [sys.executable, "-m", "dlrmlab.bench.ncu_target", "--variant", variant, "--dataset", dataset,
-            "--preset", preset, "--seed", str(int(seed))]
+            "--preset", preset, "--seed", str(int(seed)), *(["--knobs", json.dumps(knobs)] if knobs else [])]
 
 
-def check_profilable(variant: str, preset: str) -> EmbeddingStage:
-    """The stage of ``preset``, or the reason ``variant`` cannot be profiled here (before any GPU work, and
-    before the CLI creates anything under ``--out``)."""
+def check_profilable(variant: str, preset: str, knobs: dict | None = None) -> EmbeddingStage:
+    """The stage of ``preset``, or the reason ``variant`` (with ``knobs``) cannot be profiled here (before any
+    GPU work, and before the CLI creates anything under ``--out``)."""
     from dlrmlab import backend
-    from dlrmlab.variants import get as get_variant
+    from dlrmlab.variants import knobs_for
     from dlrmlab.workload import preset as make_preset
 
     stage = make_preset(preset)
     if backend.SIMULATOR:
         raise DlrmlabError(f"profiling needs a CUDA GPU and Nsight Compute; this is {backend.describe_mode()}")
-    get_variant(variant)  # unknown names fail here, not inside ncu's child process
+    knobs_for(variant, knobs or {})  # unknown names and knobs fail here, not inside ncu's child process
     return stage
 
 
@@ -352,17 +373,20 @@ def profile_variant(
     launch_skip: int = 2,
     launch_count: int = 1,
     timeout: float = 1800,
+    knobs: dict | None = None,
 ) -> pd.DataFrame:
-    """Profile a variant of the table on a workload; rows carry variant and workload columns."""
-    stage = check_profilable(variant, preset)
+    """Profile a variant of the table (with ``knobs``, as :func:`dlrmlab.variants.prepare` takes them) on a
+    workload; rows carry variant, knobs (``params``, JSON) and workload columns."""
+    stage = check_profilable(variant, preset, knobs)
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])  # so `python -m dlrmlab...` imports this checkout
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     regex = kernel_regex or default_kernel_regex(variant)
     df = profile(
-        target_argv(variant, dataset, preset, seed), regex, launch_skip, launch_count, timeout=timeout, env=env
+        target_argv(variant, dataset, preset, seed, knobs), regex, launch_skip, launch_count, timeout=timeout, env=env
     )
-    info = {"variant": variant, "dataset": dataset, "seed": int(seed), **stage.describe(), "kernel_regex": regex}
+    info = {"variant": variant, "dataset": dataset, "params": json.dumps(knobs or {}, sort_keys=True),
+            "seed": int(seed), **stage.describe(), "kernel_regex": regex}
     for i, (k, v) in enumerate(info.items()):
         df.insert(i, k, str(v) if isinstance(v, list) else v)
     return df

@@ -1,6 +1,6 @@
 """The program ncu profiles: one variant on one workload, a few batches, then exit.
 
-``python -m dlrmlab.bench.ncu_target --variant NAME --dataset NAME --preset P [--seed S]``
+``python -m dlrmlab.bench.ncu_target --variant NAME --dataset NAME --preset P [--seed S] [--knobs JSON]``
 
 It runs the same :class:`~dlrmlab.bench.case.BenchCase` and ``Prepared.run`` the timing harness runs, so
 what ncu sees is what the benchmark measured. Several batches run so that ``--launch-skip`` can pass over
@@ -10,6 +10,7 @@ the first launches; the batches rotate, as in the harness.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -17,9 +18,10 @@ from dlrmlab.errors import DlrmlabError
 
 
 def run_target(
-    variant: str, dataset: str, preset: str = "paper", seed: int = 0, iters: int = 8, n_batches: int = 4
+    variant: str, dataset: str, preset: str = "paper", seed: int = 0, iters: int = 8, n_batches: int = 4,
+    knobs: dict | None = None,
 ) -> str | None:
-    """Prepare ``variant``, run ``iters`` batches, synchronize; return its kernel-name regex."""
+    """Prepare ``variant`` (with ``knobs``), run ``iters`` batches, synchronize; return its kernel-name regex."""
     from dlrmlab.backend import cuda
     from dlrmlab.bench.case import BenchCase
     from dlrmlab.variants import prepare as prepare_variant
@@ -27,7 +29,7 @@ def run_target(
     if iters < 1 or n_batches < 1:
         raise DlrmlabError(f"need iters >= 1 and n_batches >= 1, got {iters} and {n_batches}")
     case = BenchCase.create(preset, dataset, seed=seed, n_batches=n_batches)
-    prepared = prepare_variant(variant, case)
+    prepared = prepare_variant(variant, case, **(knobs or {}))
     try:
         for i in range(iters):
             prepared.run(i % n_batches)
@@ -45,9 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--iters", type=int, default=8, help="batches to run (default %(default)s)")
     ap.add_argument("--n-batches", type=int, default=4, help="distinct batches, rotated (default %(default)s)")
+    ap.add_argument("--knobs", default="{}", help="the variant's knobs, a JSON object")
     args = ap.parse_args(argv)
     try:
-        regex = run_target(args.variant, args.dataset, args.preset, args.seed, args.iters, args.n_batches)
+        regex = run_target(args.variant, args.dataset, args.preset, args.seed, args.iters, args.n_batches,
+                           json.loads(args.knobs))
     except DlrmlabError as e:
         print(f"ncu_target: error: {e}", file=sys.stderr)
         return 2

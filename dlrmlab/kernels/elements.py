@@ -10,7 +10,7 @@ from numba import float32, uint32
 
 from dlrmlab.backend import cuda
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.intrinsics import f32_from_bits, f32_from_f16_bits, load16
+from dlrmlab.intrinsics import LOAD_HINTS, check_load_hint, f32_from_bits, f32_from_f16_bits, load16, load16_hinted
 
 #: Elements in one 16-byte vector load, per table dtype.
 VECTOR_ELEMS = {"float32": 4, "float16": 8, "bfloat16": 8}
@@ -76,4 +76,5 @@ def unpack_hi(dtype: str):
     return hi_bf16
 
 
-__all__ = ["VECTOR_ELEMS", "load16", "scalar_loader", "unpack_hi", "unpack_lo"]
+__all__ = ["LOAD_HINTS", "VECTOR_ELEMS", "check_load_hint", "load16", "load16_hinted", "scalar_loader", "unpack_hi",
+           "unpack_lo"]

@@ -4,9 +4,10 @@ One skeleton, built from named device functions chosen at compile time (as cuEmb
 Addresser / Combiner templates):
 
 * **work split** — bags of all tables (table-major, the jagged layout) are cut into tiles of
-  ``bags_per_block`` bags; blocks walk the tiles grid-stride. ``split`` groups of ``lanes`` threads share
-  one bag, each summing a contiguous part of its ids; the parts are added in shared memory at the end.
-  Splitting keeps as many loads in flight with fewer bags (so fewer tables' hot rows) live at once.
+  ``bags_per_block`` bags, one block per tile (grid-stride beyond the grid limit). ``split`` groups of
+  ``lanes`` threads share one bag, each summing a contiguous part of its ids; the parts are added in shared
+  memory at the end. Splitting keeps as many loads in flight with fewer bags live at once: a repeated row
+  comes back sooner, while L2 still holds it.
 * **stage ids** — ``ids="shared"``: per tile the block stages ``chunk`` ids per bag in shared memory,
   already turned into row offsets by the **addresser** (and their weights, when rows are scaled); every
   thread runs as many stages as the tile's longest bag needs, so the barriers are uniform.
@@ -36,7 +37,7 @@ from dlrmlab import backend
 from dlrmlab.backend import cuda
 from dlrmlab.config import Combine, positive_int, table_dtype
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.kernels.elements import load16, scalar_loader, unpack_hi, unpack_lo
+from dlrmlab.kernels.elements import check_load_hint, load16_hinted, scalar_loader, unpack_hi, unpack_lo
 
 WARP = 32
 MAX_ROWS_IN_FLIGHT = 16
@@ -63,6 +64,8 @@ class FastConfig:
     ids: str = "shared"
     #: check every id against its table's rows on the device (report instead of reading out of bounds)
     checked: bool = False
+    #: PTX cache qualifiers of the 16-byte row loads (``elements.LOAD_HINTS``)
+    load_hint: str = ""
 
     def __post_init__(self) -> None:
         positive_int("dim", self.dim)
@@ -77,6 +80,7 @@ class FastConfig:
         if self.ids not in ("shared", "registers"):
             raise DlrmlabError(f"ids must be 'shared' or 'registers', got {self.ids!r}")
         positive_int("bags_per_block", self.bags_per_block, 1, 1024 // (self.lanes * self.split))
+        check_load_hint(self.load_hint)
 
     @property
     def vec(self) -> int:
@@ -107,7 +111,8 @@ class FastConfig:
             "dim": self.dim, "dtype": self.dtype, **self.combine.params(), "vector": self.vector,
             "unroll": self.unroll, "bags_per_block": self.bags_per_block, "split": self.split, "chunk": self.chunk,
             "max_registers": self.max_registers, "split_hot": self.split_hot, "ids": self.ids,
-            "checked": self.checked, "lanes": self.lanes, "vectors": self.vectors, "threads": self.threads,
+            "checked": self.checked, "load_hint": self.load_hint, "lanes": self.lanes, "vectors": self.vectors,
+            "threads": self.threads,
         }  # fmt: skip
 
 
@@ -182,7 +187,7 @@ def _slice_loader(cfg: FastConfig):
     # The lanes cover the row exactly: no bounds test, so the loads are not predicated.
     EXACT = LANES * SLICES * VEC == DIM
     VECTOR, HALF = cfg.vector, cfg.dtype != "float32"
-    load = scalar_loader(cfg.dtype)
+    load, load16 = scalar_loader(cfg.dtype), load16_hinted(cfg.load_hint)
     lo = unpack_lo("bfloat16" if cfg.dtype == "float32" else cfg.dtype)
     hi = unpack_hi("bfloat16" if cfg.dtype == "float32" else cfg.dtype)
 
