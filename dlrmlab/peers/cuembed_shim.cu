@@ -64,7 +64,10 @@ int forward(const void* table, int embed_width, const void* indices, const void*
             const void* weights, int batch_size, int num_hots, int mode, void* out, cudaStream_t stream) {
   if (!row_width_ok(embed_width, static_cast<int>(sizeof(TableT)))) return cudaErrorInvalidValue;
   if (mode != kModeSum && mode != kModeMean) return cudaErrorInvalidValue;
-  if (table == nullptr || indices == nullptr || out == nullptr || batch_size < 0) return cudaErrorInvalidValue;
+  if (table == nullptr || out == nullptr || batch_size < 0) return cudaErrorInvalidValue;
+  // A CSR table whose bags are all empty has no ids (its empty device array has no pointer): cuEmbed reads
+  // only its offsets then. Fixed hotness always reads ids.
+  if (indices == nullptr && offsets == nullptr) return cudaErrorInvalidValue;
   if (offsets != nullptr && num_hots != 0) return cudaErrorInvalidValue;  // CSR: hotness comes from offsets
   if (offsets == nullptr) {
     if (num_hots <= 0) return cudaErrorInvalidValue;
