@@ -65,10 +65,11 @@ explore.show_committed_claim("stalls")
 # its Numba copy (`baseline`), OptMT and the fast kernel.
 
 # %%
+from dlrmlab.bench import ncu
 from dlrmlab.bench.results import load_results
 from dlrmlab.report import figures
 
-prof = load_results("../results/h100/profile.csv")
+prof = ncu.latest(load_results("../results/h100/profile.csv"))  # the newest capture of each kernel
 prof = prof[(prof["dataset"] == "random") & prof["variant"].isin(["torch", "baseline", "optmt", "fast"])]
 prof[["variant", "registers", "theoretical_occupancy", "achieved_occupancy", "occupancy_limiter", "gpu_time_us",
       "dram_throughput_pct", "stall_long_scoreboard_share"]].round(3)

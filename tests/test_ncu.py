@@ -477,3 +477,16 @@ def test_h100_fixtures_from_build_command():
     assert fast["kernel"] == "embedding_bag_fused" and fast["registers"] == 64
     # the fast kernel (named embedding_bag_fused when this was captured) streams at the memory roofline
     assert fast["dram_throughput_pct"] > 80
+
+
+def test_latest_keeps_the_newest_own_configuration_row():
+    rows = pd.DataFrame({
+        "variant": ["fast", "fast", "fast", "torch", "fast"],
+        "dataset": ["random"] * 4 + ["zipf:1.1"],
+        "kernel": ["old_name", "k", "k", "t", "k"],
+        "params": ["{}", '{"unroll": 8}', "{}", "{}", None],
+        "gpu_time_us": [1.0, 2.0, 3.0, 4.0, 5.0],
+    })  # fmt: skip
+    got = ncu.latest(rows)
+    assert got["gpu_time_us"].tolist() == [3.0, 4.0, 5.0]  # newest own row; an explicit one is not "the" kernel
+    assert ncu.latest(rows.drop(columns=["params"]))["gpu_time_us"].tolist() == [3.0, 4.0, 5.0]

@@ -392,6 +392,15 @@ def profile_variant(
     return df
 
 
+def latest(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per profiled (variant, dataset): the newest taken with the variant's own configuration
+    (``params`` empty), i.e. "the" kernel of a table or notebook (a renamed kernel included); explicit
+    configurations and older captures stay in the file for comparisons."""
+    params = df["params"].fillna("{}") if "params" in df else pd.Series("{}", index=df.index)
+    own = df[params.isin(["{}", ""])]
+    return own.groupby(["variant", "dataset"], sort=False).tail(1)
+
+
 def format_summary(df: pd.DataFrame, top: int = 5) -> str:
     """Human-readable stall and occupancy report, one paragraph per profiled launch."""
 
