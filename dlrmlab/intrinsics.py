@@ -27,6 +27,7 @@ LOAD_HINTS = ("", "L1::no_allocate", "L2::256B", "L1::no_allocate.L2::256B")
 
 
 def check_load_hint(hint: str) -> str:
+    """``hint`` if it is one of :data:`LOAD_HINTS`; else a DlrmlabError naming them."""
     if hint not in LOAD_HINTS:
         raise DlrmlabError(f"load_hint must be one of {', '.join(repr(h) for h in LOAD_HINTS)}; got {hint!r}")
     return hint
