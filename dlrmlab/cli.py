@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from dlrmlab import __version__
-from dlrmlab.config import KERNEL_MODES
+from dlrmlab.config import KERNEL_MODES, json_object
 from dlrmlab.errors import DlrmlabError
 
 #: Exit statuses of every command.
@@ -179,7 +179,7 @@ def _profile(args: argparse.Namespace) -> int:
     from dlrmlab.bench import ncu
     from dlrmlab.bench.results import append_results, check_results_dir
 
-    knobs = _json_object(args.knobs, "--knobs")
+    knobs = json_object(args.knobs, "--knobs") if args.knobs is not None else {}
     ncu.check_profilable(args.variant, _preset(args), knobs)  # refusals first: nothing is created under --out
     out = check_results_dir(_out_dir(args))
     df = ncu.profile_variant(
@@ -190,19 +190,6 @@ def _profile(args: argparse.Namespace) -> int:
     path = append_results(df, "profile", out)
     print(f"\nappended {len(df)} row(s) to {path}")
     return 0
-
-
-def _json_object(text: str | None, option: str) -> dict:
-    """``text`` parsed as a JSON object (None: empty); anything else is a user error that says so."""
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DlrmlabError(f"{option}: not JSON ({e.msg} at character {e.pos}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise DlrmlabError(f"{option}: expected a JSON object of knob -> value, got {text!r}")
-    return value
 
 
 # --- bench -----------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,17 @@ def split_knobs(variant: str, families: Iterable[str], params: Mapping[str, Any]
             )
         out[owner][key] = value
     return out
+
+
+def json_object(text: str, option: str) -> dict:
+    """``text`` parsed as a JSON object (an option's knobs); anything else is a user error naming ``option``."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise DlrmlabError(f"{option}: not JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise DlrmlabError(f"{option}: expected a JSON object of knob -> value, got {text!r}")
+    return value
 
 
 def positive_int(name: str, value: Any, low: int = 1, high: int | None = None) -> int:

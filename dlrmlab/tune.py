@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from dlrmlab import backend, device, tuned
-from dlrmlab.config import KNOBS, Combine
+from dlrmlab.config import KNOBS, Combine, json_object
 from dlrmlab.errors import DlrmlabError
 
 FAST_SPACE = {"unroll": [8, 10, 12, 15], "bags_per_block": [2, 4, 8], "split": [1, 2], "chunk": [160],
@@ -46,11 +46,8 @@ def parse_space(text: str | None) -> dict | None:
     """A search space from JSON (``{"knob": [values, ...]}``), checked against the fast kernel's knobs."""
     if text is None:
         return None
-    try:
-        space = json.loads(text)
-    except ValueError as e:
-        raise DlrmlabError(f"--space: not JSON ({e})") from None
-    if not isinstance(space, dict) or not space or not all(isinstance(v, list) and v for v in space.values()):
+    space = json_object(text, "--space")
+    if not space or not all(isinstance(v, list) and v for v in space.values()):
         raise DlrmlabError('--space: a JSON object of knob -> non-empty list, e.g. {"unroll": [8, 12]}')
     unknown = set(space) - KNOBS["fast"]
     if unknown:
