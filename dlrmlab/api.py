@@ -19,8 +19,8 @@ from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
 from dlrmlab.config import TABLE_DTYPES, Combine
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.fast import PackedTables, configure_here, fast_forward
-from dlrmlab.kernels.fast import FastConfig
+from dlrmlab.fused import PackedTables, configure_here, fused_forward
+from dlrmlab.kernels.fused import FastConfig
 from dlrmlab.kernels.paper import PaperConfig
 
 
@@ -212,7 +212,7 @@ def _launch(cfg: Any, weight: Any, table: tuple, input: Any, offsets: Any, psw: 
     if isinstance(cfg, FastConfig):  # the table as a one-table packed buffer, zero-copy
         one = PackedTables(w_flat, cuda.to_device(np.zeros(1, np.int64), s), (rows,), dim, dtype)
         table_offsets = cuda.to_device(np.array([0, off.shape[0] - 1], np.int64), s)
-        fast_forward(one, (ids, off, table_offsets, psw), cfg.combine.mode, padding_idx, out, s, config=cfg)
+        fused_forward(one, (ids, off, table_offsets, psw), cfg.combine.mode, padding_idx, out, s, config=cfg)
     else:
         psw = psw if psw is not None else cuda.device_array(1, np.float32, stream=s)
         launch.paper(cfg, w_flat, dim, ids, off, psw, -1 if padding_idx is None else padding_idx, out, s)

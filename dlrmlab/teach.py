@@ -101,7 +101,7 @@ def _thread_per_bag(indices, offsets, dim, rec):
 
 def lanes_for(dim: int, vec: int) -> int:
     """Threads per bag of the fast kernel: enough to cover the row with one vector each, a power of 2, at most
-    a warp (as :attr:`dlrmlab.kernels.fast.FastConfig.lanes`)."""
+    a warp (as :attr:`dlrmlab.kernels.fused.FastConfig.lanes`)."""
     need = -(-dim // vec)
     lanes = 1
     while lanes < min(need, WARP):

@@ -75,7 +75,7 @@ def tune_fast(
     from dlrmlab import variants
     from dlrmlab.bench.case import BenchCase
     from dlrmlab.bench.harness import compare
-    from dlrmlab.fast import configure
+    from dlrmlab.fused import configure
     from dlrmlab.variants import VARIANTS
 
     datasets = [d.strip() for d in dataset.split(",")] if isinstance(dataset, str) else list(dataset)

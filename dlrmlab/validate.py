@@ -1,8 +1,8 @@
 """Checks every public entry point runs before it allocates or launches anything (issue 12).
 
 One module, called from the CLI (shape options), :func:`dlrmlab.api.embedding_bag`, the torch module
-(:class:`dlrmlab.dlrm.embedding.EmbeddingBagCollection`), the fast path (:class:`dlrmlab.fast.PackedTables`,
-:func:`dlrmlab.fast.fast_forward`), the benchmark case and the NumPy reference. Every error is a
+(:class:`dlrmlab.dlrm.embedding.EmbeddingBagCollection`), the fast path (:class:`dlrmlab.fused.PackedTables`,
+:func:`dlrmlab.fused.fused_forward`), the benchmark case and the NumPy reference. Every error is a
 :class:`DlrmlabError` that names the argument and the value.
 
 * memory: :func:`check_memory` compares an estimate of a request (host and device bytes: tables, ids,

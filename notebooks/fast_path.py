@@ -11,7 +11,7 @@
 # # The fast path: one launch for every table, at the memory roofline
 #
 # The paper keeps PyTorch's kernel and tunes around it. dlrmlab's fast path changes the kernel
-# (`dlrmlab/kernels/fast.py`) and how it is launched (`dlrmlab/fast.py`):
+# (`dlrmlab/kernels/fused.py`) and how it is launched (`dlrmlab/fused.py`):
 #
 # * **one launch for all 12 tables** (the tables packed in one buffer, the bags of all tables one list),
 #   instead of 12 launches, and optionally **replayed from a CUDA graph** (`fast_graph`), so the CPU's cost of
@@ -33,7 +33,7 @@ import pandas as pd
 from dlrmlab import backend
 from dlrmlab.bench.harness import format_table, run_bench
 from dlrmlab.bench.results import load_results
-from dlrmlab.fast import configure_here
+from dlrmlab.fused import configure_here
 from dlrmlab.report import style
 from dlrmlab.variants import why_not_here
 from dlrmlab.workload import preset

@@ -10,7 +10,7 @@ import pytest
 from dlrmlab import api, reference, variants
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.kernels.fast import FastConfig
+from dlrmlab.kernels.fused import FastConfig
 from dlrmlab.kernels.paper import PaperConfig
 from dlrmlab.workload import cast_table, table_as_float32
 

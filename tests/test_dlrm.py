@@ -132,12 +132,12 @@ def test_drop_in_for_a_list_of_embedding_bags(tiny):
 
 def test_validation_happens_before_any_launch(tiny, monkeypatch):
     _, _, tables, kjt = tiny
-    import dlrmlab.fast
+    import dlrmlab.fused
 
     def boom(*a, **k):
         raise AssertionError("launched")
 
-    monkeypatch.setattr(dlrmlab.fast, "fast_forward", boom)
+    monkeypatch.setattr(dlrmlab.fused, "fused_forward", boom)
     meta = EmbeddingBagCollection([1000, 700, 1500], 32, "fast", weight=torch.empty((3200, 32), device="meta"))
     with pytest.raises(DlrmlabError, match="tables are on meta but the sparse inputs on"):
         meta(kjt)

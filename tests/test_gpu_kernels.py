@@ -220,7 +220,8 @@ def test_pin_kernel_then_embedding(paper_table):
 def test_fast_paper_shape_and_graph_replay(dtype):
     from dlrmlab.backend import cuda
     from dlrmlab.errors import DlrmlabError
-    from dlrmlab.fast import PackedTables, StageGraph, fast_forward
+    from dlrmlab.fused import PackedTables, fused_forward
+    from dlrmlab.graph import StageGraph
 
     stage = preset("paper", tables=3, dtype=dtype)
     wl = Workload(stage, "zipf:1.05", seed=4)
@@ -229,7 +230,7 @@ def test_fast_paper_shape_and_graph_replay(dtype):
     j = b.jagged()
     dev = tuple(cuda.to_device(x) for x in (j.indices, j.offsets, j.table_offsets)) + (None,)
     packed = PackedTables.from_arrays(tabs, dtype=dtype)
-    out = fast_forward(packed, dev, mode="sum")
+    out = fused_forward(packed, dev, mode="sum")
     ref = np.concatenate(
         [
             reference.embedding_bag(tb.indices, table_as_float32(w, dtype), tb.offsets, "sum", None, True)
@@ -238,7 +239,7 @@ def test_fast_paper_shape_and_graph_replay(dtype):
     )
     assert _rel(out.copy_to_host(), ref) <= 1e-6
     out2 = cuda.device_array_like(out)
-    with StageGraph.capture(lambda s: fast_forward(packed, dev, out=out2, stream=s), inputs=[out2]) as g:
+    with StageGraph.capture(lambda s: fused_forward(packed, dev, out=out2, stream=s), inputs=[out2]) as g:
         out2.copy_to_device(np.full(out2.shape, np.nan, np.float32))
         g.replay([out2])
         g.stream.synchronize()
@@ -251,7 +252,7 @@ def test_fast_paper_shape_and_graph_replay(dtype):
 
 def test_fast_misaligned_falls_back_to_scalar():
     from dlrmlab.backend import cuda
-    from dlrmlab.fast import PackedTables, fast_forward
+    from dlrmlab.fused import PackedTables, fused_forward
 
     rng = np.random.default_rng(9)
     w = rng.standard_normal((100, 32), dtype=np.float32)
@@ -262,7 +263,7 @@ def test_fast_misaligned_falls_back_to_scalar():
     ids = rng.integers(0, 100, 40)
     off = np.arange(0, 41, 4)
     dev = (cuda.to_device(ids), cuda.to_device(off), cuda.to_device(np.array([0, 10])), None)
-    out = fast_forward(packed, dev).copy_to_host()
+    out = fused_forward(packed, dev).copy_to_host()
     assert _rel(out, reference.embedding_bag(ids, w, off, "sum", None, True)) <= 1e-6
 
 
@@ -280,7 +281,7 @@ def test_fast_misaligned_falls_back_to_scalar():
 )
 def test_fast_widths_on_gpu(dim, dtype):
     from dlrmlab.backend import cuda
-    from dlrmlab.fast import PackedTables, fast_forward
+    from dlrmlab.fused import PackedTables, fused_forward
 
     stage = preset(
         "tiny", sparse_feature_size=dim, dtype=dtype, tables=4, rows=20000, batch_size=512, pooling="uniform:0-40"
@@ -289,7 +290,7 @@ def test_fast_widths_on_gpu(dim, dtype):
     tabs, b = wl.make_tables(), wl.batch()
     j = b.jagged()
     dev = tuple(cuda.to_device(x) for x in (j.indices, j.offsets, j.table_offsets, j.per_sample_weights))
-    out = fast_forward(PackedTables.from_arrays(tabs, dtype=dtype), dev, mode="sum").copy_to_host()
+    out = fused_forward(PackedTables.from_arrays(tabs, dtype=dtype), dev, mode="sum").copy_to_host()
     ref = np.concatenate(
         [
             reference.embedding_bag(

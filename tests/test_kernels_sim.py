@@ -9,8 +9,8 @@ from dlrmlab import api, hotness, reference
 from dlrmlab.backend import cuda
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.fast import PackedTables, configure, fast_forward
-from dlrmlab.kernels.fast import FastConfig
+from dlrmlab.fused import PackedTables, configure, fused_forward
+from dlrmlab.kernels.fused import FastConfig
 from dlrmlab.workload import Workload, cast_table, preset, table_as_float32
 
 
@@ -133,7 +133,7 @@ def _fast_case(dim, dtype, pooling, tables, weighted, seed):
 def test_fast_matches_reference(dim, dtype, pooling, tables, weighted, mode, pad, overrides):
     tabs, b, dev = _fast_case(dim, dtype, pooling, tables, weighted, seed=dim)
     packed = PackedTables.from_arrays(tabs, dtype=dtype)
-    out = fast_forward(packed, dev, mode=mode, padding_idx=pad, **overrides).copy_to_host()
+    out = fused_forward(packed, dev, mode=mode, padding_idx=pad, **overrides).copy_to_host()
     ref = np.concatenate(
         [
             reference.embedding_bag(
@@ -169,14 +169,14 @@ def test_fast_rejects_wrong_table_count():
     tabs, _b, dev = _fast_case(8, "float32", "2", 3, False, seed=1)
     packed = PackedTables.from_arrays(tabs[:2])
     with pytest.raises(DlrmlabError, match="tables"):
-        fast_forward(packed, dev)
+        fused_forward(packed, dev)
 
 
 def test_fast_grid_is_one_block_per_tile():
     """Blocks start in order, so the bags in flight slide over the table-major bags (about one table at a
     time); the simulator shrinks every grid to a couple of blocks and walks the rest grid-stride."""
     from dlrmlab import backend, launch
-    from dlrmlab.fast import grid_for
+    from dlrmlab.fused import grid_for
 
     cfg = configure(128, bags_per_block=4)
     assert grid_for(cfg, 24_576) == launch.grid(6_144)
@@ -202,7 +202,7 @@ def test_fast_split_hot_layout_matches_reference(budget_rows):
     j = b.jagged()
     ranked = np.concatenate([packed.remap_ids(t, tb.indices) for t, tb in enumerate(b.tables)])
     dev = (cuda.to_device(ranked), cuda.to_device(j.offsets), cuda.to_device(j.table_offsets), None)
-    out = fast_forward(packed, dev, mode="mean", padding_idx=None, unroll=2, chunk=4).copy_to_host()
+    out = fused_forward(packed, dev, mode="mean", padding_idx=None, unroll=2, chunk=4).copy_to_host()
     ref = np.concatenate(
         [
             reference.embedding_bag(tb.indices, w, tb.offsets, "mean", None, True)
@@ -232,7 +232,7 @@ def test_fast_fuzz(dim, dtype, tables, hi, weighted, unroll, chunk, seed):
     pooling = f"uniform:0-{hi}" if hi else "1"
     tabs, b, dev = _fast_case(dim, dtype, pooling, tables, weighted, seed)
     packed = PackedTables.from_arrays(tabs, dtype=dtype)
-    out = fast_forward(packed, dev, mode="sum", unroll=unroll, chunk=chunk).copy_to_host()
+    out = fused_forward(packed, dev, mode="sum", unroll=unroll, chunk=chunk).copy_to_host()
     ref = np.concatenate(
         [
             reference.embedding_bag(

@@ -8,11 +8,11 @@ import json
 import pandas as pd
 import pytest
 
-from dlrmlab import backend, cli, device, fast, tune, tuned
+from dlrmlab import backend, cli, device, fused, tune, tuned
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.fast import configure, configure_here
-from dlrmlab.kernels.fast import FastConfig
+from dlrmlab.fused import configure, configure_here
+from dlrmlab.kernels.fused import FastConfig
 
 simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
 
@@ -148,7 +148,7 @@ def test_other_families_tuning_does_not_apply_in_simulator():
     assert source == "default" and cfg == configure(32, "float32")
 
 
-# --- fast.configure: pure; tuned knobs only when none is given; explicit knobs win ---------------------------
+# --- fused.configure: pure; tuned knobs only when none is given; explicit knobs win ---------------------------
 
 TUNED = {"unroll": 3, "bags_per_block": 2}
 
@@ -247,22 +247,22 @@ def test_configure_here_from_a_real_user_cache(cache_dir):
 
 
 def test_fast_forward_uses_configure_here(monkeypatch):
-    """Without an explicit config, fast_forward asks configure_here (this GPU's tuning) for one."""
+    """Without an explicit config, fused_forward asks configure_here (this GPU's tuning) for one."""
     seen = {}
-    real = fast.configure_here
+    real = fused.configure_here
 
     def spy(dim, dtype, pooling_mean, **kw):
         seen.update(dim=dim, dtype=dtype, pooling=pooling_mean, **kw)
         return real(dim, dtype, pooling_mean, **kw)
 
-    monkeypatch.setattr(fast, "configure_here", spy)
+    monkeypatch.setattr(fused, "configure_here", spy)
     import numpy as np
 
     from dlrmlab.backend import cuda
 
-    tables = fast.PackedTables.from_arrays([np.ones((5, 8), np.float32)])
+    tables = fused.PackedTables.from_arrays([np.ones((5, 8), np.float32)])
     ids, off = cuda.to_device(np.array([1, 2, 3])), cuda.to_device(np.array([0, 1, 3]))
-    out = fast.fast_forward(tables, (ids, off, cuda.to_device(np.array([0, 2])), None), "mean", unroll=2)
+    out = fused.fused_forward(tables, (ids, off, cuda.to_device(np.array([0, 2])), None), "mean", unroll=2)
     np.testing.assert_allclose(out.copy_to_host(), np.ones((2, 8)))
     assert seen["dim"] == 8 and seen["pooling"] == 1.5 and seen["unroll"] == 2 and seen["combine"].mean
 

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from dlrmlab import api, backend, cli, fast, validate
+from dlrmlab import api, backend, cli, fused, validate
 from dlrmlab.backend import cuda
 from dlrmlab.bench.case import BenchCase
 from dlrmlab.errors import DlrmlabError
@@ -119,18 +119,18 @@ def _jagged(ids, off, toff, psw=None):
 
 
 def test_fast_forward_checks():
-    tables = fast.PackedTables.from_arrays([W, W[:5].copy()])
+    tables = fused.PackedTables.from_arrays([W, W[:5].copy()])
     with pytest.raises(DlrmlabError, match="table_offsets has 1 table"):
-        fast.fast_forward(tables, _jagged([1], [0, 1], [0, 1]))
+        fused.fused_forward(tables, _jagged([1], [0, 1], [0, 1]))
     with pytest.raises(DlrmlabError, match="jagged indices must hold integer ids"):
-        fast.fast_forward(tables, _jagged(np.array([1.0]), [0, 1, 1], [0, 1, 2]))
+        fused.fused_forward(tables, _jagged(np.array([1.0]), [0, 1, 1], [0, 1, 2]))
     with pytest.raises(DlrmlabError, match="jagged per_sample_weights must have the same shape"):
-        fast.fast_forward(tables, _jagged([1, 2], [0, 1, 2], [0, 1, 2], np.ones(3, np.float32)))
+        fused.fused_forward(tables, _jagged([1, 2], [0, 1, 2], [0, 1, 2], np.ones(3, np.float32)))
     with pytest.raises(DlrmlabError, match=r"jagged indices of table 1: 1 id\(s\) out of range for a table of 5 rows"):
-        fast.fast_forward(tables, _jagged([1, 7], [0, 1, 2], [0, 1, 2]), validate="full")
+        fused.fused_forward(tables, _jagged([1, 7], [0, 1, 2], [0, 1, 2]), validate="full")
     with pytest.raises(DlrmlabError, match=r"jagged offsets must be non-decreasing"):
-        fast.fast_forward(tables, _jagged([1, 2], [0, 2, 1], [0, 1, 2]), validate="full")
-    out = fast.fast_forward(tables, _jagged([1, 2], [0, 1, 2], [0, 1, 2]), validate="full")
+        fused.fused_forward(tables, _jagged([1, 2], [0, 2, 1], [0, 1, 2]), validate="full")
+    out = fused.fused_forward(tables, _jagged([1, 2], [0, 1, 2], [0, 1, 2]), validate="full")
     np.testing.assert_allclose(out.copy_to_host(), [W[1], W[2]])
 
 
@@ -138,7 +138,7 @@ def test_packed_tables_memory_refused(monkeypatch):
     monkeypatch.setattr(validate, "available_host_bytes", lambda: 10)
     monkeypatch.setattr(validate, "available_device_bytes", lambda: 10)
     with pytest.raises(DlrmlabError, match="packing 1 table.* needs about"):
-        fast.PackedTables.from_arrays([W])
+        fused.PackedTables.from_arrays([W])
 
 
 # --- benchmark case and CLI ---------------------------------------------------------------------------------

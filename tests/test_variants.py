@@ -194,8 +194,8 @@ def test_kernel_regex_matches_the_kernels_launched():
     """ncu's filter (Prepared.kernel_regex) names the kernels the variant launches: one name for the fast path."""
     import re
 
-    from dlrmlab.fast import configure
-    from dlrmlab.kernels import fast as fast_kernel
+    from dlrmlab.fused import configure
+    from dlrmlab.kernels import fused as fast_kernel
     from dlrmlab.kernels import paper as paper_kernel
 
     case = _case(False, "sum")

@@ -4,7 +4,7 @@
 a row slice of it (a view). Every implementation reads that same memory: ``torch`` through
 ``F.embedding_bag`` on the views, the paper family one kernel per table on the same views (zero-copy,
 ``__cuda_array_interface__``), ``fast`` one launch over the packed buffer
-(:func:`dlrmlab.fast.fast_forward`). Numba launches go to torch's current stream, so the module mixes with
+(:func:`dlrmlab.fused.fused_forward`). Numba launches go to torch's current stream, so the module mixes with
 torch ops. dlrmlab kernels write into outputs this module keeps per batch size, so a forward allocates
 nothing outside torch's allocator and never synchronizes: it can be captured in a torch CUDA graph
 (``fast_graph`` is ``fast`` under whole-pipeline capture). The paper family is launched through
@@ -406,7 +406,7 @@ class EmbeddingBagCollection(torch.nn.Module):
         return out
 
     def _fast(self, sparse: KeyedJaggedTensor) -> list[torch.Tensor]:
-        from dlrmlab import fast
+        from dlrmlab import fused
 
         b = sparse.stride
         out, out_nb = self._output(self.num_tables * b)
@@ -414,17 +414,17 @@ class EmbeddingBagCollection(torch.nn.Module):
         psw = None if sparse.weights is None else numba_view(sparse.weights)
         jagged = (numba_view(sparse.values), numba_view(sparse.offsets), toff_nb, psw)
         cfg = self._fast_config(sparse.values.numel() / max(self.num_tables * b, 1), psw is not None)
-        fast.fast_forward(self._packed(), jagged, mode=self.mode, out=out_nb, stream=self._stream(), config=cfg)
+        fused.fused_forward(self._packed(), jagged, mode=self.mode, out=out_nb, stream=self._stream(), config=cfg)
         return list(out.view(self.num_tables, b, self.embedding_dim).unbind(0))
 
     def _fast_config(self, pooling_mean: float, weighted: bool) -> Any:
         """The fast kernel's configuration for this shape, chosen once (the choice reads the tuning cache
-        from disk); None lets :func:`dlrmlab.fast.fast_forward` choose per call."""
+        from disk); None lets :func:`dlrmlab.fused.fused_forward` choose per call."""
 
         def make():
             try:
                 from dlrmlab.config import Combine
-                from dlrmlab.fast import configure_here
+                from dlrmlab.fused import configure_here
 
                 return configure_here(self.embedding_dim, dtype_name(self.weight.dtype), pooling_mean,
                                       combine=Combine(self.mode, weighted, False))[0]  # fmt: skip
@@ -457,12 +457,12 @@ class EmbeddingBagCollection(torch.nn.Module):
         return self._cached(("toff", b), make)
 
     def _packed(self) -> Any:
-        from dlrmlab import fast
+        from dlrmlab import fused
 
         def make():
             base = torch.tensor(self.row_starts[:-1], dtype=torch.int64, device=self.weight.device)
             base = base * self.embedding_dim
-            tables = fast.PackedTables(numba_view(self.weight.view(-1)), numba_view(base), self.embedding_sizes,
+            tables = fused.PackedTables(numba_view(self.weight.view(-1)), numba_view(base), self.embedding_sizes,
                                        self.embedding_dim, dtype_name(self.weight.dtype))  # fmt: skip
             return tables, base  # keep ``base`` alive: the Numba view does not own it
 

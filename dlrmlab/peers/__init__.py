@@ -4,6 +4,11 @@ A peer is never part of dlrmlab: it is built at run time from a copy the user na
 directory in ``DLRMLAB_CUEMBED_DIR``), and when it cannot be built or run here its variants raise
 :class:`PeerUnavailable`, which the harness turns into a row that says why while the other variants run.
 
+Every peer is one module with the same shape: ``prepare(case, knobs) -> Prepared``, a kernel regex for
+Nsight Compute, and ``unavailable() -> str | None`` (why it cannot run here).
+
+* :mod:`dlrmlab.peers.torch` — ``torch.nn.functional.embedding_bag``, one call per table: variant ``torch``
+  (the baseline every ratio uses).
 * :mod:`dlrmlab.peers.cuembed` — NVIDIA cuEmbed (header-only CUDA, Apache-2.0), through a small C shim
   compiled with nvcc and called with ctypes: variants ``cuembed`` and ``cuembed_graph``.
 """

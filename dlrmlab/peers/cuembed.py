@@ -462,7 +462,7 @@ def _forward_args(case: Any, layout: str, hots: int, outs: list[Any]) -> tuple[l
 def _capture_graphs(case: Any, enqueue: Callable[[int, int], None], outs: list[Any]) -> list:
     """One CUDA graph per batch of the per-table calls; if a capture fails, those already made are freed."""
     from dlrmlab import cudart
-    from dlrmlab.fast import StageGraph
+    from dlrmlab.graph import StageGraph
 
     stream = case.stream
     graphs: list = []

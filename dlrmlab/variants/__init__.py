@@ -16,8 +16,8 @@ from typing import Any
 from dlrmlab import backend
 from dlrmlab.config import split_knobs
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.peers import cuembed
-from dlrmlab.variants import fast, paper, torch
+from dlrmlab.peers import cuembed, torch
+from dlrmlab.variants import fused, paper
 from dlrmlab.variants.base import Prepared, Variant
 
 _P, _FAST = ("paper",), ("fast",)
@@ -55,15 +55,15 @@ VARIANTS: dict[str, Variant] = dict([
        {"window": {}}, gpu_only=True),
     _v("combined_window", "OptMT + RPF + persisting window", paper.prepare, ("paper", "window"),
        {"paper": {**OPTMT, **RPF}, "window": {}}, gpu_only=True),
-    _v("fast", "fast kernel: all tables in one launch, 16-byte loads, rows in flight", fast.prepare, _FAST),
-    _v("fast_graph", "fast, replayed from a CUDA graph", partial(fast.prepare, graph=True), _FAST, gpu_only=True),
-    _v("fast+l2p", "fast after pinning the hottest rows of all tables in L2", fast.prepare, ("fast", "pin"),
+    _v("fast", "fast kernel: all tables in one launch, 16-byte loads, rows in flight", fused.prepare, _FAST),
+    _v("fast_graph", "fast, replayed from a CUDA graph", partial(fused.prepare, graph=True), _FAST, gpu_only=True),
+    _v("fast+l2p", "fast after pinning the hottest rows of all tables in L2", fused.prepare, ("fast", "pin"),
        {"pin": {}}),
-    _v("fast_graph+l2p", "fast+l2p, replayed from a CUDA graph", partial(fast.prepare, graph=True),
+    _v("fast_graph+l2p", "fast+l2p, replayed from a CUDA graph", partial(fused.prepare, graph=True),
        ("fast", "pin"), {"pin": {}}, gpu_only=True),
-    _v("fast+window", "fast on frequency-ranked tables, hot rows behind one L2 window", fast.prepare,
+    _v("fast+window", "fast on frequency-ranked tables, hot rows behind one L2 window", fused.prepare,
        ("fast", "window"), {"window": {}}, gpu_only=True),
-    _v("fast_graph+window", "fast+window, replayed from a CUDA graph", partial(fast.prepare, graph=True),
+    _v("fast_graph+window", "fast+window, replayed from a CUDA graph", partial(fused.prepare, graph=True),
        ("fast", "window"), {"window": {}}, gpu_only=True),
 ])
 

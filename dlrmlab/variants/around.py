@@ -13,7 +13,7 @@ import numpy as np
 from dlrmlab import backend, l2pin, l2window
 from dlrmlab.backend import cuda
 from dlrmlab.config import positive_int
-from dlrmlab.fast import StageGraph
+from dlrmlab.graph import StageGraph
 
 
 @contextlib.contextmanager

@@ -1,9 +1,9 @@
-"""Host side of the fast path: packed tables, its kernel's configuration, one launch per batch, graphs.
+"""Host side of the fused path: packed tables, its kernel's configuration, one launch per batch.
 
 >>> tables = PackedTables.from_arrays(host_tables)          # one packed device buffer
->>> out = fast_forward(tables, jagged_dev, mode="sum")      # one launch for all tables
->>> g = StageGraph.capture(lambda s: fast_forward(tables, jagged_dev, out=out, stream=s), inputs=[out])
->>> g.replay()                                               # a few microseconds of host time per batch
+>>> out = fused_forward(tables, jagged_dev, mode="sum")     # one launch for all tables
+
+Replay from a CUDA graph with :class:`dlrmlab.graph.StageGraph`.
 
 The kernel's configuration is a pure function of the shape, dtype, pooling, GPU and explicit overrides
 (:func:`configure`); tuned knobs come in as data (:mod:`dlrmlab.tuned`).
@@ -11,7 +11,7 @@ The kernel's configuration is a pure function of the shape, dtype, pooling, GPU 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -23,7 +23,7 @@ from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
 from dlrmlab.config import KNOBS, Combine, TableDType, table_dtype
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.kernels.fast import FastConfig, build
+from dlrmlab.kernels.fused import FastConfig, build
 
 #: CUDA's limit on a grid's x dimension; tiles beyond it are walked grid-stride.
 MAX_GRID = 2**31 - 1
@@ -186,7 +186,7 @@ def _no_weights() -> Any:
     return cuda.device_array(1, np.float32)
 
 
-def fast_forward(
+def fused_forward(
     tables: PackedTables,
     jagged: Any,
     mode: str = "sum",
@@ -261,7 +261,7 @@ def _report_bad_ids(errors: np.ndarray, indices: Any) -> None:
 
 
 def check_jagged(tables: PackedTables, jagged: Any, full: bool = False) -> None:
-    """Refuse a jagged batch ``tables`` cannot serve (see :func:`fast_forward`'s ``validate``)."""
+    """Refuse a jagged batch ``tables`` cannot serve (see :func:`fused_forward`'s ``validate``)."""
     if len(jagged) != 4:
         raise DlrmlabError(f"jagged must be (indices, offsets, table_offsets, per_sample_weights or None), got "
                            f"{len(jagged)} item(s)")
@@ -286,58 +286,3 @@ def check_jagged(tables: PackedTables, jagged: Any, full: bool = False) -> None:
     for t in range(n_tables):
         lo, hi = int(off[toff[t]]), int(off[toff[t + 1]])
         checks.ids(ids[lo:hi], tables.rows[t], f"jagged indices of table {t}")
-
-
-class StageGraph:
-    """A captured stage (CUDA graph) replayed with ``cuGraphLaunch``: launch cost off the critical path.
-
-    The graph holds raw device pointers: replay refuses if any array registered in ``inputs`` has been
-    reallocated (its pointer or size changed) since capture. A context manager: leaving it frees the graph.
-    """
-
-    def __init__(self, exe: Any, graph: Any, stream: Any, fingerprint: list[tuple]):
-        self._exe, self._graph, self.stream, self._fingerprint = exe, graph, stream, fingerprint
-
-    @staticmethod
-    def _fp(arrays: Sequence[Any]) -> list[tuple]:
-        return [(a.device_ctypes_pointer.value, int(a.nbytes)) for a in arrays]
-
-    @classmethod
-    def capture(cls, enqueue: Callable[[Any], Any], inputs: Sequence[Any], stream: Any = None) -> StageGraph:
-        """Record what ``enqueue(stream)`` launches (run once first, outside capture, to compile it)."""
-        if backend.SIMULATOR:
-            raise DlrmlabError("CUDA graphs need a CUDA GPU (simulator mode)")
-        from dlrmlab import cudart
-
-        stream = stream or cuda.stream()
-        enqueue(stream)
-        stream.synchronize()
-        cudart.begin_capture(stream)
-        try:
-            enqueue(stream)
-        finally:
-            exe, graph = cudart.end_capture(stream)
-        return cls(exe, graph, stream, cls._fp(inputs))
-
-    def replay(self, current_inputs: Sequence[Any] | None = None) -> None:
-        """Launch the graph on its stream. Pass the arrays you mean to use to have them checked."""
-        from dlrmlab import cudart
-
-        if self._exe is None:
-            raise DlrmlabError("graph was destroyed")
-        if current_inputs is not None and self._fp(current_inputs) != self._fingerprint:
-            raise DlrmlabError("graph inputs were reallocated since capture: capture the stage again")
-        cudart.graph_launch(self._exe, self.stream)
-
-    def close(self) -> None:
-        from dlrmlab import cudart
-
-        if self._exe is not None:
-            cudart.graph_destroy(self._exe, self._graph)
-            self._exe = None
-
-    def __enter__(self) -> StageGraph:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

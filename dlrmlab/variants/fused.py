@@ -11,7 +11,7 @@ import numpy as np
 from dlrmlab import device
 from dlrmlab.backend import cuda
 from dlrmlab.config import Combine
-from dlrmlab.fast import PackedTables, configure_here, fast_forward
+from dlrmlab.fused import PackedTables, configure_here, fused_forward
 from dlrmlab.variants.around import graphs, persisting_window, pinned
 from dlrmlab.variants.base import Prepared
 
@@ -85,7 +85,7 @@ def prepare(case: Any, knobs: dict[str, dict], graph: bool = False) -> Prepared:
         def enqueue(i: int, stream: Any) -> None:
             if pin_fn is not None:
                 pin_fn(i, 0, stream)
-            fast_forward(tables, jagged[i], mode=case.mode, out=out, stream=stream, config=cfg)
+            fused_forward(tables, jagged[i], mode=case.mode, out=out, stream=stream, config=cfg)
 
         replays = None
         if graph:

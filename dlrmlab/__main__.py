@@ -1,0 +1,5 @@
+"""``python -m dlrmlab``: the ``dlrmlab`` command, for a checkout that is not pip-installed."""
+
+from dlrmlab.cli import main
+
+raise SystemExit(main())
