@@ -21,9 +21,9 @@ import numpy as np
 from dlrmlab import backend, device, hotness, l2window, launch, tuned
 from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
-from dlrmlab.config import KNOBS, Combine, TableDType, table_dtype
+from dlrmlab.config import Combine, TableDType, table_dtype
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.kernels.fused import FastConfig, build
+from dlrmlab.kernels.fused import KNOBS, FastConfig, build
 
 #: CUDA's limit on a grid's x dimension; tiles beyond it are walked grid-stride.
 MAX_GRID = 2**31 - 1
@@ -38,10 +38,10 @@ def configure(
     """The kernel configuration for a shape: explicit ``overrides`` win over ``tuned_params`` (from
     :func:`dlrmlab.tuned.fast_entry`), which win over defaults (vector loads when the width allows,
     128-thread blocks, 8 rows in flight). Pure: same inputs, same kernel, on any machine."""
-    unknown = set(overrides) - KNOBS["fast"]
+    unknown = set(overrides) - KNOBS
     if unknown:
         raise DlrmlabError(f"unknown fast-kernel knobs: {', '.join(sorted(unknown))}; valid: "
-                           f"{', '.join(sorted(KNOBS['fast']))}")
+                           f"{', '.join(sorted(KNOBS))}")
     vec_ok = dim % table_dtype(dtype).vector == 0
     tuning = set(overrides) - {"checked"}  # a debugging switch does not make a configuration hand-tuned
     knobs = {"vector": vec_ok, **((tuned_params or {}) if not tuning else {}), **overrides}
@@ -53,7 +53,7 @@ def configure(
 def configure_here(dim: int, dtype: str, pooling_mean: float, **kwargs: Any) -> tuple[FastConfig, str]:
     """:func:`configure` with this GPU's family and tuning (user cache, then shipped table); and which."""
     t = tuned.fast_entry(device.family(), dim, dtype, pooling_mean, split_hot=kwargs.get("split_hot", False))
-    source = "explicit" if any(k in KNOBS["fast"] - {"checked"} for k in kwargs) else t.source
+    source = "explicit" if any(k in KNOBS - {"checked"} for k in kwargs) else t.source
     return configure(dim, dtype, tuned_params=t.params, **kwargs), source
 
 

@@ -91,6 +91,7 @@ import pandas as pd
 from numba import njit
 
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.variants import VARIANTS
 
 #: H100 (80 GB HBM3) L2: 52,428,800 bytes; ``persistingL2CacheMaxSize`` 32,768,000 bytes.
 H100_L2_BYTES = 52_428_800
@@ -765,7 +766,6 @@ class Policy:
     layout: str = "plain"
     hot_rows: int | None = None
     carve_out: int | None = None
-    variants: tuple[str, ...] = field(default=(), compare=False)
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -791,36 +791,33 @@ L2P_HOT_ROWS = 60_000
 POLICIES: dict[str, Policy] = {
     p.name: p
     for p in (
-        Policy("per-table", variants=("torch", "baseline", "optmt", "rpf", "rpf_l1", "rpf_shared"),
-               description="one launch per table, tables one after another"),
-        Policy("per-table+l2p", pin="table", variants=("l2p", "combined"),
+        Policy("per-table", description="one launch per table, tables one after another"),
+        Policy("per-table+l2p", pin="table",
                description="a pin kernel (evict_last) over each table's 60K hottest rows before its launch"),
-        Policy("per-table+window", pin="window", layout="ranked", variants=("l2window", "combined_window"),
+        Policy("per-table+window", pin="window", layout="ranked",
                description="rows ranked by frequency, a persisting window per table over its hottest rows"),
-        Policy("fast", order="interleaved", tables_at_once=2, variants=("fast", "fast_graph"),
+        Policy("fast", order="interleaved", tables_at_once=2,
                description="one launch for all tables; the bags in flight slide over the tables, about two at a time"),
         Policy("fast+l2p", order="interleaved", tables_at_once=2, pin="batch",
-               variants=("fast+l2p", "fast_graph+l2p"),
                description="the hottest rows of all tables (half of L2) pinned before each batch"),
         Policy("fast+window", order="interleaved", tables_at_once=2, pin="window", layout="split-hot",
-               variants=("fast+window", "fast_graph+window"),
                description="every table's hottest rows packed together behind one persisting window"),
     )
 }
 
 
 def policy_for(variant: str | Policy) -> Policy:
-    """The model policy of a dlrmlab variant name (``"fast_graph+window"`` -> ``fast+window``) or of a
-    policy name."""
+    """The model policy of a dlrmlab variant name (its row's ``l2_policy``: ``"fast_graph+window"`` ->
+    ``fast+window``) or of a policy name."""
     if isinstance(variant, Policy):
         return variant
     name = str(variant)
     if name in POLICIES:
         return POLICIES[name]
-    for p in POLICIES.values():
-        if name in p.variants:
-            return p
-    known = sorted({*POLICIES, *(v for p in POLICIES.values() for v in p.variants)})
+    row = VARIANTS.get(name)
+    if row is not None and row.l2_policy is not None:
+        return POLICIES[row.l2_policy]
+    known = sorted({*POLICIES, *(n for n, v in VARIANTS.items() if v.l2_policy is not None)})
     raise DlrmlabError(f"no L2 model policy for variant {name!r}; valid: {', '.join(known)}")
 
 

@@ -191,22 +191,20 @@ def test_bad_fast_knob_fails_before_anything_is_set_up():
 
 
 def test_kernel_regex_matches_the_kernels_launched():
-    """ncu's filter (Prepared.kernel_regex) names the kernels the variant launches: one name for the fast path."""
+    """ncu's filter (the row's ``kernels``) names the embedding kernel the variant launches, never the pin kernel."""
     import re
 
     from dlrmlab.fused import configure
     from dlrmlab.kernels import fused as fast_kernel
     from dlrmlab.kernels import paper as paper_kernel
 
-    case = _case(False, "sum")
     names = {
-        "fast": fast_kernel.build(configure(case.dim)).py_func.__name__,
-        "baseline": paper_kernel.build(paper_kernel.PaperConfig()).py_func.__name__,
+        "fast": fast_kernel.build(configure(16)).py_func.__name__,
+        "paper": paper_kernel.build(paper_kernel.PaperConfig()).py_func.__name__,
     }
-    assert names == {"fast": "embedding_bag_fast", "baseline": "embedding_bag_paper"}
-    for variant, kernel in names.items():
-        p = prepare_variant(variant, case)
-        try:
-            assert re.search(p.kernel_regex, kernel), (variant, p.kernel_regex)
-        finally:
-            p.close()
+    assert names == {"fast": "embedding_bag_fast", "paper": "embedding_bag_paper"}
+    for name in variant_names():
+        v = get_variant(name)
+        if v.kind in names:
+            assert re.search(v.kernels, names[v.kind]), (name, v.kernels)
+            assert not re.search(v.kernels, "pin_hot_rows"), name

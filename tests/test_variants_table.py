@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from dlrmlab import backend, config, variants
+from dlrmlab import backend, variants
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.variants import Prepared, Variant
 
@@ -58,11 +58,11 @@ def test_table_is_well_formed():
         assert not any(c in name for c in ", \t\n"), f"{name!r}: the CLI splits variant lists on ','"
         assert v.description, name
         assert callable(v.prepare), name
-        # every family (and every family a fixed knob belongs to) is one config.KNOBS knows
-        assert set(v.families) <= set(config.KNOBS), (name, v.families)
+        # every family (and every family a fixed knob belongs to) is one variants.KNOBS knows
+        assert set(v.families) <= set(variants.KNOBS), (name, v.families)
         assert set(v.fixed) <= set(v.families), (name, v.fixed)
         for family, knobs in v.fixed.items():
-            assert set(knobs) <= config.KNOBS[family], (name, family, knobs)
+            assert set(knobs) <= variants.KNOBS[family], (name, family, knobs)
         assert variants.knobs_for(name, {}) == {f: dict(v.fixed.get(f, {})) for f in v.families}
 
 
@@ -96,7 +96,7 @@ def test_table_is_explicit():
 def test_knobs_for_refuses_an_unknown_knob_naming_variant_and_knob():
     with pytest.raises(DlrmlabError, match=r"variant 'rpf' does not take 'unroll'; it takes: ") as e:
         variants.knobs_for("rpf", {"unroll": 4})
-    assert all(k in str(e.value) for k in config.KNOBS["paper"])
+    assert all(k in str(e.value) for k in variants.KNOBS["paper"])
     with pytest.raises(DlrmlabError, match=r"variant 'fast' does not take 'prefetch'"):
         variants.knobs_for("fast", {"prefetch": "register"})
     with pytest.raises(DlrmlabError, match=r"variant 'torch' does not take 'block'; it takes: no parameters"):

@@ -47,6 +47,7 @@ import numpy as np
 from dlrmlab import backend
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.peers import PeerUnavailable
+from dlrmlab.prepared import Prepared
 
 #: Environment variable naming the cuEmbed directory (the folder that holds ``cuembed/``).
 ENV_DIR = "DLRMLAB_CUEMBED_DIR"
@@ -61,6 +62,8 @@ ABI = 1
 #: Nsight Compute filter for cuEmbed's forward kernel.
 KERNEL_REGEX = "EmbeddingLookUpKernel"
 LAYOUTS = ("csr", "fixed", "auto")
+#: The peer's knobs: how bags are laid out, and where cuEmbed's headers are.
+KNOBS = frozenset({"layout", "cuembed_dir"})
 
 #: Table dtypes cuEmbed's forward pass supports: dtype -> (shim code, instantiation bit).
 _TABLE_DTYPES = {"float32": (0, 1), "float16": (1, 2)}
@@ -478,10 +481,8 @@ def _capture_graphs(case: Any, enqueue: Callable[[int, int], None], outs: list[A
     return graphs
 
 
-def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.PathLike | None = None) -> Any:
+def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.PathLike | None = None) -> Prepared:
     """The cuEmbed variants: refuse what cuEmbed cannot do, build and load the shim, then closures over its calls."""
-    from dlrmlab.variants.base import Prepared
-
     name = "cuembed_graph" if graph else "cuembed"
     layout, hots = plan_case(case, layout, name)  # knob errors first, on any machine
     ok, why = available(cuembed_dir)
@@ -541,16 +542,11 @@ def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.
         "layout": layout, "graph": graph, "num_hots": hots, "arch": f"sm_{b.arch}", "cuembed_headers": b.headers,
         "cuembed_build": b.key[:12],
     }  # fmt: skip
-    return Prepared(run, result, params, KERNEL_REGEX, None if graph else per_kernel, close)
+    return Prepared(run, result, params, None if graph else per_kernel, close)
 
 
-def prepare(case: Any, knobs: Mapping[str, Mapping[str, Any]]) -> Any:
-    """cuEmbed, one ``EmbeddingForward`` call per table on ``case.stream``. Knobs (validated by the variants
-    table): ``layout`` (``"csr"`` default, ``"fixed"``, ``"auto"``), ``cuembed_dir`` (default
-    ``$DLRMLAB_CUEMBED_DIR``)."""
-    return _prepare(case, False, **dict(knobs.get("cuembed", {})))
-
-
-def prepare_graph(case: Any, knobs: Mapping[str, Mapping[str, Any]]) -> Any:
-    """The per-table calls of :func:`prepare` captured in one CUDA graph per batch, replayed."""
-    return _prepare(case, True, **dict(knobs.get("cuembed", {})))
+def prepare(case: Any, knobs: Mapping[str, Mapping[str, Any]], graph: bool = False) -> Prepared:
+    """cuEmbed, one ``EmbeddingForward`` call per table on ``case.stream``; ``graph``: those calls captured in
+    one CUDA graph per batch, replayed. Knobs (validated by the variants table): ``layout`` (``"csr"``
+    default, ``"fixed"``, ``"auto"``), ``cuembed_dir`` (default ``$DLRMLAB_CUEMBED_DIR``)."""
+    return _prepare(case, graph, **dict(knobs.get("cuembed", {})))

@@ -19,10 +19,12 @@ import numpy as np
 
 from dlrmlab import backend
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.variants.base import Prepared
+from dlrmlab.prepared import Prepared
 
-#: PyTorch's forward kernels: EmbeddingBag_updateOutputKernel_sum_mean / _max
-TORCH_KERNEL_REGEX = "EmbeddingBag_updateOutputKernel"
+#: Nsight Compute filter for PyTorch's forward kernels (EmbeddingBag_updateOutputKernel_sum_mean / _max).
+KERNEL_REGEX = "EmbeddingBag"
+#: The peer takes no knobs: it runs torch's one way.
+KNOBS: frozenset[str] = frozenset()
 
 
 @lru_cache(maxsize=1)
@@ -60,6 +62,7 @@ def _as_cpu(torch, arr: np.ndarray) -> Any:
 
 
 def unavailable() -> str | None:
+    """Why the torch peer cannot run here, or None (the form of ``Variant.unavailable``)."""
     return None if torch_usable() else "PyTorch is not installed, or has no CUDA on this GPU machine"
 
 
@@ -162,5 +165,5 @@ def prepare(case, knobs: dict[str, dict]) -> Prepared:
                 pairs.append((s, e))
         return pairs
 
-    return Prepared(run=run, result=result, params={}, kernel_regex=TORCH_KERNEL_REGEX, per_kernel=per_kernel)
+    return Prepared(run=run, result=result, params={}, per_kernel=per_kernel)
 

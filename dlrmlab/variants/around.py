@@ -15,6 +15,12 @@ from dlrmlab.backend import cuda
 from dlrmlab.config import positive_int
 from dlrmlab.graph import StageGraph
 
+#: Knobs of the pieces around a launch: pinning (the hot set, and how often it is pinned) and the window.
+KNOBS: dict[str, frozenset[str]] = {
+    "pin": frozenset({"hot_rows", "hot_file", "pin_every"}),
+    "window": frozenset({"l2_budget", "hit_ratio"}),
+}
+
 
 @contextlib.contextmanager
 def pinned(

@@ -15,8 +15,10 @@ from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels.paper import PaperConfig
 from dlrmlab.variants.around import persisting_window, pinned
-from dlrmlab.variants.base import Prepared
+from dlrmlab.prepared import Prepared
 
+#: The paper kernel's name (:func:`dlrmlab.kernels.paper.build`), for Nsight Compute.
+KERNEL_REGEX = "embedding_bag_paper"
 #: The artifact's hot set: its 60,000 most frequent rows per table.
 HOT_ROWS = 60_000
 
@@ -106,7 +108,7 @@ def prepare(case: Any, knobs: dict[str, dict]) -> Prepared:
             launch.paper(cfg, tables[t], dim, ids[i][t], tb.offsets, tb.psw, -1, outs[t], s)
 
         closures = per_table(case, launch_table, outs, params, before)
-        return Prepared(**closures, kernel_regex="embedding_bag_paper|pin_hot_rows", close=stack.pop_all().close)
+        return Prepared(**closures, close=stack.pop_all().close)
 
 
 def ranked_tables(case: Any) -> tuple[list[Any], list[list[Any]], list[np.ndarray]]:

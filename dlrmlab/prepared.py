@@ -1,0 +1,40 @@
+"""What preparing a variant returns: closures that serve a batch, made once outside the timed loop.
+
+A variant (:mod:`dlrmlab.variants`) or a peer (:mod:`dlrmlab.peers`) does everything that is not part of
+serving a request (compiling kernels, allocating outputs, capturing graphs, setting L2 windows) when it is
+prepared, and returns a :class:`Prepared` whose closures do the part that is. This module imports nothing of
+dlrmlab, so the variants table and the peers it lists can both use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: One (start, end) CUDA event pair per launch, as returned by ``Prepared.per_kernel``.
+EventPairs = Sequence[tuple[Any, Any]]
+
+
+@dataclass
+class Prepared:
+    """A variant ready to run on one :class:`~dlrmlab.bench.case.BenchCase`."""
+
+    #: enqueue the whole embedding stage for batch ``i`` on ``case.stream`` (async: no sync inside)
+    run: Callable[[int], None]
+    #: run batch ``i``, synchronize, return host outputs, one (batch, dim) array per table
+    result: Callable[[int], list[np.ndarray]]
+    #: variant parameters; they go into result rows
+    params: dict = field(default_factory=dict)
+    #: optional: enqueue the stage for batch ``i`` with a CUDA event pair around EACH launch (events from
+    #: :func:`dlrmlab.backend.event`, recorded on ``case.stream``) and return the pairs, in
+    #: launch order; no sync inside. The harness sums each run's pairs into ``kernel_ms``.
+    per_kernel: Callable[[int], EventPairs] | None = None
+    #: restore any GPU state the variant changed (L2 windows, persisting-L2 limit, graphs)
+    close: Callable[[], None] = lambda: None
+
+
+#: ``prepare(case, knobs)``: knobs sorted by family (see :data:`dlrmlab.variants.KNOBS`), validated.
+PrepareFn = Callable[[Any, dict[str, dict]], Prepared]
