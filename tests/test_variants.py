@@ -12,6 +12,7 @@ from dlrmlab import backend
 from dlrmlab.bench.case import BenchCase
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.variants import get as get_variant
+from dlrmlab.variants import knobs_for
 from dlrmlab.variants import names as variant_names
 from dlrmlab.variants import prepare as prepare_variant
 
@@ -19,9 +20,12 @@ simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is
 
 GPU_ONLY = ["l2window", "combined_window", "fast_graph", "fast_graph+l2p", "fast+window", "fast_graph+window"]
 CPU_CAPABLE = ["baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf", "l2p", "combined", "fast", "fast+l2p"]
-ALL = CPU_CAPABLE + GPU_ONLY + ["torch"]
+#: rows whose knobs the others already cover: checked once (test_optmt_l2p_is_optmt_with_l2p)
+COMPOSED = ["optmt_l2p"]
+ALL = CPU_CAPABLE + COMPOSED + GPU_ONLY + ["torch"]
 #: small hot sets keep the simulator's pin kernel short
-FAST_PARAMS = {"l2p": {"hot_rows": 50}, "combined": {"hot_rows": 50}, "fast+l2p": {"hot_rows": 50}}
+FAST_PARAMS = {"l2p": {"hot_rows": 50}, "optmt_l2p": {"hot_rows": 50}, "combined": {"hot_rows": 50},
+               "fast+l2p": {"hot_rows": 50}}
 
 
 @cache
@@ -52,13 +56,13 @@ def test_table_lists_every_variant():
 def test_gpu_only_flags():
     for name in GPU_ONLY:
         assert get_variant(name).gpu_only, name
-    for name in CPU_CAPABLE + ["torch"]:
+    for name in CPU_CAPABLE + COMPOSED + ["torch"]:
         assert not get_variant(name).gpu_only, name
 
 
 @simulator_only
 def test_available_variants_in_simulator():
-    assert set(variant_names(available_only=True)) == set(CPU_CAPABLE + ["torch"])
+    assert set(variant_names(available_only=True)) == set(CPU_CAPABLE + COMPOSED + ["torch"])
 
 
 @simulator_only
@@ -77,6 +81,19 @@ def test_variant_matches_reference(name, weighted, mode):
     case = _case(weighted, mode)
     p = prepare_variant(name, case, **FAST_PARAMS.get(name, {}))
     try:
+        _check(case, p.result(1))
+    finally:
+        p.close()
+
+
+def test_optmt_l2p_is_optmt_with_l2p():
+    """The paper's OptMT+L2P configuration is a row: OptMT's register cap and L2P's pinning, both overridable."""
+    assert knobs_for("optmt_l2p", {"hot_rows": 50}) == {"paper": {"max_registers": 42}, "pin": {"hot_rows": 50}}
+    assert get_variant("optmt_l2p").title == "OptMT+L2P"
+    case = _case(False, "sum")
+    p = prepare_variant("optmt_l2p", case, **FAST_PARAMS["optmt_l2p"])
+    try:
+        assert p.params["max_registers"] == 42 and p.params["hot_rows"] == 50
         _check(case, p.result(1))
     finally:
         p.close()

@@ -25,8 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dlrmlab import backend  # decides GPU or simulator before numba.cuda is imported
-from dlrmlab import fused, launch, variants
+from dlrmlab import (
+    backend,  # decides GPU or simulator before numba.cuda is imported
+    fused,
+    launch,
+    variants,
+)
 from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
 from dlrmlab.config import KERNEL_MODES, Combine

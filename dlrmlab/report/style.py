@@ -2,9 +2,10 @@
 
 * One colour per technique, whatever the figure (:data:`dlrmlab.variants.TECHNIQUES`; each variant's row
   names its own): PyTorch and its kernel in greys, OptMT blue, RPF orange, L2P green, the paper's
-  combination purple, the L2 window cyan, the fused fast path red, cuEmbed brown. A variant that adds a technique to another keeps the first one's colour and takes the
-  second one's as a hatch (``fast_graph+window``: red bars hatched in cyan). Sweeps of one technique use
-  shades of its colour (:func:`shades`).
+  combination purple, the L2 window cyan, the fused fast path red, cuEmbed brown. A variant that adds a
+  technique to another keeps the first one's colour and takes the second one's as a hatch
+  (``fast_graph+window``: red bars hatched in cyan). Sweeps of one technique use shades of its colour
+  (:func:`shades`).
 * The paper's number sits beside ours, drawn in black: a dashed line (:func:`paper_line`) or a hatched bar
   (:data:`PAPER_BAR`), labelled "paper (A100)".
 * Datasets are named by what they are, never by a path (:func:`dataset_label`).

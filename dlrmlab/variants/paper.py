@@ -14,8 +14,8 @@ from dlrmlab.backend import cuda
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels.paper import PaperConfig
-from dlrmlab.variants.around import persisting_window, pinned
 from dlrmlab.prepared import Prepared
+from dlrmlab.variants.around import persisting_window, pinned
 
 #: The paper kernel's name (:func:`dlrmlab.kernels.paper.build`), for Nsight Compute.
 KERNEL_REGEX = "embedding_bag_paper"
