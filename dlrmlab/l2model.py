@@ -90,6 +90,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
+from dlrmlab.datasets import PAPER_TRACES
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.variants import VARIANTS
 
@@ -887,6 +888,13 @@ def _result_row(res: L2Result) -> dict:
     return {k: d[k] for k in keep}
 
 
+def _warm_split(tr: Trace, wb: int, what: str) -> tuple[Trace | None, Trace]:
+    """(the first ``wb`` batches, which warm the cache, or None; the batches counted after them)."""
+    if wb >= tr.n_batches:
+        raise DlrmlabError(f"warmup_batches={wb} leaves no batch of {what} ({tr.n_batches} batches) to count")
+    return (tr.select(range(wb)) if wb else None), tr.select(range(wb, tr.n_batches))
+
+
 def hit_rate_table(
     traces: Mapping[str, Any],
     variants: Sequence[str | Policy] = ("per-table", "fast"),
@@ -908,10 +916,7 @@ def hit_rate_table(
     rows = []
     for name, obj in traces.items():
         tr = Trace.of(obj)
-        if wb >= tr.n_batches:
-            raise DlrmlabError(f"warmup_batches={wb} leaves no batch of {name!r} ({tr.n_batches} batches) to count")
-        wu = tr.select(range(wb)) if wb else None
-        measured = tr.select(range(wb, tr.n_batches))
+        wu, measured = _warm_split(tr, wb, repr(name))
         for v in variants:
             pol = policy_for(v)
             res = predict(measured, pol, row_bytes, cfg, warmup=wu, counts_from=tr)
@@ -934,11 +939,7 @@ def carve_out_sweep(
     ``warmup_batches`` batches warm the cache and are not counted."""
     cfg = config or L2Config()
     tr = Trace.of(trace)
-    wb = _int("warmup_batches", warmup_batches)
-    if wb >= tr.n_batches:
-        raise DlrmlabError(f"warmup_batches={wb} leaves no batch of the trace ({tr.n_batches} batches) to count")
-    wu = tr.select(range(wb)) if wb else None
-    measured = tr.select(range(wb, tr.n_batches))
+    wu, measured = _warm_split(tr, _int("warmup_batches", warmup_batches), "the trace")
     rows = []
     for v in variants:
         pol = policy_for(v)
@@ -1088,18 +1089,10 @@ def compare_with_ncu(model_df: pd.DataFrame, ncu_df: pd.DataFrame) -> pd.DataFra
 
 
 def _has_policy(variant: str) -> bool:
-    try:
-        policy_for(variant)
-    except DlrmlabError:
-        return False
-    return True
+    return variant in POLICIES or getattr(VARIANTS.get(variant), "l2_policy", None) is not None
 
 
 # --- datasets for the teaching notebook -------------------------------------------------------------------
-
-#: The artifact's public traces, by the reuse level they stand for.
-TRACE_FILES = {"low": "reuse_low_500K.txt", "medium": "reuse_medium_500K.txt"}
-
 
 def teaching_datasets(data_dir: str | os.PathLike | None = None) -> tuple[dict[str, str], str]:
     """Datasets for the L2 notebook: the real low/medium-reuse traces when found (in ``data_dir``, else
@@ -1108,17 +1101,14 @@ def teaching_datasets(data_dir: str | os.PathLike | None = None) -> tuple[dict[s
     Returns ``({label: dataset spec}, note)``; the note says which were used.
     """
     d = data_dir if data_dir is not None else os.environ.get("DLRMLAB_DATA_DIR")
-    found = {}
+    found: dict[str, Path] = {}
     if d:
-        for level, fname in TRACE_FILES.items():
-            p = Path(d) / fname
-            if p.is_file():
-                found[level] = p
+        found = {level: Path(d) / f.file for level, f in PAPER_TRACES.items() if (Path(d) / f.file).is_file()}
     out: dict[str, str] = {}
-    for level in TRACE_FILES:
+    for level in PAPER_TRACES:
         out[f"{level} (trace)" if level in found else level] = f"trace:{found[level]}" if level in found else level
     out["random"] = "random"
-    if len(found) == len(TRACE_FILES):
+    if len(found) == len(PAPER_TRACES):
         note = f"using the artifact's real traces from {d}"
     elif found:
         note = (f"found only {', '.join(found)} in {d}; the others are the synthetic datasets calibrated to the "
@@ -1135,8 +1125,6 @@ def _resolve_dataset(ds: str, data_dir: str | os.PathLike | None) -> str | None:
     datasets are returned unchanged."""
     if not ds.startswith("trace:"):
         return ds
-    from dlrmlab.datasets import PAPER_TRACES
-
     if ds[6:] in PAPER_TRACES:  # trace:low, trace:medium: found by the datasets module, or nowhere
         return ds if PAPER_TRACES[ds[6:]].find() is not None else None
     p = Path(ds[6:])

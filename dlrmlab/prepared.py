@@ -2,17 +2,19 @@
 
 A variant (:mod:`dlrmlab.variants`) or a peer (:mod:`dlrmlab.peers`) does everything that is not part of
 serving a request (compiling kernels, allocating outputs, capturing graphs, setting L2 windows) when it is
-prepared, and returns a :class:`Prepared` whose closures do the part that is. This module imports nothing of
-dlrmlab, so the variants table and the peers it lists can both use it.
+prepared, and returns a :class:`Prepared` whose closures do the part that is. This module imports only
+:mod:`dlrmlab.backend`, so the variants table and the peers it lists can both use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from dlrmlab import backend
 
 #: One (start, end) CUDA event pair per launch, as returned by ``Prepared.per_kernel``.
 EventPairs = Sequence[tuple[Any, Any]]
@@ -38,3 +40,15 @@ class Prepared:
 
 #: ``prepare(case, knobs)``: knobs sorted by family (see :data:`dlrmlab.variants.KNOBS`), validated.
 PrepareFn = Callable[[Any, dict[str, dict]], Prepared]
+
+
+def event_pairs(stream: Any, launches: Iterable[Callable[[], Any]]) -> list[tuple[Any, Any]]:
+    """Each launch between a CUDA event pair recorded on ``stream`` (a ``Prepared.per_kernel``'s pairs)."""
+    pairs = []
+    for launch in launches:
+        start, end = backend.event(), backend.event()
+        start.record(stream)
+        launch()
+        end.record(stream)
+        pairs.append((start, end))
+    return pairs

@@ -105,6 +105,18 @@ def _check_table_memory(shape: tuple[int, int], dtype: torch.dtype, device: Any)
                         host=0 if on_gpu else nbytes, device=nbytes if on_gpu else 0)
 
 
+def _pack(tables: Sequence[torch.Tensor], dtype: torch.dtype, device: Any) -> torch.Tensor:
+    """One (sum of rows, dim) buffer holding ``tables`` one after another (its size checked first)."""
+    rows = sum(int(t.shape[0]) for t in tables)
+    _check_table_memory((rows, int(tables[0].shape[1])), dtype, device)
+    packed = torch.empty((rows, int(tables[0].shape[1])), dtype=dtype, device=device)
+    start = 0
+    for t in tables:  # copy_ converts dtype and device table by table: no second copy of them all
+        packed[start : start + t.shape[0]].copy_(t)
+        start += t.shape[0]
+    return packed
+
+
 class EmbeddingBagCollection(torch.nn.Module):
     """Pooled embeddings of K tables for a batch of B samples: ``forward(kjt) -> [ (B, dim) ] * K``, fp32.
 
@@ -178,15 +190,9 @@ class EmbeddingBagCollection(torch.nn.Module):
         if any(b.padding_idx is not None for b in bags) or len({b.include_last_offset for b in bags}) != 1:
             raise DlrmlabError("padding_idx is not supported, and include_last_offset must agree across tables")
         device = torch.device(device) if device is not None else bags[0].weight.device
-        sizes = [b.num_embeddings for b in bags]
-        _check_table_memory((sum(sizes), next(iter(dims))), next(iter(dtypes)), device)
-        packed = torch.empty((sum(sizes), dims.pop()), dtype=dtypes.pop(), device=device)
-        start = 0
-        for b, n in zip(bags, sizes, strict=True):
-            packed[start : start + n].copy_(b.weight.detach())
-            start += n
-        return cls(sizes, packed.shape[1], impl, mode=modes.pop(), keys=keys, weight=packed,
-                   include_last_offset=bags[0].include_last_offset)  # fmt: skip
+        packed = _pack([b.weight.detach() for b in bags], dtypes.pop(), device)
+        return cls([b.num_embeddings for b in bags], packed.shape[1], impl, mode=modes.pop(), keys=keys,
+                   weight=packed, include_last_offset=bags[0].include_last_offset)  # fmt: skip
 
     @classmethod
     def from_arrays(
@@ -199,16 +205,10 @@ class EmbeddingBagCollection(torch.nn.Module):
             raise DlrmlabError(f"tables need one width, got {sorted(dims)}")
         device = torch.device(device or ("cpu" if backend.SIMULATOR else "cuda"))
         tdt = _TORCH_DTYPES[dtype_name(dtype)]
-        sizes = [int(t.shape[0]) for t in tables]
-        _check_table_memory((sum(sizes), next(iter(dims))), tdt, device)
-        packed = torch.empty((sum(sizes), dims.pop()), dtype=tdt, device=device)
-        start = 0
-        for t, n in zip(tables, sizes, strict=True):
-            src = torch.from_numpy(np.ascontiguousarray(t))
-            src = src.view(torch.int16).view(torch.bfloat16) if tdt == torch.bfloat16 else src.to(tdt)
-            packed[start : start + n].copy_(src)
-            start += n
-        return cls(sizes, packed.shape[1], impl, mode=mode, weight=packed)
+        srcs = [torch.from_numpy(np.ascontiguousarray(t)) for t in tables]  # views of the arrays
+        packed = _pack([x.view(torch.int16).view(torch.bfloat16) if tdt == torch.bfloat16 else x for x in srcs], tdt,
+                       device)  # fmt: skip
+        return cls([int(t.shape[0]) for t in tables], packed.shape[1], impl, mode=mode, weight=packed)
 
     def with_impl(self, impl: str) -> EmbeddingBagCollection:
         """The same tables (shared, not copied) under another implementation."""

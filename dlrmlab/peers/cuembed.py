@@ -29,6 +29,7 @@ with the reason (:func:`available` says it without raising); the harness records
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -36,9 +37,9 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,9 @@ import numpy as np
 
 from dlrmlab import backend
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.graph import captured
 from dlrmlab.peers import PeerUnavailable
-from dlrmlab.prepared import Prepared
+from dlrmlab.prepared import Prepared, event_pairs
 
 #: Environment variable naming the cuEmbed directory (the folder that holds ``cuembed/``).
 ENV_DIR = "DLRMLAB_CUEMBED_DIR"
@@ -462,25 +464,6 @@ def _forward_args(case: Any, layout: str, hots: int, outs: list[Any]) -> tuple[l
     return calls, keep
 
 
-def _capture_graphs(case: Any, enqueue: Callable[[int, int], None], outs: list[Any]) -> list:
-    """One CUDA graph per batch of the per-table calls; if a capture fails, those already made are freed."""
-    from dlrmlab import cudart
-    from dlrmlab.graph import StageGraph
-
-    stream = case.stream
-    graphs: list = []
-    try:
-        for i in range(case.n_batches):
-            graphs.append(
-                StageGraph.capture(lambda st, i=i: enqueue(i, cudart.stream_ptr(st)), inputs=outs, stream=stream)
-            )
-    except Exception:
-        for g in graphs:
-            g.close()
-        raise
-    return graphs
-
-
 def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.PathLike | None = None) -> Prepared:
     """The cuEmbed variants: refuse what cuEmbed cannot do, build and load the shim, then closures over its calls."""
     name = "cuembed_graph" if graph else "cuembed"
@@ -491,24 +474,28 @@ def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.
     lib, b = load(cuembed_dir, case.dtype, case.stage.index_dtype)
 
     from dlrmlab import cudart
-    from dlrmlab.backend import cuda, event
+    from dlrmlab.backend import cuda
 
     batch, dim, stream = case.stage.batch_size, case.dim, case.stream
     out_dtype = np.float32 if case.dtype == "float32" else np.float16
     outs = [cuda.device_array((batch, dim), out_dtype) for _ in case.dev_tables]
     calls, keep = _forward_args(case, layout, hots, outs)
 
-    def check(code: int, i: int, t: int) -> None:
+    def call(i: int, t: int, args: tuple, stream_handle: int) -> None:
+        code = lib.forward(*args, stream_handle)
         if code:
             raise DlrmlabError(f"variant {name!r}: cuEmbed's forward failed on batch {i}, table {t}: "
                                f"{lib.error_name(code)}")  # fmt: skip
 
-    def enqueue(i: int, handle: int) -> None:
+    def enqueue(i: int, stream_handle: int) -> None:
         for t, args in enumerate(calls[i]):
-            check(lib.forward(*args, handle), i, t)
+            call(i, t, args, stream_handle)
 
     handle = cudart.stream_ptr(stream)
-    graphs: list = _capture_graphs(case, enqueue, outs) if graph else []
+    stack = contextlib.ExitStack()  # popped into Prepared.close: the graphs, then the weights made here
+    stack.callback(keep.clear)
+    batches = [lambda st, i=i: enqueue(i, cudart.stream_ptr(st)) for i in range(case.n_batches)]
+    graphs = stack.enter_context(captured(batches, stream, outs)) if graph else []
 
     def run(i: int) -> None:
         if graphs:
@@ -523,26 +510,13 @@ def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.
 
     def per_kernel(i: int):
         """One event pair per table's EmbeddingForward call (one kernel each)."""
-        pairs = []
-        for t, args in enumerate(calls[i]):
-            s, e = event(), event()
-            s.record(stream)
-            check(lib.forward(*args, handle), i, t)
-            e.record(stream)
-            pairs.append((s, e))
-        return pairs
-
-    def close() -> None:
-        for g in graphs:
-            g.close()
-        graphs.clear()
-        keep.clear()
+        return event_pairs(stream, (partial(call, i, t, a, handle) for t, a in enumerate(calls[i])))
 
     params = {
         "layout": layout, "graph": graph, "num_hots": hots, "arch": f"sm_{b.arch}", "cuembed_headers": b.headers,
         "cuembed_build": b.key[:12],
     }  # fmt: skip
-    return Prepared(run, result, params, None if graph else per_kernel, close)
+    return Prepared(run, result, params, None if graph else per_kernel, stack.close)
 
 
 def prepare(case: Any, knobs: Mapping[str, Mapping[str, Any]], graph: bool = False) -> Prepared:

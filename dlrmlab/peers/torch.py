@@ -19,7 +19,7 @@ import numpy as np
 
 from dlrmlab import backend
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.prepared import Prepared
+from dlrmlab.prepared import Prepared, event_pairs
 
 #: Nsight Compute filter for PyTorch's forward kernels (EmbeddingBag_updateOutputKernel_sum_mean / _max).
 KERNEL_REGEX = "EmbeddingBag"
@@ -28,13 +28,13 @@ KNOBS: frozenset[str] = frozenset()
 
 
 @lru_cache(maxsize=1)
-def torch_usable() -> bool:
-    """torch imports and can run where the case lives (a CUDA build on a GPU; any build in simulator)."""
+def unavailable() -> str | None:
+    """Why the torch peer cannot run here (torch does not import, or has no CUDA on a GPU machine), or None."""
     try:
         import torch
     except Exception:
-        return False
-    return backend.SIMULATOR or bool(torch.cuda.is_available())
+        return "PyTorch is not installed (torch does not import)"
+    return None if backend.SIMULATOR or torch.cuda.is_available() else "this PyTorch has no CUDA on a GPU machine"
 
 
 def _torch():
@@ -59,11 +59,6 @@ def _as_cpu(torch, arr: np.ndarray) -> Any:
     if arr.dtype == np.uint16:
         arr = arr.view(np.int16)
     return torch.from_numpy(np.ascontiguousarray(arr))
-
-
-def unavailable() -> str | None:
-    """Why the torch peer cannot run here, or None (the form of ``Variant.unavailable``)."""
-    return None if torch_usable() else "PyTorch is not installed, or has no CUDA on this GPU machine"
 
 
 class _Sources(NamedTuple):
@@ -154,16 +149,8 @@ def prepare(case, knobs: dict[str, dict]) -> Prepared:
 
     def per_kernel(i: int):
         """One event pair per embedding_bag call (torch may launch more than one kernel per call)."""
-        batch = inputs[i]
-        pairs = []
         with ctx():
-            for w, inp in zip(weights, batch, strict=True):
-                s, e = backend.event(), backend.event()
-                s.record(case.stream)
-                call(w, inp)
-                e.record(case.stream)
-                pairs.append((s, e))
-        return pairs
+            return event_pairs(case.stream, (partial(call, w, inp) for w, inp in zip(weights, inputs[i], strict=True)))
 
     return Prepared(run=run, result=result, params={}, per_kernel=per_kernel)
 

@@ -32,66 +32,63 @@ KNOBS: dict[str, frozenset[str]] = {"paper": paper_kernel.KNOBS, "fast": fast_ke
 OPTMT = {"max_registers": 42}  # the paper's -maxrregcount 42; `dlrmlab tune optmt` sweeps the GPU's caps
 RPF = {"prefetch": "register", "prefetch_distance": 2}
 _T = TECHNIQUES
-_PAPER = {"kind": "paper", "kernels": paper.KERNEL_REGEX}
-_FAST = {"kind": "fast", "kernels": fused.KERNEL_REGEX}
-_CUEMBED = {"kind": "cuembed", "kernels": cuembed.KERNEL_REGEX, "technique": _T["cuembed"], "gpu_only": True,
-            "unavailable": cuembed.unavailable}  # fmt: skip
 
 
-def _v(name: str, description: str, prepare: Any, families: tuple[str, ...], fixed: dict | None = None,
-       technique: Technique = _T["baseline"], graph: bool = False, **kw: Any) -> tuple[str, Variant]:
-    """One row; ``graph`` rows are prepared with ``graph=True`` (their prepare function replays a graph)."""
+def _row(kind: str, prepare: Any, kernels: str, name: str, description: str, technique: str, l2_policy: str | None,
+         label: str = "", adds: str | None = None, graph: bool = False, gpu_only: bool = False,
+         unavailable: Any = None, **fixed: dict) -> tuple[str, Variant]:
+    """One row of family ``kind``: it takes that family's knobs and those of each piece ``fixed`` names (pinning,
+    window); a ``graph`` row is prepared with ``graph=True`` (its prepare function replays a CUDA graph: GPU only)."""
+    families = (kind, *(f for f in fixed if f != kind))
     run = partial(prepare, graph=True) if graph else prepare
-    return name, Variant(name, description, run, families, fixed or {}, technique=technique, graph=graph, **kw)
+    extra = {"unavailable": unavailable} if unavailable else {}
+    return name, Variant(name, description, run, families, fixed, gpu_only or graph, kernels, kind=kind, graph=graph,
+                         technique=_T[technique], adds=_T[adds] if adds else None, l2_policy=l2_policy, label=label,
+                         **extra)  # fmt: skip
 
+
+_paper = partial(_row, "paper", paper.prepare, paper.KERNEL_REGEX)
+_fast = partial(_row, "fast", fused.prepare, fused.KERNEL_REGEX)
 
 VARIANTS: dict[str, Variant] = dict([
-    _v("torch", "torch.nn.functional.embedding_bag, one call per table, on the case's stream (the baseline)",
-       torch.prepare, (), None, _T["torch"], kind="torch", kernels=torch.KERNEL_REGEX, unavailable=torch.unavailable,
-       l2_policy="per-table"),
-    _v("cuembed", "NVIDIA cuEmbed (peer, built at run time with nvcc from $DLRMLAB_CUEMBED_DIR): one call per table",
-       cuembed.prepare, ("cuembed",), **_CUEMBED),
-    _v("cuembed_graph", "cuembed's per-table calls captured in one CUDA graph per batch", cuembed.prepare,
-       ("cuembed",), graph=True, label="cuEmbed, graph", **_CUEMBED),
-    _v("baseline", "PyTorch 2.1's kernel in Numba: block (32, 8), grid 1024, one launch per table",
-       paper.prepare, ("paper",), l2_policy="per-table", label="PyTorch's kernel (baseline)", **_PAPER),
-    _v("optmt", "baseline with a register cap (OptMT; default 42, the paper's -maxrregcount)", paper.prepare,
-       ("paper",), {"paper": OPTMT}, _T["optmt"], l2_policy="per-table", label="OptMT", **_PAPER),
-    _v("rpf", "baseline with register prefetching (distance 2 by default)", paper.prepare, ("paper",),
-       {"paper": RPF}, _T["rpf"], l2_policy="per-table", **_PAPER),
-    _v("rpf_l1", "baseline with prefetch.global.L1 ahead of use", paper.prepare, ("paper",),
-       {"paper": {"prefetch": "l1", "prefetch_distance": 2}}, _T["rpf"], l2_policy="per-table", **_PAPER),
-    _v("rpf_shared", "baseline with rows staged in shared memory", paper.prepare, ("paper",),
-       {"paper": {"prefetch": "shared", "prefetch_distance": 2}}, _T["rpf"], l2_policy="per-table", **_PAPER),
-    _v("optmt_rpf", "OptMT + RPF", paper.prepare, ("paper",), {"paper": {**OPTMT, **RPF}}, _T["rpf"],
-       l2_policy="per-table", label="OptMT+RPF", **_PAPER),
-    _v("l2p", "pin kernel (evict_last prefetch of 60K hot rows) before each table's kernel", paper.prepare,
-       ("paper", "pin"), {"pin": {}}, _T["l2p"], l2_policy="per-table+l2p", **_PAPER),
-    _v("optmt_l2p", "OptMT + L2P", paper.prepare, ("paper", "pin"), {"paper": OPTMT, "pin": {}}, _T["l2p"],
-       l2_policy="per-table+l2p", label="OptMT+L2P", **_PAPER),
-    _v("combined", "OptMT + RPF + L2P (the paper's combination)", paper.prepare, ("paper", "pin"),
-       {"paper": {**OPTMT, **RPF}, "pin": {}}, _T["combined"], l2_policy="per-table+l2p", label="OptMT+RPF+L2P",
-       **_PAPER),
-    _v("l2window", "frequency-ranked rows + persisting L2 window per table", paper.prepare, ("paper", "window"),
-       {"window": {}}, _T["window"], gpu_only=True, l2_policy="per-table+window", label="L2 window (per table)",
-       **_PAPER),
-    _v("combined_window", "OptMT + RPF + persisting window", paper.prepare, ("paper", "window"),
-       {"paper": {**OPTMT, **RPF}, "window": {}}, _T["window"], gpu_only=True, l2_policy="per-table+window",
-       **_PAPER),
-    _v("fast", "fast kernel: all tables in one launch, 16-byte loads, rows in flight", fused.prepare, ("fast",),
-       None, _T["fast"], l2_policy="fast", label="fast path (one launch)", **_FAST),
-    _v("fast_graph", "fast, replayed from a CUDA graph", fused.prepare, ("fast",), None, _T["fast"], graph=True,
-       gpu_only=True, l2_policy="fast", label="fast path, graph", **_FAST),
-    _v("fast+l2p", "fast after pinning the hottest rows of all tables in L2", fused.prepare, ("fast", "pin"),
-       {"pin": {}}, _T["fast"], adds=_T["l2p"], l2_policy="fast+l2p", **_FAST),
-    _v("fast_graph+l2p", "fast+l2p, replayed from a CUDA graph", fused.prepare, ("fast", "pin"), {"pin": {}},
-       _T["fast"], graph=True, adds=_T["l2p"], gpu_only=True, l2_policy="fast+l2p", **_FAST),
-    _v("fast+window", "fast on frequency-ranked tables, hot rows behind one L2 window", fused.prepare,
-       ("fast", "window"), {"window": {}}, _T["fast"], adds=_T["window"], gpu_only=True, l2_policy="fast+window",
-       **_FAST),
-    _v("fast_graph+window", "fast+window, replayed from a CUDA graph", fused.prepare, ("fast", "window"),
-       {"window": {}}, _T["fast"], graph=True, adds=_T["window"], gpu_only=True, l2_policy="fast+window",
-       label="fast path + L2 window, graph", **_FAST),
+    ("torch", Variant("torch", "torch.nn.functional.embedding_bag, one call per table, on the case's stream (the "
+                      "baseline)", torch.prepare, (), {}, False, torch.KERNEL_REGEX, torch.unavailable, "torch",
+                      technique=_T["torch"], l2_policy="per-table")),
+    _row("cuembed", cuembed.prepare, cuembed.KERNEL_REGEX, "cuembed", "NVIDIA cuEmbed (peer, built at run time with "
+         "nvcc from $DLRMLAB_CUEMBED_DIR): one call per table", "cuembed", None, gpu_only=True,
+         unavailable=cuembed.unavailable),
+    _row("cuembed", cuembed.prepare, cuembed.KERNEL_REGEX, "cuembed_graph", "cuembed's per-table calls captured in "
+         "one CUDA graph per batch", "cuembed", None, "cuEmbed, graph", graph=True, unavailable=cuembed.unavailable),
+    _paper("baseline", "PyTorch 2.1's kernel in Numba: block (32, 8), grid 1024, one launch per table", "baseline",
+           "per-table", "PyTorch's kernel (baseline)"),
+    _paper("optmt", "baseline with a register cap (OptMT; default 42, the paper's -maxrregcount)", "optmt",
+           "per-table", "OptMT", paper=OPTMT),
+    _paper("rpf", "baseline with register prefetching (distance 2 by default)", "rpf", "per-table", paper=RPF),
+    _paper("rpf_l1", "baseline with prefetch.global.L1 ahead of use", "rpf", "per-table",
+           paper={"prefetch": "l1", "prefetch_distance": 2}),
+    _paper("rpf_shared", "baseline with rows staged in shared memory", "rpf", "per-table",
+           paper={"prefetch": "shared", "prefetch_distance": 2}),
+    _paper("optmt_rpf", "OptMT + RPF", "rpf", "per-table", "OptMT+RPF", paper={**OPTMT, **RPF}),
+    _paper("l2p", "pin kernel (evict_last prefetch of 60K hot rows) before each table's kernel", "l2p",
+           "per-table+l2p", pin={}),
+    _paper("optmt_l2p", "OptMT + L2P", "l2p", "per-table+l2p", "OptMT+L2P", paper=OPTMT, pin={}),
+    _paper("combined", "OptMT + RPF + L2P (the paper's combination)", "combined", "per-table+l2p", "OptMT+RPF+L2P",
+           paper={**OPTMT, **RPF}, pin={}),
+    _paper("l2window", "frequency-ranked rows + persisting L2 window per table", "window", "per-table+window",
+           "L2 window (per table)", gpu_only=True, window={}),
+    _paper("combined_window", "OptMT + RPF + persisting window", "window", "per-table+window", gpu_only=True,
+           paper={**OPTMT, **RPF}, window={}),
+    _fast("fast", "fast kernel: all tables in one launch, 16-byte loads, rows in flight", "fast", "fast",
+          "fast path (one launch)"),
+    _fast("fast_graph", "fast, replayed from a CUDA graph", "fast", "fast", "fast path, graph", graph=True),
+    _fast("fast+l2p", "fast after pinning the hottest rows of all tables in L2", "fast", "fast+l2p", adds="l2p",
+          pin={}),
+    _fast("fast_graph+l2p", "fast+l2p, replayed from a CUDA graph", "fast", "fast+l2p", adds="l2p", graph=True,
+          pin={}),
+    _fast("fast+window", "fast on frequency-ranked tables, hot rows behind one L2 window", "fast", "fast+window",
+          adds="window", gpu_only=True, window={}),
+    _fast("fast_graph+window", "fast+window, replayed from a CUDA graph", "fast", "fast+window",
+          "fast path + L2 window, graph", adds="window", graph=True, window={}),
 ])  # fmt: skip
 
 

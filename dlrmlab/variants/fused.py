@@ -12,8 +12,9 @@ from dlrmlab import device
 from dlrmlab.backend import cuda
 from dlrmlab.config import Combine
 from dlrmlab.fused import PackedTables, configure_here, fused_forward
+from dlrmlab.graph import captured
 from dlrmlab.prepared import Prepared
-from dlrmlab.variants.around import graphs, persisting_window, pinned
+from dlrmlab.variants.around import persisting_window, pinned
 
 #: The fast kernel's name (:func:`dlrmlab.kernels.fused.build`), for Nsight Compute.
 KERNEL_REGEX = "embedding_bag_fast"
@@ -91,7 +92,7 @@ def prepare(case: Any, knobs: dict[str, dict], graph: bool = False) -> Prepared:
         replays = None
         if graph:
             batches = [lambda st, i=i: enqueue(i, st) for i in range(case.n_batches)]
-            replays = stack.enter_context(graphs(batches, s, [out]))
+            replays = stack.enter_context(captured(batches, s, [out]))
 
         def run(i: int) -> None:
             if replays is not None:
