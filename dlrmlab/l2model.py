@@ -121,6 +121,11 @@ def _int(name: str, value: Any, minimum: int | None = 0) -> int:
     return v
 
 
+def _one_of(what: str, value: Any, valid: Sequence[str]) -> None:
+    if value not in valid:
+        raise DlrmlabError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+
+
 # --- cache geometry ---------------------------------------------------------------------------------------
 
 
@@ -351,8 +356,7 @@ def layout(
     first (frequencies over the whole trace), as ``l2window`` ranks them. ``split-hot``: ranked, with the
     hottest ``hot_rows[t]`` rows of every table packed together at the front (``fast+window``).
     """
-    if kind not in LAYOUTS:
-        raise DlrmlabError(f"unknown layout {kind!r}; valid: {', '.join(LAYOUTS)}")
+    _one_of("layout", kind, LAYOUTS)
     rb = _int("row_bytes", row_bytes, minimum=1)
     if kind == "plain":
         bases = table_bases(trace.rows, rb, align)
@@ -646,11 +650,9 @@ def _stream(
 
 def _check_options(order: str, tables_at_once: int, pin: str, hit_ratio: Any) -> int:
     """Refuse bad :func:`simulate` options before any work is done; ``tables_at_once`` as a checked int."""
-    if order not in ORDERS:
-        raise DlrmlabError(f"unknown order {order!r}; valid: {', '.join(ORDERS)}")
+    _one_of("order", order, ORDERS)
     k = _int("tables_at_once", tables_at_once, minimum=1)
-    if pin not in PIN_MODES[1:]:
-        raise DlrmlabError(f"unknown pin mode {pin!r}; valid: {', '.join(PIN_MODES[1:])}")
+    _one_of("pin mode", pin, PIN_MODES[1:])
     if pin == "table" and order != "table-major":
         raise DlrmlabError("pin='table' (a pin kernel before each table's lookups) needs order='table-major'")
     if isinstance(hit_ratio, bool) or not isinstance(hit_ratio, (int, float, np.number)) or not 0 <= hit_ratio <= 1:
@@ -770,12 +772,9 @@ class Policy:
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        if self.order not in ORDERS:
-            raise DlrmlabError(f"unknown order {self.order!r}; valid: {', '.join(ORDERS)}")
-        if self.pin not in PIN_MODES:
-            raise DlrmlabError(f"unknown pin mode {self.pin!r}; valid: {', '.join(PIN_MODES)}")
-        if self.layout not in LAYOUTS:
-            raise DlrmlabError(f"unknown layout {self.layout!r}; valid: {', '.join(LAYOUTS)}")
+        _one_of("order", self.order, ORDERS)
+        _one_of("pin mode", self.pin, PIN_MODES)
+        _one_of("layout", self.layout, LAYOUTS)
         _int("tables_at_once", self.tables_at_once, minimum=1)
         if self.hot_rows is not None:
             _int("hot_rows", self.hot_rows, minimum=1)

@@ -1,10 +1,6 @@
-"""What preparing a variant returns: closures that serve a batch, made once outside the timed loop.
-
-A variant (:mod:`dlrmlab.variants`) or a peer (:mod:`dlrmlab.peers`) does everything that is not part of
-serving a request (compiling kernels, allocating outputs, capturing graphs, setting L2 windows) when it is
-prepared, and returns a :class:`Prepared` whose closures do the part that is. This module imports only
-:mod:`dlrmlab.backend`, so the variants table and the peers it lists can both use it.
-"""
+"""What preparing a variant (:mod:`dlrmlab.variants`) or a peer (:mod:`dlrmlab.peers`) returns: everything that
+is not part of serving a request (compiling, allocating, capturing graphs, setting L2 windows) done, and closures
+that do the part that is. Below both, so peers need not import the variants table that lists them."""
 
 from __future__ import annotations
 

@@ -30,14 +30,11 @@ from dlrmlab.errors import DlrmlabError
 
 
 class Validation(StrEnum):
-    """How much of a request is checked on the host before a launch."""
+    """How much of a request is checked on the host before a launch: nothing (trusted hot loops); what needs no
+    read of the arrays (dtypes, shapes, counts, memory: no sync, so capturable in a graph); or also ids and
+    offsets, read on the host (a device copy and a sync)."""
 
-    #: nothing (trusted hot loops)
-    OFF = "off"
-    #: what needs no read of the arrays (dtypes, shapes, counts, memory): no sync, so capturable in a graph
-    SHAPES = "shapes"
-    #: also ids and offsets, read on the host (a device copy and a sync)
-    FULL = "full"
+    OFF, SHAPES, FULL = "off", "shapes", "full"
 
     @classmethod
     def parse(cls, value: bool | str) -> Validation:

@@ -18,8 +18,8 @@ Addresser / Combiner templates):
   behind one L2 window).
 * **load a row slice** — each lane loads its ``vectors`` 16-byte vectors of the row (4 fp32 or 8
   fp16/bf16 values), or scalars when the width is not a multiple of the vector; ``unroll`` rows (the rows
-  in flight) are loaded before any is used (memory-level parallelism). A bag's tail, fewer rows, is one such block
-  too: its missing slots re-read a row and add nothing (one memory latency, not one per row).
+  in flight) are loaded before any is used (memory-level parallelism). A bag's tail, fewer rows, is one
+  such block too: its missing slots re-read a row and add nothing (one memory latency, not one per row).
 * **bounds check** (``checked``, a debugging mode) — an id outside its table is not read: it counts, the
   first bad position is recorded, and the row adds nothing; the host then reports it.
 * **combine** — add the rows (scaled by their factor when weighted or padded); **write** — the mean's

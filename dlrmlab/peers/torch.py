@@ -18,7 +18,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from dlrmlab import backend
-from dlrmlab.errors import DlrmlabError
 from dlrmlab.prepared import Prepared, event_pairs
 
 #: Nsight Compute filter for PyTorch's forward kernels (EmbeddingBag_updateOutputKernel_sum_mean / _max).
@@ -31,18 +30,10 @@ KNOBS: frozenset[str] = frozenset()
 def unavailable() -> str | None:
     """Why the torch peer cannot run here (torch does not import, or has no CUDA on a GPU machine), or None."""
     try:
-        import torch
+        import torch  # heavy and optional: only asked here whether it imports
     except Exception:
         return "PyTorch is not installed (torch does not import)"
     return None if backend.SIMULATOR or torch.cuda.is_available() else "this PyTorch has no CUDA on a GPU machine"
-
-
-def _torch():
-    try:
-        import torch
-    except Exception as e:
-        raise DlrmlabError(f"the torch variant needs PyTorch, which does not import: {e}") from None
-    return torch
 
 
 def _as_cuda(torch, arr: Any, device) -> Any:
@@ -109,16 +100,14 @@ def _inputs(case, src: _Sources, on_gpu: bool, wdtype) -> list[list[tuple]]:
 
 
 def prepare(case, knobs: dict[str, dict]) -> Prepared:
-    """Views of the case's tables and batches as torch tensors, and closures calling embedding_bag."""
-    torch = _torch()
+    """Views of the case's tables and batches as torch tensors, and closures calling embedding_bag. The table
+    has checked :func:`unavailable` first (torch imports, and has CUDA on a GPU)."""
+    import torch  # heavy and optional: imported when the variant is prepared
+
     F = torch.nn.functional
     wdtype = getattr(torch, case.dtype)  # torch.float32, torch.float16 or torch.bfloat16
     mode = case.mode
     on_gpu = not backend.SIMULATOR
-    if on_gpu and not torch.cuda.is_available():
-        raise DlrmlabError(
-            f"the torch variant needs a CUDA build of torch on a GPU; this torch ({torch.__version__}) has no CUDA"
-        )
 
     src = _sources(torch, case, on_gpu)
     stream = src.stream
