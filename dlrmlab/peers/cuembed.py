@@ -492,10 +492,11 @@ def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.
             call(i, t, args, stream_handle)
 
     handle = cudart.stream_ptr(stream)
-    stack = contextlib.ExitStack()  # popped into Prepared.close: the graphs, then the weights made here
-    stack.callback(keep.clear)
     batches = [lambda st, i=i: enqueue(i, cudart.stream_ptr(st)) for i in range(case.n_batches)]
-    graphs = stack.enter_context(captured(batches, stream, outs)) if graph else []
+    with contextlib.ExitStack() as stack:  # popped into Prepared.close: the graphs, then the weights made here
+        stack.callback(keep.clear)
+        graphs = stack.enter_context(captured(batches, stream, outs)) if graph else []
+        close = stack.pop_all().close
 
     def run(i: int) -> None:
         if graphs:
@@ -516,7 +517,7 @@ def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.
         "layout": layout, "graph": graph, "num_hots": hots, "arch": f"sm_{b.arch}", "cuembed_headers": b.headers,
         "cuembed_build": b.key[:12],
     }  # fmt: skip
-    return Prepared(run, result, params, None if graph else per_kernel, stack.close)
+    return Prepared(run, result, params, None if graph else per_kernel, close)
 
 
 def prepare(case: Any, knobs: Mapping[str, Mapping[str, Any]], graph: bool = False) -> Prepared:
