@@ -90,7 +90,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from dlrmlab.datasets import PAPER_TRACES
+from dlrmlab.datasets import DATA_DIR_ENV, PAPER_TRACES
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.variants import VARIANTS
 
@@ -1099,7 +1099,7 @@ def teaching_datasets(data_dir: str | os.PathLike | None = None) -> tuple[dict[s
 
     Returns ``({label: dataset spec}, note)``; the note says which were used.
     """
-    d = data_dir if data_dir is not None else os.environ.get("DLRMLAB_DATA_DIR")
+    d = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
     found: dict[str, Path] = {}
     if d:
         found = {level: Path(d) / f.file for level, f in PAPER_TRACES.items() if (Path(d) / f.file).is_file()}
@@ -1129,7 +1129,7 @@ def _resolve_dataset(ds: str, data_dir: str | os.PathLike | None) -> str | None:
     p = Path(ds[6:])
     if p.is_file():
         return ds
-    d = data_dir if data_dir is not None else os.environ.get("DLRMLAB_DATA_DIR")
+    d = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
     if d and (Path(d) / p.name).is_file():
         return f"trace:{Path(d) / p.name}"
     return None
