@@ -27,7 +27,7 @@ from dlrmlab.variants.base import TECHNIQUES, Technique, Variant
 
 #: Knobs each kernel family and each piece around a launch accepts (see the README's variant table).
 KNOBS: dict[str, frozenset[str]] = {"paper": paper_kernel.KNOBS, "fast": fast_kernel.KNOBS, **around.KNOBS,
-                                    "cuembed": cuembed.KNOBS}  # fmt: skip
+                                    "torch": torch.KNOBS, "cuembed": cuembed.KNOBS}  # fmt: skip
 
 OPTMT = {"max_registers": 42}  # the paper's -maxrregcount 42; `dlrmlab tune optmt` sweeps the GPU's caps
 RPF = {"prefetch": "register", "prefetch_distance": 2}
@@ -51,9 +51,8 @@ _paper = partial(_row, "paper", paper.prepare, paper.KERNEL_REGEX)
 _fast = partial(_row, "fast", fused.prepare, fused.KERNEL_REGEX)
 
 VARIANTS: dict[str, Variant] = dict([
-    ("torch", Variant("torch", "torch.nn.functional.embedding_bag, one call per table, on the case's stream (the "
-                      "baseline)", torch.prepare, (), {}, False, torch.KERNEL_REGEX, torch.unavailable, "torch",
-                      technique=_T["torch"], l2_policy="per-table")),
+    _row("torch", torch.prepare, torch.KERNEL_REGEX, "torch", "torch.nn.functional.embedding_bag, one call per "
+         "table, on the case's stream (the baseline)", "torch", "per-table", unavailable=torch.unavailable),
     _row("cuembed", cuembed.prepare, cuembed.KERNEL_REGEX, "cuembed", "NVIDIA cuEmbed (peer, built at run time with "
          "nvcc from $DLRMLAB_CUEMBED_DIR): one call per table", "cuembed", None, gpu_only=True,
          unavailable=cuembed.unavailable),
