@@ -93,7 +93,7 @@ def run_small(variant: str, params: dict, dataset: str = "medium", preset: str |
     """Harness rows of ``variant`` (with ``params``) beside PyTorch's kernel (``baseline``) and torch, on
     ``dataset`` (in the simulator: outputs checked, one round, nothing timed)."""
     from dlrmlab import backend
-    from dlrmlab.bench.harness import run_bench
+    from dlrmlab.bench.sweep import run_bench
 
     preset = preset or backend.default_preset()
     specs = [("baseline", {})] + ([(variant, params)] if variant != "baseline" or params else [])

@@ -11,7 +11,7 @@ Three different times are measured, and they answer different questions:
   behind a GPU delay kernel so that no launch waits for the host: pure GPU time of the launches.
 
 Which runs are timed, in which order and from which L2 state (a serving loop, interleaved variants, a
-cold L2) is the harness's timing mode: see :mod:`dlrmlab.bench.harness`.
+cold L2) is the comparison's timing mode: see :mod:`dlrmlab.bench.schedule`.
 
 In simulator mode there are no CUDA events; :class:`dlrmlab.backend.HostEvent` stands in (the simulator runs launches
 synchronously, so it measures simulated-kernel host time), and nothing measured is meaningful as speed.
@@ -109,7 +109,7 @@ def warm_up(runs: Sequence[Callable[[], None]], stream: Any, seconds: float) -> 
             return n
 
 
-# --- kernels used by the harness ---------------------------------------------------------------------
+# --- kernels used by the comparison ------------------------------------------------------------------
 
 
 @lru_cache(maxsize=1)

@@ -21,7 +21,9 @@ from typing import Any
 
 import pandas as pd
 
-from dlrmlab import backend
+from dlrmlab import backend, cudart
+from dlrmlab.bench import env as benv
+from dlrmlab.device import family
 from dlrmlab.errors import DlrmlabError
 
 #: The suite's datasets: the artifact's public traces, our synthetic high-reuse level, uniform random.
@@ -87,24 +89,23 @@ def _git_commit() -> str | None:
         return None
 
 
-def environment(command: str = "") -> dict:
-    """Where the run happened: GPU (or the simulator), driver, package versions, commit, date, command."""
-    from dlrmlab import cudart
-    from dlrmlab.device import family
-
+def run_environment(command: str = "") -> dict:
+    """Where a run happened, as the report and its manifest show it: the GPU (or the simulator), driver and
+    package versions of :func:`dlrmlab.bench.env.environment` (the columns of every result row), with the
+    GPU family, commit, date, command and Nsight Compute."""
+    env = benv.environment()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    env: dict[str, Any] = {"mode": backend.mode(), "family": family(), "command": command, "date": date,
+    out: dict[str, Any] = {"mode": env["mode_backend"], "family": family(), "command": command, "date": date,
                            "commit": _git_commit()}  # fmt: skip
     if backend.SIMULATOR:
-        env["gpu"] = "none: Numba's CUDA simulator"
+        out["gpu"] = "none: Numba's CUDA simulator"
     else:
-        props = cudart.device_properties()
-        env["gpu"] = f"{props['name']} (sm_{props['compute_capability'].replace('.', '')}, {props['sms']} SMs, " \
-                     f"L2 {props['l2_bytes'] / 2**20:.0f} MiB)"
-        env["driver"] = cudart.driver_version()
-    env["versions"] = cudart.package_versions()
-    env["ncu"] = shutil.which("ncu")
-    return env
+        sm = str(env["compute_capability"]).replace(".", "")
+        out["gpu"] = f"{env['gpu_name']} (sm_{sm}, {env['sms']} SMs, L2 {env['l2_bytes'] / 2**20:.0f} MiB)"
+        out["driver"] = env["cuda_driver_version"]
+    out["versions"] = cudart.package_versions()
+    out["ncu"] = shutil.which("ncu")
+    return out
 
 
 @dataclass
@@ -193,7 +194,7 @@ class Context:
         """Harness rows of ``specs`` on ``dataset`` (checked, then timed interleaved), with a ``config`` column
         holding each spec's label. The simulator times one interleaved round and no per-kernel runs: enough
         to run every code path; nothing there is a speed."""
-        from dlrmlab.bench.harness import compare
+        from dlrmlab.bench.comparison import compare
 
         kw: dict[str, Any] = {"repeats": self.n_repeats, "progress": self.progress}
         if self.simulator:
