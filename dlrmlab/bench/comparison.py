@@ -94,27 +94,18 @@ def expected_columns() -> list[str]:
 
 
 def compare(
-    case: BenchCase,
-    variants: Sequence[VariantArg] | VariantArg,
-    *,
-    repeats: int | None = None,
-    warmup_s: float | None = None,
-    cold_l2: bool = False,
-    timing_mode: str | None = None,
-    serving_block: int = DEFAULT_SERVING_BLOCK,
-    kernel_repeats: int | None = None,
-    run_id: str | None = None,
-    repeat: int = 0,
-    progress: bool = False,
+    case: BenchCase, variants: Sequence[VariantArg] | VariantArg, *, repeats: int | None = None,
+    warmup_s: float | None = None, cold_l2: bool = False, timing_mode: str | None = None,
+    serving_block: int = DEFAULT_SERVING_BLOCK, kernel_repeats: int | None = None, run_id: str | None = None,
+    repeat: int = 0, progress: bool = False,
 ) -> BenchResult:
     """Check, then time ``variants`` on ``case``, their runs interleaved; one row per variant.
 
     ``repeats`` timed stage runs per variant (default 50 on a GPU, 2 in the simulator) after ``warmup_s``
-    seconds of untimed round-robin runs (default 0.3 s; 0 in the simulator). ``timing_mode`` (see
-    :mod:`dlrmlab.bench.schedule`): ``"serving"`` (default) times blocks of ``serving_block`` consecutive
-    batches per variant, the first of each untimed; ``"interleaved"`` one run per variant per round;
-    ``"cold_l2"`` (or ``cold_l2=True``) evicts L2 before every timed run, outside the timed region.
-    ``kernel_repeats`` (default ``repeats``) per-kernel timing runs for variants that provide ``per_kernel``.
+    seconds of untimed round-robin runs (default 0.3 s; 0 in the simulator), in the order of ``timing_mode``
+    (``"serving"``, the default, ``"interleaved"`` or ``"cold_l2"``, or ``cold_l2=True``: see
+    :mod:`dlrmlab.bench.schedule`). ``kernel_repeats`` (default ``repeats``) per-kernel timing runs for
+    variants that provide ``per_kernel``.
     """
     specs = normalize_variants(variants)
     timing_mode = resolve_timing_mode(timing_mode, cold_l2, serving_block)
@@ -138,7 +129,9 @@ def compare(
         flusher = timing.L2Flusher(case.stream) if timing_mode == "cold_l2" else None
         if flusher is not None:
             flusher.flush()  # compiles it
-        clock_start = runs.warm_up_variants(case, live, warmup_s)
+        counter = iter(range(1 << 62))  # rotating batches
+        warm = [lambda p=p: p.run(next(counter) % case.n_batches) for p in live.values()]
+        clock_start = runs.warm_up(warm, case.stream, warmup_s)
         # 3. stage timing; 4. per-kernel GPU time, queued ahead
         measured = runs.time_stages(
             case, live, flusher, timing_mode=timing_mode, repeats=repeats, serving_block=serving_block,
@@ -213,13 +206,12 @@ def _flat_params(params: dict) -> dict:
     return {f"param_{k}": v for k, v in params.items() if isinstance(v, str | int | float | bool) or v is None}
 
 
-def _nan_timings() -> dict:
-    return {
-        "median_ms": math.nan, "min_ms": math.nan, "p10_ms": math.nan, "p90_ms": math.nan,
-        "max_ms": math.nan, "n_runs": 0, "host_ms": math.nan, "kernel_ms": math.nan, "kernel_n_runs": 0,
-        "kernel_launches": None, "kernel_queued_ahead": None, "effective_gbps": math.nan,
-        "copy_fraction": math.nan, "speedup_vs_torch": math.nan,
-    }  # fmt: skip
+#: The timing columns of a variant that was not timed (incorrect or skipped).
+NOT_TIMED: dict[str, Any] = {
+    **dict.fromkeys(("median_ms", "min_ms", "p10_ms", "p90_ms", "max_ms", "host_ms", "kernel_ms", "effective_gbps",
+                     "copy_fraction", "speedup_vs_torch"), math.nan),
+    "n_runs": 0, "kernel_n_runs": 0, "kernel_launches": None, "kernel_queued_ahead": None,
+}  # fmt: skip
 
 
 def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
@@ -228,14 +220,10 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
 
 
 def _timing_columns(
-    stage: list[tuple[int, float]],
-    host: list[float],
-    kernel: runs.KernelTimes | None,
-    base: list[tuple[int, float]] | None,
-    bytes_req: float,
-    copy_gbps: float,
+    stage: list[tuple[int, float]], host: list[float], kernel: runs.KernelTimes | None,
+    base: list[tuple[int, float]] | None, bytes_req: float, copy_gbps: float,
 ) -> dict:
-    """A correct variant's measured columns (an incorrect or skipped one keeps :func:`_nan_timings`)."""
+    """A correct variant's measured columns (an incorrect or skipped one keeps :data:`NOT_TIMED`)."""
     st = timing.summarize([t for _, t in stage])
     cols: dict[str, Any] = dict(
         median_ms=st["median"], min_ms=st["min"], p10_ms=st["p10"], p90_ms=st["p90"],
@@ -258,12 +246,8 @@ def _timing_columns(
 
 
 def _variant_rows(
-    common: dict,
-    specs: list[tuple[str, dict]],
-    prepared: list[Prepared | None],
-    checks: list[Check],
-    measured: runs.StageRuns,
-    kernels: dict[int, runs.KernelTimes],
+    common: dict, specs: list[tuple[str, dict]], prepared: list[Prepared | None], checks: list[Check],
+    measured: runs.StageRuns, kernels: dict[int, runs.KernelTimes],
 ) -> list[dict]:
     """One row per variant, skipped and incorrect ones included (they say why), all on ``common``'s columns."""
     base_k = next((k for k in measured.stage if specs[k][0] == BASELINE), None)  # keys: the timed variants
@@ -273,15 +257,10 @@ def _variant_rows(
         err, ok, why = checks[k]
         params = p.params if p is not None else requested
         row = {
-            **common,
-            "variant": name,
-            "params": _params_json(params),
-            "kernel_regex": p.kernel_regex if p is not None else None,
-            "correct": bool(ok),
-            "max_rel_err": float(err),
-            "error": why,
-            **_nan_timings(),
-        }
+            **common, "variant": name, "params": _params_json(params),
+            "kernel_regex": p.kernel_regex if p is not None else None, "correct": bool(ok),
+            "max_rel_err": float(err), "error": why, **NOT_TIMED,
+        }  # fmt: skip
         if ok:
             row.update(_timing_columns(
                 measured.stage[k], measured.host[k], kernels.get(k),

@@ -1,14 +1,6 @@
 """Running a comparison's timing plan: warm-up until clocks are up, stage runs in the plan's order,
-per-kernel runs queued ahead. Inputs are the variants that passed the correctness check, by index.
-
-What each time is (see also :mod:`dlrmlab.bench.timing`):
-
-* ``stage_ms`` (rows: ``median_ms``, ``min_ms``, ``p10_ms``, ``p90_ms``, ``max_ms``, ``n_runs``): CUDA events
-  around the whole stage of one request (launch overhead included), stream idle before each run;
-* ``host_ms``: HOST issue time of the stage (perf_counter around the enqueue call, no sync);
-* ``kernel_ms``: per-run sum of per-LAUNCH GPU time, launches queued ahead (variants that provide
-  ``per_kernel`` only).
-"""
+per-kernel runs queued ahead (what each time is: :mod:`dlrmlab.bench.timing`). Inputs are the variants
+that passed the correctness check, by index."""
 
 from __future__ import annotations
 
@@ -65,21 +57,9 @@ def warm_up(runs: Sequence[Callable[[], Any]], stream: Any, warmup_s: float) -> 
     return clock_start
 
 
-def warm_up_variants(case: BenchCase, live: dict[int, Prepared], warmup_s: float) -> int | None:
-    """:func:`warm_up` over the variants, on rotating batches."""
-    counter = iter(range(1 << 62))
-    return warm_up([lambda p=live[k]: p.run(next(counter) % case.n_batches) for k in live], case.stream, warmup_s)
-
-
 def time_stages(
-    case: BenchCase,
-    live: dict[int, Prepared],
-    flusher: timing.L2Flusher | None,
-    *,
-    timing_mode: str,
-    repeats: int,
-    serving_block: int,
-    progress: bool,
+    case: BenchCase, live: dict[int, Prepared], flusher: timing.L2Flusher | None, *, timing_mode: str,
+    repeats: int, serving_block: int, progress: bool,
 ) -> StageRuns:
     """Stage timing in the mode's order (serving: blocks whose first batch is run but not recorded)."""
     timed = list(live)
@@ -107,10 +87,7 @@ def time_stages(
 
 
 def time_kernels(
-    case: BenchCase,
-    live: dict[int, Prepared],
-    host: dict[int, list[float]],
-    kernel_repeats: int,
+    case: BenchCase, live: dict[int, Prepared], host: dict[int, list[float]], kernel_repeats: int,
     flusher: timing.L2Flusher | None,
 ) -> dict[int, KernelTimes]:
     """Per-launch GPU time, launches queued ahead (stage time includes launch overhead; this does not)."""

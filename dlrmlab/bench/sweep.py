@@ -56,24 +56,11 @@ def _check_request(
 
 
 def run_bench(
-    variants: Sequence[VariantArg] | VariantArg,
-    datasets: Sequence[str] | str,
-    stage: Any = "tiny",
-    *,
-    seed: int = 0,
-    n_batches: int = 4,
-    weighted: bool = False,
-    mode: str = "sum",
-    repeats: int | None = None,
-    warmup_s: float | None = None,
-    cold_l2: bool = False,
-    timing_mode: str | None = None,
-    serving_block: int = DEFAULT_SERVING_BLOCK,
-    include_torch: bool = True,
-    repeat_runs: int = 1,
-    out: str | Path | None = None,
-    name: str = "bench",
-    progress: bool = False,
+    variants: Sequence[VariantArg] | VariantArg, datasets: Sequence[str] | str, stage: Any = "tiny", *,
+    seed: int = 0, n_batches: int = 4, weighted: bool = False, mode: str = "sum", repeats: int | None = None,
+    warmup_s: float | None = None, cold_l2: bool = False, timing_mode: str | None = None,
+    serving_block: int = DEFAULT_SERVING_BLOCK, include_torch: bool = True, repeat_runs: int = 1,
+    out: str | Path | None = None, name: str = "bench", progress: bool = False,
 ) -> BenchResult:
     """Compare ``variants`` on each dataset, ``repeat_runs`` times; append rows to ``out`` as they come.
 

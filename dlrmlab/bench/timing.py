@@ -232,7 +232,7 @@ def copy_bandwidth_gbps(nbytes: int | None = None, repeats: int = 10, warmup_s: 
     src = cuda.device_array(n // 4, np.float32)
     dst = cuda.device_array(n // 4, np.float32)
     stream = cuda.stream()
-    warm = (SIM_WARMUP_S if backend.SIMULATOR else GPU_WARMUP_S) if warmup_s is None else float(warmup_s)
+    warm = default_repeats(None, warmup_s)[1]
     # Two copies: the driver's memcpy and a 16-byte-vector copy kernel; the faster is the ceiling (on the
     # H100 the kernel reads+writes ~3 TB/s where memcpy stays near 2.2-2.6).
     blocks = 1 if backend.SIMULATOR else device.limits()["sms"] * 16

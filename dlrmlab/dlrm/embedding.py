@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from dlrmlab import backend  # decides GPU or simulator before numba.cuda is imported
 from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
+from dlrmlab.config import KERNEL_MODES
 from dlrmlab.dlrm.kjt import KeyedJaggedTensor
 from dlrmlab.errors import DlrmlabError
 
@@ -50,7 +51,6 @@ IMPLEMENTATIONS: dict[str, tuple[str, dict]] = {
 #: ``torch_compile`` under ``torch.compile(mode="reduce-overhead")``. No suffix: eager.
 EXECUTION_SUFFIXES: dict[str, str] = {"_graph": "graph", "_compile": "compile"}
 
-MODES = ("sum", "mean")
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -153,8 +153,8 @@ class EmbeddingBagCollection(torch.nn.Module):
         self.embedding_dim = int(embedding_dim)
         if not self.embedding_sizes or min(self.embedding_sizes) <= 0 or self.embedding_dim <= 0:
             raise DlrmlabError(f"need tables of positive rows and width, got {self.embedding_sizes} x {embedding_dim}")
-        if mode not in MODES:
-            raise DlrmlabError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode not in KERNEL_MODES:
+            raise DlrmlabError(f"mode must be one of {', '.join(KERNEL_MODES)}, got {mode!r}")
         self.mode, self.include_last_offset = mode, bool(include_last_offset)
         self.keys = list(keys) if keys is not None else [f"t{t}" for t in range(len(self.embedding_sizes))]
         if len(self.keys) != len(self.embedding_sizes):
@@ -195,8 +195,8 @@ class EmbeddingBagCollection(torch.nn.Module):
         dtypes = {b.weight.dtype for b in bags}
         if len(dims) != 1 or len(dtypes) != 1:
             raise DlrmlabError(f"tables need one width and dtype, got widths {sorted(dims)}, dtypes {dtypes}")
-        if len(modes) != 1 or not modes <= set(MODES):
-            raise DlrmlabError(f"tables need one mode of {MODES}, got {sorted(modes)}")
+        if len(modes) != 1 or not modes <= set(KERNEL_MODES):
+            raise DlrmlabError(f"tables need one mode of {KERNEL_MODES}, got {sorted(modes)}")
         if any(b.padding_idx is not None for b in bags) or len({b.include_last_offset for b in bags}) != 1:
             raise DlrmlabError("padding_idx is not supported, and include_last_offset must agree across tables")
         device = torch.device(device) if device is not None else bags[0].weight.device

@@ -21,7 +21,8 @@ GPU and are skipped (with the reason).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -374,24 +375,20 @@ def _frame(rows: list[dict], stage: Any, run_id: str, seed: int, repeats: int, n
     return _speedups(df) if len(df) else df
 
 
-class _recompile_limit:
-    """Raise dynamo's recompile limit for a sweep (one graph per batch size), restored afterwards."""
+@contextlib.contextmanager
+def _recompile_limit(n: int) -> Iterator[None]:
+    """Raise dynamo's recompile limit for a sweep (one graph per batch size), restored afterwards; a torch
+    without the knob keeps its default."""
+    import torch._dynamo.config as cfg  # torch.compile's, loaded only for a run (slow to import)
 
-    def __init__(self, n: int) -> None:
-        self.n, self.old = n, None
-
-    def __enter__(self) -> None:
-        try:
-            import torch._dynamo.config as cfg
-
-            self.cfg, self.old = cfg, cfg.cache_size_limit
-            cfg.cache_size_limit = max(self.old, self.n)
-        except Exception:  # an older or newer torch without the knob: keep its default
-            self.old = None
-
-    def __exit__(self, *exc: object) -> None:
-        if self.old is not None:
-            self.cfg.cache_size_limit = self.old
+    old = getattr(cfg, "cache_size_limit", None)
+    if old is not None:
+        cfg.cache_size_limit = max(old, n)
+    try:
+        yield
+    finally:
+        if old is not None:
+            cfg.cache_size_limit = old
 
 
 # --- targets -------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from dlrmlab.dlrm.model import STAGES
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.published import PUBLISHED
 from dlrmlab.report.style import ReportFigure as _Figure
+from dlrmlab.report.style import dataset_label
 
 STAGE_LABELS = {"bottom_mlp": "bottom MLP", "embedding": "embedding", "interaction": "interaction",
                 "top_mlp": "top MLP"}  # fmt: skip
@@ -34,15 +35,6 @@ def _need(df: pd.DataFrame, cols: Sequence[str], what: str) -> pd.DataFrame:
     d = d.dropna(subset=["latency_ms"])
     if d.empty:
         raise DlrmlabError(f"{what}: no timed rows to plot")
-    return d
-
-
-def dataset_label(dataset: str) -> str:
-    """A dataset as figures name it: a trace by its file name, never its local path."""
-    d = str(dataset)
-    if d.startswith("trace:"):
-        name = d[6:].replace("\\", "/").rsplit("/", 1)[-1]
-        return f"trace {name.rsplit('.', 1)[0]}"
     return d
 
 
