@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from matplotlib.figure import Figure
 
+from dlrmlab.bench.schema import BASELINE, SKIPPED_PREFIX
 from dlrmlab.published import PUBLISHED, PUBLISHED_COVERAGE, up_to
 from dlrmlab.report import figures, style
 from dlrmlab.report.context import ClaimSkipped, Context
@@ -89,8 +90,6 @@ def with_speedups(rows: pd.DataFrame, ref: str, by: str = "config") -> pd.DataFr
 
 def problems(rows: pd.DataFrame, by: str = "config") -> tuple[list[str], list[str]]:
     """(variants whose output was wrong, variants skipped with the reason) of harness rows."""
-    from dlrmlab.bench.schema import SKIPPED_PREFIX
-
     bad, skipped = [], []
     for _, r in rows[~rows["correct"].astype(bool)].iterrows():
         err = str(r.get("error") or "")
@@ -185,7 +184,7 @@ def hotness(ctx: Context) -> ClaimResult:
 def embedding_share(ctx: Context) -> ClaimResult:
     """The embedding stage's share of an eager PyTorch DLRM batch (stages timed apart with CUDA events)."""
     df, skipped = ctx.dlrm()
-    t = df[df["pipeline"] == "torch"].copy()
+    t = df[df["pipeline"] == BASELINE].copy()
     t.insert(1, "label", t["dataset"].map(style.dataset_label))
     cols = ["dataset", "label", "batch_size", "bottom_mlp_ms", "embedding_ms", "interaction_ms", "top_mlp_ms",
             "staged_total_ms", "latency_ms", "embedding_share", "timing_valid"]  # fmt: skip
@@ -214,7 +213,7 @@ def end_to_end(ctx: Context) -> ClaimResult:
     run) and the fast path, against the paper's."""
     df, skipped = ctx.dlrm()
     paper = PUBLISHED["end_to_end"]
-    d = df[df["pipeline"] != "torch"].copy()
+    d = df[df["pipeline"] != BASELINE].copy()
     d.insert(1, "label", d["dataset"].map(style.dataset_label))
     names = {"baseline": "PyTorch's kernel (baseline)", "optmt_rpf": "OptMT+RPF", "fast_graph": "fast path, graph"}
     d["config"] = d["pipeline"].map(lambda p: names.get(p, p))

@@ -29,7 +29,7 @@ from dlrmlab.errors import DlrmlabError
 #: The suite's datasets: the artifact's public traces, our synthetic high-reuse level, uniform random.
 DEFAULT_DATASETS: tuple[str, ...] = ("trace:low", "trace:medium", "high", "random")
 TRACE_MISSING = "trace not found: run `dlrmlab data fetch`"
-#: Timed rounds per comparison: on a GPU (the harness's default is 50; 30 keep the paper preset within
+#: Timed rounds per comparison: on a GPU (the benchmark's default is 50; 30 keep the paper preset within
 #: minutes and the spread within a few percent), and in the simulator (correctness, every code path).
 GPU_REPEATS, SIM_REPEATS = 30, 1
 
