@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dlrmlab import backend
+from dlrmlab import backend, validate
 from dlrmlab.backend import cuda
 from dlrmlab.bench import env as benv
 from dlrmlab.bench import runs, timing
@@ -39,10 +39,12 @@ from dlrmlab.bench.schema import BASELINE
 from dlrmlab.datasets import canonical_name
 from dlrmlab.device import family
 from dlrmlab.dlrm.embedding import resolve
+from dlrmlab.dlrm.graph import CapturedCall
 from dlrmlab.dlrm.kjt import KeyedJaggedTensor
 from dlrmlab.dlrm.model import DLRM, STAGES, make_dense
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.published import PUBLISHED
+from dlrmlab.workload import EmbeddingStage, Workload, preset
 
 COMPILE_PEER = "torch_compile"
 #: Batch sizes of ``--batch-sizes sweep``.
@@ -151,8 +153,6 @@ def make_pipeline(base: DLRM, name: str, inputs: Inputs, compiled: dict) -> Pipe
         return Pipeline(name, impl, execution, model, lambda i: model(d[i], s[i]),
                         lambda i, ev: model(d[i], s[i], ev))  # fmt: skip
     if execution == "graph":
-        from dlrmlab.dlrm.graph import CapturedCall
-
         model.embedding.check_capturable()
         graphs = [CapturedCall(model, d[i], s[i]) for i in range(len(d))]
         return Pipeline(name, impl, execution, model, lambda i: graphs[i].replay(), cleanup=graphs)
@@ -328,9 +328,6 @@ def run_dlrm(
     in the simulator); its batch size is used unless ``batch_sizes`` is given. ``on_rows`` gets each
     (dataset, batch size)'s rows as soon as they are measured (the CLI appends them, so Ctrl-C keeps them);
     a request larger than free memory is refused before the model is built."""
-    from dlrmlab import validate
-    from dlrmlab.workload import EmbeddingStage, Workload, preset
-
     stage = preset(stage or backend.default_preset()) if not isinstance(stage, EmbeddingStage) else stage
     if not datasets:
         raise DlrmlabError("need at least one dataset")

@@ -20,11 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dlrmlab import backend, cudart
 from dlrmlab.bench import env as benv
+from dlrmlab.bench import ncu
+from dlrmlab.bench.case import BenchCase
+from dlrmlab.bench.comparison import compare
+from dlrmlab.datasets import PAPER_TRACES, canonical_name, trace_path
 from dlrmlab.device import family
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.variants import why_not_here
+from dlrmlab.workload import preset
 
 #: The suite's datasets: the artifact's public traces, our synthetic high-reuse level, uniform random.
 DEFAULT_DATASETS: tuple[str, ...] = ("trace:low", "trace:medium", "high", "random")
@@ -43,8 +50,6 @@ def resolve_datasets(names: list[str] | None) -> tuple[list[str], dict[str, str]
 
     Unknown names, ``trace:high`` (not public) and trace paths that do not exist raise DlrmlabError.
     """
-    from dlrmlab.datasets import PAPER_TRACES, canonical_name, trace_path
-
     usable: list[str] = []
     skipped: dict[str, str] = {}
     for name in names or DEFAULT_DATASETS:
@@ -130,8 +135,6 @@ class Context:
 
     @property
     def stage(self) -> Any:
-        from dlrmlab.workload import preset
-
         return preset(self.preset)
 
     @property
@@ -147,8 +150,6 @@ class Context:
 
     def say(self, text: str) -> None:
         if self.progress:
-            from tqdm.auto import tqdm
-
             tqdm.write(text)
 
     def focus(self, n: int = 2) -> list[str]:
@@ -162,8 +163,6 @@ class Context:
 
     def case(self, dataset: str) -> Any:
         """The benchmark case of ``dataset`` (tables generated and uploaded once per run)."""
-        from dlrmlab.bench.case import BenchCase
-
         if dataset not in self._cases:
             if self._anchor is None:
                 self._anchor = BenchCase.create(self.stage, "random", self.seed, 1)
@@ -179,8 +178,6 @@ class Context:
 
     def runnable(self, specs: list[tuple[str, str, dict]]) -> tuple[list[tuple[str, str, dict]], dict[str, str]]:
         """``(label, variant, params)`` specs that can run here, and the others with the reason."""
-        from dlrmlab.variants import why_not_here
-
         ok, skipped = [], {}
         for spec in specs:
             why = why_not_here(spec[1])
@@ -194,8 +191,6 @@ class Context:
         """Harness rows of ``specs`` on ``dataset`` (checked, then timed interleaved), with a ``config`` column
         holding each spec's label. The simulator times one interleaved round and no per-kernel runs: enough
         to run every code path; nothing there is a speed."""
-        from dlrmlab.bench.comparison import compare
-
         kw: dict[str, Any] = {"repeats": self.n_repeats, "progress": self.progress}
         if self.simulator:
             kw.update(timing_mode="interleaved", kernel_repeats=0, warmup_s=0.0)
@@ -265,8 +260,6 @@ class Context:
                                "ships it, and add its bin directory to PATH)")  # fmt: skip
 
         def make():
-            from dlrmlab.bench import ncu
-
             self.say(f"ncu: profiling {variant} on {self.profile_dataset()}")
             return ncu.profile_variant(variant, self.profile_dataset(), self.preset, self.seed, timeout=600)
 
