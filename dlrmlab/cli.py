@@ -275,7 +275,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.list:
         return _list_variants()
     from dlrmlab import backend
-    from dlrmlab.bench import harness
+    from dlrmlab.bench import schema, sweep, text
 
     variants, datasets = _unique(_names(args.variant), "--variant"), _unique(_names(args.dataset), "--dataset")
     _non_negative("--warmup", args.warmup)
@@ -288,7 +288,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.cuembed_dir:
         os.environ["DLRMLAB_CUEMBED_DIR"] = args.cuembed_dir
     out = _out_dir(args)
-    res = harness.run_bench(
+    res = sweep.run_bench(
         variants, datasets, _stage_from_args(args), seed=args.seed, n_batches=args.batches, weighted=args.weighted,
         mode=args.mode, repeats=args.repeats, warmup_s=args.warmup, cold_l2=args.cold_l2, timing_mode=args.timing,
         serving_block=args.serving_block, include_torch=not args.no_torch, repeat_runs=args.repeat_runs, out=out,
@@ -296,13 +296,13 @@ def _bench(args: argparse.Namespace) -> int:
     )
     rows = res.rows
     notes = []
-    if not args.no_torch and harness.BASELINE not in set(rows["variant"]):
+    if not args.no_torch and schema.BASELINE not in set(rows["variant"]):
         notes.append("torch is not usable here: no speedup_vs_torch")
     if args.json:
         print(rows.to_json(orient="records"))
-        notes += [harness.SIMULATOR_NOTICE] if backend.SIMULATOR else []
+        notes += [text.SIMULATOR_NOTICE] if backend.SIMULATOR else []
     else:
-        print(harness.format_table(rows))
+        print(text.format_table(rows))
         notes.append(f"appended {len(rows)} row(s) to {out}/bench.csv, per-run times to {out}/bench_runs.csv")
     for n in notes:
         print(n, file=sys.stderr if args.json else sys.stdout)

@@ -85,7 +85,7 @@ def reproduce(
     from dlrmlab.device import family
     from dlrmlab.report import writer
     from dlrmlab.report.claims import CLAIMS
-    from dlrmlab.report.context import Context, environment, resolve_datasets, resolve_preset
+    from dlrmlab.report.context import Context, resolve_datasets, resolve_preset, run_environment
 
     claims = select_claims(only)
     chosen = resolve_preset(preset)
@@ -95,7 +95,7 @@ def reproduce(
     target = Path(out) / family()
     previous = writer.check_target(target, force)
     check_results_dir(target)
-    env = environment(command or "dlrmlab " + " ".join(sys.argv[1:]))
+    env = run_environment(command or "dlrmlab " + " ".join(sys.argv[1:]))
     ctx = Context(chosen, usable, skipped, repeats, progress=not quiet, env=env)
     _announce(ctx, target, quiet)
     w = writer.ReportWriter(target, ctx, previous, list(claims), CLAIMS)

@@ -75,7 +75,7 @@ def tune_fast(
     """
     from dlrmlab import variants
     from dlrmlab.bench.case import BenchCase
-    from dlrmlab.bench.harness import compare
+    from dlrmlab.bench.comparison import compare
     from dlrmlab.fused import configure
     from dlrmlab.variants import VARIANTS
 
@@ -157,7 +157,7 @@ def tune_register_cap(
     """OptMT sweep: time, registers and theoretical occupancy per register cap (best first)."""
     from dlrmlab import occupancy, variants
     from dlrmlab.bench.case import BenchCase
-    from dlrmlab.bench.harness import compare
+    from dlrmlab.bench.comparison import compare
     from dlrmlab.kernels.paper import PaperConfig, build
 
     caps = list(caps or REGISTER_CAPS)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dlrmlab.bench.case import BenchCase
-from dlrmlab.bench.harness import check_result
+from dlrmlab.bench.comparison import check_result
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.variants import prepare as prepare_variant
 from dlrmlab.workload import preset

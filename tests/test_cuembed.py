@@ -309,7 +309,7 @@ def _need_peer():
 @pytest.mark.parametrize("graph", [False, True], ids=["cuembed", "cuembed_graph"])
 @pytest.mark.parametrize(("stage", "layout"), GPU_CASES)
 def test_cuembed_matches_reference(stage, layout, graph):
-    from dlrmlab.bench.harness import check_result
+    from dlrmlab.bench.comparison import check_result
 
     _need_peer()
     c = tiny_case(**stage)
@@ -329,11 +329,11 @@ def test_cuembed_matches_reference(stage, layout, graph):
 
 @pytest.mark.gpu
 def test_cuembed_in_the_harness():
-    from dlrmlab.bench import harness
+    from dlrmlab.bench import comparison
 
     _need_peer()
     c = tiny_case(sparse_feature_size=128, batch_size=256, pooling=20)
-    res = harness.compare(c, ["cuembed", "cuembed_graph", ("cuembed", {"layout": "fixed"})], repeats=14,
+    res = comparison.compare(c, ["cuembed", "cuembed_graph", ("cuembed", {"layout": "fixed"})], repeats=14,
                           warmup_s=0.05, kernel_repeats=4)
     rows = res.rows
     assert rows["correct"].all(), list(rows["error"])
