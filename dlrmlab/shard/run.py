@@ -33,7 +33,7 @@ from dlrmlab.dlrm.kjt import KeyedJaggedTensor
 from dlrmlab.dlrm.model import DLRM, make_dense
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.shard import planner
-from dlrmlab.shard.dist import Group, collective, free_port, process_group, run_ranks
+from dlrmlab.shard.dist import Group, collective, env_world, free_port, process_group, run_ranks
 from dlrmlab.shard.model import ShardedDLRM
 from dlrmlab.shard.stage import ShardedEmbeddingBagCollection
 from dlrmlab.workload import Batch, EmbeddingStage, TableBatch, Workload, preset
@@ -255,3 +255,44 @@ def run(cfgs: RunConfig | list[RunConfig], world_size: int = 1, timeout_s: float
 
 def config_dict(cfg: RunConfig) -> dict:
     return asdict(cfg)
+
+
+# --- the group's own all-to-all bandwidth ----------------------------------------------------------------
+
+
+def _alltoall_rank(rank: int | None, world: int | None, init: str | None, sizes: list[int], backend_: str,
+                   device: str, repeats: int) -> list[dict]:  # fmt: skip
+    with process_group(backend_, rank=rank, world_size=world, init_method=init, device=device) as g:
+        sync = (lambda: torch.cuda.synchronize(g.device)) if g.device.type == "cuda" else (lambda: None)
+        rows = []
+        for nbytes in sizes:
+            n = max(g.world_size, nbytes // 4 // g.world_size * g.world_size)
+            x = torch.ones(n, dtype=torch.float32, device=g.device)
+            y = torch.empty_like(x)
+
+            def once(x=x, y=y):
+                collective(g, "all-to-all bandwidth", dist.all_to_all_single, y, x)
+
+            collective(g, "barrier", dist.barrier)
+            ms = _median_ms(once, sync, repeats, 2)
+            algbw = n * 4 / (ms * 1e-3) / 1e9
+            rows.append({"rank": g.rank, "world_size": g.world_size, "backend": g.backend, "device_type": g.device.type,
+                         "bytes_per_rank": n * 4, "ms": ms, "algbw_gbps": algbw,
+                         "busbw_gbps": algbw * (g.world_size - 1) / g.world_size})  # fmt: skip
+        gathered: list = [None] * g.world_size
+        collective(g, "gathering the result rows", dist.all_gather_object, gathered, rows)
+    return [r for part in gathered for r in part] if g.rank == 0 else []
+
+
+def alltoall_bandwidth(sizes: list[int], world_size: int, backend_: str = "nccl", device: str = "cuda",
+                       repeats: int = 20) -> list[dict]:  # fmt: skip
+    """``all_to_all_single`` of ``sizes`` bytes per rank: median ms, algorithm and bus bandwidth as
+    nccl-tests defines them (busbw = algbw x (n - 1) / n), per rank. Under torchrun it joins that world."""
+    if not sizes or min(sizes) <= 0 or repeats < 1:
+        raise DlrmlabError("need positive message sizes and repeats")
+    if env_world() is not None:
+        return _alltoall_rank(None, None, None, sizes, backend_, device, repeats)
+    if world_size == 1:
+        return _alltoall_rank(0, 1, f"tcp://127.0.0.1:{free_port()}", sizes, backend_, device, repeats)
+    return run_ranks(_alltoall_rank, world_size, (sizes, backend_, device, repeats), timeout_s=300,
+                     start_method="spawn" if device == "cuda" else None)[0]  # fmt: skip
