@@ -118,9 +118,11 @@ def _assert_correct(rows, world):
 def test_every_plan_type_and_a_mixed_plan_match_one_process_at_2_ranks():
     cfgs = [_cfg(p, model=(p == "row_wise")) for p in [*SHARDING_TYPES, "0:tw@1,1:rw,2:cw"]]
     cfgs.append(_cfg("0:dp,1:cw,2:rw", mode="mean", model=False))
+    cfgs.append(_cfg("0:tw@0,1:rw,2:cw", tables_kind="procedural", model=True))
     rows = run(cfgs, 2, timeout_s=60)
     _assert_correct(rows, 2)
     assert {r["plan"] for r in rows} == {*SHARDING_TYPES, "custom"}
+    assert {r["tables_kind"] for r in rows} == {"random", "procedural"}
     assert all(r["dlrm_rel_err"] < 1e-5 for r in rows if r["plan"] == "row_wise")
 
 
@@ -165,3 +167,37 @@ def test_world_size_one_nccl_and_two_gloo_ranks_on_one_gpu():
     _assert_correct(rows, 1)
     rows = run([RunConfig(plan="0:tw@1,1:rw,2:cw", backend="gloo", device="cuda", repeats=2, embedding="fast")], 2)
     _assert_correct(rows, 2)
+
+
+# --- the command -----------------------------------------------------------------------------------------
+
+
+def test_cli_plan_save_show_and_errors(tmp_path, capsys):
+    from dlrmlab.cli import main
+
+    path = tmp_path / "plan.json"
+    assert main(["shard", "plan", "--world", "8", "--rows", "40000000", "--save", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "imbalance (max/mean cost)" in out and "fits the budget: True" in out
+    assert ShardingPlan.load(path).world_size == 8
+    assert main(["shard", "show", str(path), "--rows", "40000000"]) == 0
+    assert main(["shard", "plan", "--world", "2", "--plan", "0:tw@3", "--preset", "tiny"]) == 2
+    assert "the plan places 1 tables, the stage has 3" in capsys.readouterr().err
+    assert main(["shard", "plan", "--world", "2", "--rows", "40000000"]) == 2
+    assert "fits no rank within the memory budget" in capsys.readouterr().err
+
+
+def test_cli_predict_and_run_write_tidy_rows(tmp_path):
+    import pandas as pd
+
+    from dlrmlab.cli import main
+
+    assert main(["shard", "predict", "--world", "1,2,8", "--plan", "table_wise", "--out", str(tmp_path)]) == 0
+    pred = pd.concat([pd.read_csv(p) for p in tmp_path.glob("*/shard_scaling.csv")])
+    assert set(pred["stage"]) == {"paper", "paper_40M"} and set(pred["scaling"]) == {"strong", "weak"}
+    assert not pred[(pred.stage == "paper_40M") & (pred.world_size < 4)]["fits"].any()
+    assert main(["shard", "run", "--preset", "tiny", "--plan", "row_wise", "--repeats", "1", "--warmup", "0",
+                 "--no-model", "--out", str(tmp_path)]) == 0  # fmt: skip
+    rows = pd.concat([pd.read_csv(p) for p in tmp_path.glob("*/shard.csv")])
+    assert rows["correct"].all() and set(rows["stage"]) >= {"input_dist", "lookup", "output_dist", "e2e"}
+    assert rows["command"].str.startswith("dlrmlab shard run").all()

@@ -63,6 +63,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--timeout", type=float, default=60.0, help="seconds before a collective gives up")
     q.add_argument("--budget-gb", type=float, help="refuse plans over this shard memory per rank")
     q.add_argument("--no-model", action="store_true", help="leave out DLRM end to end")
+    q.add_argument("--table-values", default="random", choices=("random", "procedural"),
+                   help="random: seeded tables, each rank makes them all (and checks against them); procedural: "
+                   "entries hashed from (table, row, column), each rank makes only its shards (for stages larger "
+                   "than one GPU) (default %(default)s)")  # fmt: skip
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--out", help="results directory; rows go to OUT/<gpu family>/shard.csv")
     q.add_argument("--json", action="store_true", help="print the rows as JSON records")
@@ -142,7 +146,7 @@ def _torchrun_argv(args: argparse.Namespace, run_id: str) -> list[str]:
     """This ``shard run`` again, for each rank under torchrun (without --nproc)."""
     argv = ["shard", "run", "--run-id", run_id]
     for opt in ("preset", "tables", "rows", "dim", "batch", "pooling", "embedding", "dataset", "backend", "device",
-                "mode", "repeats", "warmup", "timeout", "budget_gb", "seed", "out"):  # fmt: skip
+                "mode", "repeats", "warmup", "timeout", "budget_gb", "seed", "out", "table_values"):  # fmt: skip
         v = getattr(args, opt)
         if v is not None:
             argv += [f"--{opt.replace('_', '-')}", str(v)]
@@ -161,7 +165,7 @@ def _configs(args: argparse.Namespace) -> list:
         raise DlrmlabError("--repeats must be >= 1, --warmup >= 0 and --timeout > 0")
     return [RunConfig(name, args.tables, args.rows, args.dim, args.batch, args.pooling, args.dataset, p, e,
                       args.backend, args.device, args.mode, args.repeats, args.warmup, args.seed, args.timeout,
-                      not args.no_model, args.budget_gb)
+                      not args.no_model, args.budget_gb, args.table_values)
             for p in (args.plan or ["table_wise"]) for e in embeddings]  # fmt: skip
 
 
@@ -191,7 +195,7 @@ def cmd_run(args: argparse.Namespace, out_dir: Path) -> int:
     if env is not None and env[0] != 0:
         return 0
     df = pd.DataFrame(rows)
-    df["command"] = "dlrmlab " + " ".join(_torchrun_argv(args, run_id)[2:]) + (
+    df["command"] = "dlrmlab shard run " + " ".join(_torchrun_argv(args, run_id)[4:]) + (
         f" (torchrun, {env[1]} ranks)" if env else "")  # fmt: skip
     path = append_results(df, RESULTS_NAME, out_dir)
     if args.json:

@@ -28,16 +28,16 @@ import torch
 import torch.distributed as dist
 
 from dlrmlab import backend
-from dlrmlab.dlrm.embedding import EmbeddingBagCollection
 from dlrmlab.dlrm.kjt import KeyedJaggedTensor
 from dlrmlab.dlrm.model import DLRM, make_dense
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.shard import planner
+from dlrmlab.shard import planner, tables
 from dlrmlab.shard.dist import Group, collective, env_world, free_port, process_group, run_ranks
 from dlrmlab.shard.model import ShardedDLRM
 from dlrmlab.shard.stage import ShardedEmbeddingBagCollection
 from dlrmlab.workload import Batch, EmbeddingStage, TableBatch, Workload, preset
 
+TABLE_KINDS = ("random", "procedural")
 #: Relative error (max |diff| / max |reference|) under which a sharded result counts as equal.
 REL_TOL = 1e-5
 
@@ -64,6 +64,7 @@ class RunConfig:
     timeout_s: float = 60.0
     model: bool = True
     budget_gb: float | None = None
+    tables_kind: str = "random"  # random: seeded tables, every rank makes them all; procedural: hashed entries
     fail_rank: int | None = None  # testing: this rank exits abruptly before the output distribution
 
     def stage(self) -> EmbeddingStage:
@@ -108,41 +109,52 @@ def _build(cfg: RunConfig, g: Group) -> dict:
         raise DlrmlabError(f"the global batch {stage.batch_size} does not split over {g.world_size} ranks")
     if stage.dtype != "float32":
         raise DlrmlabError("the sharded stage runs float32 tables")
+    if cfg.tables_kind not in TABLE_KINDS:
+        raise DlrmlabError(f"unknown tables {cfg.tables_kind!r}; valid: {', '.join(TABLE_KINDS)}")
     w = planner.Workload.from_stage(stage)
     budget = None if cfg.budget_gb is None else cfg.budget_gb * 1e9
     plan = planner.named_plan(cfg.plan, w, g.world_size, budget_bytes=budget)
-    model = DLRM("torch", arch_mlp_bot=(16 if stage.embedding_dim < 64 else 256, 64, stage.embedding_dim),
-                 embedding_sizes=stage.embedding_sizes, device=g.device, seed=cfg.seed, mode=cfg.mode)  # fmt: skip
+    plan.validate(stage.embedding_sizes, stage.embedding_dim, 4, budget)  # before any table is made
+    procedural = cfg.tables_kind == "procedural"
+    bot = (16 if stage.embedding_dim < 64 else 256, 128 if stage.embedding_dim >= 128 else 64, stage.embedding_dim)
+    # procedural: the dense layers only (one-row tables; the dense weights do not depend on the tables' rows)
+    model = DLRM("torch", arch_mlp_bot=bot, device=g.device, seed=cfg.seed, mode=cfg.mode,
+                 embedding_sizes=(1,) * stage.num_tables if procedural else stage.embedding_sizes)  # fmt: skip
     model.embedding.validate = False
-    sharded = ShardedEmbeddingBagCollection(plan, g, stage.embedding_sizes, model.embedding.weight, cfg.embedding,
-                                            cfg.mode, memory_budget=budget)  # fmt: skip
-    batch = Workload(stage, cfg.dataset, seed=cfg.seed).batch()
+    source = (lambda s: tables.shard_weight(s, cfg.seed, g.device)) if procedural else model.embedding.weight
+    sharded = ShardedEmbeddingBagCollection(plan, g, stage.embedding_sizes, source, cfg.embedding, cfg.mode,
+                                            memory_budget=budget, dim=stage.embedding_dim)  # fmt: skip
+    wl = Workload(stage, cfg.dataset, seed=cfg.seed)
+    batch = wl.batch()
     b_local = stage.batch_size // g.world_size
-    kjt = KeyedJaggedTensor.from_batch(batch, g.device)
     local = KeyedJaggedTensor.from_batch(local_batch(batch, g.rank, g.world_size), g.device)
+    kjt = None if procedural else KeyedJaggedTensor.from_batch(batch, g.device)
     dense = make_dense(stage.batch_size, model.arch_mlp_bot[0], cfg.seed, g.device)
     sl = slice(g.rank * b_local, (g.rank + 1) * b_local)
     return {"stage": stage, "plan": plan, "model": model, "sharded": sharded, "kjt": kjt, "local": local,
             "dense": dense, "dense_local": dense[sl].contiguous(), "slice": sl, "workload": w,
-            "budget": budget}  # fmt: skip
+            "budget": budget, "dataset": wl.dataset}  # fmt: skip
 
 
 def _check(cfg: RunConfig, g: Group, b: dict) -> dict:
-    """Sharded against one process on the global batch (the torch plug-in), this rank's rows."""
-    ref_ebc: EmbeddingBagCollection = b["model"].embedding
-    sl = b["slice"]
+    """Sharded against one process on the global batch (the torch plug-in; procedural tables: pooled
+    from the entries of the rows read), this rank's rows."""
+    sl, m = b["slice"], b["model"]
     with torch.inference_mode():
-        ref = [o[sl] for o in ref_ebc(b["kjt"])]
+        if b["kjt"] is None:
+            ref = tables.pooled(b["local"], b["stage"].embedding_dim, cfg.seed, cfg.mode)
+        else:
+            ref = [o[sl] for o in m.embedding(b["kjt"])]
         if cfg.fail_rank == g.rank:
             import os
 
             os._exit(17)  # a rank dying mid-step: the others must fail clearly, not hang
         got = b["sharded"](b["local"])
-        err = _rel_err(got, ref)
-        out = {"stage_rel_err": err}
+        out = {"stage_rel_err": _rel_err(got, ref)}
         if cfg.model:
-            ref_p = b["model"](b["dense"], b["kjt"])[sl]
-            got_p = ShardedDLRM(b["model"], b["sharded"])(b["dense_local"], b["local"])
+            x = b["dense_local"]
+            ref_p = m.top_l(m.interact(m.bot_l(x), ref)) if b["kjt"] is None else m(b["dense"], b["kjt"])[sl]
+            got_p = ShardedDLRM(m, b["sharded"])(x, b["local"])
             out["dlrm_rel_err"] = _rel_err([got_p], [ref_p])
     return out
 
@@ -178,7 +190,8 @@ def _rows(cfg: RunConfig, g: Group, b: dict, check: dict, t: dict, run_id: str) 
     base = {
         "run_id": run_id, "timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "plan": plan.name,
         "plan_spec": plan.spec(), "world_size": g.world_size, "backend": g.backend, "device_type": g.device.type,
-        "embedding": cfg.embedding, "dataset": cfg.dataset, "preset": stage.name, "tables": stage.num_tables,
+        "embedding": cfg.embedding, "dataset": b["dataset"], "tables_kind": cfg.tables_kind,
+        "preset": stage.name, "tables": stage.num_tables,
         "rows": stage.embedding_sizes[0], "dim": stage.embedding_dim, "batch_size": stage.batch_size,
         "local_batch": stage.batch_size // g.world_size, "pooling": str(stage.pooling), "mode": cfg.mode,
         "rank": g.rank, "shard_gb": b["sharded"].shard_bytes() / 1e9, "predicted_cost_ms": float(cost.total_ms[g.rank]),

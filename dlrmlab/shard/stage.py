@@ -65,24 +65,29 @@ class Looked:
 
 
 class ShardedEmbeddingBagCollection:
-    """The shards of ``weight`` (a packed (sum of rows, dim) tensor: every table, as
-    :class:`EmbeddingBagCollection` holds them) that ``plan`` gives this rank, and the collectives that
-    serve a batch. ``forward(kjt_local) -> [(B_local, dim)] * K``, fp32, the same on every rank as one
-    process's EmbeddingBagCollection on the global batch, restricted to this rank's samples."""
+    """The shards that ``plan`` gives this rank, and the collectives that serve a batch. ``weight`` is a
+    packed (sum of rows, dim) tensor of every table (as :class:`EmbeddingBagCollection` holds them), or a
+    function ``shard -> (rows, cols) tensor`` that makes one shard (then no rank holds a whole table).
+    ``forward(kjt_local) -> [(B_local, dim)] * K``, fp32, the same on every rank as one process's
+    EmbeddingBagCollection on the global batch, restricted to this rank's samples."""
 
     def __init__(
-        self, plan: ShardingPlan, group: Group, embedding_sizes: Sequence[int], weight: torch.Tensor,
-        impl: str = "torch", mode: str = "sum", memory_budget: float | None = None,
+        self, plan: ShardingPlan, group: Group, embedding_sizes: Sequence[int],
+        weight: torch.Tensor | Callable[[Shard], torch.Tensor], impl: str = "torch", mode: str = "sum",
+        memory_budget: float | None = None, dim: int | None = None,
     ) -> None:
-        self.sizes, self.dim = tuple(int(n) for n in embedding_sizes), int(weight.shape[1])
+        self.sizes = tuple(int(n) for n in embedding_sizes)
+        self.dim = int(weight.shape[1]) if isinstance(weight, torch.Tensor) else int(dim or 0)
+        if self.dim <= 0:
+            raise DlrmlabError("give the tables' width (dim) with a shard-making function")
         if impl not in LOOKUPS:
             raise DlrmlabError(f"unknown lookup implementation {impl!r}; valid: {', '.join(LOOKUPS)}")
         if mode not in MODES:
             raise DlrmlabError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if plan.world_size != group.world_size:
             raise DlrmlabError(f"the plan is for {plan.world_size} rank(s), the group has {group.world_size}")
-        plan.validate(self.sizes, self.dim, weight.element_size(), memory_budget)
-        if tuple(weight.shape) != (sum(self.sizes), self.dim):
+        plan.validate(self.sizes, self.dim, 4, memory_budget)
+        if isinstance(weight, torch.Tensor) and tuple(weight.shape) != (sum(self.sizes), self.dim):
             raise DlrmlabError(f"packed weight of shape {tuple(weight.shape)} for tables {self.sizes} x {self.dim}")
         self.plan, self.group, self.impl, self.mode = plan, group, impl, mode
         self.w, self.k = group.world_size, len(self.sizes)
@@ -92,24 +97,32 @@ class ShardedEmbeddingBagCollection:
         self.remote = [[s for s in everyone if s.rank == r and s.sharding != "data_parallel"] for r in range(self.w)]
         self.pooled_dims = [sum(s.dim for s in self.remote[r] if s.sharding != "row_wise") for r in range(self.w)]
         self.rw_tables = [p.table for p in plan.tables if p.sharding == "row_wise"]
-        self.modules = self._build(weight.detach().to(group.device))
+        if isinstance(weight, torch.Tensor):
+            if weight.dtype != torch.float32:
+                raise DlrmlabError(f"the sharded stage runs float32 tables, got {weight.dtype}")
+            packed = weight.detach().to(group.device)
+            starts = [0]
+            for n in self.sizes:
+                starts.append(starts[-1] + n)
+
+            def weight(s: Shard) -> torch.Tensor:
+                r0 = starts[s.table]
+                return packed[r0 + s.row_start : r0 + s.row_end, s.col_start : s.col_end]
+
+        self.modules = self._build(weight)
 
     # --- construction --------------------------------------------------------------------------------------
 
-    def _build(self, weight: torch.Tensor) -> dict[tuple[str, int], tuple[list[int], EmbeddingBagCollection]]:
+    def _build(self, make: Callable[[Shard], torch.Tensor]) -> dict[tuple[str, int], tuple[list[int], Any]]:
         """One EmbeddingBagCollection per (phase, width) over copies of this rank's shards."""
-        starts = [0]
-        for n in self.sizes:
-            starts.append(starts[-1] + n)
         groups: dict[tuple[str, int], list[int]] = {}
         for i, s in enumerate(self.local):
             groups.setdefault((_phase(s), s.dim), []).append(i)
         out = {}
         for key, idx in groups.items():
-            pieces = [weight[starts[self.local[i].table] + self.local[i].row_start:
-                             starts[self.local[i].table] + self.local[i].row_end,
-                             self.local[i].col_start:self.local[i].col_end] for i in idx]  # fmt: skip
-            packed = torch.cat([p.contiguous() for p in pieces]) if len(pieces) > 1 else pieces[0].contiguous()
+            pieces = [make(self.local[i]).to(self.group.device) for i in idx]
+            packed = torch.cat(pieces) if len(pieces) > 1 else pieces[0].contiguous()
+            del pieces
             ebc = EmbeddingBagCollection([self.local[i].rows for i in idx], key[1], self.impl, mode="sum",
                                          keys=[f"t{self.local[i].table}" for i in idx], weight=packed,
                                          validate=False)  # fmt: skip
