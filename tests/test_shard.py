@@ -176,14 +176,14 @@ def test_cli_plan_save_show_and_errors(tmp_path, capsys):
     from dlrmlab.cli import main
 
     path = tmp_path / "plan.json"
-    assert main(["shard", "plan", "--world", "8", "--rows", "40000000", "--save", str(path)]) == 0
+    assert main(["shard", "plan", "--preset", "paper", "--world", "8", "--rows", "40000000", "--save", str(path)]) == 0
     out = capsys.readouterr().out
     assert "imbalance (max/mean cost)" in out and "fits the budget: True" in out
     assert ShardingPlan.load(path).world_size == 8
-    assert main(["shard", "show", str(path), "--rows", "40000000"]) == 0
+    assert main(["shard", "show", str(path), "--preset", "paper", "--rows", "40000000"]) == 0
     assert main(["shard", "plan", "--world", "2", "--plan", "0:tw@3", "--preset", "tiny"]) == 2
     assert "the plan places 1 tables, the stage has 3" in capsys.readouterr().err
-    assert main(["shard", "plan", "--world", "2", "--rows", "40000000"]) == 2
+    assert main(["shard", "plan", "--preset", "paper", "--world", "2", "--rows", "40000000"]) == 2
     assert "fits no rank within the memory budget" in capsys.readouterr().err
 
 

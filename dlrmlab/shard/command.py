@@ -39,7 +39,7 @@ def _shape(p: argparse.ArgumentParser, default_preset: str = "auto") -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="shard_command", required=True)
     q = sub.add_parser("plan", help="place the tables over N ranks and show the per-rank cost and imbalance")
-    _shape(q, "paper")
+    _shape(q)
     q.add_argument("--world", type=int, default=8, help="number of ranks (GPUs) (default %(default)s)")
     q.add_argument("--plan", default="auto", help=PLAN_HELP + " (default %(default)s)")
     q.add_argument("--budget-gb", type=float, default=70.0, help="shard memory per rank, GB (default %(default)s)")
@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--json", action="store_true", help="print the plan as JSON only")
     q = sub.add_parser("show", help="a saved plan and its cost on a stage")
     q.add_argument("file", help="plan .json file")
-    _shape(q, "paper")
+    _shape(q)
     q = sub.add_parser("run", help="run the sharded stage on torch.distributed: check, time per rank and step")
     _shape(q)
     q.add_argument("--plan", action="append", help=PLAN_HELP + "; repeat for several (default table_wise)")
@@ -82,6 +82,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--calibrate", help="a shard.csv whose world-size-1 lookup time sets the gather bandwidth")
     q.add_argument("--out", help="results directory; rows go to OUT/<gpu family>/shard_scaling.csv")
     q.add_argument("--json", action="store_true")
+    q = sub.add_parser("campaign", help="strong and weak scaling on this host's GPUs, all plans, then the "
+                       "all-to-all bandwidth and the calibrated predictions (one command per step)")
+    _shape(q)
+    q.add_argument("--gpus", type=int, required=True, help="GPUs (ranks) of this host to scale up to")
+    q.add_argument("--counts", help="GPU counts to run (default 1, 2, 4, ... up to --gpus)")
+    q.add_argument("--backend", default="nccl", choices=("gloo", "nccl"))
+    q.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
+    q.add_argument("--embedding", default="torch,fast", help="lookups (default %(default)s)")
+    q.add_argument("--large-rows", type=int, default=40_000_000, help="rows per table of the stage that does not "
+                   "fit one GPU (procedural tables) (default %(default)s)")  # fmt: skip
+    q.add_argument("--budget-gb", type=float, default=70.0, help="shard memory per GPU (default %(default)s)")
+    q.add_argument("--repeats", type=int, default=20)
+    q.add_argument("--dry-run", action="store_true", help="print the steps only")
+    q.add_argument("--out", help="results directory (default: $DLRMLAB_RESULTS_DIR, else ./dlrmlab-results)")
     q = sub.add_parser("alltoall", help="all-to-all bandwidth of the group at given message sizes")
     q.add_argument("--sizes-mb", default="1,4,16,64", help="bytes each rank sends, MB (default %(default)s)")
     q.add_argument("--nproc", type=int, default=1)
@@ -254,6 +268,27 @@ def cmd_alltoall(args: argparse.Namespace, out_dir: Path) -> int:
     return 0
 
 
+def cmd_campaign(args: argparse.Namespace, out_dir: Path) -> int:
+    from dlrmlab.shard import campaign
+
+    stage = _stage(args)
+    counts = [int(x) for x in args.counts.split(",")] if args.counts else None
+    root = str(out_dir.parent)
+    argvs = campaign.steps(stage, args.gpus, root, backend=args.backend, device=args.device,
+                           large_rows=args.large_rows, budget_gb=args.budget_gb, repeats=args.repeats,
+                           counts=counts, embeddings=args.embedding)  # fmt: skip
+    worlds = ",".join(map(str, counts or campaign.counts_up_to(args.gpus)))
+    calibrate = ["--calibrate", str(out_dir / f"{RESULTS_NAME}.csv")] if args.device == "cuda" else []
+    argvs.append(["shard", "predict", "--world", worlds, "--budget-gb", str(args.budget_gb), *calibrate,
+                  "--out", root])  # fmt: skip
+    if args.dry_run:
+        print("\n".join("dlrmlab " + " ".join(a) for a in argvs))
+        return 0
+    failed = campaign.run_campaign(argvs)
+    print(f"{len(argvs) - failed} of {len(argvs)} step(s) succeeded; rows under {out_dir}")
+    return 1 if failed else 0
+
+
 def run_command(args: argparse.Namespace, out_dir: Path) -> int:
     try:
         import torch  # noqa: F401
@@ -264,4 +299,5 @@ def run_command(args: argparse.Namespace, out_dir: Path) -> int:
         return cmd_plan(args)
     if c == "show":
         return cmd_show(args)
-    return {"run": cmd_run, "predict": cmd_predict, "alltoall": cmd_alltoall}[c](args, out_dir)
+    steps = {"run": cmd_run, "predict": cmd_predict, "alltoall": cmd_alltoall, "campaign": cmd_campaign}
+    return steps[c](args, out_dir)

@@ -7,9 +7,11 @@ network bytes it receives (ids) and sends (pooled rows) over the bus bandwidth o
 (per-table id frequencies, e.g. :func:`dlrmlab.hotness.counts` of a batch) say, else evenly; hit rates are
 per table (what :mod:`dlrmlab.l2model` predicts or a measurement gives; default 0, no reuse).
 
-:func:`plan_auto` places tables, costliest first, each where it lowers the most loaded rank's cost the
+:func:`plan_auto` places tables, costliest first, each where it raises the most loaded rank's cost the
 least (TorchRec's greedy partitioner works the same way), among table-wise on each rank, row-wise,
-column-wise and data-parallel, skipping options over the memory budget. With room to spare it replicates
+column-wise and data-parallel, skipping options over the memory budget or that would leave the tables
+still to place no room (their bytes spread evenly); a uniform plan replaces the result where that is
+cheaper (greedy placement is not optimal). With room to spare it replicates
 (data-parallel: no communication at all); that is the right answer for inference when tables fit.
 """
 
@@ -209,7 +211,26 @@ def plan_auto(w: Workload, world_size: int, model: CostModel | None = None, budg
             raise DlrmlabError(f"table {t} ({w.embedding_sizes[t]:,} rows) fits no rank within the memory budget of "
                                f"{budget_bytes / 1e9:.3g} GB per rank over {n} rank(s); add ranks or raise the budget")
         _, chosen[t], load, mem = best
-    return ShardingPlan(n, tuple(chosen[t] for t in range(k)), "auto")
+    return _best_of(ShardingPlan(n, tuple(chosen[t] for t in range(k)), "auto"), w, model, budget_bytes, kinds)
+
+
+def _best_of(greedy: ShardingPlan, w: Workload, model: CostModel, budget_bytes: float | None,
+             kinds: Sequence[str]) -> ShardingPlan:  # fmt: skip
+    """The greedy plan, or a uniform plan of the allowed types when that one is cheaper (greedy placement
+    is not optimal); named ``auto`` either way."""
+    def key(p: ShardingPlan) -> tuple[float, float]:
+        c = evaluate(p, w, model, budget_bytes)
+        return (float(c.total_ms.max()), float(c.total_ms.sum())) if c.fits else (np.inf, np.inf)
+
+    best, best_key = greedy, key(greedy)
+    for kind in kinds:
+        p = uniform(kind, len(w.embedding_sizes), greedy.world_size)
+        if kind == "column_wise" and w.dim < greedy.world_size:
+            continue
+        k = key(p)
+        if k < best_key:
+            best, best_key = ShardingPlan(p.world_size, p.tables, "auto"), k
+    return best
 
 
 def named_plan(name: str, w: Workload, world_size: int, model: CostModel | None = None,

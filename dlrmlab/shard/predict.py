@@ -79,3 +79,21 @@ def predictions(stages: Sequence[str], world_sizes: Sequence[int], plans: Sequen
                       inter_busbw_gbps=c.inter_busbw_gbps, intra_latency_us=c.intra_latency_us,
                       inter_latency_us=c.inter_latency_us, gpus_per_host=c.gpus_per_host,
                       budget_gb=budget_bytes / 1e9)  # fmt: skip
+
+
+def compare_plans(stage_name: str, world_size: int, plans: Sequence[str] = DEFAULT_PLANS,
+                  budget_bytes: float = scaling.H100_BUDGET_BYTES,
+                  model: planner.CostModel | None = None) -> tuple[pd.DataFrame, dict]:  # fmt: skip
+    """Plans side by side on a named stage: a summary row each (cost, imbalance, memory, fits) and the
+    per-rank costs by plan name. A plan over the budget stays in (``fits`` False); the planner's is left
+    out where it finds none."""
+    model = model or planner.CostModel()
+    w = planner.Workload.from_stage(named_stage(stage_name))
+    costs = {}
+    for p in plans:
+        try:
+            costs[p] = planner.evaluate(planner.named_plan(p, w, world_size, model, budget_bytes), w, model,
+                                        budget_bytes)  # fmt: skip
+        except DlrmlabError:
+            continue
+    return pd.DataFrame([{**c.summary(), "plan": name} for name, c in costs.items()]), costs
