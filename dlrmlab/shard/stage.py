@@ -174,8 +174,14 @@ class ShardedEmbeddingBagCollection:
         return recv, ids, sizes, int((lengths.numel() + ids.numel()) * 8)
 
     def dispatch(self, kjt: KeyedJaggedTensor, overlap: Callable[[], Any] | None = None) -> Dispatched:
-        """The input distribution; ``overlap()`` runs while the ids travel (data-parallel lookups)."""
+        """The input distribution; ``overlap()`` runs while the ids travel (data-parallel lookups). A plan
+        with data-parallel tables only communicates nothing."""
         self.check(kjt)
+        if not any(self.remote):
+            local = self._local_kjt(kjt)
+            if overlap is not None:
+                overlap(local)
+            return Dispatched({}, local, 0)
         b, me = kjt.stride, self.group.rank
         mine = self.remote[me]
         recv_len, ids, send_sizes, nbytes = self._exchange_lengths(kjt)
@@ -235,9 +241,11 @@ class ShardedEmbeddingBagCollection:
     # --- output distribution -------------------------------------------------------------------------------
 
     def _start_pooled(self, looked: Looked, b: int) -> tuple[torch.Tensor, Any, int]:
-        """All-to-all of table- and column-wise outputs, started async."""
+        """All-to-all of table- and column-wise outputs, started async (none when no rank has any)."""
         mine = [i for i, s in enumerate(self.local) if _phase(s) == "pooled"]
         dev = self.group.device
+        if not sum(self.pooled_dims):
+            return torch.zeros(0, dtype=torch.float32, device=dev), None, 0
         if mine:
             send = torch.cat([looked.outputs[i].reshape(self.w, -1) for i in mine], dim=1).reshape(-1)
         else:
