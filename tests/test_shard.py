@@ -201,3 +201,16 @@ def test_cli_predict_and_run_write_tidy_rows(tmp_path):
     rows = pd.concat([pd.read_csv(p) for p in tmp_path.glob("*/shard.csv")])
     assert rows["correct"].all() and set(rows["stage"]) >= {"input_dist", "lookup", "output_dist", "e2e"}
     assert rows["command"].str.startswith("dlrmlab shard run").all()
+    assert main(["shard", "report", "--out", str(tmp_path)]) == 0
+    text = next(tmp_path.glob("*/shard_report.md")).read_text()
+    assert "| table_wise |" in text and "| 1 | gloo | row_wise | torch |" in text and "nccl-tests" in text
+
+
+def test_campaign_steps_skip_plans_that_do_not_fit():
+    from dlrmlab.shard import campaign
+
+    steps = campaign.steps(preset("paper"), 8, "out")
+    large = [s for s in steps if "procedural" in s]
+    assert {s[s.index("--nproc") + 1] for s in large} == {"4", "8"}  # 246 GB needs 4 GPUs of 70 GB
+    assert not any("data_parallel" in s for s in large)
+    assert steps[-1][:2] == ["shard", "alltoall"] and campaign.counts_up_to(6) == [1, 2, 4, 6]

@@ -8,6 +8,8 @@ parser is built for every ``dlrmlab`` command.
   and per step; rows go to ``OUT/<gpu family>/shard.csv``. ``--nproc N`` starts N ranks through torchrun;
   under an outer ``torchrun`` it joins that world.
 * ``predict``: the scaling model's latency and samples/s over GPU counts, rows to ``shard_scaling.csv``.
+* ``campaign``: strong and weak scaling on one host's GPUs, every plan, then ``alltoall`` and ``predict``.
+* ``report``: the report section (Markdown) from the rows above (``shard_report.md``).
 * ``alltoall``: the all-to-all bandwidth of the group at the message sizes the plans send
   (``shard_alltoall.csv``).
 """
@@ -96,6 +98,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--repeats", type=int, default=20)
     q.add_argument("--dry-run", action="store_true", help="print the steps only")
     q.add_argument("--out", help="results directory (default: $DLRMLAB_RESULTS_DIR, else ./dlrmlab-results)")
+    q = sub.add_parser("report", help="the report section (Markdown) from the prediction and measured rows")
+    q.add_argument("--out", help="results directory holding <gpu family>/shard_scaling.csv (and shard.csv)")
+    q.add_argument("--family", help="GPU family folder to read (default: this machine's)")
     q = sub.add_parser("alltoall", help="all-to-all bandwidth of the group at given message sizes")
     q.add_argument("--sizes-mb", default="1,4,16,64", help="bytes each rank sends, MB (default %(default)s)")
     q.add_argument("--nproc", type=int, default=1)
@@ -289,6 +294,23 @@ def cmd_campaign(args: argparse.Namespace, out_dir: Path) -> int:
     return 1 if failed else 0
 
 
+def cmd_report(args: argparse.Namespace, out_dir: Path) -> int:
+    import pandas as pd
+
+    from dlrmlab.shard import report
+
+    d = out_dir.parent / args.family if args.family else out_dir
+    pred_path, meas_path = d / f"{SCALING_NAME}.csv", d / f"{RESULTS_NAME}.csv"
+    if not pred_path.is_file():
+        raise DlrmlabError(f"no predictions at {pred_path}: run dlrmlab shard predict --out {out_dir.parent} first")
+    text = report.section(pd.read_csv(pred_path), pd.read_csv(meas_path) if meas_path.is_file() else None)
+    path = d / "shard_report.md"
+    path.write_text(text + "\n")
+    print(text)
+    print(f"wrote {path}")
+    return 0
+
+
 def run_command(args: argparse.Namespace, out_dir: Path) -> int:
     try:
         import torch  # noqa: F401
@@ -299,5 +321,6 @@ def run_command(args: argparse.Namespace, out_dir: Path) -> int:
         return cmd_plan(args)
     if c == "show":
         return cmd_show(args)
-    steps = {"run": cmd_run, "predict": cmd_predict, "alltoall": cmd_alltoall, "campaign": cmd_campaign}
+    steps = {"run": cmd_run, "predict": cmd_predict, "alltoall": cmd_alltoall, "campaign": cmd_campaign,
+             "report": cmd_report}
     return steps[c](args, out_dir)
