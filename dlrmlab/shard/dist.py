@@ -74,7 +74,8 @@ def _device(backend: str, device: str | None, local_rank: int) -> torch.device:
     if device == "cuda":
         if not torch.cuda.is_available():
             raise DlrmlabError("device cuda was asked for, but torch sees no CUDA GPU")
-        idx = local_rank if backend == "nccl" else 0  # gloo ranks may share the one GPU
+        # one GPU per local rank; gloo ranks beyond the GPUs there are share GPU 0 (NCCL refuses that)
+        idx = local_rank if backend == "nccl" or local_rank < torch.cuda.device_count() else 0
         if idx >= torch.cuda.device_count():
             have = torch.cuda.device_count()
             raise DlrmlabError(f"local rank {local_rank} needs GPU {idx}, but this host has {have}")
