@@ -319,6 +319,13 @@ def _dlrm(args: argparse.Namespace) -> int:
     return run_command(args, _out_dir(args))
 
 
+@_command("shard")
+def _shard(args: argparse.Namespace) -> int:
+    from dlrmlab.shard.command import run_command
+
+    return run_command(args, _out_dir(args) if hasattr(args, "out") else None)
+
+
 # --- parser ----------------------------------------------------------------------------------------------
 
 
@@ -460,6 +467,11 @@ def _add_bench_dlrm(sub) -> None:
 
     p = sub.add_parser("dlrm", help="DLRM end to end: stage breakdown and speedups with a pluggable embedding stage")
     add_dlrm_arguments(p)
+
+    from dlrmlab.shard.command import add_arguments as add_shard_arguments
+
+    p = sub.add_parser("shard", help="the embedding stage sharded over ranks (torch.distributed): plan, run, predict")
+    add_shard_arguments(p)
 
 
 def _one_line_warnings(show: Callable) -> Callable:
