@@ -82,6 +82,8 @@ KNOBS: dict[str, frozenset[str]] = {
                        "load_hint"}),
     "pin": frozenset({"hot_rows", "hot_file", "pin_every"}),
     "window": frozenset({"l2_budget", "hit_ratio"}),
+    # the fused path's row layout: "auto" (dlrmlab.rules.choose_layout), "plain" or "split-hot"
+    "layout": frozenset({"layout"}),
     "cuembed": frozenset({"layout", "cuembed_dir"}),
 }
 

@@ -59,23 +59,30 @@ class LayoutChoice:
 def hot_share(table_ids: Sequence[np.ndarray], carveout_rows: int) -> float:
     """Share of the lookups in ``table_ids`` (one id array per table) that the ``carveout_rows`` most
     frequent (table, row) pairs take: what a window over the split-hot region could keep in L2."""
-    counts = [np.unique(np.asarray(t), return_counts=True)[1] for t in table_ids if np.asarray(t).size]
+    return share_of_counts([np.unique(np.asarray(t), return_counts=True)[1] for t in table_ids], carveout_rows)
+
+
+def share_of_counts(counts: Sequence[np.ndarray], carveout_rows: int) -> float:
+    """:func:`hot_share` from per-table access counts (e.g. a frequency ranking's ``ranked_counts``)."""
+    counts = [np.asarray(c) for c in counts if np.asarray(c).size]
     if not counts or carveout_rows <= 0:
         return 0.0
     c = np.concatenate(counts)
+    c = c[c > 0]
     k = min(int(carveout_rows), c.size)
     top = np.partition(c, c.size - k)[c.size - k :] if k < c.size else c
     return float(top.sum() / c.sum())
 
 
 def choose_layout(table_ids: Sequence[np.ndarray], row_bytes: int, persisting_l2_bytes: int,
-                  previous: LayoutChoice | None = None) -> LayoutChoice:
-    """Plain or split-hot for a batch's ids (a sample is enough), given the GPU's persisting-L2 carve-out.
+                  previous: LayoutChoice | None = None, counts: Sequence[np.ndarray] | None = None) -> LayoutChoice:
+    """Plain or split-hot for a batch's ids (a sample is enough), given the GPU's persisting-L2 carve-out;
+    pass per-table access ``counts`` instead of ids when a ranking already has them.
 
     With ``previous``, the layout changes only when the share crossed the threshold by more than
     :data:`HYSTERESIS`, so a server re-deciding per batch does not flip on noise."""
     k = int(persisting_l2_bytes) // max(int(row_bytes), 1)
-    share = hot_share(table_ids, k)
+    share = share_of_counts(counts, k) if counts is not None else hot_share(table_ids, k)
     if k == 0:
         return LayoutChoice("plain", 0.0, 0, "this GPU has no persisting L2 carve-out")
     threshold = SPLIT_HOT_SHARE

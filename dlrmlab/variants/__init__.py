@@ -20,7 +20,8 @@ from dlrmlab.peers import cuembed, torch
 from dlrmlab.variants import fused, paper
 from dlrmlab.variants.base import Prepared, Variant
 
-_P, _FAST = ("paper",), ("fast",)
+_P = ("paper",)
+_AUTO, _AUTO_FIXED = ("fast", "layout", "window"), {"layout": {"layout": "auto"}}
 OPTMT = {"max_registers": 42}  # the paper's -maxrregcount 42; `dlrmlab tune optmt` sweeps the GPU's caps
 RPF = {"prefetch": "register", "prefetch_distance": 2}
 
@@ -55,8 +56,10 @@ VARIANTS: dict[str, Variant] = dict([
        {"window": {}}, gpu_only=True),
     _v("combined_window", "OptMT + RPF + persisting window", paper.prepare, ("paper", "window"),
        {"paper": {**OPTMT, **RPF}, "window": {}}, gpu_only=True),
-    _v("fast", "fast kernel: all tables in one launch, 16-byte loads, rows in flight", fused.prepare, _FAST),
-    _v("fast_graph", "fast, replayed from a CUDA graph", partial(fused.prepare, graph=True), _FAST, gpu_only=True),
+    _v("fast", "fast kernel: all tables in one launch, 16-byte loads, rows in flight; plain or split-hot rows "
+       "behind an L2 window, chosen from the ids' hotness (layout='auto')", fused.prepare, _AUTO, _AUTO_FIXED),
+    _v("fast_graph", "fast, replayed from a CUDA graph", partial(fused.prepare, graph=True), _AUTO, _AUTO_FIXED,
+       gpu_only=True),
     _v("fast+l2p", "fast after pinning the hottest rows of all tables in L2", fused.prepare, ("fast", "pin"),
        {"pin": {}}),
     _v("fast_graph+l2p", "fast+l2p, replayed from a CUDA graph", partial(fused.prepare, graph=True),
