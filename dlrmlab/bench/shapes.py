@@ -124,3 +124,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def rule_regret(rows: pd.DataFrame, limits: dict) -> pd.DataFrame:
+    """How far :func:`dlrmlab.rules.derive_knobs`' choice is from the best configuration a sweep measured,
+    per point and layout (``regret`` = rule's time / best time; 1.0: the rule found the best), beside the
+    untuned default's (``config_source == "default"``) where the sweep ran it."""
+    from dlrmlab import rules  # the harness's rows are all this needs; keep the import beside its one use
+
+    fast = rows[rows["variant"].isin(["fast_graph", "fast_graph+window"]) & rows["correct"].astype(bool)].copy()
+    fast["p"] = fast["params"].map(lambda p: json.loads(p) if isinstance(p, str) and p.startswith("{") else {})
+    out = []
+    for (dim, batch, pooling, dataset, variant), g in fast.groupby(["dim", "batch", "pooling", "dataset", "variant"]):
+        split_hot = variant.endswith("+window")
+        want = rules.derive_knobs(int(dim), "float32", float(pooling), split_hot, limits)
+        keys = ("split", "bags_per_block", "unroll")
+        mine = g[g["p"].map(lambda p, w=want: all(p.get(k) == w[k] for k in keys))]
+        default = g[g["p"].map(lambda p: p.get("config_source") == "default")]
+        best = g.loc[g["median_ms"].idxmin()]
+        out.append({"dim": dim, "batch": batch, "pooling": pooling, "dataset": dataset,
+                    "layout": "split-hot" if split_hot else "plain", "best_ms": best["median_ms"],
+                    "best": "/".join(str(best["p"].get(k)) for k in keys),
+                    "rule": "/".join(str(want[k]) for k in keys),
+                    "rule_ms": mine["median_ms"].min() if len(mine) else np.nan,
+                    "default_ms": default["median_ms"].min() if len(default) else np.nan})
+    r = pd.DataFrame(out)
+    r["regret"] = r["rule_ms"] / r["best_ms"]
+    r["default_regret"] = r["default_ms"] / r["best_ms"]
+    return r
