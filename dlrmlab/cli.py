@@ -17,10 +17,8 @@ from collections.abc import Callable, Sequence
 
 from dlrmlab import __version__
 from dlrmlab.config import KERNEL_MODES, json_object
-from dlrmlab.errors import DlrmlabError
+from dlrmlab.errors import EXIT_BROKEN_PIPE, EXIT_INCORRECT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DlrmlabError
 
-#: Exit statuses of every command.
-EXIT_OK, EXIT_INCORRECT, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 EXIT_CODES_HELP = (
     "exit status: 0 ok; 1 a result was incorrect (a variant's output did not match the NumPy reference, or an "
     "experiment failed); 2 a bad request (user error); 130 interrupted (Ctrl-C: rows already appended are "
@@ -66,7 +64,7 @@ def _info(args: argparse.Namespace) -> int:
     d = info_dict()
     if args.json:
         print(json.dumps(d, indent=2))
-        return 0
+        return EXIT_OK
     if "gpu" in d:
         for k, v in d["gpu"].items():
             print(f"{k:32s} {v:,}" if isinstance(v, int) else f"{k:32s} {v}")
@@ -82,7 +80,7 @@ def _info(args: argparse.Namespace) -> int:
     print(f"{'fast-path knobs':32s} {d['fast_path_knobs']}")
     for k, v in d["versions"].items():
         print(f"{k:32s} {v or 'not installed'}")
-    return 0
+    return EXIT_OK
 
 
 # --- workload --------------------------------------------------------------------------------------------
@@ -139,14 +137,14 @@ def _workload(args: argparse.Namespace) -> int:
     d = workload_describe(args)
     if args.json:
         print(json.dumps(d))
-        return 0
+        return EXIT_OK
     for k, v in d.items():
         if k == "top_coverage":
             for kk, vv in v.items():
                 print(f"{'top ' + kk + ' rows take':24s} {vv:.1%}")
         else:
             print(f"{k:24s} {v:,}" if isinstance(v, int) else f"{k:24s} {v}")
-    return 0
+    return EXIT_OK
 
 
 # --- data ------------------------------------------------------------------------------------------------
@@ -190,7 +188,7 @@ def _profile(args: argparse.Namespace) -> int:
     print(ncu.format_summary(df))
     path = append_results(df, "profile", out)
     print(f"\nappended {len(df)} row(s) to {path}")
-    return 0
+    return EXIT_OK
 
 
 # --- bench -----------------------------------------------------------------------------------------------
@@ -230,7 +228,7 @@ def _list_variants() -> int:
         print(f"{name:18s} {spec.description}{where}")
     if backend.SIMULATOR:
         print("(simulator mode: GPU-only variants cannot run here)")
-    return 0
+    return EXIT_OK
 
 
 @_command("tune")
@@ -270,7 +268,7 @@ def _tune(args: argparse.Namespace) -> int:
         print("no CSV written (pass --out DIR to append the table to DIR/<gpu family>/tune_<target>.csv)")
     if args.target == "fast" and not simulated:
         print(f"best configuration stored in {tuned.cache_path()}")
-    return 0
+    return EXIT_OK
 
 
 @_command("bench")
@@ -309,7 +307,7 @@ def _bench(args: argparse.Namespace) -> int:
         notes.append(f"appended {len(rows)} row(s) to {out}/bench.csv, per-run times to {out}/bench_runs.csv")
     for n in notes:
         print(n, file=sys.stderr if args.json else sys.stdout)
-    return 0 if rows["correct"].astype(bool).all() else 1
+    return EXIT_OK if rows["correct"].astype(bool).all() else EXIT_INCORRECT
 
 
 # --- dlrm ------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlrmlab import backend, config, variants
+from dlrmlab import backend, variants
 from dlrmlab.backend import cuda
 from dlrmlab.bench import harness, timing
 from dlrmlab.bench.case import BenchCase
@@ -78,7 +78,7 @@ def prepare_kernel(case):
         case.stream.synchronize()
         return [o.copy_to_host() for o in outs]
 
-    return Prepared(run, result, {"block": case.dim}, "_bag_sum", per_kernel)
+    return Prepared(run, result, {"block": case.dim}, per_kernel)
 
 
 def prepare_missing_peer(case):
@@ -101,14 +101,14 @@ def unregister_variant(name):
 
 @pytest.fixture(scope="module", autouse=True)
 def test_variants():
-    config.KNOBS[TEST_FAMILY] = frozenset({"scale", "crash", "tag"})
+    variants.KNOBS[TEST_FAMILY] = frozenset({"scale", "crash", "tag"})
     register_variant("_np", prepare_numpy, "host numpy, test only")
     register_variant("_kern", prepare_kernel, "naive kernel, test only")
     register_variant("_gone", prepare_missing_peer, "a peer that cannot run here, test only")
     yield
     for name in ("_np", "_kern", "_gone"):
         unregister_variant(name)
-    config.KNOBS.pop(TEST_FAMILY, None)
+    variants.KNOBS.pop(TEST_FAMILY, None)
 
 
 @pytest.fixture(scope="module")

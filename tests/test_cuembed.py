@@ -236,10 +236,10 @@ def test_prepare_checks_knobs_then_availability(case):
     with pytest.raises(DlrmlabError, match="variant 'cuembed' does not take 'unroll'; it takes: cuembed_dir, layout"):
         variants.knobs_for("cuembed", {"unroll": 4})
     with pytest.raises(DlrmlabError, match="variant 'cuembed_graph': mode='max'"):
-        cuembed.prepare_graph(dataclasses.replace(case, mode="max"), {})
+        cuembed.prepare(dataclasses.replace(case, mode="max"), {}, graph=True)
     if cuembed.backend.SIMULATOR:
         with pytest.raises(PeerUnavailable, match="simulator mode"):
-            cuembed.prepare_graph(case, {"cuembed": {"layout": "fixed"}})
+            cuembed.prepare(case, {"cuembed": {"layout": "fixed"}}, graph=True)
     assert {"cuembed", "cuembed_graph"} <= set(variants.VARIANTS)
 
 
@@ -313,7 +313,7 @@ def test_cuembed_matches_reference(stage, layout, graph):
 
     _need_peer()
     c = tiny_case(**stage)
-    prep = (cuembed.prepare_graph if graph else cuembed.prepare)(c, {"cuembed": {"layout": layout}})
+    prep = cuembed.prepare(c, {"cuembed": {"layout": layout}}, graph=graph)
     try:
         for i in (0, 1, 0):
             err, ok, why = check_result(c, prep.result(i), i)

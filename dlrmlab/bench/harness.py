@@ -58,6 +58,7 @@ from dlrmlab.datasets import canonical_name
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.peers import PeerUnavailable
 from dlrmlab.variants import Prepared, knobs_for, why_not_here
+from dlrmlab.variants import get as get_variant
 from dlrmlab.variants import prepare as prepare_variant
 
 BASELINE = "torch"
@@ -598,7 +599,7 @@ def _variant_rows(
             **common,
             "variant": name,
             "params": _params_json(params),
-            "kernel_regex": p.kernel_regex if p is not None else None,
+            "kernel_regex": get_variant(name).kernels if p is not None else None,
             "correct": bool(ok),
             "max_rel_err": float(err),
             "error": why,

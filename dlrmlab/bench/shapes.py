@@ -134,12 +134,12 @@ def rule_regret(rows: pd.DataFrame, limits: dict) -> pd.DataFrame:
 
     fast = rows[rows["variant"].isin(["fast_graph", "fast_graph+window"]) & rows["correct"].astype(bool)].copy()
     fast["p"] = fast["params"].map(lambda p: json.loads(p) if isinstance(p, str) and p.startswith("{") else {})
-    out = []
+    out, keys = [], ("split", "bags_per_block", "unroll")
     for (dim, batch, pooling, dataset, variant), g in fast.groupby(["dim", "batch", "pooling", "dataset", "variant"]):
         split_hot = variant.endswith("+window")
         want = rules.derive_knobs(int(dim), "float32", float(pooling), split_hot, limits)
-        keys = ("split", "bags_per_block", "unroll")
-        mine = g[g["p"].map(lambda p, w=want: all(p.get(k) == w[k] for k in keys))]
+        wanted = tuple(want[k] for k in keys)
+        mine = g[g["p"].map(lambda p, w=wanted: tuple(p.get(k) for k in ("split", "bags_per_block", "unroll")) == w)]
         default = g[g["p"].map(lambda p: p.get("config_source") == "default")]
         best = g.loc[g["median_ms"].idxmin()]
         out.append({"dim": dim, "batch": batch, "pooling": pooling, "dataset": dataset,

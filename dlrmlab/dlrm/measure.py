@@ -142,7 +142,6 @@ def make_pipeline(base: DLRM, name: str, inputs: Inputs, compiled: dict) -> Pipe
     if execution == "graph":
         from dlrmlab.dlrm.graph import CapturedCall
 
-        model.embedding.check_capturable()
         graphs = [CapturedCall(model, d[i], s[i]) for i in range(len(d))]
         return Pipeline(name, impl, execution, model, lambda i: graphs[i].replay(), cleanup=graphs)
     if "fn" not in compiled:

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 from dlrmlab.report import figures, style
 from dlrmlab.report.context import ClaimSkipped, Context
+from dlrmlab.variants import VARIANTS
 
 YES, PARTLY, NO = "yes", "partly", "no"
 NOT_MEASURED = style.SIMULATOR_NOTE
@@ -219,7 +220,7 @@ def end_to_end(ctx: Context) -> ClaimResult:
     df, skipped = ctx.dlrm()
     d = df[df["pipeline"] != "torch"].copy()
     d.insert(1, "label", d["dataset"].map(style.dataset_label))
-    names = {"baseline": "PyTorch's kernel (baseline)", "optmt_rpf": "OptMT+RPF", "fast_graph": "fast path, graph"}
+    names = {v: VARIANTS[v].title for v in ("baseline", "optmt_rpf", "fast_graph")}
     d["config"] = d["pipeline"].map(lambda p: names.get(p, p))
     cols = ["dataset", "label", "pipeline", "config", "latency_ms", "speedup_vs_torch", "correct", "embedding_rel_err",
             "timing_valid"]
@@ -229,8 +230,8 @@ def end_to_end(ctx: Context) -> ClaimResult:
     styles = {names[p]: style.bar_style(p) for p in names}
     table = pivot(data, "speedup_vs_torch", order)
     is_timed = measured(data)
-    best, cfg, where = best_of(data, "speedup_vs_torch", ["OptMT+RPF"])
-    fast, _, fast_where = best_of(data, "speedup_vs_torch", ["fast path, graph"])
+    best, cfg, where = best_of(data, "speedup_vs_torch", [names["optmt_rpf"]])
+    fast, _, fast_where = best_of(data, "speedup_vs_torch", [names["fast_graph"]])
     title = (f"End to end, the paper's techniques give {best:.2f}x at best (paper: up to 1.77x)" if is_timed
              else "End-to-end DLRM speedup over eager PyTorch")  # fmt: skip
     fig = figures.speedup_bars(table, styles, title=title, ylabel="DLRM batch speedup over eager PyTorch (x)",
@@ -554,8 +555,9 @@ def l2p(ctx: Context) -> ClaimResult:
                        key_columns=["label", "config", "kernel_ms", "median_ms", "speedup_kernel", "speedup_stage"])
 
 
-CONFIGURATIONS = ["OptMT", "OptMT+RPF", "OptMT+L2P", "OptMT+RPF+L2P"]
-CONFIG_VARIANT = {"OptMT": "optmt", "OptMT+RPF": "optmt_rpf", "OptMT+L2P": "l2p", "OptMT+RPF+L2P": "combined"}
+#: The artifact's configurations beside PyTorch's kernel, by variant (each row carries the paper's label).
+CONFIG_VARIANTS = ("optmt", "optmt_rpf", "optmt_l2p", "combined")
+CONFIGURATIONS = [VARIANTS[v].title for v in CONFIG_VARIANTS]
 
 
 def configurations(ctx: Context) -> ClaimResult:
@@ -563,14 +565,13 @@ def configurations(ctx: Context) -> ClaimResult:
 
     def specs(ds: str) -> list:
         hot = ctx.hot_params(ds)
-        return [("torch", "torch", {}), ("baseline", "baseline", {}), ("OptMT", "optmt", {}),
-                ("OptMT+RPF", "optmt_rpf", {}), ("OptMT+L2P", "l2p", {"max_registers": 42, **hot}),
-                ("OptMT+RPF+L2P", "combined", hot)]  # fmt: skip
+        return [("torch", "torch", {}), ("baseline", "baseline", {}),
+                *((VARIANTS[v].title, v, hot if "pin" in VARIANTS[v].families else {}) for v in CONFIG_VARIANTS)]
 
     rows, skipped = _run_specs(ctx, ctx.datasets, specs)
     res = _speedup_result(ctx, rows, "baseline", skipped=skipped)
     data = res["data"]
-    styles = {c: style.bar_style(CONFIG_VARIANT[c]) for c in CONFIGURATIONS}
+    styles = {VARIANTS[v].title: style.bar_style(v) for v in CONFIG_VARIANTS}
     table = pivot(data, "speedup_kernel", CONFIGURATIONS)
     timed = measured(data)
     best, cfg, where = best_of(data, "speedup_kernel", CONFIGURATIONS)
@@ -595,14 +596,13 @@ def configurations(ctx: Context) -> ClaimResult:
                                     "speedup_vs_torch"])  # fmt: skip
 
 
-BEYOND_VARIANTS = {"l2window": "L2 window (per table)", "fast_graph": "fast path, graph",
-          "fast_graph+window": "fast path + L2 window, graph", "cuembed_graph": "cuEmbed, graph"}
+BEYOND_VARIANTS = ("l2window", "fast_graph", "fast_graph+window", "cuembed_graph")
 
 
 def beyond(ctx: Context) -> ClaimResult:
     """Beyond the paper: the persisting L2 window, the fused one-launch path (CUDA graph) with and without a
     window, and NVIDIA's cuEmbed beside them; speedups over torch's embedding_bag (stage time)."""
-    wanted = BEYOND_VARIANTS if not ctx.simulator else {"fast": "fast path (one launch)"}
+    wanted = {v: VARIANTS[v].title for v in (BEYOND_VARIANTS if not ctx.simulator else ("fast",))}
     specs = [("torch", "torch", {}), *((label, name, {}) for name, label in wanted.items())]
     rows, skipped = _run_specs(ctx, ctx.datasets, lambda ds: specs)
     res = _speedup_result(ctx, rows, "torch", skipped=skipped)
@@ -620,7 +620,7 @@ def beyond(ctx: Context) -> ClaimResult:
     styles = {label: style.bar_style(name) for name, label in wanted.items()}
     table = pivot(data, "speedup_vs_torch", order)
     best, cfg, where = best_of(data, "speedup_vs_torch", order)
-    cue, _, cue_where = best_of(data, "speedup_vs_torch", ["cuEmbed, graph"])
+    cue, _, cue_where = best_of(data, "speedup_vs_torch", [VARIANTS["cuembed_graph"].title])
     title = f"Beyond the paper: {cfg} is {best:.2f}x faster than torch ({where})"
     fig = figures.speedup_bars(table, styles, title=title, ylabel="speedup over torch's embedding_bag, stage time (x)",
                                stamp=ctx.stamp, paper=PAPER_STAGE, unity="torch (1x)",

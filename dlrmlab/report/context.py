@@ -211,12 +211,9 @@ class Context:
         level = dataset[6:] if dataset.startswith("trace:") else None
         if self.preset != "paper" or level not in PAPER_TRACES:
             return {}
-        try:
-            from dlrmlab import paper_data
+        from dlrmlab import paper_data
 
-            path = paper_data.paper_file(f"hot60K:{level}").find()
-        except Exception:  # the registry's names changed: the case's own hot rows are the fallback
-            path = None
+        path = paper_data.paper_file(f"hot60K:{level}").find()
         return {"hot_file": str(path)} if path else {}
 
     # --- shared expensive measurements ----------------------------------------------------------------------
