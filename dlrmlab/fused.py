@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dlrmlab import backend, device, hotness, l2window, launch, tuned
+from dlrmlab import backend, device, hotness, l2window, launch, rules, tuned
 from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
 from dlrmlab.config import Combine, TableDType, table_dtype
@@ -51,10 +51,17 @@ def configure(
 
 
 def configure_here(dim: int, dtype: str, pooling_mean: float, **kwargs: Any) -> tuple[FastConfig, str]:
-    """:func:`configure` with this GPU's family and tuning (user cache, then shipped table); and which."""
-    t = tuned.fast_entry(device.family(), dim, dtype, pooling_mean, split_hot=kwargs.get("split_hot", False))
-    source = "explicit" if any(k in KNOBS - {"checked"} for k in kwargs) else t.source
-    return configure(dim, dtype, tuned_params=t.params, **kwargs), source
+    """:func:`configure` with this GPU's knobs, and where they came from: the user's tuning cache, else the
+    shipped table, else the rule derived from the shape and the GPU's properties
+    (:func:`dlrmlab.rules.derive_knobs`, source ``rule``)."""
+    split_hot = kwargs.get("split_hot", False)
+    t = tuned.fast_entry(device.family(), dim, dtype, pooling_mean, split_hot=split_hot)
+    params, source = t.params, t.source
+    if source == "default":
+        params, source = rules.derive_knobs(dim, dtype, pooling_mean, split_hot, device.limits()), "rule"
+    if any(k in KNOBS - {"checked"} for k in kwargs):
+        source = "explicit"
+    return configure(dim, dtype, tuned_params=params, **kwargs), source
 
 
 @dataclass
