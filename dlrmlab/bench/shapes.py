@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from dlrmlab.bench.harness import run_bench
+from dlrmlab.bench.sweep import run_bench
 from dlrmlab.report import style
 from dlrmlab.workload import Pooling, preset
 

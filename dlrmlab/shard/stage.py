@@ -32,13 +32,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from dlrmlab.dlrm.embedding import MODES, EmbeddingBagCollection
+from dlrmlab.config import KERNEL_MODES as MODES
+from dlrmlab.dlrm.embedding import EmbeddingBagCollection
 from dlrmlab.dlrm.kjt import KeyedJaggedTensor
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.shard.dist import Group, collective, reduce_scatter, wait
 from dlrmlab.shard.plan import Shard, ShardingPlan
 
-#: Implementations of the per-rank lookups (names of :data:`dlrmlab.dlrm.embedding.IMPLEMENTATIONS`).
+#: Implementations of the per-rank lookups (names of :func:`dlrmlab.dlrm.embedding.implementations`).
 LOOKUPS = ("torch", "fast")
 PHASES = ("pooled", "row_wise", "data_parallel")  # table-/column-wise, row-wise, data-parallel
 
