@@ -1,0 +1,262 @@
+"""An HBM cache of host-table rows: set-associative, LRU or LFU, one shared budget or one per table.
+
+Design (as FBGEMM's ``MANAGED_CACHING`` prefetch):
+
+* **Management on the host** (``numba.njit`` on the CPU, :func:`_plan`): for each batch the ids are looked
+  up in the cache's tags once per row (a row-to-slot map makes a lookup one load), duplicates are served
+  by the first lookup's slot, each missed row gets a victim way of its set, and every id becomes a
+  *location*: its row in the device buffer (FBGEMM's ``lxu_cache_locations``). Counters per batch: hits,
+  misses, inserts, evictions (and rows staged, below), per unique row and per lookup.
+* **The device buffer** holds the cache's slots followed by two staging areas (one per batch in flight):
+  a missed row whose set has no free way (every way in use by a batch in flight) is staged there for this
+  batch only. So every id has a location, and the embedding kernel reads every row from HBM with the
+  plain addresser over this buffer: where a row is read from was decided here.
+* **The fill** copies the missed rows from the pinned host tables (read zero-copy over the host link)
+  into their slots with the gather kernel (:mod:`dlrmlab.kernels.gather`), on whatever stream the
+  pipeline (:mod:`dlrmlab.pipeline`) gives it.
+* **Locking**: a way used by a batch that may still be computing is never a victim: ``lock_from`` is this
+  batch's tick (serial mode) or the previous batch's (pipelined: batch i+1's fill runs while batch i reads).
+
+LRU evicts the way used longest ago (per lookup); LFU the way with the fewest lookups since it was filled,
+ties by LRU. Sets are picked by a multiplicative hash of the row (so ranked or strided ids spread).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from dlrmlab import backend, launch
+from dlrmlab import validate as checks
+from dlrmlab.backend import cuda
+from dlrmlab.config import table_dtype
+from dlrmlab.errors import DlrmlabError
+from dlrmlab.kernels import gather
+from dlrmlab.placement import HostTables, Placement, check_device_fits
+
+#: counters of :func:`_plan`, in its ``out`` order
+COUNTERS = ("lookups", "unique_rows", "hits", "misses", "inserts", "evictions", "staged", "lookup_hits")
+_NEVER = np.iinfo(np.int64).min // 2  # a batch tick no batch has
+
+
+@njit(cache=True, inline="always")
+def set_hash(row, n_sets):
+    """The set of global row ``row`` among ``n_sets`` (Knuth's multiplicative hash)."""
+    return ((row * 2654435761) % 4294967296) % n_sets
+
+
+@njit(cache=True, nogil=True)
+def _plan(ids, seg, row_base, set_start, set_count, ways, lfu, tick, lock_from, seq, tags, stamp, batch_of,
+          freq, ins_tick, slot_of, stage_base, locs, miss_src, miss_dst, staged, out):  # pragma: no cover - compiled
+    """One batch through the cache (state updated in place); returns ``(missed rows, sequence number)``.
+
+    ``ids[seg[t]:seg[t+1]]`` are table t's ids; ``row_base[t]`` its first global row. Fills ``locs`` (a
+    device-buffer row per id), ``miss_src``/``miss_dst`` (global row -> buffer row to copy) and ``out``
+    (:data:`COUNTERS`).
+    """
+    n_miss = 0
+    n_staged = 0
+    big = np.iinfo(np.int64).max
+    for t in range(seg.shape[0] - 1):
+        for e in range(seg[t], seg[t + 1]):
+            g = row_base[t] + ids[e]
+            seq += 1
+            out[0] += 1
+            s = slot_of[g]
+            if s >= 0:
+                if batch_of[s] != tick:  # the row's first lookup in this batch
+                    out[1] += 1
+                    out[2] += 1
+                    batch_of[s] = tick
+                if ins_tick[s] != tick:
+                    out[7] += 1
+                stamp[s] = seq
+                freq[s] += 1
+                locs[e] = s
+                continue
+            if s <= -2:  # staged earlier in this batch
+                locs[e] = stage_base - 2 - s
+                continue
+            out[1] += 1
+            out[3] += 1
+            base = (set_start[t] + set_hash(g, set_count[t])) * ways
+            v = -1
+            for w in range(ways):  # a free way first
+                if tags[base + w] < 0:
+                    v = base + w
+                    break
+            if v < 0:
+                best_f, best_s = big, big
+                for w in range(ways):
+                    x = base + w
+                    if batch_of[x] >= lock_from:  # read by a batch that may be in flight
+                        continue
+                    f = freq[x] if lfu else 0
+                    if f < best_f or (f == best_f and stamp[x] < best_s):
+                        v, best_f, best_s = x, f, stamp[x]
+                if v >= 0:
+                    out[5] += 1
+                    slot_of[tags[v]] = -1
+            if v >= 0:
+                out[4] += 1
+                tags[v] = g
+                slot_of[g] = v
+                stamp[v] = seq
+                batch_of[v] = tick
+                ins_tick[v] = tick
+                freq[v] = 1
+                dst = v
+            else:  # every way locked: stage the row for this batch only
+                out[6] += 1
+                slot_of[g] = -2 - n_staged
+                staged[n_staged] = g
+                dst = stage_base + n_staged
+                n_staged += 1
+            miss_src[n_miss] = g
+            miss_dst[n_miss] = dst
+            n_miss += 1
+            locs[e] = dst
+    for k in range(n_staged):
+        slot_of[staged[k]] = -1
+    return n_miss, seq
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """One batch's counters. Per unique row: ``hits`` + ``misses`` = ``unique_rows``; ``inserts`` +
+    ``staged`` = ``misses``. Per lookup: ``lookup_hits`` of ``lookups`` were resident before the batch."""
+
+    lookups: int = 0
+    unique_rows: int = 0
+    hits: int = 0
+    misses: int = 0
+    inserts: int = 0
+    evictions: int = 0
+    staged: int = 0
+    lookup_hits: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        """Lookups served by rows already resident (the share read at the HBM rate without a fetch)."""
+        return self.lookup_hits / self.lookups if self.lookups else 0.0
+
+    @property
+    def row_hit_rate(self) -> float:
+        return self.hits / self.unique_rows if self.unique_rows else 0.0
+
+    def __add__(self, other: CacheStats) -> CacheStats:
+        return CacheStats(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True)))
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "hit_rate": self.hit_rate, "row_hit_rate": self.row_hit_rate}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sets and ways of a cache; table t's rows go to sets ``set_start[t] .. + set_count[t]``."""
+
+    ways: int
+    set_start: tuple[int, ...]
+    set_count: tuple[int, ...]
+
+    @property
+    def sets(self) -> int:
+        return max(s + c for s, c in zip(self.set_start, self.set_count, strict=True))
+
+    @property
+    def slots(self) -> int:
+        return self.sets * self.ways
+
+
+def geometry(rows: tuple[int, ...], row_bytes: int, placement: Placement) -> Geometry:
+    """The cache a placement's budget buys for tables of ``rows``: as many ``ways``-way sets as fit (at
+    least one per table; fewer ways when the budget holds fewer rows), shared or split by table bytes."""
+    budget_rows = placement.cache_bytes(sum(rows) * row_bytes) // row_bytes
+    ways = max(1, min(placement.ways, budget_rows))
+    if placement.shared:
+        n = max(1, budget_rows // ways)
+        return Geometry(ways, (0,) * len(rows), (n,) * len(rows))
+    total = sum(rows)
+    counts = [max(1, budget_rows * r // total // ways) for r in rows]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return Geometry(ways, tuple(int(s) for s in starts), tuple(counts))
+
+
+class HbmCache:
+    """The cache's state (host) and rows (device) for a set of :class:`~dlrmlab.placement.HostTables`.
+
+    ``max_ids``: the most ids one batch may hold (sizes the staging areas). Refused before anything is
+    allocated when the buffer does not fit in the free GPU memory.
+    """
+
+    def __init__(self, host: HostTables, placement: Placement | str, max_ids: int, stream: Any = 0) -> None:
+        self.placement = Placement.parse(placement)
+        if self.placement.kind != "cached":
+            raise DlrmlabError(f"an HBM cache needs a 'cached' placement, got {self.placement.kind!r}")
+        self.host = host
+        self.geometry = geometry(host.rows, host.row_bytes, self.placement)
+        self.stage_rows = int(max_ids)
+        buffer_rows = self.geometry.slots + 2 * self.stage_rows
+        storage = table_dtype(host.dtype).storage
+        check_device_fits(buffer_rows * host.row_bytes + 8 * (2 * self.stage_rows),
+                          f"an HBM cache of {self.geometry.slots:,} rows ({checks.fmt_bytes(self.cache_bytes)}) "
+                          f"with staging for {self.stage_rows:,} rows a batch")
+        slots = self.geometry.slots
+        self.tags = np.full(slots, -1, np.int64)
+        self.stamp = np.zeros(slots, np.int64)
+        self.batch_of = np.full(slots, _NEVER, np.int64)
+        self.ins_tick = np.full(slots, _NEVER, np.int64)
+        self.freq = np.zeros(slots, np.int64)
+        self.slot_of = np.full(host.total_rows, -1, np.int64)
+        self._staged = np.zeros(self.stage_rows, np.int64)
+        self._row_base = np.concatenate([[0], np.cumsum(host.rows)[:-1]]).astype(np.int64)
+        self.tick = 0
+        self._seq = 0
+        self.rows = cuda.device_array(buffer_rows * host.dim, storage, stream=stream)
+
+    @property
+    def cache_bytes(self) -> int:
+        return self.geometry.slots * self.host.row_bytes
+
+    @property
+    def buffer_rows(self) -> int:
+        return self.geometry.slots + 2 * self.stage_rows
+
+    def plan(self, ids: np.ndarray, seg: np.ndarray, locs: np.ndarray, miss_src: np.ndarray,
+             miss_dst: np.ndarray, lock_previous: bool) -> tuple[int, CacheStats]:
+        """Run one batch's ids (``ids[seg[t]:seg[t+1]]`` of table t) through the cache: fills ``locs``
+        and the missed rows' ``miss_src`` -> ``miss_dst``; returns how many rows to fetch and the counters.
+        ``lock_previous``: the previous batch may still be reading (pipelined), so its ways stay."""
+        if ids.shape[0] > self.stage_rows:
+            raise DlrmlabError(f"a batch of {ids.shape[0]:,} ids is more than this cache was sized for "
+                               f"({self.stage_rows:,})")
+        self.tick += 1
+        out = np.zeros(len(COUNTERS), np.int64)
+        g = self.geometry
+        n, self._seq = _plan(
+            np.ascontiguousarray(ids, np.int64), np.asarray(seg, np.int64), self._row_base,
+            np.asarray(g.set_start, np.int64), np.asarray(g.set_count, np.int64), g.ways,
+            self.placement.policy == "lfu", self.tick, self.tick - 1 if lock_previous else self.tick, self._seq,
+            self.tags, self.stamp, self.batch_of, self.freq, self.ins_tick, self.slot_of,
+            g.slots + (self.tick % 2) * self.stage_rows, locs, miss_src, miss_dst, self._staged, out,
+        )
+        return int(n), CacheStats(*(int(x) for x in out))
+
+    def fill(self, miss_src: Any, miss_dst: Any, n: int, stream: Any = 0) -> None:
+        """Copy ``n`` missed rows from the host tables (zero-copy) into the device buffer, on ``stream``."""
+        if n:
+            blocks = launch.cover(n * gather.WARP, gather.BLOCK, cap=None if backend.SIMULATOR else 65535)
+            gather.build()[blocks, gather.BLOCK, stream](self.host.flat, miss_src, self.rows, miss_dst, n,
+                                                          self.host.dim)
+
+    def resident(self) -> np.ndarray:
+        """Global rows held in the cache now (tests, inspection)."""
+        return np.sort(self.tags[self.tags >= 0])
+
+
+def segments(offsets: np.ndarray, table_offsets: np.ndarray) -> np.ndarray:
+    """Per-table id ranges of a jagged batch: table t's ids are ``ids[seg[t]:seg[t+1]]``."""
+    return np.asarray(offsets, np.int64)[np.asarray(table_offsets, np.int64)]
