@@ -23,6 +23,7 @@ ties by LRU. Sets are picked by a multiplicative hash of the row (so ranked or s
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -188,11 +189,13 @@ def geometry(rows: tuple[int, ...], row_bytes: int, placement: Placement) -> Geo
 class HbmCache:
     """The cache's state (host) and rows (device) for a set of :class:`~dlrmlab.placement.HostTables`.
 
-    ``max_ids``: the most ids one batch may hold (sizes the staging areas). Refused before anything is
-    allocated when the buffer does not fit in the free GPU memory.
+    ``max_ids``: the most ids one batch may hold (sizes the staging areas). ``threads``: per-table caches
+    are planned in that many threads (the same result as one). Refused before anything is allocated when
+    the buffer does not fit in the free GPU memory.
     """
 
-    def __init__(self, host: HostTables, placement: Placement | str, max_ids: int, stream: Any = 0) -> None:
+    def __init__(self, host: HostTables, placement: Placement | str, max_ids: int, stream: Any = 0,
+                 threads: int = 1) -> None:
         self.placement = Placement.parse(placement)
         if self.placement.kind != "cached":
             raise DlrmlabError(f"an HBM cache needs a 'cached' placement, got {self.placement.kind!r}")
@@ -215,6 +218,7 @@ class HbmCache:
         self._row_base = np.concatenate([[0], np.cumsum(host.rows)[:-1]]).astype(np.int64)
         self.tick = 0
         self._seq = 0
+        self.threads = int(threads)
         self.rows = cuda.device_array(buffer_rows * host.dim, storage, stream=stream)
 
     @property
@@ -234,16 +238,41 @@ class HbmCache:
             raise DlrmlabError(f"a batch of {ids.shape[0]:,} ids is more than this cache was sized for "
                                f"({self.stage_rows:,})")
         self.tick += 1
-        out = np.zeros(len(COUNTERS), np.int64)
-        g = self.geometry
-        n, self._seq = _plan(
-            np.ascontiguousarray(ids, np.int64), np.asarray(seg, np.int64), self._row_base,
-            np.asarray(g.set_start, np.int64), np.asarray(g.set_count, np.int64), g.ways,
-            self.placement.policy == "lfu", self.tick, self.tick - 1 if lock_previous else self.tick, self._seq,
-            self.tags, self.stamp, self.batch_of, self.freq, self.ins_tick, self.slot_of,
-            g.slots + (self.tick % 2) * self.stage_rows, locs, miss_src, miss_dst, self._staged, out,
-        )
+        seg = np.asarray(seg, np.int64)
+        ids = np.ascontiguousarray(ids, np.int64)
+        lock_from = self.tick - 1 if lock_previous else self.tick
+        stage_base = self.geometry.slots + (self.tick % 2) * self.stage_rows
+        T = seg.shape[0] - 1
+        if self.placement.shared or self.threads <= 1 or T == 1:
+            out = np.zeros(len(COUNTERS), np.int64)
+            n, _ = self._plan_tables(range(T), ids, seg, locs, miss_src, miss_dst, lock_from, stage_base, out)
+        else:  # per-table caches are disjoint: plan the tables in parallel (the core releases the GIL)
+            outs = np.zeros((T, len(COUNTERS)), np.int64)
+            with ThreadPoolExecutor(min(self.threads, T)) as pool:
+                parts = list(pool.map(lambda t: self._plan_tables(
+                    [t], ids, seg, locs, miss_src, miss_dst, lock_from, stage_base, outs[t]), range(T)))
+            n = 0
+            for t, (m, _) in enumerate(parts):  # the tables' missed rows, made contiguous
+                lo = int(seg[t])
+                miss_src[n : n + m] = miss_src[lo : lo + m].copy()
+                miss_dst[n : n + m] = miss_dst[lo : lo + m].copy()
+                n += m
+            out = outs.sum(axis=0)
+        self._seq += int(seg[-1] - seg[0])
         return int(n), CacheStats(*(int(x) for x in out))
+
+    def _plan_tables(self, tables, ids, seg, locs, miss_src, miss_dst, lock_from, stage_base, out):
+        """:func:`_plan` over consecutive ``tables``; their lists and staged rows start at their first id,
+        and their sequence numbers are those a plan of the whole batch would give."""
+        t0, t1 = tables[0], tables[-1] + 1
+        lo, hi = int(seg[t0]), int(seg[t1])
+        g = self.geometry
+        return _plan(
+            ids[lo:hi], seg[t0 : t1 + 1] - lo, self._row_base[t0:t1], np.asarray(g.set_start[t0:t1], np.int64),
+            np.asarray(g.set_count[t0:t1], np.int64), g.ways, self.placement.policy == "lfu", self.tick, lock_from,
+            self._seq + lo - int(seg[0]), self.tags, self.stamp, self.batch_of, self.freq, self.ins_tick,
+            self.slot_of, stage_base + lo, locs[lo:hi], miss_src[lo:], miss_dst[lo:], self._staged[lo:], out,
+        )
 
     def fill(self, miss_src: Any, miss_dst: Any, n: int, stream: Any = 0) -> None:
         """Copy ``n`` missed rows from the host tables (zero-copy) into the device buffer, on ``stream``."""

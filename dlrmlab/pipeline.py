@@ -59,13 +59,14 @@ class Prefetched:
 class CachedStage:
     """The ``cached`` placement's serving path over pinned host tables (see the module docstring).
 
-    ``max_ids``/``max_bags``: the largest batch it will serve (sizes every buffer once, up front).
+    ``max_ids``/``max_bags``: the largest batch it will serve (sizes every buffer once, up front);
+    ``threads``: CPU threads planning per-table caches.
     """
 
     def __init__(self, host: HostTables, placement: Placement | str, max_ids: int, max_bags: int,
-                 mode: str = "sum", config: Any = None) -> None:
+                 mode: str = "sum", config: Any = None, threads: int = 1) -> None:
         self.placement = Placement.parse(placement)
-        self.cache = HbmCache(host, self.placement, max_ids)
+        self.cache = HbmCache(host, self.placement, max_ids, threads=threads)
         self.host, self.mode, self.config = host, mode, config
         self.max_ids, self.max_bags = int(max_ids), int(max_bags)
         self.pipelined = self.placement.pipelined

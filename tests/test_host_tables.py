@@ -90,7 +90,7 @@ def test_cache_counters_match_the_python_model(spec):
     rows = (40, 24)
     p = Placement.parse(spec)
     with host_tables(rows, DIM) as ht:
-        cache = HbmCache(ht, p, max_ids=64)
+        cache = HbmCache(ht, p, max_ids=64, threads=2)  # per-table caches: planned in parallel
         model = ModelCache(cache._row_base, cache.geometry, p.policy == "lfu")
         evicted = 0
         for _ in range(6):
