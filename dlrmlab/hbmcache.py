@@ -141,7 +141,13 @@ class CacheStats:
 
     @property
     def hit_rate(self) -> float:
-        """Lookups served by rows already resident (the share read at the HBM rate without a fetch)."""
+        """Lookups that needed no fetch from host memory: every lookup but each missed row's first (as a
+        cache simulator counts hits, repeats of a row just fetched included)."""
+        return 1 - self.misses / self.lookups if self.lookups else 0.0
+
+    @property
+    def resident_rate(self) -> float:
+        """Lookups of rows that were resident before the batch."""
         return self.lookup_hits / self.lookups if self.lookups else 0.0
 
     @property
@@ -152,7 +158,8 @@ class CacheStats:
         return CacheStats(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True)))
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "hit_rate": self.hit_rate, "row_hit_rate": self.row_hit_rate}
+        return {**asdict(self), "hit_rate": self.hit_rate, "resident_rate": self.resident_rate,
+                "row_hit_rate": self.row_hit_rate}
 
 
 @dataclass(frozen=True)

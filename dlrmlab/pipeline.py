@@ -18,6 +18,7 @@ Serial mode (``pipelined=False``) plans, fills and computes each batch on one st
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,7 @@ class CachedStage:
         self.filled = [_sync_event() for _ in range(2)]
         self.computed = [_sync_event() for _ in range(2)]
         self._issued = [False, False]
+        self.plan_seconds = 0.0  # CPU time spent planning batches (the cache's management)
 
     def _buffers(self, make: Any) -> dict:
         n, b = self.max_ids, self.max_bags
@@ -99,8 +101,10 @@ class CachedStage:
         if self._issued[k]:
             self.computed[k].synchronize()  # (1) batch i-1 no longer reads ways, staging or buffers k
         h, d = self._h[k], self._d[k]
+        t0 = time.perf_counter()
         n_miss, stats = self.cache.plan(batch.indices, segments(batch.offsets, batch.table_offsets),
                                         h["locs"], h["src"], h["dst"], lock_previous=self.pipelined)
+        self.plan_seconds += time.perf_counter() - t0
         h["offsets"][: n_bags + 1] = batch.offsets
         h["table_offsets"][:] = batch.table_offsets
         weighted = batch.per_sample_weights is not None

@@ -1,0 +1,323 @@
+"""Tables larger than the GPU: the host link's rates, and the host and cached placements' serving loop
+against their bound (``dlrmlab host-tables``).
+
+1. :func:`link_rates` measures what the bound is made of, at each row size: bulk host-to-device copies,
+   zero-copy gathers of random rows from pinned host memory (the cache's fill), and the same gathers from
+   HBM (what a hit costs).
+2. :func:`run_cached` serves batches through an HBM cache (:mod:`dlrmlab.pipeline`) and reports the time
+   per batch, the effective bandwidth (looked-up bytes over time), the counters, and the bound: every
+   lookup read at the HBM gather rate plus every missed row fetched at the host gather rate. Beside it,
+   the predicted hit rate: the L2 model's LRU core (:func:`dlrmlab.l2model.simulate`, one row per line)
+   run at the cache's size, and the skew curve's value there (the hottest rows' share of lookups, which
+   a frequency cache approaches).
+
+Trace ids (under 500K) are spread over larger tables by a bijection, ``(id x 1,000,003 + 7,919 t) mod
+rows``: the same reuse, scattered through each table, different per table. (On tables of fewer rows than
+the trace's 500K the map folds ids together: the tiny preset only exercises the code.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dlrmlab import backend, hotness, l2model, launch, reference
+from dlrmlab.backend import cuda
+from dlrmlab.bench.env import environment
+from dlrmlab.config import table_dtype
+from dlrmlab.datasets import canonical_name
+from dlrmlab.fused import fused_forward
+from dlrmlab.hbmcache import CacheStats, geometry
+from dlrmlab.kernels import gather
+from dlrmlab.pipeline import CachedStage, host_packed
+from dlrmlab.placement import HostTables, Placement
+from dlrmlab.workload import EmbeddingStage, JaggedBatch, Workload
+
+LINK_ROW_BYTES = (128, 256, 512, 1024)
+SPREAD_MULTIPLIER, SPREAD_OFFSET = 1_000_003, 7_919
+TEMPLATE_ROWS = 65_521  # host tables repeat a random block of this many rows (a prime: no aliasing with strides)
+CHECK_BAGS = 32  # bags per table checked against the NumPy reference, per run
+TRACE_ROWS = 500_000  # the artifact traces' ids are under this
+
+
+def fill_tables(ht: HostTables, seed: int = 0, threads: int = 8) -> float:
+    """Fill the host tables fast (row r = a random template's row r mod TEMPLATE_ROWS); seconds taken."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([seed, 0x7AB1E])
+    k = min(TEMPLATE_ROWS, ht.total_rows)
+    template = rng.standard_normal((k, ht.dim), dtype=np.float32).astype(table_dtype(ht.dtype).storage)
+    h = ht.host
+
+    def block(s: int) -> None:
+        n = min(k, ht.total_rows - s)
+        h[s : s + n] = template[:n]
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        list(pool.map(block, range(0, ht.total_rows, k)))
+    return time.perf_counter() - t0
+
+
+def spread(ids: np.ndarray, rows: int, t: int) -> np.ndarray:
+    """Trace ids onto a table of ``rows`` (see the module docstring); a bijection when gcd(multiplier, rows)
+    is 1, else still a fixed map."""
+    return (ids.astype(np.int64) * SPREAD_MULTIPLIER + SPREAD_OFFSET * t) % rows
+
+
+def make_batches(stage: EmbeddingStage, dataset: str, n: int, seed: int = 0) -> tuple[list[JaggedBatch], str]:
+    """``n`` batches of ``dataset`` for ``stage`` (trace ids spread over the tables); and the id map used."""
+    is_trace = canonical_name(dataset).startswith("trace:")
+    # a trace's ids are drawn as they are (no id dropped, whatever the tables' rows), then spread
+    drawn = stage.with_(embedding_sizes=tuple(max(r, TRACE_ROWS) for r in stage.embedding_sizes))
+    wl = Workload(drawn if is_trace else stage, dataset, seed=seed)
+    out = []
+    for b in wl.batches(n):
+        if is_trace:
+            for t, tb in enumerate(b.tables):
+                tb.indices = spread(tb.indices, stage.embedding_sizes[t], t).astype(tb.indices.dtype)
+        out.append(b.jagged())
+    id_map = f"(id*{SPREAD_MULTIPLIER}+{SPREAD_OFFSET}*t) mod rows" if is_trace else "none"
+    return out, id_map
+
+
+# --- the host link -----------------------------------------------------------------------------------------
+
+
+def _time_ms(fn: Callable[[], None], repeats: int) -> float:
+    """Median ms of ``fn`` (launches on stream 0) between CUDA events (host clock in the simulator)."""
+    times = []
+    for _ in range(repeats):
+        start, end = backend.event(), backend.event()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return float(np.median(times))
+
+
+def _gather(src: Any, src_rows: Any, dst: Any, dst_rows: Any, n: int, dim: int) -> None:
+    blocks = launch.cover(n * gather.WARP, gather.BLOCK, cap=None if backend.SIMULATOR else 65535)
+    gather.build()[blocks, gather.BLOCK](src, src_rows, dst, dst_rows, n, dim)
+
+
+def link_rates(ht: HostTables, row_bytes: Sequence[int] = LINK_ROW_BYTES, nbytes: int = 256 << 20,
+               repeats: int = 5, seed: int = 0) -> pd.DataFrame:
+    """GB/s of bulk copies (pinned host -> device) and of random-row gathers from host memory (zero-copy)
+    and from HBM, per row size. Gathers write row i to row i of a device buffer (``nbytes`` long)."""
+    rng = np.random.default_rng(seed)
+    elems = ht.total_rows * ht.dim * table_dtype(ht.dtype).bytes // 4
+    nbytes = min(int(nbytes), elems * 4)
+    host_words = ht.buffer.device(np.float32, (elems,))
+    dst = cuda.device_array(nbytes // 4, np.float32)
+    hbm_src = cuda.device_array(nbytes // 4, np.float32)  # hbm gathers: random rows of a buffer >> L2
+    rows: list[dict] = []
+    ms = _time_ms(lambda: dst.copy_to_device(ht.host.reshape(-1).view(np.float32)[: nbytes // 4]), repeats)
+    rows.append({"measure": "bulk_h2d", "row_bytes": None, "bytes": nbytes, "ms": ms, "gbps": nbytes / ms / 1e6})
+    for rb in row_bytes:
+        dim = int(rb) // 4
+        n = nbytes // int(rb)
+        to = cuda.to_device(np.arange(n, dtype=np.int64))
+        for name, src, src_rows in (("host_gather", host_words, elems // dim), ("hbm_gather", hbm_src, n)):
+            idx = cuda.to_device(rng.integers(0, src_rows, n, dtype=np.int64))
+            ms = _time_ms(lambda src=src, idx=idx, to=to, n=n, dim=dim: _gather(src, idx, dst, to, n, dim), repeats)
+            rows.append({"measure": name, "row_bytes": int(rb), "bytes": n * int(rb), "ms": ms,
+                         "gbps": n * int(rb) / ms / 1e6})
+    return pd.DataFrame(rows)
+
+
+def _rate(rates: pd.DataFrame, measure: str, row_bytes: int) -> float:
+    """The measured GB/s of ``measure`` at the row size closest to ``row_bytes``."""
+    r = rates[rates["measure"] == measure]
+    i = (r["row_bytes"] - row_bytes).abs().idxmin()
+    return float(r.loc[i, "gbps"])
+
+
+# --- predictions -------------------------------------------------------------------------------------------
+
+
+def predicted_hit_rates(batches: list[JaggedBatch], warmup: int, rows: int, row_bytes: int, cache_rows: int,
+                        ways: int) -> dict:
+    """Table 0 through a cache of its share of the budget: the L2 model's LRU core (one row a line, sets
+    by row modulo) and the skew curve (the hottest ``cache_rows`` rows' share of the timed lookups)."""
+    ids = [[b.table(0).indices] for b in batches]
+    ways = max(1, min(ways, cache_rows))
+    sets = max(1, cache_rows // ways)
+    cfg = l2model.L2Config(size=sets * ways * row_bytes, line=row_bytes, sector=row_bytes, ways=ways,
+                           persisting_max=0)
+    trace = l2model.Trace(ids[warmup:], (rows,))
+    warm = l2model.Trace(ids[:warmup], (rows,)) if warmup else None
+    lru = l2model.simulate(trace, row_bytes, cfg, warmup=warm)
+    timed = np.concatenate([i[0] for i in ids[warmup:]])
+    counts = np.sort(hotness.counts(timed, rows))[::-1]
+    skew = float(counts[: sets * ways].sum() / max(1, timed.size))
+    return {"predicted_hit_rate_lru": lru.hit_rate, "skew_curve_hit_rate": skew}
+
+
+# --- serving runs ------------------------------------------------------------------------------------------
+
+
+def _check(ht: HostTables, batch: JaggedBatch, out: np.ndarray, mode: str) -> float:
+    """Largest error of the first bags of each table against the NumPy reference over the host tables."""
+    err = 0.0
+    n_bags = batch.table_offsets[1] - batch.table_offsets[0]
+    for t in range(batch.num_tables):
+        tb = batch.table(t)
+        k = min(CHECK_BAGS, tb.offsets.size - 1)
+        want = reference.embedding_bag(tb.indices[: tb.offsets[k]], ht.table(t), tb.offsets[: k + 1], mode=mode,
+                                       include_last_offset=True)
+        got = out[t * n_bags : t * n_bags + k]
+        err = max(err, float(np.max(np.abs(got - want), initial=0.0)))
+    return err
+
+
+def run_cached(ht: HostTables, batches: list[JaggedBatch], placement: Placement, warmup: int, mode: str = "sum",
+               threads: int = 8) -> dict:
+    """Serve ``batches`` through an HBM cache; time the batches after ``warmup`` (wall clock, the CPU's
+    planning included: it is part of serving), and sum their counters."""
+    max_ids = max(int(b.indices.size) for b in batches)
+    max_bags = max(int(b.offsets.size) - 1 for b in batches)
+    stage = CachedStage(ht, placement, max_ids, max_bags, mode=mode, threads=threads)
+    try:
+        out = cuda.device_array((max_bags, ht.dim), np.float32)
+        total, plan_s, t0 = CacheStats(), 0.0, time.perf_counter()
+        pre = stage.prefetch(batches[0])
+        for i in range(len(batches)):
+            stage.forward(pre, out[: pre.n_bags])
+            if i >= warmup:
+                total += pre.stats
+            if i == warmup - 1:
+                stage.synchronize()
+                t0, plan_s = time.perf_counter(), stage.plan_seconds
+            if i + 1 < len(batches):
+                pre = stage.prefetch(batches[i + 1])
+        stage.synchronize()
+        seconds = time.perf_counter() - t0
+        err = _check(ht, batches[-1], out.copy_to_host()[: batches[-1].offsets.size - 1], mode)
+        return {"seconds": seconds, "plan_seconds": stage.plan_seconds - plan_s, "max_abs_err": err,
+                "cache_rows": stage.cache.geometry.slots, "ways": stage.cache.geometry.ways, **total.as_dict()}
+    finally:
+        stage.synchronize()
+
+
+def run_host(ht: HostTables, batches: list[JaggedBatch], warmup: int, mode: str = "sum") -> dict:
+    """Serve ``batches`` reading every row from host memory (zero-copy); time those after ``warmup``."""
+    packed = host_packed(ht)
+    dev = [tuple(cuda.to_device(a) for a in (b.indices, b.offsets, b.table_offsets)) + (None,) for b in batches]
+    out = cuda.device_array((int(batches[0].offsets.size) - 1, ht.dim), np.float32)
+    t0 = time.perf_counter()
+    for i, j in enumerate(dev):
+        if i == warmup:
+            cuda.synchronize()
+            t0 = time.perf_counter()
+        fused_forward(packed, j, mode=mode, out=out, validate=False)
+    cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    lookups = sum(int(b.indices.size) for b in batches[warmup:])
+    err = _check(ht, batches[-1], out.copy_to_host(), mode)
+    return {"seconds": seconds, "plan_seconds": 0.0, "max_abs_err": err, "lookups": lookups, "hit_rate": 0.0}
+
+
+def bound_ms(row: dict, row_bytes: int, hbm_gbps: float, host_gbps: float) -> float:
+    """The fastest a batch can be: its lookups' bytes at the HBM gather rate plus its missed rows' bytes at
+    the host gather rate (``host``: every lookup at the host rate)."""
+    n = row["timed_batches"]
+    if row["placement"] == "host":
+        return row["lookups"] * row_bytes / host_gbps / 1e6 / n
+    return (row["lookups"] * row_bytes / hbm_gbps + row["misses"] * row_bytes / host_gbps) / 1e6 / n
+
+
+def result_row(stage: EmbeddingStage, dataset: str, id_map: str, placement: Placement, res: dict, warmup: int,
+               timed: int, rates: pd.DataFrame, predicted: dict | None, env: dict) -> dict:
+    """One tidy result row of a serving run."""
+    rb = stage.embedding_dim * stage.element_bytes
+    hbm, host = _rate(rates, "hbm_gather", rb), _rate(rates, "host_gather", rb)
+    row = {**env, "dataset": dataset, "id_map": id_map, **placement.params(),
+           "placement_spec": str(placement), **stage.describe(), "table_bytes": stage.table_bytes(),
+           "cache_bytes": (res.get("cache_rows") or 0) * rb, "warmup_batches": warmup, "timed_batches": timed, **res}
+    row["ms_per_batch"] = res["seconds"] * 1e3 / timed
+    row["samples_per_s"] = stage.batch_size * timed / res["seconds"]
+    row["effective_gbps"] = res["lookups"] * rb / res["seconds"] / 1e9
+    row["plan_ms_per_batch"] = res["plan_seconds"] * 1e3 / timed
+    row["hbm_gather_gbps"], row["host_gather_gbps"] = hbm, host
+    row["bound_ms"] = bound_ms(row, rb, hbm, host)
+    row["share_of_bound"] = row["bound_ms"] / row["ms_per_batch"]
+    row.update(predicted or {"predicted_hit_rate_lru": None, "skew_curve_hit_rate": None})
+    return row
+
+
+def _free_pending() -> None:
+    """Free device buffers Numba has queued for release, so the next cache's memory check sees them free."""
+    if not backend.SIMULATOR:
+        cuda.current_context().deallocations.clear()
+
+
+def placements(budgets: Sequence[float], ways: int) -> list[Placement]:
+    """Per-table LRU caches, pipelined, at every budget; at the middle budget also LFU, serial (no
+    pipeline) and one shared cache; and the ``host`` placement (no cache)."""
+    base = [Placement("cached", budget=float(b), ways=ways, shared=False) for b in budgets]
+    mid = base[len(base) // 2]
+    return [*base, mid.with_(policy="lfu"), mid.with_(pipelined=False), mid.with_(shared=True), Placement("host")]
+
+
+def run(stage: EmbeddingStage, datasets: Sequence[str], budgets: Sequence[float], out_dir: Any, warmup: int = 6,
+        timed: int = 12, ways: int = 32, threads: int = 8, seed: int = 0,
+        progress: Callable[[str], None] = print) -> pd.DataFrame:
+    """The whole measurement: pin and fill the tables, the link's rates (``host_link.csv``), then every
+    placement on every dataset (``host_tables.csv``), rows appended as each run finishes."""
+    from dlrmlab.bench.results import append_results
+    from dlrmlab.placement import host_tables
+
+    env = environment()
+    rb = stage.embedding_dim * stage.element_bytes
+    t0 = time.perf_counter()
+    with host_tables(stage.embedding_sizes, stage.embedding_dim, stage.dtype) as ht:
+        pin_s = time.perf_counter() - t0
+        fill_s = fill_tables(ht, seed, threads)
+        progress(f"pinned {ht.nbytes / 1e9:.1f} GB of host tables in {pin_s:.1f} s, filled in {fill_s:.1f} s")
+        small = backend.SIMULATOR  # the simulator runs one Python thread per CUDA thread
+        rates = link_rates(ht, nbytes=16 << 10 if small else 256 << 20, repeats=1 if small else 5, seed=seed)
+        link = rates.assign(**{k: v for k, v in env.items()}, table_bytes=ht.nbytes, pin_seconds=pin_s,
+                            fill_seconds=fill_s)
+        append_results(link, "host_link", out_dir)
+        for r in rates.itertuples():
+            progress(f"  {r.measure:12s} {'' if pd.isna(r.row_bytes) else int(r.row_bytes):>5} B rows: "
+                     f"{r.gbps:8.1f} GB/s")
+        rows = []
+        for ds in datasets:
+            batches, id_map = make_batches(stage, ds, warmup + timed, seed)
+            predicted: dict = {}
+            for p in placements(budgets, ways):
+                _free_pending()
+                if p.kind == "host":
+                    res, pred = run_host(ht, batches, warmup), None
+                else:
+                    res = run_cached(ht, batches, p, warmup, threads=threads)
+                    g = geometry(ht.rows, rb, p)
+                    share = g.set_count[0] * g.ways if not p.shared else g.slots // len(ht.rows)
+                    key = (share, g.ways)
+                    if key not in predicted:
+                        predicted[key] = predicted_hit_rates(batches, warmup, ht.rows[0], rb, share, g.ways)
+                    pred = predicted[key]
+                row = result_row(stage, canonical_name(ds), id_map, p, _complete(res), warmup, timed,
+                                 rates, pred, env)
+                append_results(pd.DataFrame([row]), "host_tables", out_dir)
+                rows.append(row)
+                progress(f"{canonical_name(ds):>14s} {p!s:44s} {row['ms_per_batch']:8.2f} ms "
+                         f"{row['effective_gbps']:7.1f} GB/s  hit {row['hit_rate']:.3f} "
+                         f"(LRU model {_fmt(pred, 'predicted_hit_rate_lru')}, skew {_fmt(pred, 'skew_curve_hit_rate')})"
+                         f"  {row['share_of_bound']:.0%} of bound")
+        return pd.DataFrame(rows)
+
+
+def _complete(res: dict) -> dict:
+    """Every run's row has every counter (None where a placement has no cache)."""
+    return {**dict.fromkeys([*CacheStats().as_dict(), "cache_rows", "ways"]), **res}
+
+
+def _fmt(pred: dict | None, key: str) -> str:
+    return "-" if not pred or pred.get(key) is None else f"{pred[key]:.3f}"
