@@ -61,17 +61,18 @@ class CachedStage:
     """The ``cached`` placement's serving path over pinned host tables (see the module docstring).
 
     ``max_ids``/``max_bags``: the largest batch it will serve (sizes every buffer once, up front);
-    ``threads``: CPU threads planning per-table caches.
+    ``threads``: CPU threads planning per-table caches; ``compute``: the stream kernels run on (default a
+    new one; torch's current stream to order outputs with torch ops).
     """
 
     def __init__(self, host: HostTables, placement: Placement | str, max_ids: int, max_bags: int,
-                 mode: str = "sum", config: Any = None, threads: int = 1) -> None:
+                 mode: str = "sum", config: Any = None, threads: int = 1, compute: Any = None) -> None:
         self.placement = Placement.parse(placement)
         self.cache = HbmCache(host, self.placement, max_ids, threads=threads)
         self.host, self.mode, self.config = host, mode, config
         self.max_ids, self.max_bags = int(max_ids), int(max_bags)
         self.pipelined = self.placement.pipelined
-        self.compute = cuda.stream()
+        self.compute = cuda.stream() if compute is None else compute
         self.side = cuda.stream() if self.pipelined else self.compute
         T = len(host.rows)
         self.packed = PackedTables(self.cache.rows, cuda.to_device(np.zeros(T, np.int64)),

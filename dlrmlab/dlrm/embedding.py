@@ -146,6 +146,7 @@ class EmbeddingBagCollection(torch.nn.Module):
         self, embedding_sizes: Sequence[int], embedding_dim: int, impl: str = "torch", *, mode: str = "sum",
         dtype: Any = "float32", device: Any = None, seed: int = 0, keys: Sequence[str] | None = None,
         include_last_offset: bool = True, weight: torch.Tensor | None = None, validate: bool = True,
+        placement: Any = "device",
     ) -> None:
         super().__init__()
         self.validate = bool(validate)
@@ -161,6 +162,9 @@ class EmbeddingBagCollection(torch.nn.Module):
             raise DlrmlabError(f"{len(self.keys)} keys for {len(self.embedding_sizes)} tables")
         self.row_starts = [0, *np.cumsum(self.embedding_sizes).tolist()]
         shape = (self.row_starts[-1], self.embedding_dim)
+        self._placed = _placed_tables(self, placement, impl, dtype, weight, seed)
+        if self._placed is not None:  # tables in pinned host memory (dlrmlab.dlrm.placed)
+            weight = self._placed.weight
         if weight is None:
             weight = self._init_tables(shape, _TORCH_DTYPES[dtype_name(dtype)], device, seed)
         elif tuple(weight.shape) != shape:
@@ -310,10 +314,29 @@ class EmbeddingBagCollection(torch.nn.Module):
 
     def forward(self, sparse: KeyedJaggedTensor) -> list[torch.Tensor]:
         """One (B, dim) fp32 tensor per table, in key order (what a list of nn.EmbeddingBag returns)."""
+        if self._placed is not None:
+            return self._forward_placed(sparse)
         self.check(sparse)
         if self.kind == "fast":
             return self._fast(sparse)
         return [self._one_table(t, ids, off, w) for t, (ids, off, w) in enumerate(sparse.split())]
+
+    def _forward_placed(self, sparse: KeyedJaggedTensor) -> list[torch.Tensor]:
+        """Host or cached tables: the inputs may be on the GPU while the tables are in host memory."""
+        if not isinstance(sparse, KeyedJaggedTensor) or sparse.num_keys != self.num_tables:
+            raise DlrmlabError(f"sparse input must be a KeyedJaggedTensor of {self.num_tables} keys")
+        if self.validate:
+            self.check_values(sparse)
+        b = sparse.stride
+        out, out_nb = self._output(self.num_tables * b, key=("placed",))
+        self._placed.forward(sparse, out, out_nb)
+        return list(out.view(self.num_tables, b, self.embedding_dim).unbind(0))
+
+    def prefetch(self, sparse: KeyedJaggedTensor) -> None:
+        """Cached tables: start fetching ``sparse``'s missed rows while the current batch computes (a no-op
+        for tables in HBM or read from host memory directly)."""
+        if self._placed is not None:
+            self._placed.prefetch(sparse)
 
     def forward_tables(
         self, indices: Sequence[torch.Tensor], offsets: Sequence[torch.Tensor],
@@ -444,7 +467,8 @@ class EmbeddingBagCollection(torch.nn.Module):
 
     def _output(self, rows: int, key: tuple = ("fast",)) -> tuple[torch.Tensor, Any]:
         def make():
-            t = torch.empty((rows, self.embedding_dim), dtype=torch.float32, device=self.weight.device)
+            device = self.weight.device if self._placed is None else ("cpu" if backend.SIMULATOR else "cuda")
+            t = torch.empty((rows, self.embedding_dim), dtype=torch.float32, device=device)
             return t, numba_view(t)
 
         return self._cached((*key, "out", rows), make)
@@ -477,3 +501,17 @@ class EmbeddingBagCollection(torch.nn.Module):
     def clear_buffers(self) -> None:
         """Drop the per-batch-size outputs and views (they are remade on the next call)."""
         self._cache.clear()
+
+
+def _placed_tables(ebc: EmbeddingBagCollection, placement: Any, impl: str, dtype: Any, weight: Any, seed: int) -> Any:
+    """``None`` for tables in HBM (``placement="device"``), else their pinned host home."""
+    from dlrmlab.placement import Placement
+
+    p = Placement.parse(placement)
+    if p.kind == "device":
+        return None
+    from dlrmlab.dlrm.placed import PlacedTables
+
+    name, execution = resolve(impl)
+    return PlacedTables(ebc.embedding_sizes, ebc.embedding_dim, dtype_name(dtype), p, ebc.mode, name, execution,
+                        weight, seed)
