@@ -53,3 +53,11 @@ def test_placed_collection_refuses_other_implementations():
     with pytest.raises(DlrmlabError, match="placement"):
         EmbeddingBagCollection((10,), 4, "fast", placement="disk")
     assert placement.live_pinned_bytes() == 0
+
+
+def test_dlrm_pipeline_names_take_a_placement():
+    from dlrmlab.dlrm.measure import with_peers
+
+    assert "fast@cached:10%:lfu" in with_peers(["fast@cached:10%:lfu"], compile_peer=False)
+    with pytest.raises(DlrmlabError, match="placement"):
+        with_peers(["fast@disk"], compile_peer=False)

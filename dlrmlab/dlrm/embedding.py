@@ -236,12 +236,18 @@ class EmbeddingBagCollection(torch.nn.Module):
             start += n
         return cls(sizes, packed.shape[1], impl, mode=mode, weight=packed)
 
-    def with_impl(self, impl: str) -> EmbeddingBagCollection:
-        """The same tables (shared, not copied) under another implementation."""
+    def with_impl(self, impl: str, placement: Any = "device") -> EmbeddingBagCollection:
+        """The same tables (shared, not copied; copied into pinned host memory for a host or cached
+        ``placement``) under another implementation."""
         return EmbeddingBagCollection(
             self.embedding_sizes, self.embedding_dim, impl, mode=self.mode, keys=self.keys, weight=self.weight,
-            include_last_offset=self.include_last_offset, validate=self.validate,
+            include_last_offset=self.include_last_offset, validate=self.validate, placement=placement,
         )
+
+    def close(self) -> None:
+        """Unpin host tables now (a no-op for tables in HBM)."""
+        if self._placed is not None:
+            self._placed.close()
 
     # --- shape ---------------------------------------------------------------------------------------------
 
@@ -271,6 +277,10 @@ class EmbeddingBagCollection(torch.nn.Module):
             raise DlrmlabError(f"sparse input must be a KeyedJaggedTensor, got {type(sparse).__name__}")
         if sparse.num_keys != self.num_tables:
             raise DlrmlabError(f"sparse input has {sparse.num_keys} keys, the embedding stage {self.num_tables} tables")
+        if self._placed is not None:  # tables in host memory, inputs anywhere: only the values are checked
+            if self.validate:
+                self.check_values(sparse)
+            return
         self._check_devices(sparse.values.device)
         if sparse.weights is not None and self.mode != "sum":
             raise DlrmlabError("per-sample weights need mode 'sum' (as in torch)")
@@ -323,10 +333,7 @@ class EmbeddingBagCollection(torch.nn.Module):
 
     def _forward_placed(self, sparse: KeyedJaggedTensor) -> list[torch.Tensor]:
         """Host or cached tables: the inputs may be on the GPU while the tables are in host memory."""
-        if not isinstance(sparse, KeyedJaggedTensor) or sparse.num_keys != self.num_tables:
-            raise DlrmlabError(f"sparse input must be a KeyedJaggedTensor of {self.num_tables} keys")
-        if self.validate:
-            self.check_values(sparse)
+        self.check(sparse)
         b = sparse.stride
         out, out_nb = self._output(self.num_tables * b, key=("placed",))
         self._placed.forward(sparse, out, out_nb)
