@@ -18,7 +18,8 @@ from dlrmlab.variants import prepare as prepare_variant
 simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
 
 GPU_ONLY = ["l2window", "combined_window", "fast_graph", "fast_graph+l2p", "fast+window", "fast_graph+window"]
-CPU_CAPABLE = ["baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf", "l2p", "combined", "fast", "fast+l2p"]
+CPU_CAPABLE = ["baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf", "l2p", "combined", "fast", "fast+l2p",
+               "fast@host", "fast@cached"]
 ALL = CPU_CAPABLE + GPU_ONLY + ["torch"]
 #: small hot sets keep the simulator's pin kernel short
 FAST_PARAMS = {"l2p": {"hot_rows": 50}, "combined": {"hot_rows": 50}, "fast+l2p": {"hot_rows": 50}}

@@ -17,7 +17,7 @@ from dlrmlab import backend
 from dlrmlab.config import split_knobs
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.peers import cuembed, torch
-from dlrmlab.variants import fused, paper
+from dlrmlab.variants import fused, paper, placed
 from dlrmlab.variants.base import Prepared, Variant
 
 _P, _FAST = ("paper",), ("fast",)
@@ -65,6 +65,10 @@ VARIANTS: dict[str, Variant] = dict([
        ("fast", "window"), {"window": {}}, gpu_only=True),
     _v("fast_graph+window", "fast+window, replayed from a CUDA graph", partial(fused.prepare, graph=True),
        ("fast", "window"), {"window": {}}, gpu_only=True),
+    _v("fast@host", "fast over tables in pinned host memory, every row read zero-copy over the host link",
+       partial(placed.prepare, placement="host"), _FAST, kernels=placed.KERNEL_REGEX),
+    _v("fast@cached", "fast over host tables behind an HBM cache (10% of the tables, LRU), next batch prefetched",
+       partial(placed.prepare, placement=placed.BENCH_CACHE), _FAST, kernels=placed.KERNEL_REGEX),
 ])
 
 
