@@ -197,12 +197,13 @@ class HbmCache:
     """The cache's state (host) and rows (device) for a set of :class:`~dlrmlab.placement.HostTables`.
 
     ``max_ids``: the most ids one batch may hold (sizes the staging areas). ``threads``: per-table caches
-    are planned in that many threads (the same result as one). Refused before anything is allocated when
-    the buffer does not fit in the free GPU memory.
+    are planned in that many threads (the same result as one). ``on_device=False``: no rows, only the
+    cache's decisions and counters (a CPU model at any scale; ``host`` then needs only its shape).
+    Refused before anything is allocated when the buffer does not fit in the free GPU memory.
     """
 
     def __init__(self, host: HostTables, placement: Placement | str, max_ids: int, stream: Any = 0,
-                 threads: int = 1) -> None:
+                 threads: int = 1, on_device: bool = True) -> None:
         self.placement = Placement.parse(placement)
         if self.placement.kind != "cached":
             raise DlrmlabError(f"an HBM cache needs a 'cached' placement, got {self.placement.kind!r}")
@@ -211,9 +212,10 @@ class HbmCache:
         self.stage_rows = int(max_ids)
         buffer_rows = self.geometry.slots + 2 * self.stage_rows
         storage = table_dtype(host.dtype).storage
-        check_device_fits(buffer_rows * host.row_bytes + 8 * (2 * self.stage_rows),
-                          f"an HBM cache of {self.geometry.slots:,} rows ({checks.fmt_bytes(self.cache_bytes)}) "
-                          f"with staging for {self.stage_rows:,} rows a batch")
+        if on_device:
+            check_device_fits(buffer_rows * host.row_bytes + 8 * (2 * self.stage_rows),
+                              f"an HBM cache of {self.geometry.slots:,} rows ({checks.fmt_bytes(self.cache_bytes)}) "
+                              f"with staging for {self.stage_rows:,} rows a batch")
         slots = self.geometry.slots
         self.tags = np.full(slots, -1, np.int64)
         self.stamp = np.zeros(slots, np.int64)
@@ -226,7 +228,8 @@ class HbmCache:
         self.tick = 0
         self._seq = 0
         self.threads = int(threads)
-        self.rows = cuda.device_array(buffer_rows * host.dim, storage, stream=stream)
+        # the rows themselves; none for a model of the cache's decisions alone (any size, on the CPU)
+        self.rows = cuda.device_array(buffer_rows * host.dim, storage, stream=stream) if on_device else None
 
     @property
     def cache_bytes(self) -> int:

@@ -4,9 +4,10 @@ against their bound (``dlrmlab host-tables``).
 1. :func:`link_rates` measures what the bound is made of, at each row size: bulk host-to-device copies,
    zero-copy gathers of random rows from pinned host memory (the cache's fill), and the same gathers from
    HBM (what a hit costs).
+   :func:`fused_hbm_rate` measures the fused kernel itself over tables in HBM (what a hit costs at best).
 2. :func:`run_cached` serves batches through an HBM cache (:mod:`dlrmlab.pipeline`) and reports the time
    per batch, the effective bandwidth (looked-up bytes over time), the counters, and the bound: every
-   lookup read at the HBM gather rate plus every missed row fetched at the host gather rate. Beside it,
+   lookup read at the fused kernel's HBM rate plus every missed row fetched at the host gather rate. Beside it,
    the predicted hit rate: the L2 model's LRU core (:func:`dlrmlab.l2model.simulate`, one row per line)
    run at the cache's size, and the skew curve's value there (the hottest rows' share of lookups, which
    a frequency cache approaches).
@@ -31,8 +32,8 @@ from dlrmlab.backend import cuda
 from dlrmlab.bench.env import environment
 from dlrmlab.config import table_dtype
 from dlrmlab.datasets import canonical_name
-from dlrmlab.fused import fused_forward
-from dlrmlab.hbmcache import CacheStats, geometry
+from dlrmlab.fused import PackedTables, configure_here, fused_forward
+from dlrmlab.hbmcache import CacheStats, HbmCache, geometry, segments
 from dlrmlab.kernels import gather
 from dlrmlab.pipeline import CachedStage, host_packed
 from dlrmlab.placement import HostTables, Placement
@@ -114,7 +115,7 @@ def link_rates(ht: HostTables, row_bytes: Sequence[int] = LINK_ROW_BYTES, nbytes
     nbytes = min(int(nbytes), elems * 4)
     host_words = ht.buffer.device(np.float32, (elems,))
     dst = cuda.device_array(nbytes // 4, np.float32)
-    hbm_src = cuda.device_array(nbytes // 4, np.float32)  # hbm gathers: random rows of a buffer >> L2
+    hbm_src = cuda.device_array(nbytes, np.float32)  # hbm gathers: random rows of a buffer >> L2 (4x nbytes)
     rows: list[dict] = []
     ms = _time_ms(lambda: dst.copy_to_device(ht.host.reshape(-1).view(np.float32)[: nbytes // 4]), repeats)
     rows.append({"measure": "bulk_h2d", "row_bytes": None, "bytes": nbytes, "ms": ms, "gbps": nbytes / ms / 1e6})
@@ -122,12 +123,29 @@ def link_rates(ht: HostTables, row_bytes: Sequence[int] = LINK_ROW_BYTES, nbytes
         dim = int(rb) // 4
         n = nbytes // int(rb)
         to = cuda.to_device(np.arange(n, dtype=np.int64))
-        for name, src, src_rows in (("host_gather", host_words, elems // dim), ("hbm_gather", hbm_src, n)):
+        for name, src, src_rows in (("host_gather", host_words, elems // dim), ("hbm_gather", hbm_src, 4 * n)):
             idx = cuda.to_device(rng.integers(0, src_rows, n, dtype=np.int64))
             ms = _time_ms(lambda src=src, idx=idx, to=to, n=n, dim=dim: _gather(src, idx, dst, to, n, dim), repeats)
             rows.append({"measure": name, "row_bytes": int(rb), "bytes": n * int(rb), "ms": ms,
                          "gbps": n * int(rb) / ms / 1e6})
     return pd.DataFrame(rows)
+
+
+def fused_hbm_rate(stage: EmbeddingStage, batch: JaggedBatch, rows: int = 1 << 20, repeats: int = 5) -> dict:
+    """GB/s of the fused kernel itself over tables in HBM (``rows`` per table, far larger than L2), on
+    ``batch``'s ids folded into them: what a lookup that hits the cache costs at best."""
+    r = min(int(rows), min(stage.embedding_sizes))
+    dim, t = stage.embedding_dim, stage.num_tables
+    dt = table_dtype(stage.dtype)
+    packed = cuda.device_array(t * r * dim, dt.storage)  # the values do not matter to the time
+    tables = PackedTables(packed, cuda.to_device(np.arange(t, dtype=np.int64) * r * dim), (r,) * t, dim, dt.name)
+    jagged = (cuda.to_device(batch.indices % r), cuda.to_device(batch.offsets), cuda.to_device(batch.table_offsets),
+              None)
+    out = cuda.device_array((int(batch.offsets.size) - 1, dim), np.float32)
+    cfg, _ = configure_here(dim, dt.name, batch.indices.size / max(1, batch.offsets.size - 1))
+    ms = _time_ms(lambda: fused_forward(tables, jagged, out=out, config=cfg, validate=False), repeats)
+    nbytes = int(batch.indices.size) * dim * dt.bytes
+    return {"measure": "hbm_fused", "row_bytes": dim * dt.bytes, "bytes": nbytes, "ms": ms, "gbps": nbytes / ms / 1e6}
 
 
 def _rate(rates: pd.DataFrame, measure: str, row_bytes: int) -> float:
@@ -223,7 +241,7 @@ def run_host(ht: HostTables, batches: list[JaggedBatch], warmup: int, mode: str 
 
 
 def bound_ms(row: dict, row_bytes: int, hbm_gbps: float, host_gbps: float) -> float:
-    """The fastest a batch can be: its lookups' bytes at the HBM gather rate plus its missed rows' bytes at
+    """The fastest a batch can be: its lookups' bytes at the HBM rate plus its missed rows' bytes at
     the host gather rate (``host``: every lookup at the host rate)."""
     n = row["timed_batches"]
     if row["placement"] == "host":
@@ -235,7 +253,8 @@ def result_row(stage: EmbeddingStage, dataset: str, id_map: str, placement: Plac
                timed: int, rates: pd.DataFrame, predicted: dict | None, env: dict) -> dict:
     """One tidy result row of a serving run."""
     rb = stage.embedding_dim * stage.element_bytes
-    hbm, host = _rate(rates, "hbm_gather", rb), _rate(rates, "host_gather", rb)
+    fused = (rates["measure"] == "hbm_fused").any()
+    hbm, host = _rate(rates, "hbm_fused" if fused else "hbm_gather", rb), _rate(rates, "host_gather", rb)
     row = {**env, "dataset": dataset, "id_map": id_map, **placement.params(),
            "placement_spec": str(placement), **stage.describe(), "table_bytes": stage.table_bytes(),
            "cache_bytes": (res.get("cache_rows") or 0) * rb, "warmup_batches": warmup, "timed_batches": timed, **res}
@@ -243,7 +262,7 @@ def result_row(stage: EmbeddingStage, dataset: str, id_map: str, placement: Plac
     row["samples_per_s"] = stage.batch_size * timed / res["seconds"]
     row["effective_gbps"] = res["lookups"] * rb / res["seconds"] / 1e9
     row["plan_ms_per_batch"] = res["plan_seconds"] * 1e3 / timed
-    row["hbm_gather_gbps"], row["host_gather_gbps"] = hbm, host
+    row["hbm_gbps"], row["host_gather_gbps"] = hbm, host
     row["bound_ms"] = bound_ms(row, rb, hbm, host)
     row["share_of_bound"] = row["bound_ms"] / row["ms_per_batch"]
     row.update(predicted or {"predicted_hit_rate_lru": None, "skew_curve_hit_rate": None})
@@ -281,6 +300,9 @@ def run(stage: EmbeddingStage, datasets: Sequence[str], budgets: Sequence[float]
         progress(f"pinned {ht.nbytes / 1e9:.1f} GB of host tables in {pin_s:.1f} s, filled in {fill_s:.1f} s")
         small = backend.SIMULATOR  # the simulator runs one Python thread per CUDA thread
         rates = link_rates(ht, nbytes=16 << 10 if small else 256 << 20, repeats=1 if small else 5, seed=seed)
+        probe, _ = make_batches(stage, "random", 1, seed)
+        rates = pd.concat([rates, pd.DataFrame([fused_hbm_rate(stage, probe[0], repeats=1 if small else 5)])],
+                          ignore_index=True)
         link = rates.assign(**{k: v for k, v in env.items()}, table_bytes=ht.nbytes, pin_seconds=pin_s,
                             fill_seconds=fill_s)
         append_results(link, "host_link", out_dir)
@@ -297,12 +319,11 @@ def run(stage: EmbeddingStage, datasets: Sequence[str], budgets: Sequence[float]
                     res, pred = run_host(ht, batches, warmup), None
                 else:
                     res = run_cached(ht, batches, p, warmup, threads=threads)
-                    g = geometry(ht.rows, rb, p)
-                    share = g.set_count[0] * g.ways if not p.shared else g.slots // len(ht.rows)
-                    key = (share, g.ways)
-                    if key not in predicted:
-                        predicted[key] = predicted_hit_rates(batches, warmup, ht.rows[0], rb, share, g.ways)
-                    pred = predicted[key]
+                    if p.budget not in predicted:  # table 0's share of the budget (a shared cache's too)
+                        g = geometry(ht.rows, rb, p.with_(shared=False))
+                        predicted[p.budget] = predicted_hit_rates(batches, warmup, ht.rows[0], rb,
+                                                                  g.set_count[0] * g.ways, g.ways)
+                    pred = predicted[p.budget]
                 row = result_row(stage, canonical_name(ds), id_map, p, _complete(res), warmup, timed,
                                  rates, pred, env)
                 append_results(pd.DataFrame([row]), "host_tables", out_dir)
@@ -321,3 +342,64 @@ def _complete(res: dict) -> dict:
 
 def _fmt(pred: dict | None, key: str) -> str:
     return "-" if not pred or pred.get(key) is None else f"{pred[key]:.3f}"
+
+
+# --- the memory hierarchy on the CPU (the teaching notebook) ------------------------------------------------
+
+#: Spec-sheet rates of an H100 SXM (HBM3 peak; PCIe Gen5 x16, one direction) for when nothing was measured
+NOMINAL_GBPS = {"hbm": 3350.0, "host": 64.0}
+
+
+def skew_curve(ids: np.ndarray, row_bytes: int) -> pd.DataFrame:
+    """The hottest rows' share of ``ids``'s lookups against the bytes they take: what a cache of that size,
+    holding exactly the hottest rows, would serve. One curve, read at every level's capacity."""
+    curve = hotness.coverage_curve(np.asarray(ids))
+    k = np.unique(np.geomspace(1, max(1, curve.size), 200).astype(np.int64))
+    return pd.DataFrame({"rows": k, "bytes": k * row_bytes, "share": curve[k - 1]})
+
+
+def hit_rate_sweep(stage: EmbeddingStage, batches: list[JaggedBatch], budgets: Sequence[float],
+                   policies: Sequence[str] = ("lru", "lfu"), ways: int = 32, warmup: int = 2) -> pd.DataFrame:
+    """The HBM cache's decisions alone (no rows, on the CPU) at each budget and policy: measured counters
+    of the batches after ``warmup``, beside the LRU model's and the skew curve's predictions."""
+    shape = HostTables(None, stage.embedding_sizes, stage.embedding_dim, stage.dtype)
+    rb = shape.row_bytes
+    max_ids = max(int(b.indices.size) for b in batches)
+    locs, src, dst = np.zeros(max_ids, np.int32), np.zeros(max_ids, np.int64), np.zeros(max_ids, np.int64)
+    rows = []
+    for budget in budgets:
+        pred = None
+        for policy in policies:
+            p = Placement("cached", budget=float(budget), policy=policy, ways=ways, shared=False)
+            cache = HbmCache(shape, p, max_ids, on_device=False)
+            total = CacheStats()
+            for i, b in enumerate(batches):
+                _, stats = cache.plan(b.indices, segments(b.offsets, b.table_offsets), locs, src, dst, True)
+                total = total + stats if i >= warmup else total
+            g = cache.geometry
+            pred = pred or predicted_hit_rates(batches, warmup, stage.embedding_sizes[0], rb, g.set_count[0] * g.ways,
+                                               g.ways)
+            rows.append({"budget": float(budget), "cache_bytes": cache.cache_bytes, "policy": policy,
+                         **total.as_dict(), **pred})
+    return pd.DataFrame(rows)
+
+
+def bound_gbps(hit_rate: Any, hbm_gbps: float, host_gbps: float) -> Any:
+    """Effective GB/s of lookups when a share ``hit_rate`` is read from HBM and the rest first fetched over
+    the host link (then read from HBM too): bytes over (bytes / HBM + misses' bytes / host link)."""
+    h = np.asarray(hit_rate, np.float64)
+    return 1.0 / (1.0 / hbm_gbps + (1.0 - h) / host_gbps)
+
+
+def measured_rates(results_dir: Any = "results/h100") -> tuple[dict, str]:
+    """``({"hbm": GB/s, "host": GB/s}, note)`` from a committed ``host_link.csv`` (512-byte rows), else the
+    spec sheet's (:data:`NOMINAL_GBPS`)."""
+    from pathlib import Path
+
+    path = Path(results_dir) / "host_link.csv"
+    if path.is_file():
+        df = pd.read_csv(path)
+        rates = {"hbm": _rate(df, "hbm_fused" if (df["measure"] == "hbm_fused").any() else "hbm_gather", 512),
+                 "host": _rate(df, "host_gather", 512)}
+        return rates, f"measured on {df['gpu_name'].iloc[-1]} ({path})"
+    return dict(NOMINAL_GBPS), "nothing measured here: an H100 SXM's spec-sheet rates (HBM3 peak, PCIe Gen5 x16)"

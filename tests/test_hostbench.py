@@ -28,7 +28,8 @@ def _batches(rng, rows, n, bags=2, pooling=4):
 
 def _rates() -> pd.DataFrame:
     return pd.DataFrame([{"measure": "host_gather", "row_bytes": 16, "gbps": 10.0},
-                         {"measure": "hbm_gather", "row_bytes": 16, "gbps": 1000.0}])
+                         {"measure": "hbm_gather", "row_bytes": 16, "gbps": 1.0},
+                         {"measure": "hbm_fused", "row_bytes": 16, "gbps": 1000.0}])
 
 
 def test_cached_run_row_and_its_bound():
