@@ -32,6 +32,7 @@ from dlrmlab.backend import cuda
 from dlrmlab.bench.env import environment
 from dlrmlab.config import table_dtype
 from dlrmlab.datasets import canonical_name
+from dlrmlab.errors import DlrmlabError
 from dlrmlab.fused import PackedTables, configure_here, fused_forward
 from dlrmlab.hbmcache import CacheStats, HbmCache, geometry, segments
 from dlrmlab.kernels import gather
@@ -403,3 +404,52 @@ def measured_rates(results_dir: Any = "results/h100") -> tuple[dict, str]:
                  "host": _rate(df, "host_gather", 512)}
         return rates, f"measured on {df['gpu_name'].iloc[-1]} ({path})"
     return dict(NOMINAL_GBPS), "nothing measured here: an H100 SXM's spec-sheet rates (HBM3 peak, PCIe Gen5 x16)"
+
+
+#: the H100's L2, and the host-table shape measured on it, for the notebook's scale
+H100_L2_BYTES = 50 * 2**20
+
+
+def teaching_setup(preset: str | None = None) -> tuple[EmbeddingStage, int, dict, str]:
+    """``(stage, batches, levels, note)`` for the memory-hierarchy notebook. ``levels``: each level's
+    capacity in bytes (L2; HBM caches of 1%, 10% and 30% of the tables; the host tables). ``paper``: 8 tables
+    of 15M x 128 fp32 (61 GB) and the H100's L2 (planning millions of ids a batch on the CPU: minutes);
+    ``tiny`` (default without a GPU): 4 tables of 200,000 rows, batch 512 x 50, and an L2 scaled with the
+    tables, so every level holds the same share of the data as at full size."""
+    from dlrmlab.workload import preset as make_preset
+
+    if preset is None:
+        preset = backend.default_preset()
+    full = make_preset("paper", tables=8, rows=15_000_000)
+    if preset == "paper":
+        stage, n, note = full, 6, "paper: 8 tables of 15,000,000 x 128 fp32 rows (61 GB), batch 2048 x 150"
+    elif preset == "tiny":
+        stage = make_preset("paper", tables=4, rows=200_000, batch_size=512, pooling=50)
+        n, note = 8, ("tiny: 4 tables of 200,000 x 128 fp32 rows (410 MB), batch 512 x 50; the L2 scaled with the "
+                      "tables (PRESET='paper' runs the full size)")
+    else:
+        raise DlrmlabError(f"unknown preset {preset!r} for the memory-hierarchy notebook; valid: tiny, paper")
+    tb = stage.table_bytes()
+    l2 = H100_L2_BYTES * tb // full.table_bytes() // (128 * 16) * (128 * 16)  # whole lines x ways
+    levels = {"L2": max(128 * 16, l2), "HBM cache 1%": tb // 100, "HBM cache 10%": tb // 10,
+              "HBM cache 30%": 3 * tb // 10, "host (all tables)": tb}
+    return stage, n, levels, note
+
+
+def hierarchy_table(stage: EmbeddingStage, batches: list[JaggedBatch], levels: dict, warmup: int = 2) -> pd.DataFrame:
+    """One dataset's skew curve read at every level: the hottest rows' share of the lookups that fit each
+    level's capacity, and the LRU model's hit rate of a cache that size (table 0, its share of the level)."""
+    rb = stage.embedding_dim * stage.element_bytes
+    timed = np.concatenate([b.table(0).indices for b in batches[warmup:]])
+    curve = hotness.coverage_curve(timed)
+    rows = []
+    for level, cap in levels.items():
+        share_rows = int(cap // rb // stage.num_tables)  # table 0's share of the level
+        skew = float(curve[min(max(share_rows, 1), curve.size) - 1]) if curve.size else 0.0
+        lru = 1.0  # a level that holds every row is the rows' home: nothing misses
+        if share_rows < stage.embedding_sizes[0]:
+            ways = 16 if level == "L2" else 32
+            lru = predicted_hit_rates(batches, warmup, stage.embedding_sizes[0], rb, share_rows, ways)[
+                "predicted_hit_rate_lru"]
+        rows.append({"level": level, "capacity_bytes": int(cap), "skew_curve_share": skew, "lru_hit_rate": lru})
+    return pd.DataFrame(rows)
