@@ -4,6 +4,7 @@ Importing this module is cheap: the parser is built for every ``dlrmlab`` comman
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from dlrmlab.errors import DlrmlabError
@@ -56,7 +57,7 @@ def stage(args: argparse.Namespace, preset_name: str) -> Any:
 
 
 def run_command(args: argparse.Namespace, out_dir: Any, preset_name: str) -> int:
-    from dlrmlab import backend, hostbench
+    from dlrmlab import backend, hostbench, hostreport
     from dlrmlab.bench.results import check_results_dir
     from dlrmlab.datasets import canonical_name, trace_path
     from dlrmlab.placement import parse_budget
@@ -77,8 +78,10 @@ def run_command(args: argparse.Namespace, out_dir: Any, preset_name: str) -> int
     st = stage(args, preset_name)
     out = check_results_dir(out_dir)
     df = hostbench.run(st, datasets, budgets, out, warmup=warmup, timed=timed, ways=args.ways,
-                       threads=args.threads, seed=args.seed)
+                       threads=args.threads, seed=args.seed, command=" ".join(["dlrmlab", *sys.argv[1:]]))
     print(f"appended {len(df)} row(s) to {out}/host_tables.csv, the link's rates to {out}/host_link.csv")
+    written = hostreport.write(out)
+    print(f"wrote {', '.join(str(p) for p in written)}")
     bad = df[df["max_abs_err"] > TOLERANCE]
     for r in bad.itertuples():
         print(f"dlrmlab: incorrect result: {r.dataset} {r.placement_spec}: max abs error {r.max_abs_err:.3g}")

@@ -286,13 +286,13 @@ def placements(budgets: Sequence[float], ways: int) -> list[Placement]:
 
 def run(stage: EmbeddingStage, datasets: Sequence[str], budgets: Sequence[float], out_dir: Any, warmup: int = 6,
         timed: int = 12, ways: int = 32, threads: int = 8, seed: int = 0,
-        progress: Callable[[str], None] = print) -> pd.DataFrame:
+        progress: Callable[[str], None] = print, command: str = "") -> pd.DataFrame:
     """The whole measurement: pin and fill the tables, the link's rates (``host_link.csv``), then every
     placement on every dataset (``host_tables.csv``), rows appended as each run finishes."""
     from dlrmlab.bench.results import append_results
     from dlrmlab.placement import host_tables
 
-    env = environment()
+    env = {**environment(), "command": command}
     rb = stage.embedding_dim * stage.element_bytes
     t0 = time.perf_counter()
     with host_tables(stage.embedding_sizes, stage.embedding_dim, stage.dtype) as ht:

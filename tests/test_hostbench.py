@@ -78,3 +78,26 @@ def test_trace_ids_are_spread_bijectively():
 def test_host_tables_command_refuses_bad_options(argv, capsys, tmp_path):
     assert cli.main(["host-tables", "--out", str(tmp_path), *argv]) == 2
     assert capsys.readouterr().err.startswith("dlrmlab: error:")
+
+
+def test_report_section_and_figure_from_tidy_rows(tmp_path):
+    from dlrmlab import hostreport
+    from dlrmlab.bench.results import append_results
+
+    stage = preset("tiny", tables=2, rows=1000, sparse_feature_size=DIM, batch_size=4)
+    env = {"device": "h100", "gpu_name": "NVIDIA H100", "command": "dlrmlab host-tables"}
+    rows = []
+    for spec, misses in (("cached:1%:per-table", 900), ("cached:10%:per-table", 300), ("cached:10%", 300),
+                         ("host", None)):
+        p = Placement.parse(spec)
+        res = hostbench._complete({"seconds": 0.01, "plan_seconds": 0.001, "max_abs_err": 0.0, "lookups": 1000,
+                                   "misses": misses, "hit_rate": None if misses is None else 1 - misses / 1000,
+                                   "cache_rows": 10})
+        rows.append(hostbench.result_row(stage, "zipf:1.05", "none", p, res, 1, 2, _rates(), None, env))
+    append_results(pd.DataFrame(rows), "host_tables", tmp_path)  # through CSV, as the command writes them
+    runs = pd.read_csv(tmp_path / "host_tables.csv")
+    text = hostreport.section(runs, _rates())
+    assert "NVIDIA H100; 2 tables of 1,000 rows x 4 float32" in text
+    assert "| cached:10%:lru:shared:32-way:pipelined |" in text and "| host |" in text
+    assert len(hostreport.headline(runs)) == 3  # the per-table LRU sweep and host
+    assert len(hostreport.figure(runs).axes[0].lines) == 3  # cached, bound, host
