@@ -29,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budgets", default=DEFAULT_BUDGETS, help="cache budgets, a share of the tables' bytes "
                    "(default %(default)s)")  # fmt: skip
     p.add_argument("--ways", type=int, default=32, help="cache associativity (default %(default)s)")
-    p.add_argument("--warmup", type=int, help="batches served before timing (default 6; 1 in the simulator)")
-    p.add_argument("--batches", type=int, help="timed batches (default 12; 2 in the simulator)")
+    p.add_argument("--warmup", type=int, help="batches served before timing (default 4; 1 in the simulator)")
+    p.add_argument("--batches", type=int, help="timed batches (default 10; 2 in the simulator)")
     p.add_argument("--threads", type=int, default=8, help="CPU threads planning the per-table caches (default "
                    "%(default)s)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the ids and tables (default %(default)s)")
@@ -71,8 +71,8 @@ def run_command(args: argparse.Namespace, out_dir: Any, preset_name: str) -> int
     for d in datasets:  # a bad name or a missing trace is refused before any memory is pinned
         if canonical_name(d).startswith("trace:"):
             trace_path(canonical_name(d)[6:])
-    warmup = args.warmup if args.warmup is not None else (1 if backend.SIMULATOR else 6)
-    timed = args.batches if args.batches is not None else (2 if backend.SIMULATOR else 12)
+    warmup = args.warmup if args.warmup is not None else (1 if backend.SIMULATOR else 4)
+    timed = args.batches if args.batches is not None else (2 if backend.SIMULATOR else 10)
     if warmup < 0 or timed <= 0 or args.threads <= 0 or args.ways <= 0:
         raise DlrmlabError("--warmup must be >= 0; --batches, --threads and --ways positive")
     st = stage(args, preset_name)

@@ -101,3 +101,16 @@ def test_report_section_and_figure_from_tidy_rows(tmp_path):
     assert "| cached:10%:lru:shared:32-way:pipelined |" in text and "| host |" in text
     assert len(hostreport.headline(runs)) == 3  # the per-table LRU sweep and host
     assert len(hostreport.figure(runs).axes[0].lines) == 3  # cached, bound, host
+
+
+@pytest.mark.gpu
+def test_host_tables_command_end_to_end_on_the_gpu(tmp_path):
+    argv = ["host-tables", "--out", str(tmp_path), "--tables", "2", "--rows", "200000", "--batch", "256",
+            "--pooling", "20", "--budgets", "5%,20%", "--dataset", "random,zipf:1.05", "--warmup", "1",
+            "--batches", "2"]
+    assert cli.main(argv) == 0
+    out = next(tmp_path.glob("*/host_tables.csv")).parent
+    runs, link = pd.read_csv(out / "host_tables.csv"), pd.read_csv(out / "host_link.csv")
+    assert len(runs) == 2 * 6 and (runs["max_abs_err"] < 1e-3).all()
+    assert (link["gbps"] > 0).all() and set(link["measure"]) >= {"bulk_h2d", "host_gather", "hbm_gather", "hbm_fused"}
+    assert (out / "host_tables.md").is_file()
