@@ -208,3 +208,13 @@ def test_interrupt_unmaps_pinned_pages_on_the_gpu():
     with pytest.raises(cudart.CudaError):
         cudart.host_device_pointer(ptr)  # no mapping left behind
     assert placement.live_pinned_bytes() == 0
+
+
+def test_interrupt_mid_pipeline_drains_and_unpins():
+    rng = np.random.default_rng(4)
+    with pytest.raises(KeyboardInterrupt):
+        with host_tables((20,), DIM) as ht, cached_stage(ht, "cached:50%:2-way", max_ids=32, max_bags=4) as stage:
+            for i, _ in enumerate(stage.serve([_batch(rng, (20,)) for _ in range(3)])):
+                if i == 1:
+                    raise KeyboardInterrupt
+    assert placement.live_pinned_bytes() == 0
