@@ -51,6 +51,7 @@ class PlacedTables:
                 b = math.sqrt(1.0 / n)
                 torch.from_numpy(self.host.table(t)).uniform_(-b, b, generator=g)
         self.stage: Any = None
+        self._host_packed: Any = None
         self._pending: tuple[Any, Any] | None = None
 
     def close(self) -> None:
@@ -97,7 +98,9 @@ class PlacedTables:
             jagged = (numba_view(s.values), numba_view(s.offsets), numba_view(s.table_offsets()),
                       None if s.weights is None else numba_view(s.weights))
             stream = 0 if backend.SIMULATOR else cuda.external_stream(torch.cuda.current_stream().cuda_stream)
-            fused_forward(host_packed(self.host), jagged, mode=self.mode, out=out_nb, stream=stream, validate=False)
+            if self._host_packed is None:
+                self._host_packed = host_packed(self.host)
+            fused_forward(self._host_packed, jagged, mode=self.mode, out=out_nb, stream=stream, validate=False)
             return
         if self._pending is not None and self._pending[0] is sparse:
             pre = self._pending[1]
