@@ -49,14 +49,20 @@ def set_hash(row, n_sets):
     return ((row * 2654435761) % 4294967296) % n_sets
 
 
+# columns of a slot's state (one cache line per slot: a hit touches one line)
+STAMP, BATCH, INSERTED, FREQ = 0, 1, 2, 3
+
+
 @njit(cache=True, nogil=True)
-def _plan(ids, seg, row_base, set_start, set_count, ways, lfu, tick, lock_from, seq, tags, stamp, batch_of,
-          freq, ins_tick, slot_of, stage_base, locs, miss_src, miss_dst, staged, out):  # pragma: no cover - compiled
+def _plan(ids, seg, row_base, set_start, set_count, ways, lfu, tick, lock_from, seq, tags, meta, filled, slot_of,
+          stage_base, locs, miss_src, miss_dst, staged, out):  # pragma: no cover - compiled
     """One batch through the cache (state updated in place); returns ``(missed rows, sequence number)``.
 
-    ``ids[seg[t]:seg[t+1]]`` are table t's ids; ``row_base[t]`` its first global row. Fills ``locs`` (a
-    device-buffer row per id), ``miss_src``/``miss_dst`` (global row -> buffer row to copy) and ``out``
-    (:data:`COUNTERS`).
+    ``ids[seg[t]:seg[t+1]]`` are table t's ids; ``row_base[t]`` its first global row. ``tags[slot]``: the
+    global row a slot holds; ``meta[slot]``: its last lookup's sequence number, last batch, the batch that
+    filled it, its lookups since; ``filled[set]``: ways in use (a set fills in way order and never empties).
+    Fills ``locs`` (a device-buffer row per id), ``miss_src``/``miss_dst`` (global row -> buffer row to
+    copy) and ``out`` (:data:`COUNTERS`).
     """
     n_miss = 0
     n_staged = 0
@@ -68,14 +74,15 @@ def _plan(ids, seg, row_base, set_start, set_count, ways, lfu, tick, lock_from, 
             out[0] += 1
             s = slot_of[g]
             if s >= 0:
-                if batch_of[s] != tick:  # the row's first lookup in this batch
+                m = meta[s]
+                if m[BATCH] != tick:  # the row's first lookup in this batch
                     out[1] += 1
                     out[2] += 1
-                    batch_of[s] = tick
-                if ins_tick[s] != tick:
+                    m[BATCH] = tick
+                if m[INSERTED] != tick:
                     out[7] += 1
-                stamp[s] = seq
-                freq[s] += 1
+                m[STAMP] = seq
+                m[FREQ] += 1
                 locs[e] = s
                 continue
             if s <= -2:  # staged earlier in this batch
@@ -83,21 +90,20 @@ def _plan(ids, seg, row_base, set_start, set_count, ways, lfu, tick, lock_from, 
                 continue
             out[1] += 1
             out[3] += 1
-            base = (set_start[t] + set_hash(g, set_count[t])) * ways
+            st = set_start[t] + set_hash(g, set_count[t])
+            base = st * ways
             v = -1
-            for w in range(ways):  # a free way first
-                if tags[base + w] < 0:
-                    v = base + w
-                    break
-            if v < 0:
+            if filled[st] < ways:  # a free way first
+                v = base + filled[st]
+                filled[st] += 1
+            else:
                 best_f, best_s = big, big
-                for w in range(ways):
-                    x = base + w
-                    if batch_of[x] >= lock_from:  # read by a batch that may be in flight
+                for x in range(base, base + ways):
+                    if meta[x, BATCH] >= lock_from:  # read by a batch that may be in flight
                         continue
-                    f = freq[x] if lfu else 0
-                    if f < best_f or (f == best_f and stamp[x] < best_s):
-                        v, best_f, best_s = x, f, stamp[x]
+                    f = meta[x, FREQ] if lfu else 0
+                    if f < best_f or (f == best_f and meta[x, STAMP] < best_s):
+                        v, best_f, best_s = x, f, meta[x, STAMP]
                 if v >= 0:
                     out[5] += 1
                     slot_of[tags[v]] = -1
@@ -105,10 +111,10 @@ def _plan(ids, seg, row_base, set_start, set_count, ways, lfu, tick, lock_from, 
                 out[4] += 1
                 tags[v] = g
                 slot_of[g] = v
-                stamp[v] = seq
-                batch_of[v] = tick
-                ins_tick[v] = tick
-                freq[v] = 1
+                meta[v, STAMP] = seq
+                meta[v, BATCH] = tick
+                meta[v, INSERTED] = tick
+                meta[v, FREQ] = 1
                 dst = v
             else:  # every way locked: stage the row for this batch only
                 out[6] += 1
@@ -218,10 +224,9 @@ class HbmCache:
                               f"with staging for {self.stage_rows:,} rows a batch")
         slots = self.geometry.slots
         self.tags = np.full(slots, -1, np.int64)
-        self.stamp = np.zeros(slots, np.int64)
-        self.batch_of = np.full(slots, _NEVER, np.int64)
-        self.ins_tick = np.full(slots, _NEVER, np.int64)
-        self.freq = np.zeros(slots, np.int64)
+        self.meta = np.zeros((slots, 4), np.int64)
+        self.meta[:, BATCH] = self.meta[:, INSERTED] = _NEVER
+        self.filled = np.zeros(self.geometry.sets, np.int64)
         self.slot_of = np.full(host.total_rows, -1, np.int64)
         self._staged = np.zeros(self.stage_rows, np.int64)
         self._row_base = np.concatenate([[0], np.cumsum(host.rows)[:-1]]).astype(np.int64)
@@ -280,8 +285,8 @@ class HbmCache:
         return _plan(
             ids[lo:hi], seg[t0 : t1 + 1] - lo, self._row_base[t0:t1], np.asarray(g.set_start[t0:t1], np.int64),
             np.asarray(g.set_count[t0:t1], np.int64), g.ways, self.placement.policy == "lfu", self.tick, lock_from,
-            self._seq + lo - int(seg[0]), self.tags, self.stamp, self.batch_of, self.freq, self.ins_tick,
-            self.slot_of, stage_base + lo, locs[lo:hi], miss_src[lo:], miss_dst[lo:], self._staged[lo:], out,
+            self._seq + lo - int(seg[0]), self.tags, self.meta, self.filled, self.slot_of, stage_base + lo,
+            locs[lo:hi], miss_src[lo:], miss_dst[lo:], self._staged[lo:], out,
         )
 
     def fill(self, miss_src: Any, miss_dst: Any, n: int, stream: Any = 0) -> None:
