@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dlrmlab import hbmcache, placement, reference
+from dlrmlab.backend import cuda
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.fused import fused_forward
 from dlrmlab.hbmcache import HbmCache, set_hash
@@ -122,9 +123,9 @@ def test_placements_match_the_reference(spec):
     with host_tables(rows, DIM, fill=weights) as ht:
         if p.kind == "host":
             for b in batches:
-                out = fused_forward(host_packed(ht), tuple(map(np.asarray, (b.indices, b.offsets, b.table_offsets)))
-                                    + (None,), mode="mean")
-                np.testing.assert_allclose(np.asarray(out), _expected(weights, b, "mean"), rtol=1e-5, atol=1e-6)
+                jagged = (*(cuda.to_device(a) for a in (b.indices, b.offsets, b.table_offsets)), None)
+                out = fused_forward(host_packed(ht), jagged, mode="mean")
+                np.testing.assert_allclose(out.copy_to_host(), _expected(weights, b, "mean"), rtol=1e-5, atol=1e-6)
             return
         with cached_stage(ht, p, max_ids=64, max_bags=8, mode="sum") as stage:
             served = list(stage.serve(batches))
