@@ -54,23 +54,30 @@ STAMP, BATCH, INSERTED, FREQ = 0, 1, 2, 3
 
 
 @njit(cache=True, nogil=True)
-def _plan(ids, seg, row_base, set_start, set_count, ways, lfu, tick, lock_from, seq, tags, meta, filled, slot_of,
-          stage_base, locs, miss_src, miss_dst, staged, out):  # pragma: no cover - compiled
-    """One batch through the cache (state updated in place); returns ``(missed rows, sequence number)``.
+def _plan(ids, seg, row_base, set_start, set_count, ways, lfu, tick, lock_from, seq0, part, parts, tags, meta, filled,
+          slot_of, locs, miss_src, miss_dst, staged, out):  # pragma: no cover - compiled
+    """One batch through the sets ``set % parts == part`` of the cache (state updated in place); returns
+    ``(missed rows, rows staged)``. Parts touch disjoint sets, so they run in parallel threads and decide
+    exactly what one pass over every set would (each lookup's sequence number is its place in the batch).
 
     ``ids[seg[t]:seg[t+1]]`` are table t's ids; ``row_base[t]`` its first global row. ``tags[slot]``: the
     global row a slot holds; ``meta[slot]``: its last lookup's sequence number, last batch, the batch that
     filled it, its lookups since; ``filled[set]``: ways in use (a set fills in way order and never empties).
-    Fills ``locs`` (a device-buffer row per id), ``miss_src``/``miss_dst`` (global row -> buffer row to
-    copy) and ``out`` (:data:`COUNTERS`).
+    Fills ``locs`` (a device-buffer row per id of this part; ``-1 - (k * parts + part)`` for this part's
+    k-th staged row, placed later by :func:`_place_staged`), this part's ``miss_src``/``miss_dst`` (global
+    row -> buffer row) and ``out`` (:data:`COUNTERS`).
     """
     n_miss = 0
     n_staged = 0
     big = np.iinfo(np.int64).max
+    first = seg[0]
     for t in range(seg.shape[0] - 1):
         for e in range(seg[t], seg[t + 1]):
             g = row_base[t] + ids[e]
-            seq += 1
+            st = set_start[t] + set_hash(g, set_count[t])
+            if st % parts != part:
+                continue
+            seq = seq0 + (e - first) + 1
             out[0] += 1
             s = slot_of[g]
             if s >= 0:
@@ -86,11 +93,10 @@ def _plan(ids, seg, row_base, set_start, set_count, ways, lfu, tick, lock_from, 
                 locs[e] = s
                 continue
             if s <= -2:  # staged earlier in this batch
-                locs[e] = stage_base - 2 - s
+                locs[e] = -1 - ((-2 - s) * parts + part)
                 continue
             out[1] += 1
             out[3] += 1
-            st = set_start[t] + set_hash(g, set_count[t])
             base = st * ways
             v = -1
             if filled[st] < ways:  # a free way first
@@ -120,7 +126,7 @@ def _plan(ids, seg, row_base, set_start, set_count, ways, lfu, tick, lock_from, 
                 out[6] += 1
                 slot_of[g] = -2 - n_staged
                 staged[n_staged] = g
-                dst = stage_base + n_staged
+                dst = -1 - (n_staged * parts + part)
                 n_staged += 1
             miss_src[n_miss] = g
             miss_dst[n_miss] = dst
@@ -128,7 +134,17 @@ def _plan(ids, seg, row_base, set_start, set_count, ways, lfu, tick, lock_from, 
             locs[e] = dst
     for k in range(n_staged):
         slot_of[staged[k]] = -1
-    return n_miss, seq
+    return n_miss, n_staged
+
+
+@njit(cache=True, nogil=True)
+def _place_staged(a, stage_base, first_of_part, parts):  # pragma: no cover - compiled
+    """Staged rows' codes in ``a`` (locations or fill targets) -> rows of the staging area, the parts' rows
+    one after another."""
+    for i in range(a.shape[0]):
+        if a[i] < 0:
+            c = -1 - a[i]
+            a[i] = stage_base + first_of_part[c % parts] + c // parts
 
 
 @dataclass(frozen=True)
@@ -202,8 +218,8 @@ def geometry(rows: tuple[int, ...], row_bytes: int, placement: Placement) -> Geo
 class HbmCache:
     """The cache's state (host) and rows (device) for a set of :class:`~dlrmlab.placement.HostTables`.
 
-    ``max_ids``: the most ids one batch may hold (sizes the staging areas). ``threads``: per-table caches
-    are planned in that many threads (the same result as one). ``on_device=False``: no rows, only the
+    ``max_ids``: the most ids one batch may hold (sizes the staging areas). ``threads``: the sets are split
+    among that many planning threads (the same decisions as one). ``on_device=False``: no rows, only the
     cache's decisions and counters (a CPU model at any scale; ``host`` then needs only its shape).
     Refused before anything is allocated when the buffer does not fit in the free GPU memory.
     """
@@ -228,7 +244,8 @@ class HbmCache:
         self.meta[:, BATCH] = self.meta[:, INSERTED] = _NEVER
         self.filled = np.zeros(self.geometry.sets, np.int64)
         self.slot_of = np.full(host.total_rows, -1, np.int64)
-        self._staged = np.zeros(self.stage_rows, np.int64)
+        self._parts: list = []
+        self._pool: ThreadPoolExecutor | None = None
         self._row_base = np.concatenate([[0], np.cumsum(host.rows)[:-1]]).astype(np.int64)
         self.tick = 0
         self._seq = 0
@@ -255,39 +272,44 @@ class HbmCache:
         self.tick += 1
         seg = np.asarray(seg, np.int64)
         ids = np.ascontiguousarray(ids, np.int64)
+        n_ids = int(seg[-1] - seg[0])
         lock_from = self.tick - 1 if lock_previous else self.tick
         stage_base = self.geometry.slots + (self.tick % 2) * self.stage_rows
-        T = seg.shape[0] - 1
-        if self.placement.shared or self.threads <= 1 or T == 1:
-            out = np.zeros(len(COUNTERS), np.int64)
-            n, _ = self._plan_tables(range(T), ids, seg, locs, miss_src, miss_dst, lock_from, stage_base, out)
-        else:  # per-table caches are disjoint: plan the tables in parallel (the core releases the GIL)
-            outs = np.zeros((T, len(COUNTERS)), np.int64)
-            with ThreadPoolExecutor(min(self.threads, T)) as pool:
-                parts = list(pool.map(lambda t: self._plan_tables(
-                    [t], ids, seg, locs, miss_src, miss_dst, lock_from, stage_base, outs[t]), range(T)))
-            n = 0
-            for t, (m, _) in enumerate(parts):  # the tables' missed rows, made contiguous
-                lo = int(seg[t])
-                miss_src[n : n + m] = miss_src[lo : lo + m].copy()
-                miss_dst[n : n + m] = miss_dst[lo : lo + m].copy()
-                n += m
-            out = outs.sum(axis=0)
-        self._seq += int(seg[-1] - seg[0])
-        return int(n), CacheStats(*(int(x) for x in out))
-
-    def _plan_tables(self, tables, ids, seg, locs, miss_src, miss_dst, lock_from, stage_base, out):
-        """:func:`_plan` over consecutive ``tables``; their lists and staged rows start at their first id,
-        and their sequence numbers are those a plan of the whole batch would give."""
-        t0, t1 = tables[0], tables[-1] + 1
-        lo, hi = int(seg[t0]), int(seg[t1])
+        parts = max(1, min(self.threads, self.geometry.sets))
         g = self.geometry
-        return _plan(
-            ids[lo:hi], seg[t0 : t1 + 1] - lo, self._row_base[t0:t1], np.asarray(g.set_start[t0:t1], np.int64),
-            np.asarray(g.set_count[t0:t1], np.int64), g.ways, self.placement.policy == "lfu", self.tick, lock_from,
-            self._seq + lo - int(seg[0]), self.tags, self.meta, self.filled, self.slot_of, stage_base + lo,
-            locs[lo:hi], miss_src[lo:], miss_dst[lo:], self._staged[lo:], out,
-        )
+        scratch = self._scratch(parts, n_ids)
+        outs = np.zeros((parts, len(COUNTERS)), np.int64)
+        args = (ids, seg, self._row_base, np.asarray(g.set_start, np.int64), np.asarray(g.set_count, np.int64),
+                g.ways, self.placement.policy == "lfu", self.tick, lock_from, self._seq)
+
+        def part(p: int) -> tuple[int, int]:
+            src, dst, staged = scratch[p]
+            return _plan(*args, p, parts, self.tags, self.meta, self.filled, self.slot_of, locs, src, dst, staged,
+                         outs[p])
+
+        if parts == 1:
+            done = [part(0)]
+        else:  # disjoint sets: the parts run in parallel threads (the core releases the GIL)
+            if self._pool is None or self._pool._max_workers != parts:
+                self._pool = ThreadPoolExecutor(parts, thread_name_prefix="hbmcache-plan")
+            done = list(self._pool.map(part, range(parts)))
+        first_of_part = np.concatenate([[0], np.cumsum([k for _, k in done])[:-1]]).astype(np.int64)
+        n = 0
+        for p, (m, _) in enumerate(done):  # the parts' missed rows, one list
+            miss_src[n : n + m] = scratch[p][0][:m]
+            miss_dst[n : n + m] = scratch[p][1][:m]
+            n += m
+        if sum(k for _, k in done):
+            _place_staged(locs[seg[0] : seg[-1]], stage_base, first_of_part, parts)
+            _place_staged(miss_dst[:n], stage_base, first_of_part, parts)
+        self._seq += n_ids
+        return int(n), CacheStats(*(int(x) for x in outs.sum(axis=0)))
+
+    def _scratch(self, parts: int, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per part: missed rows' sources and targets, staged rows (reused from batch to batch)."""
+        if len(self._parts) != parts or self._parts[0][0].size < n:
+            self._parts = [tuple(np.zeros(max(n, 1), np.int64) for _ in range(3)) for _ in range(parts)]
+        return self._parts
 
     def fill(self, miss_src: Any, miss_dst: Any, n: int, stream: Any = 0) -> None:
         """Copy ``n`` missed rows from the host tables (zero-copy) into the device buffer, on ``stream``."""

@@ -196,7 +196,7 @@ def _check(ht: HostTables, batch: JaggedBatch, out: np.ndarray, mode: str) -> fl
 
 
 def run_cached(ht: HostTables, batches: list[JaggedBatch], placement: Placement, warmup: int, mode: str = "sum",
-               threads: int = 8) -> dict:
+               threads: int = 16) -> dict:
     """Serve ``batches`` through an HBM cache; time the batches after ``warmup`` (wall clock, the CPU's
     planning included: it is part of serving), and sum their counters."""
     max_ids = max(int(b.indices.size) for b in batches)
@@ -286,7 +286,7 @@ def placements(budgets: Sequence[float], ways: int) -> list[Placement]:
 
 
 def run(stage: EmbeddingStage, datasets: Sequence[str], budgets: Sequence[float], out_dir: Any, warmup: int = 4,
-        timed: int = 10, ways: int = 32, threads: int = 8, seed: int = 0,
+        timed: int = 10, ways: int = 32, threads: int = 16, seed: int = 0,
         progress: Callable[[str], None] = print, command: str = "") -> pd.DataFrame:
     """The whole measurement: pin and fill the tables, the link's rates (``host_link.csv``), then every
     placement on every dataset (``host_tables.csv``), rows appended as each run finishes."""

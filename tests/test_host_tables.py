@@ -91,7 +91,7 @@ def test_cache_counters_match_the_python_model(spec):
     rows = (40, 24)
     p = Placement.parse(spec)
     with host_tables(rows, DIM) as ht:
-        cache = HbmCache(ht, p, max_ids=64, threads=2)  # per-table caches: planned in parallel
+        cache = HbmCache(ht, p, max_ids=64, threads=3)  # the sets split among three planning threads
         model = ModelCache(cache._row_base, cache.geometry, p.policy == "lfu")
         evicted = 0
         for _ in range(6):
@@ -108,7 +108,11 @@ def test_cache_counters_match_the_python_model(spec):
             evicted += stats.evictions
             # every location holds the id's row once the misses are copied
             gid = np.concatenate([cache._row_base[t] + b.table(t).indices for t in range(2)])
-            assert len(set(zip(gid, locs, strict=True))) == len(set(gid))
+            assert len(set(zip(gid, locs, strict=True))) == len(set(gid)) == len(set(locs))  # one place per row
+            assert sorted(src[:n_miss]) == sorted(set(src[:n_miss]))  # each missed row fetched once
+            where = dict(zip(gid, locs, strict=True))
+            assert all(where[r] == d for r, d in zip(src[:n_miss], dst[:n_miss], strict=True))  # filled where read
+            assert ((locs >= 0) & (locs < cache.buffer_rows)).all()
     assert evicted > 0  # the budget is small enough that the policy decided something
 
 
