@@ -2,11 +2,12 @@
 
 Design (as FBGEMM's ``MANAGED_CACHING`` prefetch):
 
-* **Management on the host** (``numba.njit`` on the CPU, :func:`_plan`): for each batch the ids are looked
-  up in the cache's tags once per row (a row-to-slot map makes a lookup one load), duplicates are served
-  by the first lookup's slot, each missed row gets a victim way of its set, and every id becomes a
-  *location*: its row in the device buffer (FBGEMM's ``lxu_cache_locations``). Counters per batch: hits,
-  misses, inserts, evictions (and rows staged, below), per unique row and per lookup.
+* **Management on the host** (``numba.njit`` on the CPU, :func:`_plan`; the sets split among threads):
+  for each batch the ids are looked up in the cache's tags once per row (a row-to-slot map makes a lookup
+  one load), duplicates are served by the first lookup's slot, each missed row gets a victim way of its
+  set, and every id becomes a *location*: its row in the device buffer (FBGEMM's
+  ``lxu_cache_locations``). Counters per batch: hits, misses, inserts, evictions (and rows staged, below),
+  per unique row and per lookup.
 * **The device buffer** holds the cache's slots followed by two staging areas (one per batch in flight):
   a missed row whose set has no free way (every way in use by a batch in flight) is staged there for this
   batch only. So every id has a location, and the embedding kernel reads every row from HBM with the
