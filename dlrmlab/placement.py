@@ -181,7 +181,11 @@ def pinned_host(nbytes: int, what: str = "host tables") -> Iterator[HostBuffer]:
     else:
         from dlrmlab import cudart
 
-        ptr = cudart.host_alloc_mapped(nbytes)
+        try:
+            ptr = cudart.host_alloc_mapped(nbytes)
+        except cudart.CudaError as e:
+            raise DlrmlabError(f"{what}: pinning {checks.fmt_bytes(nbytes)} of host memory failed ({e}); "
+                               f"{checks.fmt_bytes(checks.available_host_bytes() or 0)} is free") from None
         try:
             buf = HostBuffer(nbytes, ptr, cudart.host_device_pointer(ptr))
         except BaseException:
