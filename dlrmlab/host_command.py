@@ -69,8 +69,8 @@ def run_command(args: argparse.Namespace, out_dir: Any, preset_name: str) -> int
     if not datasets:
         raise DlrmlabError("--dataset needs at least one dataset")
     for d in datasets:  # a bad name or a missing trace is refused before any memory is pinned
-        if canonical_name(d).startswith("trace:"):
-            trace_path(canonical_name(d)[6:])
+        if canonical_name(d).startswith("trace:") and not trace_path(canonical_name(d)[6:]).is_file():
+            raise DlrmlabError(f"{d}: no such trace file")
     warmup = args.warmup if args.warmup is not None else (1 if backend.SIMULATOR else 4)
     timed = args.batches if args.batches is not None else (2 if backend.SIMULATOR else 10)
     if warmup < 0 or timed <= 0 or args.threads <= 0 or args.ways <= 0:

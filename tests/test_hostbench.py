@@ -74,7 +74,7 @@ def test_trace_ids_are_spread_bijectively():
 
 
 @pytest.mark.parametrize("argv", [["--budgets", "150%"], ["--budgets", ""], ["--batches", "0"],
-                                  ["--dataset", "nonsense"], ["--rows", "-1"]])
+                                  ["--dataset", "nonsense"], ["--dataset", "trace:/no/such.txt"], ["--rows", "-1"]])
 def test_host_tables_command_refuses_bad_options(argv, capsys, tmp_path):
     assert cli.main(["host-tables", "--out", str(tmp_path), *argv]) == 2
     assert capsys.readouterr().err.startswith("dlrmlab: error:")
