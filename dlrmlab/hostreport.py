@@ -47,7 +47,7 @@ def figure(runs: pd.DataFrame) -> style.ReportFigure:
             ax.set_xscale("log")
             ax.set_yscale("log")
         ax.set_title(style.dataset_label(ds), fontsize="medium")
-        ax.set_xlabel("HBM cache (% of the tables)")
+    fig.supxlabel("HBM cache (% of the tables)", fontsize="medium")
     axes[0].set_ylabel("effective GB/s (looked-up bytes / time)")
     style.legend(axes[-1])
     return fig
