@@ -55,13 +55,24 @@ STAMP, BATCH, INSERTED, FREQ = 0, 1, 2, 3
 
 
 @njit(cache=True, nogil=True)
-def _plan(ids, seg, row_base, set_start, set_count, ways, lfu, tick, lock_from, seq0, part, parts, tags, meta, filled,
+def _sets_of(ids, seg, row_base, set_start, set_count, parts, lo, hi, sets, part_of):  # pragma: no cover - compiled
+    """The set of each id in ``lo..hi`` and the part that owns it (a pass before the parts run)."""
+    for t in range(seg.shape[0] - 1):
+        for e in range(max(seg[t], lo), min(seg[t + 1], hi)):
+            st = set_start[t] + set_hash(row_base[t] + ids[e], set_count[t])
+            sets[e] = st
+            part_of[e] = st % parts
+
+
+@njit(cache=True, nogil=True)
+def _plan(ids, seg, row_base, sets, part_of, ways, lfu, tick, lock_from, seq0, part, parts, tags, meta, filled,
           slot_of, locs, miss_src, miss_dst, staged, out):  # pragma: no cover - compiled
     """One batch through the sets ``set % parts == part`` of the cache (state updated in place); returns
     ``(missed rows, rows staged)``. Parts touch disjoint sets, so they run in parallel threads and decide
     exactly what one pass over every set would (each lookup's sequence number is its place in the batch).
 
-    ``ids[seg[t]:seg[t+1]]`` are table t's ids; ``row_base[t]`` its first global row. ``tags[slot]``: the
+    ``ids[seg[t]:seg[t+1]]`` are table t's ids; ``row_base[t]`` its first global row; ``sets``/``part_of``
+    each id's set and part (:func:`_sets_of`). ``tags[slot]``: the
     global row a slot holds; ``meta[slot]``: its last lookup's sequence number, last batch, the batch that
     filled it, its lookups since; ``filled[set]``: ways in use (a set fills in way order and never empties).
     Fills ``locs`` (a device-buffer row per id of this part; ``-1 - (k * parts + part)`` for this part's
@@ -74,10 +85,10 @@ def _plan(ids, seg, row_base, set_start, set_count, ways, lfu, tick, lock_from, 
     first = seg[0]
     for t in range(seg.shape[0] - 1):
         for e in range(seg[t], seg[t + 1]):
-            g = row_base[t] + ids[e]
-            st = set_start[t] + set_hash(g, set_count[t])
-            if st % parts != part:
+            if part_of[e] != part:
                 continue
+            g = row_base[t] + ids[e]
+            st = sets[e]
             seq = seq0 + (e - first) + 1
             out[0] += 1
             s = slot_of[g]
@@ -276,23 +287,31 @@ class HbmCache:
         n_ids = int(seg[-1] - seg[0])
         lock_from = self.tick - 1 if lock_previous else self.tick
         stage_base = self.geometry.slots + (self.tick % 2) * self.stage_rows
-        parts = max(1, min(self.threads, self.geometry.sets))
+        parts = max(1, min(self.threads, self.geometry.sets, 256))
         g = self.geometry
-        scratch = self._scratch(parts, n_ids)
+        scratch = self._scratch(parts, int(seg[-1]))
+        sets, part_of = self._sets[: int(seg[-1])], self._part_of[: int(seg[-1])]
         outs = np.zeros((parts, len(COUNTERS)), np.int64)
-        args = (ids, seg, self._row_base, np.asarray(g.set_start, np.int64), np.asarray(g.set_count, np.int64),
-                g.ways, self.placement.policy == "lfu", self.tick, lock_from, self._seq)
+        set_start, set_count = np.asarray(g.set_start, np.int64), np.asarray(g.set_count, np.int64)
+        chunk = -(-n_ids // parts)
+
+        def sets_of(p: int) -> None:
+            lo = int(seg[0]) + p * chunk
+            _sets_of(ids, seg, self._row_base, set_start, set_count, parts, lo, lo + chunk, sets, part_of)
 
         def part(p: int) -> tuple[int, int]:
             src, dst, staged = scratch[p]
-            return _plan(*args, p, parts, self.tags, self.meta, self.filled, self.slot_of, locs, src, dst, staged,
-                         outs[p])
+            return _plan(ids, seg, self._row_base, sets, part_of, g.ways, self.placement.policy == "lfu", self.tick,
+                         lock_from, self._seq, p, parts, self.tags, self.meta, self.filled, self.slot_of, locs, src,
+                         dst, staged, outs[p])
 
         if parts == 1:
+            sets_of(0)
             done = [part(0)]
-        else:  # disjoint sets: the parts run in parallel threads (the core releases the GIL)
+        else:  # disjoint sets: the parts run in parallel threads (the cores release the GIL)
             if self._pool is None or self._pool._max_workers != parts:
                 self._pool = ThreadPoolExecutor(parts, thread_name_prefix="hbmcache-plan")
+            list(self._pool.map(sets_of, range(parts)))
             done = list(self._pool.map(part, range(parts)))
         first_of_part = np.concatenate([[0], np.cumsum([k for _, k in done])[:-1]]).astype(np.int64)
         n = 0
@@ -307,9 +326,11 @@ class HbmCache:
         return int(n), CacheStats(*(int(x) for x in outs.sum(axis=0)))
 
     def _scratch(self, parts: int, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per part: missed rows' sources and targets, staged rows (reused from batch to batch)."""
+        """Per part: missed rows' sources and targets, staged rows; per id: its set and part (all reused
+        from batch to batch)."""
         if len(self._parts) != parts or self._parts[0][0].size < n:
             self._parts = [tuple(np.zeros(max(n, 1), np.int64) for _ in range(3)) for _ in range(parts)]
+            self._sets, self._part_of = np.zeros(max(n, 1), np.int64), np.zeros(max(n, 1), np.int16)
         return self._parts
 
     def fill(self, miss_src: Any, miss_dst: Any, n: int, stream: Any = 0) -> None:

@@ -18,6 +18,7 @@ Serial mode (``pipelined=False``) plans, fills and computes each batch on one st
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ from dlrmlab.workload import JaggedBatch
 def host_packed(host: HostTables) -> PackedTables:
     """The ``host`` placement: the fused kernel's packed tables are the mapped host buffer itself."""
     return PackedTables(host.flat, cuda.to_device(host.row_base), host.rows, host.dim, host.dtype)
+
+
+def default_threads() -> int:
+    """CPU threads planning a cache by default: the cores, at most 16."""
+    return max(1, min(16, os.cpu_count() or 1))
 
 
 def _sync_event() -> Any:
@@ -61,14 +67,14 @@ class CachedStage:
     """The ``cached`` placement's serving path over pinned host tables (see the module docstring).
 
     ``max_ids``/``max_bags``: the largest batch it will serve (sizes every buffer once, up front);
-    ``threads``: CPU threads planning per-table caches; ``compute``: the stream kernels run on (default a
-    new one; torch's current stream to order outputs with torch ops).
+    ``threads``: CPU threads planning the cache (default :func:`default_threads`); ``compute``: the stream
+    kernels run on (default a new one; torch's current stream to order outputs with torch ops).
     """
 
     def __init__(self, host: HostTables, placement: Placement | str, max_ids: int, max_bags: int,
-                 mode: str = "sum", config: Any = None, threads: int = 1, compute: Any = None) -> None:
+                 mode: str = "sum", config: Any = None, threads: int | None = None, compute: Any = None) -> None:
         self.placement = Placement.parse(placement)
-        self.cache = HbmCache(host, self.placement, max_ids, threads=threads)
+        self.cache = HbmCache(host, self.placement, max_ids, threads=threads or default_threads())
         self.host, self.mode, self.config = host, mode, config
         self.max_ids, self.max_bags = int(max_ids), int(max_bags)
         self.pipelined = self.placement.pipelined
