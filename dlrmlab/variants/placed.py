@@ -66,4 +66,4 @@ def prepare(case: Any, knobs: dict[str, dict], placement: Placement | str = "hos
                 j = (i + 1) % len(batches)
                 pending[j] = stage.prefetch(batches[j])
 
-        return Prepared(run, _outputs(case, out, b, s)(run), params, KERNEL_REGEX, None, stack.pop_all().close)
+        return Prepared(run, _outputs(case, out, b, s)(run), params, None, stack.pop_all().close)
