@@ -87,8 +87,13 @@ def section(runs: pd.DataFrame, link: pd.DataFrame) -> str:
     for r in link.itertuples():
         rb = "-" if pd.isna(r.row_bytes) else str(int(r.row_bytes))
         lines.append(f"| {r.measure} | {rb} | {r.gbps:.1f} |")
+    maps = sorted({m for m in runs["id_map"].dropna() if m != "none"})
     lines += ["", "Bound: every lookup at the fused kernel's HBM rate plus every missed row at the host gather rate. "
-              f"Target: {TARGET_SHARE:.0%} of the bound on skewed ids, pipelined.", ""]
+              f"Target: {TARGET_SHARE:.0%} of the bound on skewed ids, pipelined. Hit rate: lookups that needed no "
+              "fetch (a missed row's later lookups in the same batch count as hits, as in the models). CPU plan ms: "
+              "the host's cache management per batch (ids looked up, victims chosen); pipelined, it overlaps the "
+              "previous batch's fill and kernel, so a batch takes at least that long."
+              + (f" Trace ids are spread over the tables' rows by {', '.join(maps)}." if maps else ""), ""]
     for ds, d in runs.groupby("dataset", sort=False):
         lines += [f"### {style.dataset_label(ds)}", "",
                   "| placement | ms/batch | samples/s | GB/s | hit rate | LRU model | skew curve | CPU plan ms | "
