@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import warnings
 from functools import cache
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import find_paper_dir
 
 from dlrmlab import cli, hotness
 from dlrmlab.datasets import (
@@ -29,20 +29,11 @@ SYNTHETIC = [
     "random", "uniform", "zipf:1.05", "zipf:0", "low", "medium", "high", "synthetic-low", "synthetic-medium",
     "synthetic-high",
 ]
-ROOT = Path(__file__).resolve().parents[1]
 # Trace streams announce dropped ids and wraps; the tests that are about that use pytest.warns.
 pytestmark = pytest.mark.filterwarnings("ignore::dlrmlab.datasets.TraceWarning")
 
 
-def _paper_dir() -> Path | None:
-    """The artifact's files: $DLRMLAB_DATA_DIR, or ../shared/data/paper_traces beside the repository."""
-    for d in (os.environ.get("DLRMLAB_DATA_DIR"), ROOT.parent / "shared" / "data" / "paper_traces"):
-        if d and (Path(d) / "reuse_low_500K.txt").is_file() and (Path(d) / "reuse_medium_500K.txt").is_file():
-            return Path(d)
-    return None
-
-
-PAPER_DIR = _paper_dir()
+PAPER_DIR = find_paper_dir(["reuse_low_500K.txt", "reuse_medium_500K.txt"])
 needs_traces = pytest.mark.skipif(PAPER_DIR is None, reason="the artifact's traces are not available")
 
 

@@ -42,6 +42,7 @@ def _inject_preset(nb) -> None:
             return
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, monkeypatch):
     # The kernel draws inline, as in JupyterLab, even where the caller set a headless MPLBACKEND (CI sets Agg).

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import simulator_only
 
-from dlrmlab import backend, device, occupancy
+from dlrmlab import device, occupancy
 from dlrmlab.config import register_cap
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels import paper
 
 H100 = device.H100_LIMITS
-simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
 
 
 @pytest.mark.parametrize(
