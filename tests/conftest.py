@@ -7,23 +7,23 @@
   property than ``dev`` (the default), always the same ones (``derandomize``), so a landing never depends
   on luck; ``HYPOTHESIS_PROFILE`` picks one by name. Property tests take their example counts from the
   profile through ``helpers.examples``.
-* Tests marked ``slow`` are collected first, so that with ``pytest -n`` (xdist) the long ones start at once
-  and the short ones fill the other workers around them.
-* Data checks of committed results live in ``tests/data/`` and carry the ``data`` marker (run by default;
-  ``-m "not data"`` leaves them out).
+* ``-n auto`` (pyproject's addopts): every core in the simulator, one process on a GPU machine. Tests marked
+  ``slow`` are collected first, so that the long ones start at once and the short ones fill the other
+  workers around them.
+* Data checks of committed results live in ``tests/data/``, marked ``data`` (run by default; ``-m "not data"``
+  leaves them out).
 """
 
 from __future__ import annotations
 
 import gc
 import os
-from pathlib import Path
 
 import pytest
 from helpers import HYPOTHESIS_EXAMPLES
 from hypothesis import HealthCheck, settings
 
-_TESTS = Path(__file__).resolve().parent
+from dlrmlab import backend
 
 # --- Hypothesis profiles ----------------------------------------------------------------------------------
 
@@ -34,7 +34,14 @@ PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI", 
 settings.load_profile(PROFILE)
 
 
-# --- markers and order ------------------------------------------------------------------------------------
+# --- workers, markers and order ---------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto``: one process where a CUDA GPU is present (the GPU tests time kernels and change device-wide
+    state, the persisting-L2 limit among it: two workers would disturb each other); else xdist's count."""
+    return None if backend.SIMULATOR else 0
 
 
 def _torch_importable() -> bool:
@@ -46,12 +53,6 @@ def _torch_importable() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from dlrmlab import backend
-
-    data = pytest.mark.data
-    for item in items:
-        if _TESTS / "data" in Path(str(item.path)).parents:
-            item.add_marker(data)
     if backend.SIMULATOR:
         skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (running in Numba's CUDA simulator)")
         for item in items:
