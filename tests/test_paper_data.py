@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from helpers import find_paper_dir
+from helpers import run_cli as run
 
-from dlrmlab import cli, paper_data
+from dlrmlab import paper_data
 from dlrmlab.datasets import ARTIFACT_COMMIT, ArtifactFile
 from dlrmlab.paper_data import PAPER_FILES, PaperFile
 
@@ -37,12 +38,6 @@ def empty_data_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("DLRMLAB_DATA_DIR", str(d))
     monkeypatch.setenv("DLRMLAB_CACHE_DIR", str(tmp_path / "cache"))
     return d
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def one_line_error(rc: int, err: str) -> None:
