@@ -7,7 +7,7 @@ simulator here, on the GPU there) and checked against NumPy, as cuEmbed tests it
   row-slice loader, combiner, writer, and the register-prefetched part of a bag.
 
 The whole kernels are checked against the reference in test_kernels_sim.py; here a policy that is wrong shows
-up by name.
+up by name. Sums of several rows are compared within 1e-5 (a GPU contracts multiply-adds into FMAs).
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def test_bag_loop_sums_and_counts_a_bag(policy, mode, weighted, padded):
     for b in range(4):
         sel = slice(offsets[b], offsets[b + 1])
         f = factors(ids[sel], psw[sel], combine)
-        np.testing.assert_allclose(out[b], (w[ids[sel]] * f[:, None]).sum(0), rtol=1e-6, atol=1e-6, err_msg=b)
+        np.testing.assert_allclose(out[b], (w[ids[sel]] * f[:, None]).sum(0), rtol=1e-5, atol=1e-5, err_msg=b)
         kept = int((ids[sel] != PAD).sum()) if padded else offsets[b + 1] - offsets[b]
         assert (counts[b] == kept).all(), b
 
@@ -360,7 +360,7 @@ def test_part_from_registers_sums_a_bag(dtype, dim, unroll, mode, weighted, padd
     rows = expected_slices(as_f32(table, dtype), cfg)[np.where(good, ids, 0)]  # [id position, lane, acc]
     for b in range(bounds.size - 1):
         sel = slice(bounds[b], bounds[b + 1])
-        np.testing.assert_allclose(out[b], (rows[sel] * f[sel, None, None]).sum(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out[b], (rows[sel] * f[sel, None, None]).sum(0), rtol=1e-5, atol=1e-5)
         assert (nonzero[b] == int((f[sel] != 0).sum())).all(), b
     bad = np.flatnonzero(~good)
     assert errors.tolist() == ([bad.size, int(bad[0])] if checked else [0, 2**62])
