@@ -144,7 +144,6 @@ def test_compiled_needs_a_launched_kernel():
 def test_calculator_matches_ncu_theoretical_occupancy_from_fixture():
     """Cross-check against Nsight Compute: the calculator gives ncu's theoretical occupancy for the kernel
     ncu profiled (registers and block size read from the committed capture)."""
-
     from dlrmlab.bench import ncu
 
     fixtures = sorted(FIXTURES.glob("ncu_raw_*.csv"))
