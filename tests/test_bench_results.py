@@ -86,23 +86,6 @@ def test_load_errors(tmp_path):
         append_results(_rows(), "../escape", tmp_path)
 
 
-def test_schema_matches_committed_results():
-    """Changing the row columns would make every later append to the committed results fail."""
-    from pathlib import Path
-
-    from dlrmlab.bench import comparison, schema
-
-    root = Path(__file__).resolve().parents[1] / "results"
-    files = sorted(root.glob("*/reproduce.csv"))
-    if not files:
-        pytest.skip("no committed results")
-    for f in files:
-        assert set(pd.read_csv(f, nrows=0).columns) == set(comparison.expected_columns()), f
-        runs = f.with_name("reproduce_runs.csv")
-        if runs.exists():
-            assert set(pd.read_csv(runs, nrows=0).columns) == set(schema.RUN_COLUMNS), runs
-
-
 def test_old_files_upgrade_without_the_modules_that_write_them(tmp_path):
     """The upgrades are a declared table: a process that imported only the results store still appends to
     an older bench file (no timing_mode) and an older profile file (no params, no dram_read_bytes)."""

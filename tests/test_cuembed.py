@@ -13,13 +13,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import ROOT
 
 from dlrmlab.bench.case import BenchCase
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.peers import PeerUnavailable, cuembed
 from dlrmlab.workload import preset
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def shared_cuembed() -> Path | None:

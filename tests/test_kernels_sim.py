@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hypothesis
 import numpy as np
 import pytest
+from helpers import examples
+from helpers import rel_err as _rel
 
 from dlrmlab import api, hotness, reference
 from dlrmlab.backend import cuda
@@ -12,11 +15,6 @@ from dlrmlab.errors import DlrmlabError
 from dlrmlab.fused import PackedTables, configure, fused_forward
 from dlrmlab.kernels.fused import FastConfig
 from dlrmlab.workload import Workload, cast_table, preset, table_as_float32
-
-
-def _rel(out, ref):
-    return float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30))
-
 
 PAPER_VARIANTS = ["baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf"]
 
@@ -212,11 +210,11 @@ def test_fast_split_hot_layout_matches_reference(budget_rows):
     assert _rel(out, ref) <= 1e-6
 
 
-hypothesis = pytest.importorskip("hypothesis")
 st = hypothesis.strategies
 
 
-@hypothesis.settings(max_examples=12, deadline=None)
+@pytest.mark.slow
+@hypothesis.settings(max_examples=examples(12))
 @hypothesis.given(
     dim=st.integers(1, 70),
     dtype=st.sampled_from(["float32", "float16", "bfloat16"]),

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import FIXTURES
 
 from dlrmlab import backend, cli, device
 from dlrmlab.bench import ncu
 from dlrmlab.errors import DlrmlabError
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RAW = FIXTURES / "ncu_raw_h200_baseline.csv"
 #: build_command's exact metric set on ncu 2025.3.1 (H200, 2026-11-26): a tiny Numba copy kernel named
 #: embedding_bag_tiny, 5 launches interleaved with other_kernel, the 3rd profiled (launch-skip 2).

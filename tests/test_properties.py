@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from helpers import examples as n_examples
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from dlrmlab import variants
@@ -25,8 +26,9 @@ from dlrmlab.workload import EmbeddingStage, Pooling
 
 #: Every variant that can run on this machine (the simulator: no GPU-only ones; torch if it imports).
 AVAILABLE = variants.names(available_only=True)
-#: Hypothesis examples per variant: the simulator runs one Python thread per CUDA thread.
-EXAMPLES = 10
+#: Hypothesis examples per variant (``dev`` profile; fewer under ``ci``): the simulator runs one Python thread per
+#: CUDA thread.
+EXAMPLES = n_examples(10)
 #: Variants given a small pin set (at most 8 rows): the simulator's pin kernel runs a Python thread per row.
 PINNED = ("l2p", "combined", "fast+l2p")
 COMBINES = [("sum", False), ("sum", True), ("mean", False)]
@@ -89,15 +91,15 @@ def test_every_available_variant_is_covered():
     assert set(AVAILABLE) <= set(variants.names())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", AVAILABLE)
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None,
-          derandomize=True)  # the same examples on every CI run: a landing never depends on luck
+@settings(max_examples=EXAMPLES)  # the profile's: the same examples on every run (derandomize)
 @given(ex=examples())
 def test_variant_matches_reference(name, ex):
     check_variant(name, ex)
 
 
-@settings(max_examples=5, deadline=None, database=None, derandomize=True)
+@settings(max_examples=n_examples(5))
 @given(ex=examples())
 def test_examples_are_valid_cases(ex):
     """The strategy only makes stages a case accepts (refusals are the variants', not the generator's)."""

@@ -23,7 +23,6 @@ the tiny preset's kernels).
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import subprocess
@@ -33,10 +32,10 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import subprocess_env
 
 pytestmark = pytest.mark.gpu
 
-ROOT = Path(__file__).resolve().parent.parent
 WINDOW_VARIANTS = ["l2window", "fast+window", "fast_graph+window", "combined_window"]
 PIN_VARIANTS = ["l2p", "fast_graph+l2p"]
 
@@ -164,10 +163,9 @@ def _child(entry: str, mode: str, tmp_path: Path) -> subprocess.Popen:
     body, windowed = ENTRY_POINTS[entry]
     repeats = 20_000 if mode == "sigint" else 10  # interrupted long before the end (minutes of runs)
     script = PRELUDE + f"\nREPEATS = {repeats}\n" + body
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RESTORE_MODE": mode, "RESTORE_OUT": str(tmp_path / "out"),
-           "RESTORE_WINDOWED": ",".join(v for v in windowed if v in WINDOW_VARIANTS),
-           "RESTORE_VARIANTS": ",".join(windowed),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    env = subprocess_env(PYTHONUNBUFFERED="1", RESTORE_MODE=mode, RESTORE_OUT=str(tmp_path / "out"),
+                         RESTORE_WINDOWED=",".join(v for v in windowed if v in WINDOW_VARIANTS),
+                         RESTORE_VARIANTS=",".join(windowed))
     return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env, cwd=str(tmp_path))
 

@@ -7,14 +7,13 @@ import json
 
 import pandas as pd
 import pytest
+from helpers import simulator_only
 
-from dlrmlab import backend, cli, device, fused, rules, tune, tuned
+from dlrmlab import cli, device, fused, rules, tune, tuned
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.fused import configure, configure_here
 from dlrmlab.kernels.fused import FastConfig
-
-simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
 
 
 @pytest.fixture(autouse=True)
@@ -272,6 +271,7 @@ def test_fast_forward_uses_configure_here(monkeypatch):
 # --- searches ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @simulator_only
 def test_tune_fast_quick_in_simulator(cache_dir):
     result = tune.tune_fast("tiny", "medium", quick=True)
@@ -384,6 +384,7 @@ def test_tune_register_cap_invalid_cap_before_any_run(monkeypatch, caps):
 # --- CLI -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @simulator_only
 def test_cli_tune_optmt(capsys, cache_dir, tmp_path):
     res = tmp_path / "res"

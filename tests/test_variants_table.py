@@ -73,6 +73,8 @@ first = sorted(v.VARIANTS)
 loaded = sorted(m for m in sys.modules if m.startswith("dlrmlab."))
 import dlrmlab
 for info in pkgutil.walk_packages(dlrmlab.__path__, "dlrmlab."):
+    if info.name.endswith(".__main__"):
+        continue  # python -m dlrmlab: importing it runs the command
     try:
         importlib.import_module(info.name)
     except Exception:
