@@ -69,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="random: seeded tables, each rank makes them all (and checks against them); procedural: "
                    "entries hashed from (table, row, column), each rank makes only its shards (for stages larger "
                    "than one GPU) (default %(default)s)")  # fmt: skip
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0, help="seed of the ids and tables (default %(default)s)")
     q.add_argument("--out", help="results directory; rows go to OUT/<gpu family>/shard.csv")
     q.add_argument("--json", action="store_true", help="print the rows as JSON records")
     q.add_argument("--run-id", help=argparse.SUPPRESS)
@@ -78,24 +78,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--world", default="1,2,4,8,16", help="GPU counts (default %(default)s)")
     q.add_argument("--plan", action="append", help=PLAN_HELP + "; repeat (default: auto and every type)")
     q.add_argument("--budget-gb", type=float, default=70.0, help="shard memory per GPU (default %(default)s)")
-    q.add_argument("--gpus-per-host", type=int, default=8)
+    q.add_argument("--gpus-per-host", type=int, default=8, help="GPUs per host (default %(default)s)")
     q.add_argument("--intra-gbps", type=float, help="NVLink all-to-all bus bandwidth, GB/s (default 370)")
     q.add_argument("--inter-gbps", type=float, help="per-GPU network bus bandwidth, GB/s (default 48)")
     q.add_argument("--calibrate", help="a shard.csv whose world-size-1 lookup time sets the gather bandwidth")
     q.add_argument("--out", help="results directory; rows go to OUT/<gpu family>/shard_scaling.csv")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print the predictions as JSON records")
     q = sub.add_parser("campaign", help="strong and weak scaling on this host's GPUs, all plans, then the "
                        "all-to-all bandwidth and the calibrated predictions (one command per step)")
     _shape(q)
     q.add_argument("--gpus", type=int, required=True, help="GPUs (ranks) of this host to scale up to")
     q.add_argument("--counts", help="GPU counts to run (default 1, 2, 4, ... up to --gpus)")
-    q.add_argument("--backend", default="nccl", choices=("gloo", "nccl"))
-    q.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
+    q.add_argument("--backend", default="nccl", choices=("gloo", "nccl"), help="default %(default)s")
+    q.add_argument("--device", default="cuda", choices=("cpu", "cuda"), help="where tensors live (default %(default)s)")
     q.add_argument("--embedding", default="torch,fast", help="lookups (default %(default)s)")
     q.add_argument("--large-rows", type=int, default=40_000_000, help="rows per table of the stage that does not "
                    "fit one GPU (procedural tables) (default %(default)s)")  # fmt: skip
     q.add_argument("--budget-gb", type=float, default=70.0, help="shard memory per GPU (default %(default)s)")
-    q.add_argument("--repeats", type=int, default=20)
+    q.add_argument("--repeats", type=int, default=20, help="timed repeats per step (default %(default)s)")
     q.add_argument("--dry-run", action="store_true", help="print the steps only")
     q.add_argument("--out", help="results directory (default: $DLRMLAB_RESULTS_DIR, else ./dlrmlab-results)")
     q = sub.add_parser("report", help="the report section (Markdown) from the prediction and measured rows")
@@ -103,10 +103,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--family", help="GPU family folder to read (default: this machine's)")
     q = sub.add_parser("alltoall", help="all-to-all bandwidth of the group at given message sizes")
     q.add_argument("--sizes-mb", default="1,4,16,64", help="bytes each rank sends, MB (default %(default)s)")
-    q.add_argument("--nproc", type=int, default=1)
-    q.add_argument("--backend", default="nccl", choices=("gloo", "nccl"))
-    q.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
-    q.add_argument("--repeats", type=int, default=20)
+    q.add_argument("--nproc", type=int, default=1, help="ranks to start here through torchrun (default %(default)s)")
+    q.add_argument("--backend", default="nccl", choices=("gloo", "nccl"), help="default %(default)s")
+    q.add_argument("--device", default="cuda", choices=("cpu", "cuda"), help="where tensors live (default %(default)s)")
+    q.add_argument("--repeats", type=int, default=20, help="timed repeats per message size (default %(default)s)")
     q.add_argument("--out", help="results directory; rows go to OUT/<gpu family>/shard_alltoall.csv")
 
 

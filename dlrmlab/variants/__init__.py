@@ -39,7 +39,7 @@ _T = TECHNIQUES
 
 def _row(kind: str, prepare: Any, kernels: str, name: str, description: str, technique: str, l2_policy: str | None,
          label: str = "", adds: str | None = None, graph: bool = False, gpu_only: bool = False,
-         unavailable: Any = None, **fixed: dict) -> tuple[str, Variant]:
+         unavailable: Any = None, placement: str = "device", **fixed: dict) -> tuple[str, Variant]:
     """One row of family ``kind``: it takes that family's knobs and those of each piece ``fixed`` names (pinning,
     window); a ``graph`` row is prepared with ``graph=True`` (its prepare function replays a CUDA graph: GPU only)."""
     families = (kind, *(f for f in fixed if f != kind))
@@ -47,7 +47,7 @@ def _row(kind: str, prepare: Any, kernels: str, name: str, description: str, tec
     extra = {"unavailable": unavailable} if unavailable else {}
     return name, Variant(name, description, run, families, fixed, gpu_only or graph, kernels, kind=kind, graph=graph,
                          technique=_T[technique], adds=_T[adds] if adds else None, l2_policy=l2_policy, label=label,
-                         **extra)  # fmt: skip
+                         placement=placement, **extra)  # fmt: skip
 
 
 _paper = partial(_row, "paper", paper.prepare, paper.KERNEL_REGEX)
@@ -93,10 +93,11 @@ VARIANTS: dict[str, Variant] = dict([
     _fast("fast_graph+window", "fast+window, replayed from a CUDA graph", "fast", "fast+window",
           "fast path + L2 window, graph", adds="window", graph=True, window={}),
     _row("fast", partial(placed.prepare, placement="host"), placed.KERNEL_REGEX, "fast@host", "fast over tables in "
-         "pinned host memory, every row read zero-copy over the host link", "fast", "fast", "fast path, host tables"),
+         "pinned host memory, every row read zero-copy over the host link", "fast", "fast", "fast path, host tables",
+         placement="host"),
     _row("fast", partial(placed.prepare, placement=placed.BENCH_CACHE), placed.KERNEL_REGEX, "fast@cached", "fast "
          "over host tables behind an HBM cache (10% of the tables, LRU), the next batch prefetched", "fast", "fast",
-         "fast path, cached host tables"),
+         "fast path, cached host tables", placement="cached"),
 ])  # fmt: skip
 
 

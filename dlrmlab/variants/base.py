@@ -68,6 +68,8 @@ class Variant:
     l2_policy: str | None = None
     #: how figures and the report name it (the paper's configuration label where it is one); default: the name
     label: str = ""
+    #: where its tables live: "device" (HBM), "host" (pinned, read zero-copy) or "cached" (host behind an HBM cache)
+    placement: str = "device"
 
     @property
     def title(self) -> str:
@@ -78,8 +80,9 @@ class Variant:
     def standalone(self) -> bool:
         """Its kernel family alone: no pinning, window or graph replay around its launches (so a caller that
         launches the family itself, as :mod:`dlrmlab.api` and :mod:`dlrmlab.dlrm` do, can run it)."""
-        return not self.graph and set(self.families) - {"layout", "window"} <= {self.kind} and (
-            "window" not in self.families or "layout" in self.families)  # a layout choice may stay plain
+        own = set(self.families) - {"layout", "window"} <= {self.kind}
+        plain = "window" not in self.families or "layout" in self.families  # a layout choice may stay plain
+        return self.placement == "device" and not self.graph and own and plain
 
 
 __all__ = ["TECHNIQUES", "EventPairs", "PrepareFn", "Prepared", "Technique", "Variant"]
