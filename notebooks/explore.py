@@ -37,12 +37,15 @@ PRESET = PRESET or backend.default_preset()
 print(backend.describe_mode(), f"- preset {PRESET}")
 
 # %%
+label = {"style": {"description_width": "initial"}}  # descriptions in full, not cut at the default width
 controls = {
-    "variant": widgets.Dropdown(options=list(explore.EXPLORE_VARIANTS), value="rpf", description="variant"),
-    "max_registers": widgets.IntSlider(value=0, min=0, max=96, step=8, description="reg. cap (0: none)"),
-    "prefetch_distance": widgets.IntSlider(value=2, min=1, max=8, description="prefetch dist."),
-    "hot_rows": widgets.IntSlider(value=15_000, min=1_000, max=60_000, step=1_000, description="hot rows/table"),
-    "dataset": widgets.Dropdown(options=list(explore.EXPLORE_DATASETS), value="medium", description="dataset"),
+    "variant": widgets.Dropdown(options=list(explore.EXPLORE_VARIANTS), value="rpf", description="variant", **label),
+    "max_registers": widgets.IntSlider(value=0, min=0, max=96, step=8, description="reg. cap (0: none)", **label),
+    "prefetch_distance": widgets.IntSlider(value=2, min=1, max=8, description="prefetch dist.", **label),
+    "hot_rows": widgets.IntSlider(value=15_000, min=1_000, max=60_000, step=1_000, description="hot rows/table",
+                                  **label),
+    "dataset": widgets.Dropdown(options=list(explore.EXPLORE_DATASETS), value="medium", description="dataset",
+                                **label),
     "preset": widgets.fixed(PRESET),
 }
 ui = widgets.VBox([widgets.HBox([controls["variant"], controls["dataset"]]),
