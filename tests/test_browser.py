@@ -1,7 +1,8 @@
 """The notebooks as a user meets them: ``jupyter lab notebooks/`` driven by headless Chromium (Selenium).
 
 JupyterLab is started from the repository as the README says (its own port and token; temporary config,
-settings, runtime, data and workspace directories, so nothing of the user's is read or written), with the
+settings, runtime, data, workspace and checkpoint directories, and no autosave: nothing of the user's is read,
+nothing is written into the checkout), with the
 simulator forced in the kernel's environment (``NUMBA_ENABLE_CUDASIM=1`` unless the caller set it) and figures
 drawn inline. The browser runs ``Run All Cells`` from the menu, checks that no cell shows an error and that
 figures are rendered, moves the ``explore`` notebook's widgets and checks that its figure is redrawn, and
@@ -282,7 +283,8 @@ class Page:
     def run_all(self, name: str) -> None:
         """Run > Run All Cells, then wait until no cell is queued or running; every code cell ran, or one failed."""
         self.menu("Run", "Run All Cells")
-        self.wait(f"{name}'s cells to be queued", 30, lambda: any(p == "[*]:" for p in self.prompts()))
+        self.wait(f"{name}'s cells to be queued", 30, lambda: any(p == "[*]:" for p in self.prompts())
+                  or all(p[1:-2].strip().isdigit() for p in self.prompts()))  # (or, quick, already run)
         self.wait(f"{name}'s cells to finish (prompts {self.prompts()})", RUN_ALL_S,
                   lambda: not any(p == "[*]:" for p in self.prompts()))
         self.assert_no_error(name)
