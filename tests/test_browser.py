@@ -334,6 +334,37 @@ class Page:
         self.wait(f"the {label!r} slider to move from {before}", 10, lambda: readout.text != before)
         return readout.text
 
+    def drag_slider(self, label: str, dx: int) -> str:
+        """Drag the handle of slider ``label`` by ``dx`` pixels in small moves, as a mouse does; its new readout."""
+        slider = self.widget("slider", label)
+        readout = slider.find_element(By.CSS_SELECTOR, ".widget-readout")
+        before = readout.text
+        self.show(slider)
+        drag = ActionChains(self.driver).click_and_hold(slider.find_element(By.CSS_SELECTOR, ".noUi-handle"))
+        for _ in range(5):
+            drag.move_by_offset(dx // 5, 0).pause(0.2)
+        drag.release().perform()
+        self.wait(f"the {label!r} slider to move from {before}", 10, lambda: readout.text != before)
+        return readout.text
+
+    def count_redraws(self, scope: str) -> None:
+        """From now on, count the figures drawn into the (first) element ``scope`` (``window.dlrmlabRedraws``)."""
+        self.js("window.dlrmlabRedraws = 0; new MutationObserver(ms => ms.forEach(m => m.addedNodes.forEach(n => {"
+                "  if (n.tagName === 'IMG' || (n.querySelector && n.querySelector('img'))) window.dlrmlabRedraws++;"
+                "}))).observe(document.querySelector(arguments[0]), {childList: true, subtree: true})", scope)
+
+    def redraws_once_idle(self, quiet_s: float = 4.0) -> int:
+        """The figures counted by :meth:`count_redraws`, once the kernel has been idle for ``quiet_s`` seconds."""
+        idle_since = [time.monotonic()]
+
+        def quiet() -> bool:
+            if self.kernel_status()[1] != "idle":
+                idle_since[0] = time.monotonic()
+            return time.monotonic() - idle_since[0] >= quiet_s
+
+        self.wait("the kernel to stay idle", REDRAW_S * 3, quiet)
+        return self.js("return window.dlrmlabRedraws")
+
     def choose(self, label: str, option: str) -> None:
         dropdown = self.widget("dropdown", label)
         self.show(dropdown)
@@ -428,9 +459,13 @@ def test_explore_widgets_redraw_the_figure(page):
                   ".filter(e => e.offsetParent && e.scrollWidth > e.clientWidth).map(e => e.textContent)", PANEL)
     assert not cut, f"explore: the descriptions of widgets {cut} are cut off"
 
-    assert page.move_slider("prefetch dist.") == "3"
-    moved = page.wait_redraw(WIDGET_OUTPUT, first, "moving the prefetch distance slider")
+    page.count_redraws(f"{PANEL} .widget-output")
+    dragged = int(page.drag_slider("prefetch dist.", 60))
+    assert dragged > 2, f"explore: dragging the prefetch distance slider right gave {dragged}"
+    moved = page.wait_redraw(WIDGET_OUTPUT, first, "dragging the prefetch distance slider")
     page.shot("explore-slider-moved")
+    redraws = page.redraws_once_idle()
+    assert redraws == 1, f"explore: one drag of a slider redrew the figure {redraws} times (continuous_update?)"
 
     page.choose("dataset", "random")
     chosen = page.wait_redraw(WIDGET_OUTPUT, moved, "choosing the random dataset")
