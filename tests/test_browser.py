@@ -222,11 +222,13 @@ class Page:
     def __init__(self, driver: webdriver.Chrome, lab: Lab, shots: Path):
         self.driver, self.lab, self.shots = driver, lab, shots
 
-    def wait(self, what: str, timeout: float, cond: Callable[[], object]) -> object:
+    def wait(self, what: str | Callable[[], str], timeout: float, cond: Callable[[], object]) -> object:
+        """``cond()`` once truthy; else fail, saying what was awaited (``what()``: in the state at the timeout)."""
         try:
             return WebDriverWait(self.driver, timeout, poll_frequency=0.5).until(lambda _: cond())
         except TimeoutException:
-            shot = self.shot(f"timeout-{what.split()[0]}")
+            what = what() if callable(what) else what
+            shot = self.shot("timeout-" + re.sub(r"\W+", "-", what)[:60])
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (screenshot {shot})", pytrace=False)
 
     def shot(self, name: str) -> Path:
@@ -251,7 +253,8 @@ class Page:
                 "const t = document.querySelector('.lm-DockPanel-tabBar .lm-mod-current .lm-TabBar-tabLabel');"
                 "return t && t.textContent.trim()") == name)
         cells = len(json.loads((self.lab.root / name).read_text())["cells"])
-        self.wait(f"{name} to load its {cells} cells and start its kernel", START_S, lambda: self._kernel_ready()
+        self.wait(lambda: f"{name} to load its {cells} cells and start its kernel (kernel: {self.kernel_status()})",
+                  START_S, lambda: self._kernel_ready()
                   and self.js("return document.querySelectorAll(arguments[0] + ' .jp-Cell').length", PANEL) == cells)
 
     def kernel_status(self) -> tuple[str, str]:
@@ -285,7 +288,7 @@ class Page:
         self.menu("Run", "Run All Cells")
         self.wait(f"{name}'s cells to be queued", 30, lambda: any(p == "[*]:" for p in self.prompts())
                   or all(p[1:-2].strip().isdigit() for p in self.prompts()))  # (or, quick, already run)
-        self.wait(f"{name}'s cells to finish (prompts {self.prompts()})", RUN_ALL_S,
+        self.wait(lambda: f"{name}'s cells to finish (prompts {self.prompts()})", RUN_ALL_S,
                   lambda: not any(p == "[*]:" for p in self.prompts()))
         self.assert_no_error(name)
         not_run = [i for i, p in enumerate(self.prompts()) if not p[1:-2].strip().isdigit()]
