@@ -37,12 +37,16 @@ PRESET = PRESET or backend.default_preset()
 print(backend.describe_mode(), f"- preset {PRESET}")
 
 # %%
+label = {"style": {"description_width": "initial"}}  # descriptions in full, not cut at the default width
+slide = {**label, "continuous_update": False}  # one redraw when the handle is released, not one per step dragged
 controls = {
-    "variant": widgets.Dropdown(options=list(explore.EXPLORE_VARIANTS), value="rpf", description="variant"),
-    "max_registers": widgets.IntSlider(value=0, min=0, max=96, step=8, description="reg. cap (0: none)"),
-    "prefetch_distance": widgets.IntSlider(value=2, min=1, max=8, description="prefetch dist."),
-    "hot_rows": widgets.IntSlider(value=15_000, min=1_000, max=60_000, step=1_000, description="hot rows/table"),
-    "dataset": widgets.Dropdown(options=list(explore.EXPLORE_DATASETS), value="medium", description="dataset"),
+    "variant": widgets.Dropdown(options=list(explore.EXPLORE_VARIANTS), value="rpf", description="variant", **label),
+    "max_registers": widgets.IntSlider(value=0, min=0, max=96, step=8, description="reg. cap (0: none)", **slide),
+    "prefetch_distance": widgets.IntSlider(value=2, min=1, max=8, description="prefetch dist.", **slide),
+    "hot_rows": widgets.IntSlider(value=15_000, min=1_000, max=60_000, step=1_000, description="hot rows/table",
+                                  **slide),
+    "dataset": widgets.Dropdown(options=list(explore.EXPLORE_DATASETS), value="medium", description="dataset",
+                                **label),
     "preset": widgets.fixed(PRESET),
 }
 ui = widgets.VBox([widgets.HBox([controls["variant"], controls["dataset"]]),
@@ -51,9 +55,9 @@ out = widgets.interactive_output(explore.show, controls)
 display(ui, out)
 
 # %% [markdown]
-# Above: live controls (a running Jupyter kernel redraws on every change; in the simulator each redraw
-# takes several seconds). Below: the same function with the default values, drawn once, so that the notebook
-# shows its figure in a static rendering (GitHub, CI).
+# Above: live controls (a running Jupyter kernel redraws when a choice changes or a slider is released; in the
+# simulator each redraw takes several seconds). Below: the same function with the default values, drawn once, so
+# that the notebook shows its figure in a static rendering (GitHub, CI).
 
 # %%
 explore.explore(variant="rpf", max_registers=0, prefetch_distance=2, hot_rows=15_000, dataset="medium",

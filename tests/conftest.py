@@ -1,6 +1,7 @@
 """Markers, the Hypothesis profiles, shared fixtures, and the order the suite runs in.
 
-* ``gpu`` tests are skipped in simulator mode, ``torch`` tests when PyTorch is not importable.
+* ``gpu`` tests are skipped in simulator mode, ``torch`` tests when PyTorch is not importable; ``browser``
+  tests are deselected unless ``-m`` names them (``pytest -m browser``: a step of its own in CI).
 * Every test runs with ``DLRMLAB_CACHE_DIR`` in a temporary directory (one per xdist worker): no test reads
   or writes the user's tuning cache, so kernel configurations depend on the code and the shipped table only.
 * Hypothesis: the ``ci`` profile (chosen where ``CI=true``, as CI services set it) draws fewer examples per
@@ -53,6 +54,14 @@ def _torch_importable() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from dlrmlab import backend
+
+    if "browser" not in (config.option.markexpr or ""):
+        browser = [item for item in items if item.get_closest_marker("browser")]
+        if browser:
+            config.hook.pytest_deselected(items=browser)
+            items[:] = [item for item in items if not item.get_closest_marker("browser")]
+
     if backend.SIMULATOR:
         skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (running in Numba's CUDA simulator)")
         for item in items:
