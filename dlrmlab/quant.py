@@ -100,6 +100,15 @@ def row_format(name: str) -> RowFormat:
     return FORMATS[name]
 
 
+def dim_from_row_bytes(fmt: str, width: int) -> int:
+    """The dim of rows ``width`` bytes wide in ``fmt`` (as FBGEMM's dequantize ops infer it)."""
+    f = row_format(fmt)
+    dim = (int(width) - f.meta_bytes) * f.values_per_byte()
+    if dim <= 0 or f.row_bytes(dim) != width:
+        raise DlrmlabError(f"{fmt} rows cannot be {width} bytes wide (codes + {f.meta_bytes} bytes of scale/bias)")
+    return dim
+
+
 def is_quantized(dtype: str) -> bool:
     """Whether a table dtype name is a quantized row format."""
     return dtype in FORMATS

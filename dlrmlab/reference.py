@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlrmlab import validate
+from dlrmlab import quant, validate
 from dlrmlab.errors import DlrmlabError
 
 MODES = ("sum", "mean", "max")
@@ -22,17 +22,22 @@ def embedding_bag(
     per_sample_weights: np.ndarray | None = None,
     include_last_offset: bool = False,
     padding_idx: int | None = None,
+    weight_format: str | None = None,
 ) -> np.ndarray:
     """Pooled embeddings, shape (bags, dim), float32.
 
     ``input`` is 1-D with ``offsets`` (CSR) or 2-D (one bag per row, fixed size). ``weight`` is a 2-D
     float array (any float dtype). Empty bags give zeros. Entries equal to ``padding_idx`` are left out
     of their bag (and of a mean's count). ``per_sample_weights`` needs ``mode='sum'``, as in torch.
+    ``weight_format`` (``int8``, ``int4``, ``fp8``): ``weight`` is quantized uint8 rows in that format
+    (:mod:`dlrmlab.quant`, FBGEMM's bytes), dequantized first.
     """
     ids = np.asarray(input)
     if not np.issubdtype(ids.dtype, np.integer):
         raise DlrmlabError(f"input must hold integer ids, got {ids.dtype}")
     weight = np.asarray(weight)
+    if weight_format is not None and weight.ndim == 2:
+        weight = quant.dequantize(weight, weight_format, quant.dim_from_row_bytes(weight_format, weight.shape[1]))
     if weight.ndim != 2:
         raise DlrmlabError("weight must be 2-D (num_embeddings, embedding_dim)")
     if mode not in MODES:
