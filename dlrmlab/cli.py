@@ -116,6 +116,8 @@ def _stage_from_args(args: argparse.Namespace):
             over[name] = v
     if getattr(args, "pooling", None) is not None:
         over["pooling"] = args.pooling
+    if getattr(args, "table_dtype", None) is not None:
+        over["dtype"] = args.table_dtype
     return preset(_preset(args), **over)
 
 
@@ -331,6 +333,8 @@ OUT_HELP = ("results directory; rows go under OUT/<gpu family>/ (default: $DLRML
             "./dlrmlab-results; --out results adds to the committed results of a checkout)")
 SEED_HELP = "seed of the synthetic ids, bag sizes and tables (default %(default)s)"
 JSON_HELP = "print JSON instead of a table"
+TABLE_DTYPE_HELP = ("table storage: float32 (default), float16, bfloat16, or quantized rows int8, int4 (FBGEMM's "
+                    "row-wise formats) or fp8 (e4m3 with a row scale), which the fast kernels read")
 QUIET_HELP = "no progress bars"
 
 
@@ -341,6 +345,7 @@ def _add_shape(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, help="batch size")
     p.add_argument("--dim", type=int, help="embedding dim (sparse feature size)")
     p.add_argument("--pooling", help="ids per bag: N, uniform:LO-HI or poisson:MEAN")
+    p.add_argument("--table-dtype", help=TABLE_DTYPE_HELP)
     p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
 
 

@@ -17,8 +17,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dlrmlab import backend
+from dlrmlab import backend, quant
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.peers import PeerUnavailable
 from dlrmlab.variants.base import Prepared
 
 #: PyTorch's forward kernels: EmbeddingBag_updateOutputKernel_sum_mean / _max
@@ -114,6 +115,8 @@ def prepare(case, knobs: dict[str, dict]) -> Prepared:
     """Views of the case's tables and batches as torch tensors, and closures calling embedding_bag."""
     torch = _torch()
     F = torch.nn.functional
+    if quant.is_quantized(case.dtype):
+        raise PeerUnavailable(f"torch's embedding_bag reads float tables, not {case.dtype} rows")
     wdtype = getattr(torch, case.dtype)  # torch.float32, torch.float16 or torch.bfloat16
     mode = case.mode
     on_gpu = not backend.SIMULATOR
