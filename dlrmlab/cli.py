@@ -182,11 +182,12 @@ def _profile(args: argparse.Namespace) -> int:
     from dlrmlab.bench.results import append_results, check_results_dir
 
     knobs = json_object(args.knobs, "--knobs") if args.knobs is not None else {}
-    ncu.check_profilable(args.variant, _preset(args), knobs)  # refusals first: nothing is created under --out
+    dtype = {"table_dtype": args.table_dtype} if args.table_dtype else {}
+    ncu.check_profilable(args.variant, _preset(args), knobs, **dtype)  # refusals first: nothing is created under --out
     out = check_results_dir(_out_dir(args))
     df = ncu.profile_variant(
         args.variant, args.dataset, _preset(args), args.seed, args.kernel_regex, args.launch_skip, args.launch_count,
-        knobs=knobs,
+        knobs=knobs, **dtype,
     )
     print(ncu.format_summary(df))
     path = append_results(df, "profile", out)
@@ -238,12 +239,14 @@ def _list_variants() -> int:
 def _tune(args: argparse.Namespace) -> int:
     from dlrmlab import tune, tuned
     from dlrmlab.bench.results import append_results, check_results_dir
+    from dlrmlab.workload import preset
 
     _positive("--repeats", args.repeats)
     out = check_results_dir(_out_dir(args)) if args.out else None  # an unwritable --out fails before the sweep
     if args.target == "fast":
+        stage = _preset(args) if args.table_dtype is None else preset(_preset(args), dtype=args.table_dtype)
         result = tune.tune_fast(
-            _preset(args), args.dataset, quick=args.quick, space=tune.parse_space(args.space), repeats=args.repeats,
+            stage, args.dataset, quick=args.quick, space=tune.parse_space(args.space), repeats=args.repeats,
             variant=args.variant or "fast_graph", progress=not args.quiet,
         )
         rows, table = result.ranking, result.rows
@@ -418,6 +421,7 @@ def _add_reproduce_tune_profile(sub) -> None:
     p.add_argument("--variant", help="fast: the fast-path variant timed (default fast_graph; a +window variant "
                                      "tunes the split-hot layout); optmt: the variant swept (optmt or optmt_rpf)")
     p.add_argument("--caps", help="optmt: comma-separated register caps, 'none' for no cap")
+    p.add_argument("--table-dtype", help="fast: " + TABLE_DTYPE_HELP + "; the winner is stored for that format")
     p.add_argument("--repeats", type=int, help="timed rounds per candidate (default 50; 1 in the simulator)")
     p.add_argument("--out", help="append the table to OUT/<gpu family>/tune_<target>.csv (default: no CSV)")
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
@@ -432,6 +436,7 @@ def _add_reproduce_tune_profile(sub) -> None:
     p.add_argument("--launch-skip", type=int, default=2, help="matching launches to skip (default %(default)s)")
     p.add_argument("--launch-count", type=int, default=1, help="matching launches to profile (default %(default)s)")
     p.add_argument("--knobs", help='the variant\'s knobs as JSON, e.g. \'{"unroll": 8, "load_hint": "L2::256B"}\'')
+    p.add_argument("--table-dtype", help=TABLE_DTYPE_HELP)
 
 
 def _add_bench_dlrm(sub) -> None:

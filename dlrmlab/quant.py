@@ -280,3 +280,19 @@ def quantize_torch(weight: Any, fmt: str) -> Any:
         meta = [torch.where(zero, torch.ones_like(amax), amax / E4M3_MAX)]
     tail = [m.to(getattr(torch, f.meta_dtype)).contiguous().view(torch.uint8).reshape(w.shape[0], -1) for m in meta]
     return torch.cat([codes, *tail], dim=1).contiguous()
+
+
+def dequantize_torch(rows: Any, fmt: str, dim: int) -> Any:
+    """:func:`dequantize` for a uint8 torch tensor (any device; rows may carry padding): fp32 ``(rows, dim)``,
+    ``scale * q + bias`` in fp32 (within an ulp of FBGEMM's single rounding)."""
+    import torch  # optional dependency
+
+    f = row_format(fmt)
+    nd = f.data_bytes(dim)
+    meta = rows[:, nd : nd + f.meta_bytes].contiguous().view(getattr(torch, f.meta_dtype)).float()
+    codes = rows[:, :nd]
+    if f.name == "fp8":
+        return codes.contiguous().view(torch.float8_e4m3fn).float() * meta[:, :1]
+    if f.bits == 4:
+        codes = torch.stack([codes & 0xF, codes >> 4], dim=2).reshape(codes.shape[0], -1)[:, :dim]
+    return codes.float() * meta[:, :1] + meta[:, 1:2]

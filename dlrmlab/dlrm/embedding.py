@@ -198,6 +198,8 @@ class EmbeddingBagCollection(torch.nn.Module):
         elif tuple(weight.shape) != shape or (self.table_format is not None and weight.dtype != torch.uint8):
             raise DlrmlabError(f"packed weight must have shape {shape}, got {tuple(weight.shape)}")
         self.register_buffer("weight", weight.detach())
+        #: quantized rows the fast implementations serve in place of the float tables (:meth:`serve_quantized`)
+        self.served_rows: torch.Tensor | None = None
         self.impl, self.execution = resolve(impl)
         self.kind, self.options = IMPLEMENTATIONS[self.impl]
         if self.table_format is not None and self.kind != "fast":
@@ -272,8 +274,27 @@ class EmbeddingBagCollection(torch.nn.Module):
             start += n
         return cls(sizes, packed.shape[1], impl, mode=mode, weight=packed)
 
+    def serve_quantized(self, fmt: str) -> EmbeddingBagCollection:
+        """Serve ``fmt`` rows: quantize the float tables once (kept for :meth:`with_impl`'s fast
+        implementations) and replace them, in place, by the values those rows hold, so the per-table
+        implementations (torch's too) compute on the same values and all outputs compare exactly. Returns self."""
+        if self.table_format is not None or self.weight.dtype != torch.float32:
+            raise DlrmlabError(f"serve_quantized needs float32 tables, these are {self.table_dtype}")
+        rows = quantized_weight([self.weight], fmt, self.weight.device)
+        self.weight.copy_(quant.dequantize_torch(rows, fmt, self.embedding_dim))
+        self.served_rows, self._served_format = rows, fmt
+        self._cache.clear()
+        return self
+
     def with_impl(self, impl: str) -> EmbeddingBagCollection:
-        """The same tables (shared, not copied) under another implementation."""
+        """The same tables (shared, not copied) under another implementation; the fast ones read the
+        quantized rows :meth:`serve_quantized` made, when it was called."""
+        if self.served_rows is not None and IMPLEMENTATIONS[resolve(impl)[0]][0] == "fast":
+            return EmbeddingBagCollection(
+                self.embedding_sizes, self.embedding_dim, impl, mode=self.mode, keys=self.keys,
+                weight=self.served_rows, include_last_offset=self.include_last_offset, validate=self.validate,
+                dtype=self._served_format,
+            )
         return EmbeddingBagCollection(
             self.embedding_sizes, self.embedding_dim, impl, mode=self.mode, keys=self.keys, weight=self.weight,
             include_last_offset=self.include_last_offset, validate=self.validate,
