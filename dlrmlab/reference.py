@@ -36,8 +36,6 @@ def embedding_bag(
     if not np.issubdtype(ids.dtype, np.integer):
         raise DlrmlabError(f"input must hold integer ids, got {ids.dtype}")
     weight = np.asarray(weight)
-    if weight_format is not None and weight.ndim == 2:
-        weight = quant.dequantize(weight, weight_format, quant.dim_from_row_bytes(weight_format, weight.shape[1]))
     if weight.ndim != 2:
         raise DlrmlabError("weight must be 2-D (num_embeddings, embedding_dim)")
     if mode not in MODES:
@@ -58,6 +56,8 @@ def embedding_bag(
         raise DlrmlabError("input must be 1-D (with offsets) or 2-D")
     full = validate.offsets(offsets, ids.size, include_last_offset)
     n_rows, dim = weight.shape
+    if weight_format is not None:
+        dim = quant.dim_from_row_bytes(weight_format, dim)  # a row's bytes -> its values
     validate.ids(ids, n_rows)
     if per_sample_weights is not None:
         if mode != "sum":
@@ -74,7 +74,8 @@ def embedding_bag(
     lengths = np.diff(full)
     bag_of = np.repeat(np.arange(bags), lengths)
     keep = np.ones(ids.size, bool) if padding_idx is None else ids != padding_idx
-    vals = weight[ids[keep]].astype(np.float64)
+    vals = weight[ids[keep]]
+    vals = (vals if weight_format is None else quant.dequantize(vals, weight_format, dim)).astype(np.float64)
     if per_sample_weights is not None:
         vals *= per_sample_weights[: full[-1]][keep].astype(np.float64)[:, None]
     bag_of = bag_of[keep]

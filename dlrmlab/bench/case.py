@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dlrmlab import hotness, validate
+from dlrmlab import hotness, quant, validate
 from dlrmlab.backend import cuda
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
@@ -185,8 +185,10 @@ class BenchCase:
             out = []
             for table, tb in zip(self.host_tables, self.host_batches[i].tables, strict=True):
                 # fp32 tables go in as they are (the reference gathers rows before widening them)
-                w = table if self.dtype == "float32" else table_as_float32(table, self.dtype)
-                out.append(embedding_bag(tb.indices, w, tb.offsets, mode=self.mode,
+                # quantized rows are dequantized by the reference, only those looked up
+                fmt = self.dtype if quant.is_quantized(self.dtype) else None
+                w = table if self.dtype == "float32" or fmt else table_as_float32(table, self.dtype)
+                out.append(embedding_bag(tb.indices, w, tb.offsets, mode=self.mode, weight_format=fmt,
                                          per_sample_weights=tb.per_sample_weights, include_last_offset=True))
             self._refs[i] = out
         return self._refs[i]
