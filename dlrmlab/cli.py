@@ -316,6 +316,52 @@ def _bench(args: argparse.Namespace) -> int:
     return 0 if rows["correct"].astype(bool).all() else 1
 
 
+# --- quantize --------------------------------------------------------------------------------------------
+
+
+@_command("quantize")
+def _quantize(args: argparse.Namespace) -> int:
+    from dlrmlab import backend
+    from dlrmlab.bench.results import append_results, check_results_dir
+
+    datasets = _unique(_names(args.dataset), "--dataset")
+    if not datasets:
+        raise DlrmlabError(f"--dataset is required: {DATASETS_HELP}")
+    stage, out = _stage_from_args(args), check_results_dir(_out_dir(args))
+    if args.quantize_command == "accuracy":
+        from dlrmlab import accuracy
+
+        _positive("--batches", args.batches)
+        formats = _names(args.format) or list(accuracy.DEFAULT_FORMATS)
+        df = accuracy.accuracy(accuracy.check_formats(formats), datasets, stage, seed=args.seed,
+                               n_batches=args.batches)  # fmt: skip
+        cols = ["format", "dataset", "row_bytes", "pooled_max_abs_err", "pooled_mean_abs_err", "prob_max_abs_diff",
+                "click_flip_share"]  # fmt: skip
+        print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        print(f"appended {len(df)} row(s) to {append_results(df, accuracy.RESULTS_NAME, out)}")
+        return 0
+    from dlrmlab.bench import quantized
+
+    _positive("--repeats", args.repeats)
+    _non_negative("--warmup", args.warmup)
+    if len(datasets) != 1:
+        raise DlrmlabError("quantize speed takes one --dataset per run")
+    if args.cuembed_dir:
+        os.environ["DLRMLAB_CUEMBED_DIR"] = args.cuembed_dir
+    formats = _names(args.format) or list(quantized.DEFAULT_FORMATS)
+    df = quantized.run_quantized(formats, datasets[0], stage, seed=args.seed, repeats=args.repeats,
+                                 warmup_s=args.warmup, accuracy=not args.no_accuracy, out=out,
+                                 progress=not args.quiet)  # fmt: skip
+    cols = ["variant", "format", "correct", "median_ms", "rows_per_s", "row_bytes", "row_bytes_per_s",
+            "speedup_vs_fp32", "error"]  # fmt: skip
+    print(df[[c for c in cols if c in df]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if backend.SIMULATOR:
+        print("simulator: timings not meaningful")
+    print(f"appended {len(df)} row(s) to {out / quantized.RESULTS_NAME}.csv")
+    ran = df[~df["error"].fillna("").astype(str).str.startswith("skipped")]
+    return 0 if ran["correct"].astype(bool).all() else 1
+
+
 # --- dlrm ------------------------------------------------------------------------------------------------
 
 
@@ -357,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  epilog=EXIT_CODES_HELP)
     ap.add_argument("--version", action="version", version=f"dlrmlab {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
-    for add in (_add_info_workload_data, _add_reproduce_tune_profile, _add_bench_dlrm):
+    for add in (_add_info_workload_data, _add_reproduce_tune_profile, _add_bench_dlrm, _add_quantize):
         add(sub)
     return ap
 
@@ -437,6 +483,27 @@ def _add_reproduce_tune_profile(sub) -> None:
     p.add_argument("--launch-count", type=int, default=1, help="matching launches to profile (default %(default)s)")
     p.add_argument("--knobs", help='the variant\'s knobs as JSON, e.g. \'{"unroll": 8, "load_hint": "L2::256B"}\'')
     p.add_argument("--table-dtype", help=TABLE_DTYPE_HELP)
+
+
+def _add_quantize(sub) -> None:
+    p = sub.add_parser("quantize", help="quantized tables (int8, int4, fp8): accuracy against fp32, and speed")
+    qsub = p.add_subparsers(dest="quantize_command", required=True)
+    a = qsub.add_parser("accuracy", help="per format: pooled embeddings' and DLRM click probabilities' error vs fp32 "
+                        "(CPU is enough); rows to OUT/<gpu family>/quantized_accuracy.csv")
+    a.add_argument("--format", help="comma-separated: float16, bfloat16, fp8, int8, int4 (default: all)")
+    a.add_argument("--batches", type=int, default=1, help="batches per dataset (default %(default)s)")
+    s = qsub.add_parser("speed", help="per format: fast_graph's rows/s and bytes/s against fp32 fast_graph, with "
+                        "torch's and cuEmbed's fp16 as peers, in one run; rows to OUT/<gpu family>/quantized.csv")
+    s.add_argument("--format", help="comma-separated: int8, int4, fp8 (default: all)")
+    s.add_argument("--repeats", type=int, help="timed rounds per case (default 50; 2 in the simulator)")
+    s.add_argument("--warmup", type=float, help="warm-up seconds, >= 0 (default 0.3; 0 in the simulator)")
+    s.add_argument("--cuembed-dir", help="cuEmbed checkout for the cuEmbed peer (default $DLRMLAB_CUEMBED_DIR)")
+    s.add_argument("--no-accuracy", action="store_true", help="leave out the accuracy columns")
+    for q in (a, s):
+        q.add_argument("--dataset", default="random", help=f"comma-separated (speed: one); {DATASETS_HELP}")
+        _add_shape(q)
+        q.add_argument("--out", help=OUT_HELP)
+        q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
 
 def _add_bench_dlrm(sub) -> None:
