@@ -105,3 +105,29 @@ def test_quantized_refusals():
     with pytest.raises(DlrmlabError, match="vector loads need dim"):
         api.embedding_bag(np.array([0]), np.zeros((4, 8), np.float32), np.array([0]), weight_dtype="int8",
                           vector=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("window", [False, True])
+def test_quantized_rows_on_the_gpu_at_width_128(fmt, window):
+    """16-byte loads of packed rows at the paper's width, the shipped configuration, both layouts."""
+    rng = np.random.default_rng(11)
+    tabs = [rng.standard_normal((5000, 128)).astype(np.float32) for _ in range(3)]
+    ids = [rng.integers(0, 5000, 64 * 150) for _ in tabs]
+    offsets = np.arange(0, 64 * 150 + 1, 150)
+    if window:
+        ranks = [hotness.frequency_ranking(i, 5000) for i in ids]
+        packed = PackedTables.ranked_split(tabs, ranks, 1 << 20, dtype=fmt)
+    else:
+        packed = PackedTables.from_arrays(tabs, dtype=fmt)
+    ranked = np.concatenate([packed.remap_ids(t, i) for t, i in enumerate(ids)]).astype(np.int64)
+    jag = (cuda.to_device(ranked), cuda.to_device(np.r_[offsets[:-1], offsets[:-1] + offsets[-1],
+                                                      offsets + 2 * offsets[-1]].astype(np.int64)),
+           cuda.to_device(np.array([0, 64, 128, 192], np.int64)), None)
+    out = fused_forward(packed, jag, mode="sum", validate="full").copy_to_host()
+    ref = np.concatenate([reference.embedding_bag(i, quant.quantize(t, fmt), offsets, "sum", None, True,
+                                                  weight_format=fmt) for i, t in zip(ids, tabs, strict=True)])
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+    half = fused_forward(packed, jag, mode="sum", out_dtype="float16").copy_to_host()
+    np.testing.assert_allclose(half.astype(np.float32), ref, rtol=2e-3, atol=5e-2)
