@@ -36,12 +36,15 @@ def check_formats(formats: Sequence[str]) -> list[str]:
 
 
 def storage(fmt: str, dim: int) -> dict:
-    """Bytes per row of a format (as stored: codes, scale and bias), its 16-byte-padded stride, bits a value."""
+    """Bytes per row of a format (as stored: codes, scale and bias), its 16-byte-padded stride, bits a value,
+    and the 32-byte sectors a lookup of it reads."""
     if fmt in quant.FORMATS:
         f = quant.row_format(fmt)
-        return {"row_bytes": f.row_bytes(dim), "row_stride": f.row_stride(dim), "bits_per_value": f.bits}
-    b = TABLE_DTYPES[fmt].bytes
-    return {"row_bytes": dim * b, "row_stride": dim * b, "bits_per_value": 8 * b}
+        row, stride, bits = f.row_bytes(dim), f.row_stride(dim), f.bits
+    else:
+        row, stride, bits = dim * TABLE_DTYPES[fmt].bytes, dim * TABLE_DTYPES[fmt].bytes, 8 * TABLE_DTYPES[fmt].bytes
+    return {"row_bytes": row, "row_stride": stride, "bits_per_value": bits,
+            "sectors_per_row": quant.sectors_per_row(row, stride)}
 
 
 def stored_values(weight: Any, fmt: str) -> Any:

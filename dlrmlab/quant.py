@@ -31,6 +31,7 @@ is one aligned 4-byte load (hence ``dim`` a multiple of 4 for int8 and fp8, of 8
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,14 @@ def row_format(name: str) -> RowFormat:
     if name not in FORMATS:
         raise DlrmlabError(f"unknown quantized row format {name!r}; valid: {', '.join(FORMATS)}")
     return FORMATS[name]
+
+
+def sectors_per_row(row_bytes: int, stride: int, sector: int = 32) -> float:
+    """32-byte sectors one row read touches, averaged over where rows start in a buffer of rows ``stride``
+    apart (the buffer sector-aligned): a 136-byte int8 row at stride 144 touches 5, a 512-byte fp32 row 16."""
+    period = sector // math.gcd(int(stride), sector)
+    starts = [(k * int(stride)) % sector for k in range(period)]
+    return sum((s + int(row_bytes) - 1) // sector + 1 for s in starts) / period
 
 
 def dim_from_row_bytes(fmt: str, width: int) -> int:

@@ -141,3 +141,10 @@ def test_refusals():
         quant.quantize(np.zeros((2, 8), np.float32), "int2")
     with pytest.raises(DlrmlabError, match="at least 16 bytes"):
         quant.dequantize(np.zeros((2, 12), np.uint8), "int8", 8)
+
+
+def test_sectors_per_row():
+    assert quant.sectors_per_row(512, 512) == 16  # fp32, 128 values
+    assert quant.sectors_per_row(136, 144) == 5  # int8: starts at 0 and 16 of a sector, both span 5
+    assert quant.sectors_per_row(68, 80) == 3  # int4
+    assert quant.sectors_per_row(40, 48) == 2.5  # int8 of 32 values: starts at 0 (2 sectors) and 16 (3 sectors)
