@@ -147,4 +147,4 @@ def test_sectors_per_row():
     assert quant.sectors_per_row(512, 512) == 16  # fp32, 128 values
     assert quant.sectors_per_row(136, 144) == 5  # int8: starts at 0 and 16 of a sector, both span 5
     assert quant.sectors_per_row(68, 80) == 3  # int4
-    assert quant.sectors_per_row(40, 48) == 2.5  # int8 of 32 values: starts at 0 (2 sectors) and 16 (3 sectors)
+    assert quant.sectors_per_row(24, 32) == 1 and quant.sectors_per_row(24, 48) == 1.5  # 16..39 spans 2 sectors
