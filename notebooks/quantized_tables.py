@@ -32,9 +32,9 @@ PRESET = None  # "tiny" or "paper"; None picks tiny without a CUDA GPU, paper wi
 # %%
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import display
 
 from dlrmlab import accuracy, api, backend, quant, reference
 from dlrmlab.bench.results import load_results
@@ -100,7 +100,7 @@ fig = figures.quantized_tradeoff(
     title="Fewer bytes per row: error grows as the bytes shrink; speed follows the sectors read",
     stamp=f"{PRESET} preset" + ("" if speed is None else "; speed: H100 (results/h100/quantized.csv)"),
 )
-fig
+display(fig)
 
 # %% [markdown]
 # ## Reading it
@@ -112,8 +112,5 @@ fig
 # * The ids, offsets and the output (still fp32) do not shrink, and unpacking costs instructions: int4's
 #   32 codes per 16-byte load are 32 shift-mask-convert-FMA sequences per lane.
 # * int8's error is a fraction of a percent of the pooled values and leaves the click probabilities where
-#   they were; int4's is about 20 times larger; fp8's relative error is set by its 3 mantissa bits, so it
+#   they were; int4's is more than ten times larger; fp8's relative error is set by its 3 mantissa bits, so it
 #   sits between them.
-
-# %%
-plt.close("all")
