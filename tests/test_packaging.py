@@ -17,6 +17,8 @@ CONDA_NAME = {"torch": "pytorch"}
 #: ``cuda-version`` picks CUDA 12.
 CONDA_EQUIVALENT = {"numba-cuda[cu12]": ("cuda-version", frozenset({">=12", "<13"}))}
 IGNORED_CONDA = {"python", "pip"}
+#: Wheels only on PyPI (no conda-forge package): pyproject.toml lists them with platform markers.
+PIP_ONLY = {"fbgemm-gpu-cpu"}
 
 
 def normalise(name: str) -> str:
@@ -25,7 +27,8 @@ def normalise(name: str) -> str:
 
 def split(requirement: str) -> tuple[str, frozenset[str]]:
     """``"numpy>=2,<2.5"`` -> ``("numpy", {">=2", "<2.5"})``; extras stay on the name
-    (``"numba-cuda[cu12]>=0.30"`` -> ``("numba-cuda[cu12]", {">=0.30"})``). Markers are not used here."""
+    (``"numba-cuda[cu12]>=0.30"`` -> ``("numba-cuda[cu12]", {">=0.30"})``). Markers (after ``;``) are dropped."""
+    requirement = requirement.split(";", 1)[0]
     m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[A-Za-z0-9_,\s-]+\])?\s*(.*?)\s*", requirement)
     assert m, f"cannot parse requirement {requirement!r}"
     name, extras, spec = m.groups()
@@ -59,6 +62,8 @@ def pip_requirements(pyproject) -> dict[str, frozenset[str]]:
         if name in CONDA_EQUIVALENT:
             name, spec = CONDA_EQUIVALENT[name]
         name = normalise(CONDA_NAME.get(name, name))
+        if name in PIP_ONLY:
+            continue
         assert name not in out, f"{name} listed twice in pyproject.toml"
         out[name] = spec
     return out
