@@ -330,7 +330,7 @@ def cast_table(w: np.ndarray, dtype: str) -> np.ndarray:
     """fp32 array to the table dtype. bfloat16 is stored as uint16 bit patterns (NumPy has no bf16); a
     quantized format as its uint8 rows (:func:`dlrmlab.quant.quantize`)."""
     if quant.is_quantized(dtype):
-        return quant.quantize(w, dtype)
+        return quant.quantize_fast(w, dtype)
     if dtype == "float32":
         return np.ascontiguousarray(w, np.float32)
     if dtype == "float16":

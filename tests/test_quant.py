@@ -148,3 +148,11 @@ def test_sectors_per_row():
     assert quant.sectors_per_row(136, 144) == 5  # int8: starts at 0 and 16 of a sector, both span 5
     assert quant.sectors_per_row(68, 80) == 3  # int4
     assert quant.sectors_per_row(24, 32) == 1 and quant.sectors_per_row(24, 48) == 1.5  # 16..39 spans 2 sectors
+
+
+@pytest.mark.torch
+def test_quantize_fast_gives_the_same_bytes():
+    pytest.importorskip("torch")
+    w = _weights(50, 16, np.float32, seed=5)
+    for fmt in quant.FORMATS:
+        np.testing.assert_array_equal(quant.quantize_fast(w, fmt), quant.quantize(w, fmt))

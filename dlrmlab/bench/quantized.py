@@ -39,22 +39,13 @@ def stored_case(case: BenchCase, dtype: str) -> BenchCase:
     if case.dtype != "float32":
         raise DlrmlabError(f"stored_case needs a float32 case, got {case.dtype}")
     if quant.is_quantized(dtype):
-        host = [_quantize(t, dtype) for t in case.host_tables]
+        host = [quant.quantize_fast(t, dtype) for t in case.host_tables]
         dev: list = []  # the fast kernel packs the host rows; nothing reads per-table device copies
     else:
         host = [cast_table(t, dtype) for t in case.host_tables]
         dev = [cuda.to_device(np.ascontiguousarray(t).reshape(-1)) for t in host]
     return replace(case, stage=case.stage.with_(dtype=dtype), host_tables=host, dev_tables=dev, _refs={},
                    _derived={})  # fmt: skip
-
-
-def _quantize(table: np.ndarray, fmt: str) -> np.ndarray:
-    try:
-        import torch  # optional: the GPU quantizes a paper-sized table in milliseconds
-    except ImportError:
-        return quant.quantize(table, fmt)
-    device = "cpu" if backend.SIMULATOR or not torch.cuda.is_available() else "cuda"
-    return quant.quantize_torch(torch.from_numpy(table).to(device), fmt).cpu().numpy()
 
 
 def plan(formats: Sequence[str], simulator: bool) -> list[tuple[str, list[str]]]:
