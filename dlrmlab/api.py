@@ -26,8 +26,7 @@ from dlrmlab.kernels.paper import PaperConfig
 
 def single_table_variants() -> list[str]:
     """Variants ``embedding_bag`` runs: those of one kernel family, with nothing around their launches."""
-    return [n for n in variants.names() if variants.get(n).families in (("paper",), ("fast",))
-            and not variants.get(n).gpu_only]
+    return [n for n in variants.names() if variants.get(n).kind in ("paper", "fast") and variants.get(n).standalone]
 
 
 def kernel_config(

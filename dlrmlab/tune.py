@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from dlrmlab import backend, device, tuned
-from dlrmlab.config import KNOBS, Combine, json_object
+from dlrmlab.config import Combine, json_object
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.kernels.fused import KNOBS
 
 FAST_SPACE = {"unroll": [8, 10, 12, 15], "bags_per_block": [2, 4, 8], "split": [1, 2], "chunk": [160],
               "max_registers": [64, 80]}
@@ -49,10 +50,10 @@ def parse_space(text: str | None) -> dict | None:
     space = json_object(text, "--space")
     if not space or not all(isinstance(v, list) and v for v in space.values()):
         raise DlrmlabError('--space: a JSON object of knob -> non-empty list, e.g. {"unroll": [8, 12]}')
-    unknown = set(space) - KNOBS["fast"]
+    unknown = set(space) - KNOBS
     if unknown:
         raise DlrmlabError(f"--space: unknown fast-kernel knobs: {', '.join(sorted(unknown))}; valid: "
-                           f"{', '.join(sorted(KNOBS['fast']))}")
+                           f"{', '.join(sorted(KNOBS))}")
     return space
 
 
@@ -74,7 +75,7 @@ def tune_fast(
     """
     from dlrmlab import variants
     from dlrmlab.bench.case import BenchCase
-    from dlrmlab.bench.harness import compare
+    from dlrmlab.bench.comparison import compare
     from dlrmlab.fused import configure
     from dlrmlab.variants import VARIANTS
 
@@ -156,7 +157,7 @@ def tune_register_cap(
     """OptMT sweep: time, registers and theoretical occupancy per register cap (best first)."""
     from dlrmlab import occupancy, variants
     from dlrmlab.bench.case import BenchCase
-    from dlrmlab.bench.harness import compare
+    from dlrmlab.bench.comparison import compare
     from dlrmlab.kernels.paper import PaperConfig, build
 
     caps = list(caps or REGISTER_CAPS)

@@ -17,7 +17,7 @@ import pytest
 
 import dlrmlab
 from dlrmlab import backend, cli, device, variants
-from dlrmlab.bench import harness, results
+from dlrmlab.bench import comparison, results, sweep
 from dlrmlab.variants import Prepared, Variant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def test_readme_documents_cpu_torch_notebooks_and_traces():
 
 
 def test_ctrl_c_mid_sweep_keeps_rows_and_exits_130(capsys, tmp_path, monkeypatch, host_variant):
-    real = harness.compare
+    real = comparison.compare
     calls = []
 
     def compare(*a, **k):
@@ -127,7 +127,7 @@ def test_ctrl_c_mid_sweep_keeps_rows_and_exits_130(capsys, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(harness, "compare", compare)
+    monkeypatch.setattr(sweep, "compare", compare)
     rc, out, err = run(capsys, "bench", "--variant", host_variant, "--dataset", "random,zipf:1.1",
                        "--out", str(tmp_path), *BENCH)  # fmt: skip
     assert rc == 130

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from dlrmlab import variants
-from dlrmlab.bench import harness, results
+from dlrmlab.bench import results, schema, sweep
 from dlrmlab.bench.case import BenchCase
 from dlrmlab.datasets import TraceWarning
 from dlrmlab.variants import Prepared, Variant
@@ -50,7 +50,7 @@ def test_case_counts_dropped_ids_and_wraps(trace):
 def test_result_rows_carry_the_counts(trace, tmp_path, host_variant):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TraceWarning)
-        res = harness.run_bench([host_variant], [trace, "random"], "tiny", n_batches=2, repeats=1, warmup_s=0,
+        res = sweep.run_bench([host_variant], [trace, "random"], "tiny", n_batches=2, repeats=1, warmup_s=0,
                                 include_torch=False, out=tmp_path)  # fmt: skip
     rows = res.rows.set_index("dataset")
     assert list(rows.columns[rows.columns.get_loc("n_batches") + 1:][:2]) == ["dropped_ids", "trace_wraps"]
@@ -58,25 +58,25 @@ def test_result_rows_carry_the_counts(trace, tmp_path, host_variant):
     assert rows.loc["random", ["dropped_ids", "trace_wraps"]].tolist() == [0, 0]
     on_disk = pd.read_csv(tmp_path / "bench.csv")
     assert {"dropped_ids", "trace_wraps"} <= set(on_disk.columns)
-    assert "dropped_ids" in harness.COLUMN_DOCS and "trace_wraps" in harness.COLUMN_DOCS
+    assert "dropped_ids" in schema.COLUMN_DOCS and "trace_wraps" in schema.COLUMN_DOCS
 
 
 def test_with_trace_columns_upgrades_old_rows():
     old = pd.DataFrame({"dataset": ["random", "trace:low"], "n_batches": [4, 4], "cold_l2": [False, False]})
-    up = harness.with_trace_columns(old)
+    up = schema.with_trace_columns(old)
     assert list(up.columns) == ["dataset", "n_batches", "dropped_ids", "trace_wraps", "cold_l2"]
     assert up["dropped_ids"].tolist()[0] == 0 and pd.isna(up["dropped_ids"].tolist()[1])
-    assert harness.with_trace_columns(up) is up
+    assert schema.with_trace_columns(up) is up
     runs = pd.DataFrame({"dataset": ["random"], "cold_l2": [False], "round": [0]})  # a runs table: no n_batches
-    assert harness.with_trace_columns(runs) is runs
+    assert schema.with_trace_columns(runs) is runs
 
 
 def test_old_results_file_is_upgraded_then_appended(tmp_path, host_variant):
-    res = harness.run_bench([host_variant], ["random"], "tiny", n_batches=1, repeats=1, warmup_s=0,
+    res = sweep.run_bench([host_variant], ["random"], "tiny", n_batches=1, repeats=1, warmup_s=0,
                             include_torch=False)  # fmt: skip
     old = res.rows.drop(columns=["dropped_ids", "trace_wraps", "timing_mode", "serving_block"])
     results.append_results(old, "bench", tmp_path)  # a file from before both upgrades
-    harness.run_bench([host_variant], ["random"], "tiny", n_batches=1, repeats=1, warmup_s=0, include_torch=False,
+    sweep.run_bench([host_variant], ["random"], "tiny", n_batches=1, repeats=1, warmup_s=0, include_torch=False,
                       out=tmp_path)  # fmt: skip
     df = pd.read_csv(tmp_path / "bench.csv")
     assert len(df) == 2 and df["dropped_ids"].tolist() == [0, 0]

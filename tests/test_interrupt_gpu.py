@@ -17,7 +17,7 @@ pytestmark = pytest.mark.gpu
 CHILD = r"""
 import sys
 from dlrmlab import cudart
-from dlrmlab.bench.harness import run_bench
+from dlrmlab.bench import run_bench
 before = cudart.get_persisting_l2_limit()
 print("BEFORE", before, flush=True)
 try:

@@ -242,3 +242,16 @@ def test_fast_fuzz(dim, dtype, tables, hi, weighted, unroll, chunk, seed):
         ]
     )
     assert _rel(out, ref) <= 1e-6 or np.abs(out - ref).max() <= 1e-5
+
+
+def test_id_staging_is_parsed_once_and_recorded_as_its_string():
+    from dlrmlab.kernels.fused import KNOBS, IdStaging
+
+    cfg = FastConfig(dim=8, ids="registers")
+    assert cfg.ids is IdStaging.REGISTERS and cfg == FastConfig(dim=8, ids=IdStaging.REGISTERS)
+    assert type(cfg.params()["ids"]) is str and cfg.params()["ids"] == "registers"
+    with pytest.raises(DlrmlabError, match="ids must be 'shared' or 'registers', got 'global'"):
+        FastConfig(dim=8, ids="global")
+    # the knobs are FastConfig's fields but those the shape and layout decide
+    assert KNOBS == {"unroll", "bags_per_block", "split", "chunk", "ids", "max_registers", "vector", "checked",
+                     "load_hint"}

@@ -3,7 +3,7 @@
 Hypothesis draws the stage (1-3 tables of 1-40 rows, widths 1, 3, 4, 8, 12, batch 1-6, fixed or uniform
 pooling with empty bags, sum / weighted sum / mean, fp32 / fp16 / bf16 tables, int32 / int64 ids, a
 uniform or a skewed id stream) and compares the variant's output with the reference through
-:func:`dlrmlab.bench.harness.check_result`. A combination a variant refuses up front (a
+:func:`dlrmlab.bench.comparison.check_result`. A combination a variant refuses up front (a
 :class:`~dlrmlab.errors.DlrmlabError` from ``prepare``) is skipped with ``assume``; anything refused or
 raised later is a failure. In simulator mode the GPU-only variants are not available here and the
 others run in Numba's CUDA simulator (small examples keep the whole file under a minute).
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from dlrmlab import variants
 from dlrmlab.bench.case import BenchCase
-from dlrmlab.bench.harness import check_result
+from dlrmlab.bench.comparison import check_result
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.workload import EmbeddingStage, Pooling
 

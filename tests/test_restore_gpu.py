@@ -43,7 +43,7 @@ PIN_VARIANTS = ["l2p", "fast_graph+l2p"]
 PRELUDE = r"""
 import json, os, sys, runpy
 from dlrmlab import cudart, l2pin
-from dlrmlab.bench import harness
+from dlrmlab.bench import comparison, sweep
 from dlrmlab.bench.case import BenchCase
 
 MODE = os.environ["RESTORE_MODE"]  # normal | raise | sigint
@@ -71,7 +71,7 @@ def pin(*a, **k):
 cudart.set_persisting_l2_limit, cudart.set_access_policy_window = set_limit, set_window
 cudart.reset_persisting_l2, l2pin.pin = reset, pin
 
-_prepare = harness.prepare_variant
+_prepare = comparison.prepare_variant
 def prepare(name, case, **kw):
     p = _prepare(name, case, **kw)
     run = p.run
@@ -86,7 +86,7 @@ def prepare(name, case, **kw):
                     print("RUNNING", flush=True)
     p.run = counted
     return p
-harness.prepare_variant = prepare
+comparison.prepare_variant = prepare
 
 def window_bytes(stream):
     drv = cudart._driver()
@@ -117,7 +117,7 @@ def cli(*argv):
 
 RUN_BENCH = r"""
 try:
-    harness.run_bench(os.environ["RESTORE_VARIANTS"].split(","), ["zipf:1.15"], "tiny", repeats=REPEATS,
+    sweep.run_bench(os.environ["RESTORE_VARIANTS"].split(","), ["zipf:1.15"], "tiny", repeats=REPEATS,
                       warmup_s=0.0, include_torch=False)
     report("returned")
 except RuntimeError as e:

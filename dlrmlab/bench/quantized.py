@@ -3,7 +3,7 @@
 One case of fp32 tables is generated; the others are the same tables and batches stored otherwise: fp16
 (torch's ``embedding_bag``, NVIDIA cuEmbed and dlrmlab's fast path read it) and each quantized format
 (quantized once, with torch on the GPU when there is one: NumPy takes minutes at the paper shape). Each case
-is timed in the serving loop (:func:`dlrmlab.bench.harness.compare`), one case after the other in the same
+is timed in the serving loop (:func:`dlrmlab.bench.comparison.compare`), one case after the other in the same
 process; ``speedup_vs_fp32`` is fp32 ``fast_graph``'s median stage time over the row's. Rows also carry
 effective rows/s and bytes/s (a row's stored bytes: codes, scale and bias), and, with ``accuracy``, the
 format's error against fp32 (:func:`dlrmlab.accuracy.accuracy`, on the DLRM's own seeded tables).
@@ -62,7 +62,7 @@ def run_quantized(
     out: Any = None, progress: bool = False,
 ) -> pd.DataFrame:
     """Time every format (see the module docstring); rows appended to ``out``/quantized.csv when given."""
-    from dlrmlab.bench import harness, results
+    from dlrmlab.bench import comparison, results
     from dlrmlab.workload import EmbeddingStage, preset
 
     formats = [f for f in formats if f]
@@ -78,7 +78,7 @@ def run_quantized(
     run_id, frames = None, []
     for dtype, variants in plan(formats, backend.SIMULATOR):
         case = base if dtype == "float32" else stored_case(base, dtype)
-        res = harness.compare(case, variants, repeats=repeats, warmup_s=warmup_s, run_id=run_id, progress=progress)
+        res = comparison.compare(case, variants, repeats=repeats, warmup_s=warmup_s, run_id=run_id, progress=progress)
         run_id = res.run_id
         frames.append(res.rows.assign(format=dtype))
         del case

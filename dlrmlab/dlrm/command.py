@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.published import PUBLISHED
 
 DEFAULT_EMBEDDINGS = "torch,torch_compile,optmt,rpf,fast,fast_graph"
 RESULTS_NAME = "dlrm"
@@ -25,9 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: the preset's batch)")  # fmt: skip
     p.add_argument("--out", help="results directory; rows go to OUT/<gpu family>/dlrm.csv (default: "
                    "$DLRMLAB_RESULTS_DIR, else ./dlrmlab-results)")
-    p.add_argument("--repeats", type=int, help="timed rounds per pipeline (default 30; 2 in the simulator)")
+    p.add_argument("--repeats", type=int, help="timed rounds per pipeline (default 50; 2 in the simulator)")
     p.add_argument("--batches", type=int, default=2, help="distinct batches rotated through rounds (default 2)")
-    p.add_argument("--warmup", type=float, help="warm-up seconds (default 0.5; 0 in the simulator)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds (default 0.3; 0 in the simulator)")
     p.add_argument("--seed", type=int, default=0, help="seed of the ids, bag sizes and tables (default %(default)s)")
     p.add_argument("--table-dtype", help="table storage: float32 (default), float16, bfloat16, or quantized rows "
                    "int8, int4, fp8: the fast pipelines read those rows, the others (torch's) the fp32 values they "
@@ -111,7 +112,8 @@ def run_command(args: argparse.Namespace, out_dir: Path) -> int:
         print(format_rows(df))
         best = best_pipelines(df)
         if not best.empty:
-            print("\nbest dlrmlab pipeline at batch 2048 (targets from issue 10; the paper's best: 1.77x on A100):")
+            print(f"\nbest dlrmlab pipeline at batch 2048 (dlrmlab's targets; the paper's best: "
+                  f"{PUBLISHED['end_to_end']}x on A100):")
             print(best.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         notes.append(f"appended {len(df)} row(s) to {path}")
         if args.plots and len(df) and df["latency_ms"].notna().any():

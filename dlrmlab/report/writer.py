@@ -145,7 +145,7 @@ def section(index: int, claim: Claim, res: ClaimResult, files: dict[str, list[st
     return "\n".join(lines)
 
 
-def _environment(ctx: Context, manifest: dict) -> list[str]:
+def _environment_table(ctx: Context, manifest: dict) -> list[str]:
     env = ctx.env
     v = env.get("versions", {})
     stage = ctx.stage.describe()
@@ -182,7 +182,7 @@ def render(ctx: Context, manifest: dict, claims: dict[str, Claim]) -> str:
                   f"Cells derived from timings say \"{NOT_MEASURED}\". The dataset hotness, the occupancy calculator "
                   "and the L2 model are CPU analyses and hold here too. Run `dlrmlab reproduce` on a CUDA GPU for "
                   "the measurements.", ""]  # fmt: skip
-    lines += _environment(ctx, manifest)
+    lines += _environment_table(ctx, manifest)
     lines += ["## Summary", "", "| claim | paper (A100) | ours | reproduced? |", "|---|---|---|---|"]
     for c, e in entries:
         ours, rep = _summary_cells(e)

@@ -13,10 +13,12 @@ from dlrmlab.backend import cuda
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.fused import PackedTables, configure_here, fused_forward
-from dlrmlab.variants.around import graphs, persisting_window, pinned
-from dlrmlab.variants.base import Prepared
+from dlrmlab.graph import captured
+from dlrmlab.prepared import Prepared
+from dlrmlab.variants.around import persisting_window, pinned
 
-KERNEL_REGEX = "embedding_bag_fast|pin_hot_rows"
+#: The fast kernel's name (:func:`dlrmlab.kernels.fused.build`), for Nsight Compute.
+KERNEL_REGEX = "embedding_bag_fast"
 
 
 def _packed(case: Any) -> tuple[PackedTables, list[tuple]]:
@@ -93,7 +95,7 @@ def prepare(case: Any, knobs: dict[str, dict], graph: bool = False) -> Prepared:
         replays = None
         if graph:
             batches = [lambda st, i=i: enqueue(i, st) for i in range(case.n_batches)]
-            replays = stack.enter_context(graphs(batches, s, [out]))
+            replays = stack.enter_context(captured(batches, s, [out]))
 
         def run(i: int) -> None:
             if replays is not None:
@@ -109,4 +111,4 @@ def prepare(case: Any, knobs: dict[str, dict], graph: bool = False) -> Prepared:
             host = out.copy_to_host()
             return [host[t * b : (t + 1) * b] for t in range(case.num_tables)]
 
-        return Prepared(run, result, params, KERNEL_REGEX, None, stack.pop_all().close)
+        return Prepared(run, result, params, None, stack.pop_all().close)
