@@ -22,8 +22,10 @@ def _bags(rng, rows: int, n: int = 23):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("staging", ["shared", "registers"])
-@pytest.mark.parametrize("mode,weighted,padding", [("sum", False, None), ("sum", True, 3), ("mean", False, 3)])
+@pytest.mark.parametrize("staging,mode,weighted,padding", [
+    ("shared", "sum", False, None), ("registers", "sum", True, 3), ("shared", "mean", False, 3),
+    ("registers", "mean", False, None),
+])
 def test_quantized_rows_match_reference(fmt, staging, mode, weighted, padding):
     rng = np.random.default_rng(len(fmt))
     w = rng.standard_normal((40, 32)).astype(np.float32)
