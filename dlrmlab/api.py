@@ -40,6 +40,9 @@ def kernel_config(
             f"dlrmlab.bench or dlrmlab.dlrm; embedding_bag runs {', '.join(single_table_variants())}"
         )
     knobs = variants.knobs_for(variant, params)
+    if knobs.get("window") or knobs.get("layout", {}).get("layout", "auto") != "auto":
+        raise DlrmlabError(f"variant {variant!r}: embedding_bag reads one table's rows as they are; the layout and "
+                           "L2-window knobs apply to a whole stage (dlrmlab.bench, dlrmlab.dlrm)")
     if "paper" in knobs:
         return PaperConfig.from_knobs(dtype, combine, **knobs["paper"])
     return configure_here(dim, dtype, pooling_mean, combine=combine, **knobs["fast"])[0]

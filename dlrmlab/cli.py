@@ -40,10 +40,10 @@ def _command(name: str):
 
 
 def info_dict() -> dict:
-    from dlrmlab import backend, cudart
+    from dlrmlab import backend, cudart, device, tuned
 
     versions = {"dlrmlab": __version__, "python": platform.python_version(), **cudart.package_versions()}
-    out: dict = {"mode": backend.mode(), "versions": versions}
+    out: dict = {"mode": backend.mode(), "versions": versions, "fast_path_knobs": tuned.describe(device.family())}
     missing = backend.missing_toolkit()
     if missing:
         out["toolkit_missing"] = missing
@@ -77,6 +77,7 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  CUDA toolkit pieces numba-cuda compiles kernels with are missing: {', '.join(d['toolkit_missing'])}"
               f"; {'kernels will not compile on the GPU' if 'gpu' in d else 'needed on a GPU machine'}: "
               "pip install -e '.[gpu]' (numba-cuda[cu12], CUDA 12 drivers or newer)")
+    print(f"{'fast-path knobs':32s} {d['fast_path_knobs']}")
     for k, v in d["versions"].items():
         print(f"{k:32s} {v or 'not installed'}")
     return EXIT_OK
@@ -370,6 +371,13 @@ def _dlrm(args: argparse.Namespace) -> int:
     return run_command(args, _out_dir(args))
 
 
+@_command("shard")
+def _shard(args: argparse.Namespace) -> int:
+    from dlrmlab.shard.command import run_command
+
+    return run_command(args, _out_dir(args) if hasattr(args, "out") else None)
+
+
 # --- parser ----------------------------------------------------------------------------------------------
 
 
@@ -537,6 +545,11 @@ def _add_bench_dlrm(sub) -> None:
 
     p = sub.add_parser("dlrm", help="DLRM end to end: stage breakdown and speedups with a pluggable embedding stage")
     add_dlrm_arguments(p)
+
+    from dlrmlab.shard.command import add_arguments as add_shard_arguments
+
+    p = sub.add_parser("shard", help="the embedding stage sharded over ranks (torch.distributed): plan, run, predict")
+    add_shard_arguments(p)
 
 
 def _one_line_warnings(show: Callable) -> Callable:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dlrmlab import backend, device, hotness, l2window, launch, quant, tuned
+from dlrmlab import backend, device, hotness, l2window, launch, quant, rules, tuned
 from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
 from dlrmlab.config import Combine, TableDType, table_dtype
@@ -44,19 +44,12 @@ def configure(
     if unknown:
         raise DlrmlabError(f"unknown fast-kernel knobs: {', '.join(sorted(unknown))}; valid: "
                            f"{', '.join(sorted(KNOBS))}")
-    vec_ok = dim % vector_width(dtype) == 0
+    vec_ok = dim % quant.vector_values(dtype) == 0
     tuning = set(overrides) - {"checked"}  # a debugging switch does not make a configuration hand-tuned
     knobs = {"vector": vec_ok, **((tuned_params or {}) if not tuning else {}), **overrides}
     lanes = FastConfig(dim=dim, dtype=dtype, vector=bool(knobs["vector"])).lanes
     knobs.setdefault("bags_per_block", max(1, DEFAULT_BLOCK_THREADS // lanes))
     return FastConfig(dim=dim, dtype=dtype, combine=combine or Combine(), split_hot=split_hot, **knobs)
-
-
-def vector_width(dtype: str) -> int:
-    """Values in one 16-byte load of a table dtype or quantized row format."""
-    if quant.is_quantized(dtype):
-        return 16 * quant.row_format(dtype).values_per_byte()
-    return table_dtype(dtype).vector
 
 
 def quantized_rows(tables: Sequence[Any], fmt: str) -> tuple[int, list[np.ndarray]]:
@@ -83,10 +76,17 @@ def quantized_rows(tables: Sequence[Any], fmt: str) -> tuple[int, list[np.ndarra
 
 
 def configure_here(dim: int, dtype: str, pooling_mean: float, **kwargs: Any) -> tuple[FastConfig, str]:
-    """:func:`configure` with this GPU's family and tuning (user cache, then shipped table); and which."""
-    t = tuned.fast_entry(device.family(), dim, dtype, pooling_mean, split_hot=kwargs.get("split_hot", False))
-    source = "explicit" if any(k in KNOBS - {"checked"} for k in kwargs) else t.source
-    return configure(dim, dtype, tuned_params=t.params, **kwargs), source
+    """:func:`configure` with this GPU's knobs, and where they came from: the user's tuning cache, else the
+    shipped table, else the rule derived from the shape and the GPU's properties
+    (:func:`dlrmlab.rules.derive_knobs`, source ``rule``)."""
+    split_hot = kwargs.get("split_hot", False)
+    t = tuned.fast_entry(device.family(), dim, dtype, pooling_mean, split_hot=split_hot)
+    params, source = t.params, t.source
+    if source == "default":
+        params, source = rules.derive_knobs(dim, dtype, pooling_mean, split_hot, device.limits()), "rule"
+    if any(k in KNOBS - {"checked"} for k in kwargs):
+        source = "explicit"
+    return configure(dim, dtype, tuned_params=params, **kwargs), source
 
 
 @dataclass
@@ -222,7 +222,7 @@ class PackedTables:
 
     def vector_ok(self) -> bool:
         """16-byte loads are safe: row width a multiple of the vector and the buffer 16-byte aligned."""
-        if self.dim % vector_width(self.dtype):
+        if self.dim % quant.vector_values(self.dtype):
             return False
         return backend.SIMULATOR or checks.aligned(self.packed)
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from dlrmlab.config import table_dtype
 from dlrmlab.errors import DlrmlabError
 
 #: Rows of a packed buffer start on this boundary (FBGEMM's inference TBE ``row_alignment`` on GPUs).
@@ -121,6 +122,11 @@ def dim_from_row_bytes(fmt: str, width: int) -> int:
 def is_quantized(dtype: str) -> bool:
     """Whether a table dtype name is a quantized row format."""
     return dtype in FORMATS
+
+
+def vector_values(dtype: str) -> int:
+    """Values one 16-byte load holds, of a float table dtype (``config.TABLE_DTYPES``) or a row format."""
+    return 16 * row_format(dtype).values_per_byte() if is_quantized(dtype) else table_dtype(dtype).vector
 
 
 # --- NumPy ---------------------------------------------------------------------------------------------------

@@ -82,7 +82,10 @@ def tune_fast(
     datasets = [d.strip() for d in dataset.split(",")] if isinstance(dataset, str) else list(dataset)
     if variant not in VARIANTS or "fast" not in VARIANTS[variant].families:
         raise DlrmlabError(f"tune fast needs a fast-path variant, got {variant!r}")
-    split_hot = "window" in VARIANTS[variant].families
+    families = VARIANTS[variant].families
+    # a +window variant tunes the split-hot entry; one that chooses its layout is tuned on plain rows
+    split_hot = "window" in families and "layout" not in families
+    fixed = {"layout": "plain"} if "layout" in families else {}
     space = space or (FAST_SPACE_QUICK if quick else FAST_SPACE)
     cands = []
     for p in _grid(space):
@@ -103,7 +106,7 @@ def tune_fast(
         case = BenchCase.create(stage, name, 0, 4)
         shape = shape or (case.dim, case.dtype, case.stage.pooling.mean)  # one stage: every dataset's shape
         ok = [p for p in cands if _fits(configure, case, p)]
-        rows = compare(case, [(variant, p) for p in ok], repeats=repeats, progress=progress).rows.copy()
+        rows = compare(case, [(variant, {**p, **fixed}) for p in ok], repeats=repeats, progress=progress).rows.copy()
         rows["candidate"] = [json.dumps(p, sort_keys=True) for p in ok]
         per_dataset.append(rows)
         del case  # one workload's tables on the device at a time

@@ -209,7 +209,9 @@ def test_single_table_variants():
     names = api.single_table_variants()
     assert {"baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf", "fast"} == set(names)
     for n in names:
-        assert variants.get(n).families in (("paper",), ("fast",))
+        assert variants.get(n).families in (("paper",), ("fast",), ("fast", "layout", "window"))
+    with pytest.raises(DlrmlabError, match="layout and L2-window knobs apply to a whole stage"):
+        api.kernel_config("fast", 32, "float32", Combine("sum"), layout="split-hot")
 
 
 def test_unknown_variant_lists_the_table():

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from dlrmlab import backend, cli, device, fused, tune, tuned
+from dlrmlab import backend, cli, device, fused, rules, tune, tuned
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.fused import configure, configure_here
@@ -145,7 +145,8 @@ def test_other_families_tuning_does_not_apply_in_simulator():
     """Tuned knobs are per GPU family: an H100's never configure the simulator's kernel."""
     tuned.store_fast("h100", 32, "float32", 5, {"params": {"unroll": 3}})
     cfg, source = configure_here(32, "float32", 5)
-    assert source == "default" and cfg == configure(32, "float32")
+    assert source == "rule" and cfg == configure(32, "float32", tuned_params=rules.derive_knobs(
+        32, "float32", 5, False, device.limits()))
 
 
 # --- fused.configure: pure; tuned knobs only when none is given; explicit knobs win ---------------------------
@@ -243,7 +244,8 @@ def test_configure_here_from_a_real_user_cache(cache_dir):
     cfg, source = configure_here(32, "float32", 5.5)  # same pooling bucket (4)
     assert source == "user-cache" and (cfg.unroll, cfg.bags_per_block) == (3, 2)
     cfg, source = configure_here(32, "float32", 40.0)  # another bucket: untuned
-    assert source == "default" and cfg == configure(32)
+    assert source == "rule" and cfg == configure(32, tuned_params=rules.derive_knobs(
+        32, "float32", 40.0, False, device.limits()))
 
 
 def test_fast_forward_uses_configure_here(monkeypatch):

@@ -183,9 +183,10 @@ def test_params_record_the_configuration_that_ran():
     case = _case(False, "sum")
     p = prepare_variant("fast", case)
     try:
-        assert p.params["config_source"] == "default"  # no tuning for the simulator, no knob given
+        assert p.params["config_source"] == "rule"  # no tuning for the simulator, no knob given
         assert {"unroll", "bags_per_block", "chunk", "vector", "lanes", "threads", "max_registers"} <= set(p.params)
-        assert p.params["graph"] is False and p.params["split_hot"] is False
+        assert p.params["graph"] is False and p.params["split_hot"] == (p.params["layout"] == "split-hot")
+        assert p.params["layout"] in ("plain", "split-hot") and p.params["layout_reason"]
     finally:
         p.close()
     p = prepare_variant("fast", case, unroll=3, chunk=16)

@@ -27,7 +27,10 @@ from dlrmlab.variants.base import TECHNIQUES, Technique, Variant
 
 #: Knobs each kernel family and each piece around a launch accepts (see the README's variant table).
 KNOBS: dict[str, frozenset[str]] = {"paper": paper_kernel.KNOBS, "fast": fast_kernel.KNOBS, **around.KNOBS,
-                                    "torch": torch.KNOBS, "cuembed": cuembed.KNOBS}  # fmt: skip
+                                    "layout": fused.LAYOUT_KNOBS, "torch": torch.KNOBS,
+                                    "cuembed": cuembed.KNOBS}  # fmt: skip
+#: The fused path choosing its row layout: plain, or split-hot behind the window (whose knobs it takes).
+AUTO = {"layout": {"layout": "auto"}, "window": {}}
 
 OPTMT = {"max_registers": 42}  # the paper's -maxrregcount 42; `dlrmlab tune optmt` sweeps the GPU's caps
 RPF = {"prefetch": "register", "prefetch_distance": 2}
@@ -77,9 +80,10 @@ VARIANTS: dict[str, Variant] = dict([
            "L2 window (per table)", gpu_only=True, window={}),
     _paper("combined_window", "OptMT + RPF + persisting window", "window", "per-table+window", gpu_only=True,
            paper={**OPTMT, **RPF}, window={}),
-    _fast("fast", "fast kernel: all tables in one launch, 16-byte loads, rows in flight", "fast", "fast",
-          "fast path (one launch)"),
-    _fast("fast_graph", "fast, replayed from a CUDA graph", "fast", "fast", "fast path, graph", graph=True),
+    _fast("fast", "fast kernel: all tables in one launch, 16-byte loads, rows in flight; plain rows or split-hot "
+          "rows behind an L2 window, chosen from the ids' hotness (layout='auto')", "fast", "fast",
+          "fast path (one launch)", **AUTO),
+    _fast("fast_graph", "fast, replayed from a CUDA graph", "fast", "fast", "fast path, graph", graph=True, **AUTO),
     _fast("fast+l2p", "fast after pinning the hottest rows of all tables in L2", "fast", "fast+l2p", adds="l2p",
           pin={}),
     _fast("fast_graph+l2p", "fast+l2p, replayed from a CUDA graph", "fast", "fast+l2p", adds="l2p", graph=True,

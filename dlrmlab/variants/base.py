@@ -78,7 +78,8 @@ class Variant:
     def standalone(self) -> bool:
         """Its kernel family alone: no pinning, window or graph replay around its launches (so a caller that
         launches the family itself, as :mod:`dlrmlab.api` and :mod:`dlrmlab.dlrm` do, can run it)."""
-        return not self.graph and set(self.families) <= {self.kind}
+        return not self.graph and set(self.families) - {"layout", "window"} <= {self.kind} and (
+            "window" not in self.families or "layout" in self.families)  # a layout choice may stay plain
 
 
 __all__ = ["TECHNIQUES", "EventPairs", "PrepareFn", "Prepared", "Technique", "Variant"]
