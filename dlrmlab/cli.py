@@ -371,6 +371,13 @@ def _dlrm(args: argparse.Namespace) -> int:
     return run_command(args, _out_dir(args))
 
 
+@_command("host-tables")
+def _host_tables(args: argparse.Namespace) -> int:
+    from dlrmlab.host_command import run_command
+
+    return run_command(args, _out_dir(args), _preset(args))
+
+
 @_command("shard")
 def _shard(args: argparse.Namespace) -> int:
     from dlrmlab.shard.command import run_command
@@ -545,6 +552,12 @@ def _add_bench_dlrm(sub) -> None:
 
     p = sub.add_parser("dlrm", help="DLRM end to end: stage breakdown and speedups with a pluggable embedding stage")
     add_dlrm_arguments(p)
+
+    from dlrmlab.host_command import add_arguments as add_host_arguments
+
+    p = sub.add_parser("host-tables", help="tables in host memory behind an HBM cache: the host link's rates, then "
+                       "every placement and cache budget against its bound")
+    add_host_arguments(p)
 
     from dlrmlab.shard.command import add_arguments as add_shard_arguments
 

@@ -3,7 +3,7 @@ shape, the ids' hotness and the GPU's properties.
 
 * :func:`choose_layout` — plain tables, or the split-hot layout behind a persisting L2 window. The split
   layout pays off when the hottest rows that fit the persisting carve-out take most lookups: then a window
-  keeps them in L2 across batches. On the H100 (``results/h100/sweep18.csv``) the window won where that
+  keeps them in L2 across batches. On the H100 (``results/h100/shape_sweep.csv``) the window won where that
   share was above about :data:`SPLIT_HOT_SHARE` and lost (by up to 1.6x, the medium trace at width 256)
   below it.
 * :func:`derive_knobs` — rows in flight, lane groups per bag, bags per block, staged ids and the register

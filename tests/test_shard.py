@@ -214,3 +214,13 @@ def test_campaign_steps_skip_plans_that_do_not_fit():
     assert {s[s.index("--nproc") + 1] for s in large} == {"4", "8"}  # 246 GB needs 4 GPUs of 70 GB
     assert not any("data_parallel" in s for s in large)
     assert steps[-1][:2] == ["shard", "alltoall"] and campaign.counts_up_to(6) == [1, 2, 4, 6]
+
+
+def test_a_shard_can_live_in_host_memory_behind_an_hbm_cache():
+    from dlrmlab import backend, placement
+
+    if not backend.SIMULATOR:
+        pytest.skip("the simulator run of the fast kernel; on a GPU the gpu tests cover it")
+    rows = run(_cfg("table_wise", embedding="fast@cached:30%:4-way", model=False, pooling=2, batch=4), 1)
+    _assert_correct(rows, 1)
+    assert placement.live_pinned_bytes() == 0  # the shards' pinned tables are gone with the run

@@ -19,7 +19,8 @@ from dlrmlab.variants import prepare as prepare_variant
 simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
 
 GPU_ONLY = ["l2window", "combined_window", "fast_graph", "fast_graph+l2p", "fast+window", "fast_graph+window"]
-CPU_CAPABLE = ["baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf", "l2p", "combined", "fast", "fast+l2p"]
+CPU_CAPABLE = ["baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf", "l2p", "combined", "fast", "fast+l2p",
+               "fast@host", "fast@cached"]
 #: rows whose knobs the others already cover: checked once (test_optmt_l2p_is_optmt_with_l2p)
 COMPOSED = ["optmt_l2p"]
 ALL = CPU_CAPABLE + COMPOSED + GPU_ONLY + ["torch"]

@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding", default=DEFAULT_EMBEDDINGS,
                    help="embedding pipelines, comma-separated: torch, a paper variant (baseline, optmt, rpf, rpf_l1, "
                    "rpf_shared, optmt_rpf), fast; NAME_graph = whole batch in one CUDA graph; torch_compile. torch "
-                   "and torch_compile are always added as peers (default %(default)s)")  # fmt: skip
+                   "and torch_compile are always added as peers; fast@PLACEMENT reads the tables from host memory: "
+                   "fast@host, fast@cached:10%%:lru (default %(default)s)")  # fmt: skip
     p.add_argument("--dataset", default="random", help="comma-separated: random, low, medium, high, zipf:A, trace:PATH")
     p.add_argument("--preset", default="auto", help="paper or tiny (default: paper on a GPU, tiny in the simulator)")
     p.add_argument("--batch-sizes", help="comma-separated batch sizes, or 'sweep' for 256,...,16384 "

@@ -161,6 +161,7 @@ class EmbeddingBagCollection(torch.nn.Module):
         self, embedding_sizes: Sequence[int], embedding_dim: int, impl: str = "torch", *, mode: str = "sum",
         dtype: Any = "float32", device: Any = None, seed: int = 0, keys: Sequence[str] | None = None,
         include_last_offset: bool = True, weight: torch.Tensor | None = None, validate: bool = True,
+        placement: Any = "device",
     ) -> None:
         super().__init__()
         self.validate = bool(validate)
@@ -184,6 +185,9 @@ class EmbeddingBagCollection(torch.nn.Module):
             if weight is None:
                 floats = self._init_tables(shape[:1] + (self.embedding_dim,), torch.float32, device, seed)
                 weight = quantized_weight([floats], self.table_format, floats.device)
+        self._placed = _placed_tables(self, placement, impl, dtype, weight, seed)
+        if self._placed is not None:  # tables in pinned host memory (dlrmlab.dlrm.placed)
+            weight = self._placed.weight
         if weight is None:
             weight = self._init_tables(shape, _TORCH_DTYPES[dtype_name(dtype)], device, seed)
         elif tuple(weight.shape) != shape or (self.table_format is not None and weight.dtype != torch.uint8):
@@ -265,20 +269,26 @@ class EmbeddingBagCollection(torch.nn.Module):
         self._cache.clear()
         return self
 
-    def with_impl(self, impl: str) -> EmbeddingBagCollection:
-        """The same tables (shared, not copied) under another implementation; the fast ones read the
-        quantized rows :meth:`serve_quantized` made, when it was called."""
+    def with_impl(self, impl: str, placement: Any = "device") -> EmbeddingBagCollection:
+        """The same tables (shared, not copied; copied into pinned host memory for a host or cached
+        ``placement``) under another implementation; the fast ones read the quantized rows
+        :meth:`serve_quantized` made, when it was called."""
         if self.served_rows is not None and implementations()[resolve(impl)[0]] == "fast":
             return EmbeddingBagCollection(
                 self.embedding_sizes, self.embedding_dim, impl, mode=self.mode, keys=self.keys,
                 weight=self.served_rows, include_last_offset=self.include_last_offset, validate=self.validate,
-                dtype=self._served_format,
+                dtype=self._served_format, placement=placement,
             )
         return EmbeddingBagCollection(
             self.embedding_sizes, self.embedding_dim, impl, mode=self.mode, keys=self.keys, weight=self.weight,
-            include_last_offset=self.include_last_offset, validate=self.validate,
+            include_last_offset=self.include_last_offset, validate=self.validate, placement=placement,
             dtype=self.table_format or dtype_name(self.weight.dtype),
         )
+
+    def close(self) -> None:
+        """Unpin host tables now (a no-op for tables in HBM)."""
+        if self._placed is not None:
+            self._placed.close()
 
     # --- shape ---------------------------------------------------------------------------------------------
 
@@ -314,6 +324,10 @@ class EmbeddingBagCollection(torch.nn.Module):
             raise DlrmlabError(f"sparse input must be a KeyedJaggedTensor, got {type(sparse).__name__}")
         if sparse.num_keys != self.num_tables:
             raise DlrmlabError(f"sparse input has {sparse.num_keys} keys, the embedding stage {self.num_tables} tables")
+        if self._placed is not None:  # tables in host memory, inputs anywhere: only the values are checked
+            if self.validate:
+                self.check_values(sparse)
+            return
         self._check_devices(sparse.values.device)
         if sparse.weights is not None and self.mode != "sum":
             raise DlrmlabError("per-sample weights need mode 'sum' (as in torch)")
@@ -346,10 +360,26 @@ class EmbeddingBagCollection(torch.nn.Module):
 
     def forward(self, sparse: KeyedJaggedTensor) -> list[torch.Tensor]:
         """One (B, dim) fp32 tensor per table, in key order (what a list of nn.EmbeddingBag returns)."""
+        if self._placed is not None:
+            return self._forward_placed(sparse)
         self.check(sparse)
         if self.kind == "fast":
             return self._fast(sparse)
         return [self._one_table(t, ids, off, w) for t, (ids, off, w) in enumerate(sparse.split())]
+
+    def _forward_placed(self, sparse: KeyedJaggedTensor) -> list[torch.Tensor]:
+        """Host or cached tables: the inputs may be on the GPU while the tables are in host memory."""
+        self.check(sparse)
+        b = sparse.stride
+        out, out_nb = self._output(self.num_tables * b, key=("placed",))
+        self._placed.forward(sparse, out, out_nb)
+        return list(out.view(self.num_tables, b, self.embedding_dim).unbind(0))
+
+    def prefetch(self, sparse: KeyedJaggedTensor) -> None:
+        """Cached tables: start fetching ``sparse``'s missed rows while the current batch computes (a no-op
+        for tables in HBM or read from host memory directly)."""
+        if self._placed is not None:
+            self._placed.prefetch(sparse)
 
     def forward_tables(
         self, indices: Sequence[torch.Tensor], offsets: Sequence[torch.Tensor],
@@ -459,7 +489,8 @@ class EmbeddingBagCollection(torch.nn.Module):
 
     def _output(self, rows: int, key: tuple = ("fast",)) -> tuple[torch.Tensor, Any]:
         def make():
-            t = torch.empty((rows, self.embedding_dim), dtype=torch.float32, device=self.weight.device)
+            device = self.weight.device if self._placed is None else ("cpu" if backend.SIMULATOR else "cuda")
+            t = torch.empty((rows, self.embedding_dim), dtype=torch.float32, device=device)
             return t, numba_view(t)
 
         return self._cached((*key, "out", rows), make)
@@ -490,3 +521,17 @@ class EmbeddingBagCollection(torch.nn.Module):
     def clear_buffers(self) -> None:
         """Drop the per-batch-size outputs and views (they are remade on the next call)."""
         self._cache.clear()
+
+
+def _placed_tables(ebc: EmbeddingBagCollection, placement: Any, impl: str, dtype: Any, weight: Any, seed: int) -> Any:
+    """``None`` for tables in HBM (``placement="device"``), else their pinned host home."""
+    from dlrmlab.placement import Placement
+
+    p = Placement.parse(placement)
+    if p.kind == "device":
+        return None
+    from dlrmlab.dlrm.placed import PlacedTables
+
+    name, execution = resolve(impl)
+    return PlacedTables(ebc.embedding_sizes, ebc.embedding_dim, dtype_name(dtype), p, ebc.mode, name, execution,
+                        weight, seed)

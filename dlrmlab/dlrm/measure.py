@@ -43,6 +43,7 @@ from dlrmlab.dlrm.graph import CapturedCall
 from dlrmlab.dlrm.kjt import KeyedJaggedTensor
 from dlrmlab.dlrm.model import DLRM, STAGES, make_dense
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.placement import Placement
 from dlrmlab.published import PUBLISHED
 from dlrmlab.workload import EmbeddingStage, Workload, preset
 
@@ -146,12 +147,13 @@ def compiled_forward(model: DLRM) -> Callable[..., torch.Tensor]:
 
 def make_pipeline(base: DLRM, name: str, inputs: Inputs, compiled: dict) -> Pipeline:
     """A named pipeline over ``base``'s weights (shared) for these inputs; graphs are captured here."""
-    impl, execution = resolve(name)
-    model = base.with_embedding(impl)
+    base_name, _, placement = name.partition("@")  # NAME@PLACEMENT: the tables in host memory
+    impl, execution = resolve(base_name)
+    model = base.with_embedding(impl, placement or "device")
     d, s = inputs.dense, inputs.sparse
     if execution == "eager":
         return Pipeline(name, impl, execution, model, lambda i: model(d[i], s[i]),
-                        lambda i, ev: model(d[i], s[i], ev))  # fmt: skip
+                        lambda i, ev: model(d[i], s[i], ev), cleanup=[model.embedding])  # fmt: skip
     if execution == "graph":
         graphs = [CapturedCall(model, d[i], s[i]) for i in range(len(d))]
         return Pipeline(name, impl, execution, model, lambda i: graphs[i].replay(), cleanup=graphs)
@@ -280,7 +282,10 @@ def with_peers(names: Sequence[str], compile_peer: bool = True) -> list[str]:
     """``names`` validated, de-duplicated, with the peers every comparison needs: torch first, then
     torch_compile (on a GPU, unless ``compile_peer`` is False)."""
     for n in names:
-        resolve(n)
+        base_name, _, placement = n.partition("@")
+        resolve(base_name)
+        if placement:
+            Placement.parse(placement)
     peers = [BASELINE] + ([COMPILE_PEER] if compile_peer and not backend.SIMULATOR else [])
     out = []
     for n in [*peers, *names]:

@@ -81,8 +81,10 @@ class ShardedEmbeddingBagCollection:
         self.dim = int(weight.shape[1]) if isinstance(weight, torch.Tensor) else int(dim or 0)
         if self.dim <= 0:
             raise DlrmlabError("give the tables' width (dim) with a shard-making function")
+        impl, _, placement = impl.partition("@")  # NAME@PLACEMENT: each shard in host memory (fast@cached:10%)
         if impl not in LOOKUPS:
             raise DlrmlabError(f"unknown lookup implementation {impl!r}; valid: {', '.join(LOOKUPS)}")
+        self.placement = placement or "device"
         if mode not in MODES:
             raise DlrmlabError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if plan.world_size != group.world_size:
@@ -126,7 +128,7 @@ class ShardedEmbeddingBagCollection:
             del pieces
             ebc = EmbeddingBagCollection([self.local[i].rows for i in idx], key[1], self.impl, mode="sum",
                                          keys=[f"t{self.local[i].table}" for i in idx], weight=packed,
-                                         validate=False)  # fmt: skip
+                                         validate=False, placement=self.placement)  # fmt: skip
             out[key] = (idx, ebc)
         return out
 

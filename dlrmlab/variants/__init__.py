@@ -22,7 +22,7 @@ from dlrmlab.kernels import fused as fast_kernel
 from dlrmlab.kernels import paper as paper_kernel
 from dlrmlab.peers import cuembed, torch
 from dlrmlab.prepared import Prepared
-from dlrmlab.variants import around, fused, paper
+from dlrmlab.variants import around, fused, paper, placed
 from dlrmlab.variants.base import TECHNIQUES, Technique, Variant
 
 #: Knobs each kernel family and each piece around a launch accepts (see the README's variant table).
@@ -92,6 +92,11 @@ VARIANTS: dict[str, Variant] = dict([
           adds="window", gpu_only=True, window={}),
     _fast("fast_graph+window", "fast+window, replayed from a CUDA graph", "fast", "fast+window",
           "fast path + L2 window, graph", adds="window", graph=True, window={}),
+    _row("fast", partial(placed.prepare, placement="host"), placed.KERNEL_REGEX, "fast@host", "fast over tables in "
+         "pinned host memory, every row read zero-copy over the host link", "fast", "fast", "fast path, host tables"),
+    _row("fast", partial(placed.prepare, placement=placed.BENCH_CACHE), placed.KERNEL_REGEX, "fast@cached", "fast "
+         "over host tables behind an HBM cache (10% of the tables, LRU), the next batch prefetched", "fast", "fast",
+         "fast path, cached host tables"),
 ])  # fmt: skip
 
 
