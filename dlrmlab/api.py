@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from dlrmlab import backend, launch, variants
+from dlrmlab import backend, launch, quant, variants
 from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
 from dlrmlab.config import TABLE_DTYPES, Combine
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.fused import PackedTables, configure_here, fused_forward
+from dlrmlab.fused import PackedTables, configure_here, fused_forward, quantized_rows
 from dlrmlab.kernels.fused import FastConfig
 from dlrmlab.kernels.paper import PaperConfig
 
@@ -91,7 +91,8 @@ def as_stream(stream: Any) -> Any:
 def _table_dtype(weight: Any, weight_dtype: str | None) -> str:
     if weight_dtype is not None:
         if weight_dtype not in TABLE_DTYPES:
-            raise DlrmlabError(f"weight_dtype must be one of {', '.join(TABLE_DTYPES)}, got {weight_dtype!r}")
+            valid = ", ".join([*TABLE_DTYPES, *quant.FORMATS])
+            raise DlrmlabError(f"weight_dtype must be one of {valid}, got {weight_dtype!r}")
         return weight_dtype
     if _is_torch(weight) and str(weight.dtype) == "torch.bfloat16":
         return "bfloat16"
@@ -115,7 +116,7 @@ def embedding_bag(
     include_last_offset: bool = False,
     padding_idx: int | None = None,
     *,
-    variant: str = "baseline",
+    variant: str | None = None,
     stream: Any = None,
     weight_dtype: str | None = None,
     validate: bool = True,
@@ -130,13 +131,28 @@ def embedding_bag(
     first), offsets and per_sample_weights; ids and offsets are read on the host (a copy for device
     inputs). Turn it off only for inputs already checked (a trusted hot loop).
     ``out``: a preallocated (bags, dim) float32 device array to fill (no allocation per call, so the call
-    can be captured in a CUDA graph).
+    can be captured in a CUDA graph). ``variant`` defaults to ``baseline`` (``fast`` for quantized rows).
+
+    Quantized tables (``weight_dtype`` ``"int8"``, ``"int4"`` or ``"fp8"``, :mod:`dlrmlab.quant`; the ``fast``
+    kernel reads them): ``weight`` is either uint8 rows already in that format (FBGEMM's fused row-wise
+    bytes, e.g. from ``torch.ops.fbgemm.FloatToFused8BitRowwiseQuantized`` or :func:`dlrmlab.quant.quantize`;
+    the dim is inferred from the row width), or float32/float16 rows, quantized on the fly (every call:
+    quantize once and pass the rows when you call it more than once).
     """
     shape = getattr(weight, "shape", None)
     if shape is None or len(shape) != 2:
         raise DlrmlabError(f"weight must be 2-D (num_embeddings, embedding_dim), got shape {shape}")
+    torch_weight = weight if _is_torch(weight) else None
+    if weight_dtype is not None and quant.is_quantized(weight_dtype):
+        variant = variant or "fast"
+        if variant not in ("fast",) and variant in single_table_variants():
+            raise DlrmlabError(f"quantized tables ({weight_dtype}) are read by the fast kernel only: use "
+                               f"variant='fast', not {variant!r}")
+        dim, (weight,) = quantized_rows([weight], weight_dtype)  # host rows padded to 16 bytes
+        shape = (weight.shape[0], dim)
     rows, dim = int(shape[0]), int(shape[1])
-    dtype = _table_dtype(weight, weight_dtype)
+    variant = variant or "baseline"
+    dtype = weight_dtype if weight_dtype in quant.FORMATS else _table_dtype(weight, weight_dtype)
     combine = Combine(mode, per_sample_weights is not None, padding_idx is not None)
     if padding_idx is not None:
         if not -rows <= padding_idx < rows:
@@ -167,6 +183,7 @@ def embedding_bag(
 
     s = as_stream(stream)
     out = _launch(cfg, weight, (rows, dim, dtype), input, offsets, per_sample_weights, padding_idx, out, s)
+    weight = torch_weight if torch_weight is not None else weight
     if _is_torch(weight):
         import torch
 
@@ -199,7 +216,8 @@ def _launch(cfg: Any, weight: Any, table: tuple, input: Any, offsets: Any, psw: 
     """Device views of the (validated) inputs, the output, and the one launch of ``cfg``'s kernel."""
     rows, dim, dtype = table
     w = to_device(weight, s, "weight")
-    w_flat = w.reshape(rows * dim) if rows * dim else w
+    width = int(w.shape[1]) if len(w.shape) == 2 else dim  # quantized rows: their padded byte stride
+    w_flat = w.reshape(rows * width) if rows * width else w
     if dtype == "bfloat16" and w_flat.dtype != np.uint16:
         w_flat = w_flat.view(np.uint16)
     ids, off = to_device(input, s, "input"), to_device(offsets, s, "offsets")

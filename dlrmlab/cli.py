@@ -115,6 +115,8 @@ def _stage_from_args(args: argparse.Namespace):
             over[name] = v
     if getattr(args, "pooling", None) is not None:
         over["pooling"] = args.pooling
+    if getattr(args, "table_dtype", None) is not None:
+        over["dtype"] = args.table_dtype
     return preset(_preset(args), **over)
 
 
@@ -179,11 +181,12 @@ def _profile(args: argparse.Namespace) -> int:
     from dlrmlab.bench.results import append_results, check_results_dir
 
     knobs = json_object(args.knobs, "--knobs") if args.knobs is not None else {}
-    ncu.check_profilable(args.variant, _preset(args), knobs)  # refusals first: nothing is created under --out
+    dtype = {"table_dtype": args.table_dtype} if args.table_dtype else {}
+    ncu.check_profilable(args.variant, _preset(args), knobs, **dtype)  # refusals first: nothing is created under --out
     out = check_results_dir(_out_dir(args))
     df = ncu.profile_variant(
         args.variant, args.dataset, _preset(args), args.seed, args.kernel_regex, args.launch_skip, args.launch_count,
-        knobs=knobs,
+        knobs=knobs, **dtype,
     )
     print(ncu.format_summary(df))
     path = append_results(df, "profile", out)
@@ -235,12 +238,14 @@ def _list_variants() -> int:
 def _tune(args: argparse.Namespace) -> int:
     from dlrmlab import tune, tuned
     from dlrmlab.bench.results import append_results, check_results_dir
+    from dlrmlab.workload import preset
 
     _positive("--repeats", args.repeats)
     out = check_results_dir(_out_dir(args)) if args.out else None  # an unwritable --out fails before the sweep
     if args.target == "fast":
+        stage = _preset(args) if args.table_dtype is None else preset(_preset(args), dtype=args.table_dtype)
         result = tune.tune_fast(
-            _preset(args), args.dataset, quick=args.quick, space=tune.parse_space(args.space), repeats=args.repeats,
+            stage, args.dataset, quick=args.quick, space=tune.parse_space(args.space), repeats=args.repeats,
             variant=args.variant or "fast_graph", progress=not args.quiet,
         )
         rows, table = result.ranking, result.rows
@@ -310,6 +315,52 @@ def _bench(args: argparse.Namespace) -> int:
     return EXIT_OK if rows["correct"].astype(bool).all() else EXIT_INCORRECT
 
 
+# --- quantize --------------------------------------------------------------------------------------------
+
+
+@_command("quantize")
+def _quantize(args: argparse.Namespace) -> int:
+    from dlrmlab import backend
+    from dlrmlab.bench.results import append_results, check_results_dir
+
+    datasets = _unique(_names(args.dataset), "--dataset")
+    if not datasets:
+        raise DlrmlabError(f"--dataset is required: {DATASETS_HELP}")
+    stage, out = _stage_from_args(args), check_results_dir(_out_dir(args))
+    if args.quantize_command == "accuracy":
+        from dlrmlab import accuracy
+
+        _positive("--batches", args.batches)
+        formats = _names(args.format) or list(accuracy.DEFAULT_FORMATS)
+        df = accuracy.accuracy(accuracy.check_formats(formats), datasets, stage, seed=args.seed,
+                               n_batches=args.batches)  # fmt: skip
+        cols = ["format", "dataset", "row_bytes", "pooled_max_abs_err", "pooled_mean_abs_err", "prob_max_abs_diff",
+                "click_flip_share"]  # fmt: skip
+        print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        print(f"appended {len(df)} row(s) to {append_results(df, accuracy.RESULTS_NAME, out)}")
+        return 0
+    from dlrmlab.bench import quantized
+
+    _positive("--repeats", args.repeats)
+    _non_negative("--warmup", args.warmup)
+    if len(datasets) != 1:
+        raise DlrmlabError("quantize speed takes one --dataset per run")
+    if args.cuembed_dir:
+        os.environ["DLRMLAB_CUEMBED_DIR"] = args.cuembed_dir
+    formats = _names(args.format) or list(quantized.DEFAULT_FORMATS)
+    df = quantized.run_quantized(formats, datasets[0], stage, seed=args.seed, repeats=args.repeats,
+                                 warmup_s=args.warmup, accuracy=not args.no_accuracy, out=out,
+                                 progress=not args.quiet)  # fmt: skip
+    cols = ["variant", "format", "correct", "median_ms", "rows_per_s", "row_bytes", "row_bytes_per_s",
+            "speedup_vs_fp32", "error"]  # fmt: skip
+    print(df[[c for c in cols if c in df]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if backend.SIMULATOR:
+        print("simulator: timings not meaningful")
+    print(f"appended {len(df)} row(s) to {out / quantized.RESULTS_NAME}.csv")
+    ran = df[~df["error"].fillna("").astype(str).str.startswith("skipped")]
+    return 0 if ran["correct"].astype(bool).all() else 1
+
+
 # --- dlrm ------------------------------------------------------------------------------------------------
 
 
@@ -344,6 +395,8 @@ OUT_HELP = ("results directory; rows go under OUT/<gpu family>/ (default: $DLRML
             "./dlrmlab-results; --out results adds to the committed results of a checkout)")
 SEED_HELP = "seed of the synthetic ids, bag sizes and tables (default %(default)s)"
 JSON_HELP = "print JSON instead of a table"
+TABLE_DTYPE_HELP = ("table storage: float32 (default), float16, bfloat16, or quantized rows int8, int4 (FBGEMM's "
+                    "row-wise formats) or fp8 (e4m3 with a row scale), which the fast kernels read")
 QUIET_HELP = "no progress bars"
 
 
@@ -354,6 +407,7 @@ def _add_shape(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, help="batch size")
     p.add_argument("--dim", type=int, help="embedding dim (sparse feature size)")
     p.add_argument("--pooling", help="ids per bag: N, uniform:LO-HI or poisson:MEAN")
+    p.add_argument("--table-dtype", help=TABLE_DTYPE_HELP)
     p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
 
 
@@ -362,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  epilog=EXIT_CODES_HELP)
     ap.add_argument("--version", action="version", version=f"dlrmlab {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
-    for add in (_add_info_workload_data, _add_reproduce_tune_profile, _add_bench_dlrm):
+    for add in (_add_info_workload_data, _add_reproduce_tune_profile, _add_bench_dlrm, _add_quantize):
         add(sub)
     return ap
 
@@ -426,6 +480,7 @@ def _add_reproduce_tune_profile(sub) -> None:
     p.add_argument("--variant", help="fast: the fast-path variant timed (default fast_graph; a +window variant "
                                      "tunes the split-hot layout); optmt: the variant swept (optmt or optmt_rpf)")
     p.add_argument("--caps", help="optmt: comma-separated register caps, 'none' for no cap")
+    p.add_argument("--table-dtype", help="fast: " + TABLE_DTYPE_HELP + "; the winner is stored for that format")
     p.add_argument("--repeats", type=int, help="timed rounds per candidate (default 50; 1 in the simulator)")
     p.add_argument("--out", help="append the table to OUT/<gpu family>/tune_<target>.csv (default: no CSV)")
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
@@ -440,6 +495,28 @@ def _add_reproduce_tune_profile(sub) -> None:
     p.add_argument("--launch-skip", type=int, default=2, help="matching launches to skip (default %(default)s)")
     p.add_argument("--launch-count", type=int, default=1, help="matching launches to profile (default %(default)s)")
     p.add_argument("--knobs", help='the variant\'s knobs as JSON, e.g. \'{"unroll": 8, "load_hint": "L2::256B"}\'')
+    p.add_argument("--table-dtype", help=TABLE_DTYPE_HELP)
+
+
+def _add_quantize(sub) -> None:
+    p = sub.add_parser("quantize", help="quantized tables (int8, int4, fp8): accuracy against fp32, and speed")
+    qsub = p.add_subparsers(dest="quantize_command", required=True)
+    a = qsub.add_parser("accuracy", help="per format: pooled embeddings' and DLRM click probabilities' error vs fp32 "
+                        "(CPU is enough); rows to OUT/<gpu family>/quantized_accuracy.csv")
+    a.add_argument("--format", help="comma-separated: float16, bfloat16, fp8, int8, int4 (default: all)")
+    a.add_argument("--batches", type=int, default=1, help="batches per dataset (default %(default)s)")
+    s = qsub.add_parser("speed", help="per format: fast_graph's rows/s and bytes/s against fp32 fast_graph, with "
+                        "torch's and cuEmbed's fp16 as peers, in one run; rows to OUT/<gpu family>/quantized.csv")
+    s.add_argument("--format", help="comma-separated: int8, int4, fp8 (default: all)")
+    s.add_argument("--repeats", type=int, help="timed rounds per case (default 50; 2 in the simulator)")
+    s.add_argument("--warmup", type=float, help="warm-up seconds, >= 0 (default 0.3; 0 in the simulator)")
+    s.add_argument("--cuembed-dir", help="cuEmbed checkout for the cuEmbed peer (default $DLRMLAB_CUEMBED_DIR)")
+    s.add_argument("--no-accuracy", action="store_true", help="leave out the accuracy columns")
+    for q in (a, s):
+        q.add_argument("--dataset", default="random", help=f"comma-separated (speed: one); {DATASETS_HELP}")
+        _add_shape(q)
+        q.add_argument("--out", help=OUT_HELP)
+        q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
 
 def _add_bench_dlrm(sub) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dlrmlab import backend, device, hotness, l2window, launch, rules, tuned
+from dlrmlab import backend, device, hotness, l2window, launch, quant, rules, tuned
 from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
 from dlrmlab.config import Combine, TableDType, table_dtype
@@ -29,6 +29,8 @@ from dlrmlab.kernels.fused import KNOBS, FastConfig, build
 MAX_GRID = 2**31 - 1
 #: Untuned default: 128-thread blocks (threads per bag x bags per block).
 DEFAULT_BLOCK_THREADS = 128
+#: What the kernel can write (it accumulates in fp32 either way).
+OUT_DTYPES = ("float32", "float16")
 
 
 def configure(
@@ -42,12 +44,35 @@ def configure(
     if unknown:
         raise DlrmlabError(f"unknown fast-kernel knobs: {', '.join(sorted(unknown))}; valid: "
                            f"{', '.join(sorted(KNOBS))}")
-    vec_ok = dim % table_dtype(dtype).vector == 0
+    vec_ok = dim % quant.vector_values(dtype) == 0
     tuning = set(overrides) - {"checked"}  # a debugging switch does not make a configuration hand-tuned
     knobs = {"vector": vec_ok, **((tuned_params or {}) if not tuning else {}), **overrides}
     lanes = FastConfig(dim=dim, dtype=dtype, vector=bool(knobs["vector"])).lanes
     knobs.setdefault("bags_per_block", max(1, DEFAULT_BLOCK_THREADS // lanes))
     return FastConfig(dim=dim, dtype=dtype, combine=combine or Combine(), split_hot=split_hot, **knobs)
+
+
+def quantized_rows(tables: Sequence[Any], fmt: str) -> tuple[int, list[np.ndarray]]:
+    """``(dim, rows)``: each table as host ``(rows, row_stride)`` uint8 rows of format ``fmt``, padded for the
+    kernel. A float32/float16 table is quantized here; a uint8 table is taken as rows already in ``fmt``'s
+    layout (FBGEMM's op output, ``row_bytes`` wide), its dim inferred from the width as FBGEMM's ops do."""
+    f = quant.row_format(fmt)
+    if not tables:
+        raise DlrmlabError("need at least one table")
+    out, dims = [], set()
+    for i, t in enumerate(tables):
+        a = checks.host_copy(t)
+        if a.ndim != 2:
+            raise DlrmlabError(f"tables[{i}] must be 2-D (rows, dim), got shape {a.shape}")
+        if a.dtype == np.uint8:
+            dim = quant.dim_from_row_bytes(fmt, a.shape[1])
+        else:
+            dim, a = a.shape[1], quant.quantize(a, fmt)
+        dims.add(dim)
+        out.append(quant.pack_rows(a, fmt, dim))
+    if len(dims) != 1:
+        raise DlrmlabError(f"the fast kernel needs one width for all tables, got {sorted(dims)}")
+    return f.check_dim(dims.pop()), out
 
 
 def configure_here(dim: int, dtype: str, pooling_mean: float, **kwargs: Any) -> tuple[FastConfig, str]:
@@ -119,7 +144,14 @@ class PackedTables:
 
     @classmethod
     def from_arrays(cls, tables: Sequence[Any], dtype: str | None = None, stream=0) -> PackedTables:
-        """Pack host (NumPy) or device 2-D tables. bf16 tables are uint16 arrays with ``dtype='bfloat16'``."""
+        """Pack host (NumPy) or device 2-D tables. bf16 tables are uint16 arrays with ``dtype='bfloat16'``.
+
+        A quantized ``dtype`` (``int8``, ``int4``, ``fp8``: :mod:`dlrmlab.quant`) takes float tables, quantized
+        here, or uint8 tables of rows already in that format (FBGEMM's fused row-wise bytes); rows are padded
+        to 16 bytes in the packed buffer.
+        """
+        if dtype is not None and quant.is_quantized(dtype):
+            return cls._from_quantized(*quantized_rows(tables, dtype), dtype, stream)
         dim, dt = cls._check(tables, dtype)
         rows = tuple(int(t.shape[0]) for t in tables)
         for i, t in enumerate(tables):
@@ -140,6 +172,16 @@ class PackedTables:
         return cls(packed, cuda.to_device(base, stream), rows, dim, dt.name)
 
     @classmethod
+    def _from_quantized(cls, dim: int, rows2d: list[np.ndarray], fmt: str, stream=0) -> PackedTables:
+        stride = quant.row_format(fmt).row_stride(dim)
+        rows = tuple(int(r.shape[0]) for r in rows2d)
+        checks.check_memory(f"packing {len(rows2d)} {fmt} table(s) of {sum(rows):,} rows x {dim}",
+                            host=sum(rows) * stride, device=sum(rows) * stride)
+        base = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64) * stride
+        packed = cuda.to_device(np.concatenate([r.reshape(-1) for r in rows2d]), stream)
+        return cls(packed, cuda.to_device(base, stream), rows, dim, fmt)
+
+    @classmethod
     def ranked_split(
         cls, tables: Sequence[np.ndarray], rankings: Sequence[hotness.Ranking], budget_bytes: int,
         dtype: str | None = None, stream=0,
@@ -147,25 +189,30 @@ class PackedTables:
         """Frequency-ranked tables with every table's hottest rows together at the front of the buffer.
 
         The budget is split across tables by accesses per byte (:func:`dlrmlab.l2window.split_budget`);
-        ids must then be remapped with :meth:`remap_ids`.
+        ids must then be remapped with :meth:`remap_ids`. A quantized ``dtype`` as in :meth:`from_arrays`.
         """
-        dim, dt = cls._check(tables, dtype)
-        row_bytes = dim * dt.bytes
+        if dtype is not None and quant.is_quantized(dtype):
+            dim, tables = quantized_rows(tables, dtype)
+            name, width = dtype, quant.row_format(dtype).row_stride(dim)
+            row_bytes = width
+        else:
+            dim, dt = cls._check(tables, dtype)
+            name, width, row_bytes = dt.name, dim, dim * dt.bytes
         total = sum(int(t.shape[0]) for t in tables) * row_bytes
-        checks.check_memory(f"a ranked copy of {len(tables)} table(s) ({dt.name})", host=2 * total, device=total)
+        checks.check_memory(f"a ranked copy of {len(tables)} table(s) ({name})", host=2 * total, device=total)
         hot = l2window.split_budget([r.ranked_counts for r in rankings], [row_bytes] * len(tables), budget_bytes)
         ranked = [np.asarray(t)[r.order] for t, r in zip(tables, rankings, strict=True)]
-        hot_base = np.concatenate([[0], np.cumsum(hot)[:-1]]).astype(np.int64) * dim
+        hot_base = np.concatenate([[0], np.cumsum(hot)[:-1]]).astype(np.int64) * width
         n_hot = int(sum(hot))
         cold_rows = [len(t) - h for t, h in zip(tables, hot, strict=True)]
         cold_start = np.concatenate([[0], np.cumsum(cold_rows)[:-1]]).astype(np.int64)
         # ranked id r >= hot[t] lives at cold row (r - hot[t]) of table t's cold part
-        row_base = (n_hot + cold_start - np.asarray(hot, np.int64)) * dim
+        row_base = (n_hot + cold_start - np.asarray(hot, np.int64)) * width
         flat = np.concatenate([r[:h].reshape(-1) for r, h in zip(ranked, hot, strict=True)]
                               + [r[h:].reshape(-1) for r, h in zip(ranked, hot, strict=True)])
         return cls(
             cuda.to_device(flat, stream), cuda.to_device(row_base, stream), tuple(len(t) for t in tables), dim,
-            dt.name, cuda.to_device(np.asarray(hot, np.int64), stream), cuda.to_device(hot_base, stream),
+            name, cuda.to_device(np.asarray(hot, np.int64), stream), cuda.to_device(hot_base, stream),
             [r.remap for r in rankings], n_hot * row_bytes,
         )
 
@@ -175,7 +222,7 @@ class PackedTables:
 
     def vector_ok(self) -> bool:
         """16-byte loads are safe: row width a multiple of the vector and the buffer 16-byte aligned."""
-        if self.dim % table_dtype(self.dtype).vector:
+        if self.dim % quant.vector_values(self.dtype):
             return False
         return backend.SIMULATOR or checks.aligned(self.packed)
 
@@ -202,11 +249,13 @@ def fused_forward(
     stream: Any = 0,
     config: FastConfig | None = None,
     validate: bool | str = True,
+    out_dtype: str = "float32",
     **knobs: Any,
 ) -> Any:
     """One launch for all tables. ``jagged``: device (indices, offsets, table_offsets, psw-or-None).
 
-    Returns (or fills) a device array of shape (T * B, dim), fp32, bags table-major.
+    Returns (or fills) a device array of shape (T * B, dim), bags table-major: fp32, or fp16 with
+    ``out_dtype="float16"`` (or an fp16 ``out``); rows are always accumulated in fp32.
 
     ``validate`` (:class:`dlrmlab.validate.Validation`): ``True`` (``"shapes"``) checks what can be checked
     without reading the arrays (so without a sync, and inside a CUDA-graph capture): dtypes, shapes, the
@@ -232,11 +281,16 @@ def fused_forward(
     if config.vector and not tables.vector_ok():
         config = replace(config, vector=False)  # fall back rather than read misaligned
     if out is None:
+        if out_dtype not in OUT_DTYPES:
+            raise DlrmlabError(f"out_dtype must be one of {', '.join(OUT_DTYPES)}, got {out_dtype!r}")
+        size = np.dtype(out_dtype).itemsize
         if level is not checks.Validation.OFF:
-            checks.check_memory(f"the output of {num_bags:,} bags x {tables.dim}", device=num_bags * tables.dim * 4)
-        out = cuda.device_array((num_bags, tables.dim), np.float32, stream=stream)
+            checks.check_memory(f"the output of {num_bags:,} bags x {tables.dim}", device=num_bags * tables.dim * size)
+        out = cuda.device_array((num_bags, tables.dim), np.dtype(out_dtype), stream=stream)
     elif tuple(out.shape) != (num_bags, tables.dim):
         raise DlrmlabError(f"out must have shape {(num_bags, tables.dim)}, got {tuple(out.shape)}")
+    elif str(np.dtype(str(out.dtype).replace("torch.", ""))) not in OUT_DTYPES:
+        raise DlrmlabError(f"out must be float32 or float16, got {out.dtype}")
     hot_rows = tables.hot_rows if tables.split else tables.row_base  # read, unused, by the plain addresser
     hot_base = tables.hot_base if tables.split else tables.row_base
     errors = _bounds_errors(stream) if config.checked else _no_errors()

@@ -4,11 +4,14 @@
   mark it last to evict (the paper's L2 pinning, L2P).
 * ``prefetch_l1(a, i)`` — ``prefetch.global.L1``: the paper's L1 software-prefetch variant.
 * ``load16(a, i)`` — one 16-byte read-only vector load (``ld.global.nc.v4``) starting at element ``i``:
-  four float32 for a float32 array, four uint32 (eight packed 16-bit values) for a 16-bit array. The caller
+  four float32 for a float32 array, four uint32 (eight packed 16-bit values) for a 16-bit array, four uint32
+  (sixteen bytes, the first in the low bits) for a byte array (quantized rows). The caller
   guarantees 16-byte alignment (the host validates base pointer and row width); the simulator stand-in
   asserts it so CI catches a misaligned use. ``load16_hinted(hint)`` is the same load with PTX cache
   qualifiers (:data:`LOAD_HINTS`): ``L1::no_allocate`` (rows read once need no L1 line) and ``L2::256B``
   (a miss fetches the whole 256-byte block from DRAM, not only the sectors asked for).
+* ``load32(a, i)`` — one 4-byte read-only load (``ld.global.nc.u32``) of a byte array at byte ``i`` (4-byte
+  aligned): a quantized row's scale and bias, as a uint32 bit pattern.
 * ``f32_from_bits(u)``, ``f32_from_f16_bits(u)`` — reinterpret bits (bf16 is the upper half of an fp32).
 
 On the GPU these are Numba intrinsics emitting inline PTX; in the simulator, plain Python doing the same
@@ -51,6 +54,8 @@ if SIMULATOR:
         assert _byte_offset_ok(a, i), "load16: misaligned 16-byte load"
         if a.dtype.itemsize == 4:
             return (a[i], a[i + 1], a[i + 2], a[i + 3])
+        if a.dtype.itemsize == 1:
+            return tuple(np.asarray(a[i + 4 * k : i + 4 * k + 4]).view(np.uint32)[0] for k in range(4))
         words = []
         for k in range(4):
             lo = int(np.asarray(a[i + 2 * k]).view(np.uint16))
@@ -61,6 +66,11 @@ if SIMULATOR:
     def load16_hinted(hint: str):
         check_load_hint(hint)
         return load16  # cache hints change timing, never results
+
+    @cuda.jit(device=True)
+    def load32(a, i):
+        assert a.dtype.itemsize == 1 and int(i) % 4 == 0, "load32: a 4-byte-aligned offset into a byte array"
+        return np.asarray(a[i : i + 4]).view(np.uint32)[0]
 
     @cuda.jit(device=True)
     def f32_from_bits(u):
@@ -116,7 +126,7 @@ else:
             width = a.dtype.bitwidth
             if width == 32 and isinstance(a.dtype, types.Float):
                 elem, lt, cons, suffix = types.float32, ir.FloatType(), "f", "f32"
-            elif width == 16:
+            elif width in (8, 16):
                 elem, lt, cons, suffix = types.uint32, ir.IntType(32), "r", "u32"
             else:
                 return None
@@ -138,6 +148,18 @@ else:
         return impl
 
     load16 = load16_hinted("")
+
+    @intrinsic
+    def load32(typingctx, a, i):
+        if not isinstance(a, types.Array) or a.ndim != 1 or a.dtype.bitwidth != 8 or not isinstance(i, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+            fty = ir.FunctionType(ir.IntType(32), [ptr.type])
+            return builder.call(ir.InlineAsm(fty, "ld.global.nc.u32 $0, [$1];", "=r,l"), [ptr])
+
+        return types.uint32(a, i), codegen
 
     @intrinsic
     def f32_from_bits(typingctx, u):

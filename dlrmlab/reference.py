@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlrmlab import validate
+from dlrmlab import quant, validate
 from dlrmlab.errors import DlrmlabError
 
 MODES = ("sum", "mean", "max")
@@ -22,12 +22,15 @@ def embedding_bag(
     per_sample_weights: np.ndarray | None = None,
     include_last_offset: bool = False,
     padding_idx: int | None = None,
+    weight_format: str | None = None,
 ) -> np.ndarray:
     """Pooled embeddings, shape (bags, dim), float32.
 
     ``input`` is 1-D with ``offsets`` (CSR) or 2-D (one bag per row, fixed size). ``weight`` is a 2-D
     float array (any float dtype). Empty bags give zeros. Entries equal to ``padding_idx`` are left out
     of their bag (and of a mean's count). ``per_sample_weights`` needs ``mode='sum'``, as in torch.
+    ``weight_format`` (``int8``, ``int4``, ``fp8``): ``weight`` is quantized uint8 rows in that format
+    (:mod:`dlrmlab.quant`, FBGEMM's bytes), dequantized first.
     """
     ids = np.asarray(input)
     if not np.issubdtype(ids.dtype, np.integer):
@@ -53,6 +56,8 @@ def embedding_bag(
         raise DlrmlabError("input must be 1-D (with offsets) or 2-D")
     full = validate.offsets(offsets, ids.size, include_last_offset)
     n_rows, dim = weight.shape
+    if weight_format is not None:
+        dim = quant.dim_from_row_bytes(weight_format, dim)  # a row's bytes -> its values
     validate.ids(ids, n_rows)
     if per_sample_weights is not None:
         if mode != "sum":
@@ -69,7 +74,8 @@ def embedding_bag(
     lengths = np.diff(full)
     bag_of = np.repeat(np.arange(bags), lengths)
     keep = np.ones(ids.size, bool) if padding_idx is None else ids != padding_idx
-    vals = weight[ids[keep]].astype(np.float64)
+    vals = weight[ids[keep]]
+    vals = (vals if weight_format is None else quant.dequantize(vals, weight_format, dim)).astype(np.float64)
     if per_sample_weights is not None:
         vals *= per_sample_weights[: full[-1]][keep].astype(np.float64)[:, None]
     bag_of = bag_of[keep]

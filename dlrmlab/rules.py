@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dlrmlab.config import table_dtype
+from dlrmlab import quant
 
 #: Split-hot when the carve-out's rows take at least this share of a batch's lookups (see module doc).
 SPLIT_HOT_SHARE = 0.75
@@ -111,7 +111,7 @@ def register_cap(limits: dict) -> int:
 
 def derive_knobs(dim: int, dtype: str, pooling_mean: float, split_hot: bool, limits: dict) -> dict:
     """The fused kernel's knobs for a shape on a GPU without a tuned entry (see the module doc)."""
-    vec = table_dtype(dtype).vector if dim % table_dtype(dtype).vector == 0 else 1
+    vec = quant.vector_values(dtype) if dim % quant.vector_values(dtype) == 0 else 1
     lanes = 1
     while lanes < min(-(-dim // vec), 32):
         lanes *= 2

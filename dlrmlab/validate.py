@@ -153,8 +153,8 @@ def stage_bytes(stage: Any, n_batches: int = 1, *, weighted: bool = False, datas
     host = stream_bytes(stage, dataset) + n_batches * batch_bytes(stage, weighted)
     device = n_batches * batch_bytes(stage, weighted) + out
     if tables:
-        host += rows_total * dim * stage.element_bytes + max(stage.embedding_sizes) * dim * 4
-        device += rows_total * dim * stage.element_bytes
+        host += rows_total * stage.row_bytes + max(stage.embedding_sizes) * dim * 4
+        device += rows_total * stage.row_bytes
     if references:
         biggest_gather = stage.batch_size * stage.pooling.mean * dim * 8  # the reference widens to float64
         host += n_batches * out + int(biggest_gather)

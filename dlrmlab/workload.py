@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from dlrmlab import quant
 from dlrmlab.config import INDEX_DTYPES, table_dtype
 from dlrmlab.datasets import IndexStream, make_stream
 from dlrmlab.errors import DlrmlabError
@@ -106,7 +107,10 @@ class EmbeddingStage:
             raise DlrmlabError(f"embedding dim must be positive, got {self.sparse_feature_size}")
         if int(self.batch_size) <= 0:
             raise DlrmlabError(f"batch size must be positive, got {self.batch_size}")
-        table_dtype(self.dtype)
+        if quant.is_quantized(self.dtype):
+            quant.row_format(self.dtype).check_dim(int(self.sparse_feature_size))
+        else:
+            table_dtype(self.dtype)
         if self.index_dtype not in INDEX_DTYPES:
             raise DlrmlabError(f"unknown index dtype {self.index_dtype!r}; valid: {', '.join(INDEX_DTYPES)}")
         if self.index_dtype == "int32" and max(self.embedding_sizes) > 2**31 - 1:
@@ -122,18 +126,25 @@ class EmbeddingStage:
 
     @property
     def element_bytes(self) -> int:
-        return table_dtype(self.dtype).bytes
+        """Bytes of one stored element (1 for quantized rows: their storage is bytes)."""
+        return 1 if quant.is_quantized(self.dtype) else table_dtype(self.dtype).bytes
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one table row (codes, scale and bias for quantized rows, as FBGEMM stores them)."""
+        if quant.is_quantized(self.dtype):
+            return quant.row_format(self.dtype).row_bytes(self.embedding_dim)
+        return self.embedding_dim * self.element_bytes
 
     def table_bytes(self) -> int:
-        return sum(self.embedding_sizes) * self.embedding_dim * self.element_bytes
+        return sum(self.embedding_sizes) * self.row_bytes
 
     def lookups_per_batch(self) -> float:
         return self.num_tables * self.batch_size * self.pooling.mean
 
     def bytes_per_batch(self) -> float:
         """Bytes a perfect kernel moves per batch: each looked-up row read once, output written once."""
-        row = self.embedding_dim * self.element_bytes
-        return self.lookups_per_batch() * row + self.num_tables * self.batch_size * self.embedding_dim * 4
+        return self.lookups_per_batch() * self.row_bytes + self.num_tables * self.batch_size * self.embedding_dim * 4
 
     def with_(self, **changes) -> EmbeddingStage:
         return replace(self, **changes)
@@ -316,7 +327,10 @@ class Workload:
 
 
 def cast_table(w: np.ndarray, dtype: str) -> np.ndarray:
-    """fp32 array to the table dtype. bfloat16 is stored as uint16 bit patterns (NumPy has no bf16)."""
+    """fp32 array to the table dtype. bfloat16 is stored as uint16 bit patterns (NumPy has no bf16); a
+    quantized format as its uint8 rows (:func:`dlrmlab.quant.quantize`)."""
+    if quant.is_quantized(dtype):
+        return quant.quantize_fast(w, dtype)
     if dtype == "float32":
         return np.ascontiguousarray(w, np.float32)
     if dtype == "float16":
@@ -334,4 +348,6 @@ def table_as_float32(w: np.ndarray, dtype: str) -> np.ndarray:
     """Inverse of :func:`cast_table` (exact): the fp32 values a kernel accumulates."""
     if dtype == "bfloat16":
         return (np.asarray(w, np.uint16).astype(np.uint32) << 16).view(np.float32)
+    if quant.is_quantized(dtype):  # not the fp32 table it came from: the values its rows hold
+        return quant.dequantize(w, dtype, quant.dim_from_row_bytes(dtype, np.asarray(w).shape[1]))
     return np.asarray(w).astype(np.float32)

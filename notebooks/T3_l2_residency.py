@@ -211,6 +211,13 @@ vs.groupby("policy")[["difference", "difference_onchip"]].agg(["mean", "min", "m
 #    What happens to the hit rate on the medium data, and why?
 # 3. `per-table+l2p` pins 60,000 rows (30.7 MB) per table, before every table. Using the DRAM-traffic
 #    figure, is that a good deal on the medium data? What would you change?
+# 4. **Sectors per row.** Quantized tables (`dlrmlab.quant`) store a row of 128 values in fewer bytes: int8
+#    as 128 codes plus an fp32 scale and bias (136 bytes), int4 as 64 bytes of codes plus an fp16 scale and
+#    bias (68 bytes); in the packed buffer each row starts on a 16-byte boundary (strides 144 and 80 bytes).
+#    How many 32-byte sectors does one lookup read in each format, against fp32's 16? How many rows of each
+#    fit in the 50 MiB L2, and what does that do to the hit rate on the medium data? Check your sector
+#    counts with `quant.sectors_per_row(row_bytes, stride)`, and the hit rates with `l2model.hit_rate_table`
+#    at the row sizes `quant.FORMATS["int8"].row_stride(128)` and `quant.FORMATS["int4"].row_stride(128)`.
 
 # %% [markdown] jupyter={"source_hidden": true}
 # **Answers** (numbers for `PRESET="paper"`; `tiny` gives close ones)
@@ -230,3 +237,13 @@ vs.groupby("policy")[["difference", "difference_onchip"]].agg(["mean", "min", "m
 #    every N batches while the hot set is stable: `pin_every`), if fewer rows are pinned (the carve-out is
 #    32.8 MB for *all* tables, so 60K rows x 12 tables cannot stay anyway). A window costs no extra
 #    traffic at all, but section 2 showed how little it keeps.
+# 4. int8: a row at offset 0 of a sector covers bytes 0-135, sectors 0-4; at offset 16 (every other row,
+#    since 144 = 4.5 sectors) bytes 16-151, sectors 0-4 again: **5 sectors**, 160 bytes read for 136
+#    useful, 3.2x fewer than fp32's 16 (the byte ratio would promise 3.8x: the last sector is read whole for
+#    the 8 bytes of scale and bias). int4: 68 bytes at offsets 0 or 16 span **3 sectors** (96 bytes), 5.3x
+#    fewer (the bytes promise 7.5x). fp16 is 8 sectors. By rows, L2 holds 3.6x (int8) and 6.4x (int4) as
+#    many as in fp32 (52,428,800 / 144 ≈ 364,000 rows against 102,400), so on the medium data more of each
+#    table's hot set stays, and the hit rate rises (the model, `tiny`, synthetic medium, the `fast` order:
+#    25% for fp32, 42% for int8, 48% for int4; DRAM bytes 355, 85 and 46 MB); on random ids it stays low,
+#    since what a batch touches (229,000 rows per table) is still several L2s. Fewer sectors per lookup and
+#    more hits multiply: that is why a memory-bound stage gains most from quantized rows.

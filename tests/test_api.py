@@ -108,7 +108,7 @@ def test_uint16_without_weight_dtype_raises():
         api.embedding_bag(np.array([1]), w, np.array([0]))
 
 
-@pytest.mark.parametrize("weight_dtype", ["int8", "float64", "bf16"])
+@pytest.mark.parametrize("weight_dtype", ["int2", "float64", "bf16"])
 def test_bad_weight_dtype_raises(weight_dtype):
     with pytest.raises(DlrmlabError, match="weight_dtype"):
         api.embedding_bag(np.array([1]), np.zeros((4, 4), np.float32), np.array([0]), weight_dtype=weight_dtype)

@@ -17,13 +17,15 @@ CONDA_NAME = {"torch": "pytorch"}
 #: ``cuda-version`` picks CUDA 12.
 CONDA_EQUIVALENT = {"numba-cuda[cu12]": ("cuda-version", frozenset({">=12", "<13"}))}
 IGNORED_CONDA = {"python", "pip"}
+#: Wheels only on PyPI (no conda-forge package): pyproject.toml lists them with platform markers.
+PIP_ONLY = {"fbgemm-gpu-cpu"}
 
 
 def split(requirement: str) -> tuple[str, frozenset[str]]:
     """A requirement (PEP 508, which the conda lines used here also are) as its normalised name, extras kept on
-    it (``numba-cuda[cu12]``), and its version clauses; markers and URLs are not used here."""
+    it (``numba-cuda[cu12]``), and its version clauses; markers (pip-only wheels for some platforms) are dropped."""
     r = Requirement(requirement)
-    assert r.marker is None and r.url is None, f"unsupported requirement form {requirement!r}"
+    assert r.url is None, f"unsupported requirement form {requirement!r}"
     extras = f"[{','.join(sorted(r.extras))}]" if r.extras else ""
     return canonicalize_name(r.name) + extras, frozenset(str(c) for c in r.specifier)
 
@@ -53,6 +55,8 @@ def pip_requirements(pyproject) -> dict[str, frozenset[str]]:
         if name in CONDA_EQUIVALENT:
             name, spec = CONDA_EQUIVALENT[name]
         name = canonicalize_name(CONDA_NAME.get(name, name))
+        if name in PIP_ONLY:
+            continue
         assert name not in out, f"{name} listed twice in pyproject.toml"
         out[name] = spec
     return out

@@ -382,4 +382,4 @@ def test_float16_exact_for_representable_values():
 
 def test_cast_unknown_dtype():
     with pytest.raises(DlrmlabError, match="unknown table dtype"):
-        cast_table(np.zeros(3, np.float32), "int8")
+        cast_table(np.zeros(3, np.float32), "int2")

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dlrmlab import hotness, validate
+from dlrmlab import hotness, quant, validate
 from dlrmlab.backend import cuda
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
@@ -185,8 +185,10 @@ class BenchCase:
             out = []
             for table, tb in zip(self.host_tables, self.host_batches[i].tables, strict=True):
                 # fp32 tables go in as they are (the reference gathers rows before widening them)
-                w = table if self.dtype == "float32" else table_as_float32(table, self.dtype)
-                out.append(embedding_bag(tb.indices, w, tb.offsets, mode=self.mode,
+                # quantized rows are dequantized by the reference, only those looked up
+                fmt = self.dtype if quant.is_quantized(self.dtype) else None
+                w = table if self.dtype == "float32" or fmt else table_as_float32(table, self.dtype)
+                out.append(embedding_bag(tb.indices, w, tb.offsets, mode=self.mode, weight_format=fmt,
                                          per_sample_weights=tb.per_sample_weights, include_last_offset=True))
             self._refs[i] = out
         return self._refs[i]
@@ -197,7 +199,8 @@ class BenchCase:
         cuEmbed's too, adds a bag's rows one after another in fp32) when that is larger."""
         longest = max((int(np.diff(tb.offsets).max(initial=0)) for b in self.host_batches for tb in b.tables),
                       default=0)
-        return max(1e-5 if self.dtype == "float32" else 1e-2, longest * 2.0**-24)
+        exact = self.dtype == "float32" or quant.is_quantized(self.dtype)  # the reference reads the same values
+        return max(1e-5 if exact else 1e-2, longest * 2.0**-24)
 
 
 def _to_device(batch: Batch, psw_dummy: Any) -> DeviceBatch:

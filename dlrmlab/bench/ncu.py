@@ -326,22 +326,24 @@ def default_kernel_regex(variant: str) -> str:
     return get(variant).kernels
 
 
-def target_argv(variant: str, dataset: str, preset: str = "paper", seed: int = 0, knobs: dict | None = None
-                ) -> list[str]:
+def target_argv(variant: str, dataset: str, preset: str = "paper", seed: int = 0, knobs: dict | None = None,
+                table_dtype: str | None = None) -> list[str]:
     """The command that runs one variant (with ``knobs``) on one workload for ncu (see
     :mod:`dlrmlab.bench.ncu_target`)."""
     return [sys.executable, "-m", "dlrmlab.bench.ncu_target", "--variant", variant, "--dataset", dataset,
-            "--preset", preset, "--seed", str(int(seed)), *(["--knobs", json.dumps(knobs)] if knobs else [])]
+            "--preset", preset, "--seed", str(int(seed)), *(["--knobs", json.dumps(knobs)] if knobs else []),
+            *(["--table-dtype", table_dtype] if table_dtype else [])]
 
 
-def check_profilable(variant: str, preset: str, knobs: dict | None = None) -> EmbeddingStage:
+def check_profilable(variant: str, preset: str, knobs: dict | None = None, table_dtype: str | None = None
+                     ) -> EmbeddingStage:
     """The stage of ``preset``, or the reason ``variant`` (with ``knobs``) cannot be profiled here (before any
     GPU work, and before the CLI creates anything under ``--out``)."""
     from dlrmlab import backend
     from dlrmlab.variants import knobs_for
     from dlrmlab.workload import preset as make_preset
 
-    stage = make_preset(preset)
+    stage = make_preset(preset, **({"dtype": table_dtype} if table_dtype else {}))
     if backend.SIMULATOR:
         raise DlrmlabError(f"profiling needs a CUDA GPU and Nsight Compute; this is {backend.describe_mode()}")
     knobs_for(variant, knobs or {})  # unknown names and knobs fail here, not inside ncu's child process
@@ -358,16 +360,18 @@ def profile_variant(
     launch_count: int = 1,
     timeout: float = 1800,
     knobs: dict | None = None,
+    table_dtype: str | None = None,
 ) -> pd.DataFrame:
     """Profile a variant of the table (with ``knobs``, as :func:`dlrmlab.variants.prepare` takes them) on a
     workload; rows carry variant, knobs (``params``, JSON) and workload columns."""
-    stage = check_profilable(variant, preset, knobs)
+    stage = check_profilable(variant, preset, knobs, table_dtype)
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])  # so `python -m dlrmlab...` imports this checkout
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     regex = kernel_regex or default_kernel_regex(variant)
     df = profile(
-        target_argv(variant, dataset, preset, seed, knobs), regex, launch_skip, launch_count, timeout=timeout, env=env
+        target_argv(variant, dataset, preset, seed, knobs, table_dtype), regex, launch_skip, launch_count,
+        timeout=timeout, env=env,
     )
     info = {"variant": variant, "dataset": dataset, "params": json.dumps(knobs or {}, sort_keys=True),
             "seed": int(seed), **stage.describe(), "kernel_regex": regex}

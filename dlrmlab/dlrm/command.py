@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batches", type=int, default=2, help="distinct batches rotated through rounds (default 2)")
     p.add_argument("--warmup", type=float, help="warm-up seconds (default 0.3; 0 in the simulator)")
     p.add_argument("--seed", type=int, default=0, help="seed of the ids, bag sizes and tables (default %(default)s)")
+    p.add_argument("--table-dtype", help="table storage: float32 (default), float16, bfloat16, or quantized rows "
+                   "int8, int4, fp8: the fast pipelines read those rows, the others (torch's) the fp32 values they "
+                   "hold, so outputs still compare exactly")  # fmt: skip
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile peer (slow to compile)")
     p.add_argument("--plots", action="store_true", help="also write the figures (PNG) beside the CSV")
     p.add_argument("--json", action="store_true", help="print the rows as JSON records")
@@ -90,6 +93,10 @@ def run_command(args: argparse.Namespace, out_dir: Path) -> int:
     names = [x.strip() for x in args.embedding.split(",") if x.strip()]
     datasets = [x.strip() for x in args.dataset.split(",") if x.strip()]
     preset = backend.default_preset() if args.preset in (None, "auto") else args.preset
+    if args.table_dtype:
+        from dlrmlab.workload import preset as make_preset
+
+        preset = make_preset(preset, dtype=args.table_dtype)
     check_results_dir(out_dir)
     say = (lambda s: None) if args.quiet or args.json else (lambda s: print(s, flush=True))
     if backend.SIMULATOR:

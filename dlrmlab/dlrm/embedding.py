@@ -29,6 +29,7 @@ from dlrmlab import (
     backend,  # decides GPU or simulator before numba.cuda is imported
     fused,
     launch,
+    quant,
     variants,
 )
 from dlrmlab import validate as checks
@@ -82,6 +83,25 @@ def dtype_name(dtype: Any) -> str:
     raise DlrmlabError(f"table dtype must be one of {', '.join(_TORCH_DTYPES)}, got {dtype}")
 
 
+def quantized_weight(tables: Sequence[torch.Tensor], fmt: str, device: Any) -> torch.Tensor:
+    """Float tables quantized to ``fmt`` (uint8 tables: rows already in it) as one packed ``(sum of rows,
+    row_stride)`` uint8 tensor on ``device``, each row padded to 16 bytes for the fast kernel."""
+    dims = {quant.dim_from_row_bytes(fmt, int(t.shape[1])) if t.dtype == torch.uint8 else int(t.shape[1])
+            for t in tables}  # fmt: skip
+    if len(dims) != 1:
+        raise DlrmlabError(f"tables need one width, got {sorted(dims)}")
+    dim = quant.row_format(fmt).check_dim(dims.pop())
+    sizes = [int(t.shape[0]) for t in tables]
+    _check_table_memory((sum(sizes), quant.row_format(fmt).row_stride(dim)), torch.uint8, device)
+    out = torch.zeros((sum(sizes), quant.row_format(fmt).row_stride(dim)), dtype=torch.uint8, device=device)
+    start = 0
+    for t, n in zip(tables, sizes, strict=True):
+        q = t.detach() if t.dtype == torch.uint8 else quant.quantize_torch(t.detach(), fmt)
+        out[start : start + n, : q.shape[1]].copy_(q)
+        start += n
+    return out
+
+
 def numba_view(t: torch.Tensor) -> Any:
     """A Numba device array over ``t``'s memory, no copy: CUDA tensors through ``__cuda_array_interface__``
     (v2: no stream, so no implicit sync), CPU tensors (simulator) by wrapping their NumPy view."""
@@ -126,6 +146,11 @@ class EmbeddingBagCollection(torch.nn.Module):
     Outputs of ``fast`` are views of a buffer kept per batch size and overwritten by the next call of the
     same batch size (as a CUDA graph's outputs are); clone them to keep them.
 
+    ``dtype`` ``"int8"``, ``"int4"`` or ``"fp8"`` (:mod:`dlrmlab.quant`; FBGEMM's row-wise formats for the
+    integer ones): the tables are held quantized, ``weight`` a packed ``(sum of rows, row_stride)`` uint8
+    tensor (rows padded to 16 bytes; made here by quantizing the seeded fp32 tables when not given), and
+    only the fast kernel reads them (``fast``, ``fast_graph``).
+
     ``validate`` (default True): every forward first reads the batch's ids and offsets on the host (a copy
     and a sync on a GPU; skipped while a CUDA graph is being captured) and refuses ids outside their table
     and malformed offsets (:mod:`dlrmlab.validate`). Set it False for batches already checked (a trusted
@@ -152,16 +177,29 @@ class EmbeddingBagCollection(torch.nn.Module):
             raise DlrmlabError(f"{len(self.keys)} keys for {len(self.embedding_sizes)} tables")
         self.row_starts = [0, *np.cumsum(self.embedding_sizes).tolist()]
         shape = (self.row_starts[-1], self.embedding_dim)
+        #: the quantized row format of the tables, or None for float tables
+        self.table_format = str(dtype) if str(dtype) in quant.FORMATS else None
+        if self.table_format is not None:
+            shape = (shape[0], quant.row_format(self.table_format).row_stride(quant.row_format(
+                self.table_format).check_dim(self.embedding_dim)))
+            if weight is None:
+                floats = self._init_tables(shape[:1] + (self.embedding_dim,), torch.float32, device, seed)
+                weight = quantized_weight([floats], self.table_format, floats.device)
         self._placed = _placed_tables(self, placement, impl, dtype, weight, seed)
         if self._placed is not None:  # tables in pinned host memory (dlrmlab.dlrm.placed)
             weight = self._placed.weight
         if weight is None:
             weight = self._init_tables(shape, _TORCH_DTYPES[dtype_name(dtype)], device, seed)
-        elif tuple(weight.shape) != shape:
+        elif tuple(weight.shape) != shape or (self.table_format is not None and weight.dtype != torch.uint8):
             raise DlrmlabError(f"packed weight must have shape {shape}, got {tuple(weight.shape)}")
         self.register_buffer("weight", weight.detach())
+        #: quantized rows the fast implementations serve in place of the float tables (:meth:`serve_quantized`)
+        self.served_rows: torch.Tensor | None = None
         self.impl, self.execution = resolve(impl)
         self.kind = implementations()[self.impl]
+        if self.table_format is not None and self.kind != "fast":
+            raise DlrmlabError(f"{self.table_format} tables are read by the fast kernel only (fast, fast_graph), "
+                               f"not {impl!r}")
         self._cache: dict = {}
 
     def _init_tables(self, shape: tuple[int, int], dtype: torch.dtype, device: Any, seed: int) -> torch.Tensor:
@@ -179,9 +217,10 @@ class EmbeddingBagCollection(torch.nn.Module):
     @classmethod
     def from_embedding_bags(
         cls, bags: Sequence[torch.nn.EmbeddingBag], impl: str = "torch", device: Any = None,
-        keys: Sequence[str] | None = None,
+        keys: Sequence[str] | None = None, dtype: str | None = None,
     ) -> EmbeddingBagCollection:
-        """Drop-in for a list of ``nn.EmbeddingBag``: their weights copied once into the packed buffer."""
+        """Drop-in for a list of ``nn.EmbeddingBag``: their weights copied once into the packed buffer, or
+        quantized into it with ``dtype`` ``"int8"``, ``"int4"`` or ``"fp8"`` (then ``impl`` is a fast one)."""
         if not bags:
             raise DlrmlabError("need at least one nn.EmbeddingBag")
         dims = {b.embedding_dim for b in bags}
@@ -194,6 +233,10 @@ class EmbeddingBagCollection(torch.nn.Module):
         if any(b.padding_idx is not None for b in bags) or len({b.include_last_offset for b in bags}) != 1:
             raise DlrmlabError("padding_idx is not supported, and include_last_offset must agree across tables")
         device = torch.device(device) if device is not None else bags[0].weight.device
+        if dtype is not None and dtype in quant.FORMATS:
+            return cls([b.num_embeddings for b in bags], dims.pop(), impl, mode=modes.pop(), keys=keys, dtype=dtype,
+                       weight=quantized_weight([b.weight.to(device) for b in bags], dtype, device),
+                       include_last_offset=bags[0].include_last_offset)  # fmt: skip
         packed = _pack([b.weight.detach() for b in bags], dtypes.pop(), device)
         return cls([b.num_embeddings for b in bags], packed.shape[1], impl, mode=modes.pop(), keys=keys,
                    weight=packed, include_last_offset=bags[0].include_last_offset)  # fmt: skip
@@ -214,12 +257,32 @@ class EmbeddingBagCollection(torch.nn.Module):
                        device)  # fmt: skip
         return cls([int(t.shape[0]) for t in tables], packed.shape[1], impl, mode=mode, weight=packed)
 
+    def serve_quantized(self, fmt: str) -> EmbeddingBagCollection:
+        """Serve ``fmt`` rows: quantize the float tables once (kept for :meth:`with_impl`'s fast
+        implementations) and replace them, in place, by the values those rows hold, so the per-table
+        implementations (torch's too) compute on the same values and all outputs compare exactly. Returns self."""
+        if self.table_format is not None or self.weight.dtype != torch.float32:
+            raise DlrmlabError(f"serve_quantized needs float32 tables, these are {self.table_dtype}")
+        rows = quantized_weight([self.weight], fmt, self.weight.device)
+        self.weight.copy_(quant.dequantize_torch(rows, fmt, self.embedding_dim))
+        self.served_rows, self._served_format = rows, fmt
+        self._cache.clear()
+        return self
+
     def with_impl(self, impl: str, placement: Any = "device") -> EmbeddingBagCollection:
         """The same tables (shared, not copied; copied into pinned host memory for a host or cached
-        ``placement``) under another implementation."""
+        ``placement``) under another implementation; the fast ones read the quantized rows
+        :meth:`serve_quantized` made, when it was called."""
+        if self.served_rows is not None and implementations()[resolve(impl)[0]] == "fast":
+            return EmbeddingBagCollection(
+                self.embedding_sizes, self.embedding_dim, impl, mode=self.mode, keys=self.keys,
+                weight=self.served_rows, include_last_offset=self.include_last_offset, validate=self.validate,
+                dtype=self._served_format, placement=placement,
+            )
         return EmbeddingBagCollection(
             self.embedding_sizes, self.embedding_dim, impl, mode=self.mode, keys=self.keys, weight=self.weight,
             include_last_offset=self.include_last_offset, validate=self.validate, placement=placement,
+            dtype=self.table_format or dtype_name(self.weight.dtype),
         )
 
     def close(self) -> None:
@@ -244,8 +307,14 @@ class EmbeddingBagCollection(torch.nn.Module):
     def tables(self) -> list[torch.Tensor]:
         return [self.table(t) for t in range(self.num_tables)]
 
+    @property
+    def table_dtype(self) -> str:
+        """The tables' dtype or quantized row format, by name."""
+        return self.table_format or dtype_name(self.weight.dtype)
+
     def extra_repr(self) -> str:
-        return f"impl={self.name}, tables={self.num_tables}, dim={self.embedding_dim}, mode={self.mode}"
+        return (f"impl={self.name}, tables={self.num_tables}, dim={self.embedding_dim}, mode={self.mode}"
+                + (f", dtype={self.table_format}" if self.table_format else ""))
 
     # --- validation (host only: shapes, dtypes, devices) ----------------------------------------------------
 
@@ -404,7 +473,7 @@ class EmbeddingBagCollection(torch.nn.Module):
         from disk); None lets :func:`dlrmlab.fused.fused_forward` choose per call."""
 
         def make():
-            return fused.configure_here(self.embedding_dim, dtype_name(self.weight.dtype), pooling_mean,
+            return fused.configure_here(self.embedding_dim, self.table_dtype, pooling_mean,
                                         combine=Combine(self.mode, weighted, False))[0]  # fmt: skip
 
         return self._cached(("fastcfg", round(pooling_mean, 3), weighted), make)
@@ -436,9 +505,9 @@ class EmbeddingBagCollection(torch.nn.Module):
     def _packed(self) -> Any:
         def make():
             base = torch.tensor(self.row_starts[:-1], dtype=torch.int64, device=self.weight.device)
-            base = base * self.embedding_dim
+            base = base * int(self.weight.shape[1])  # elements (bytes, for quantized rows) per row
             tables = fused.PackedTables(numba_view(self.weight.view(-1)), numba_view(base), self.embedding_sizes,
-                                       self.embedding_dim, dtype_name(self.weight.dtype))  # fmt: skip
+                                       self.embedding_dim, self.table_dtype)  # fmt: skip
             return tables, base  # keep ``base`` alive: the Numba view does not own it
 
         return self._cached(("packed",), make)[0]

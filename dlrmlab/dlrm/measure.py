@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dlrmlab import backend, validate
+from dlrmlab import backend, quant, validate
 from dlrmlab.backend import cuda
 from dlrmlab.bench import env as benv
 from dlrmlab.bench import runs, timing
@@ -315,8 +315,11 @@ def make_model(stage: Any, seed: int = 0) -> DLRM:
     """The paper artifact's DLRM over ``stage``'s tables: bottom MLP 256-128-dim, top MLP 128-64-1. Its
     batches come from dlrmlab's own workloads (ids within rows by construction), so the embedding stage
     skips the per-forward content checks (``validate=False``): they would add a sync to every timed batch."""
+    quantized = quant.is_quantized(stage.dtype)
     model = DLRM("torch", arch_mlp_bot=(256, 128, stage.embedding_dim), embedding_sizes=stage.embedding_sizes,
-                 seed=seed, dtype=stage.dtype)  # fmt: skip
+                 seed=seed, dtype="float32" if quantized else stage.dtype)  # fmt: skip
+    if quantized:  # fast pipelines read the quantized rows, the others the values they hold (in fp32)
+        model.embedding.serve_quantized(stage.dtype)
     model.embedding.validate = False
     return model
 

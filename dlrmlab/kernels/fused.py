@@ -20,6 +20,8 @@ Addresser / Combiner templates):
   fp16/bf16 values), or scalars when the width is not a multiple of the vector; ``unroll`` rows (the rows
   in flight) are loaded before any is used (memory-level parallelism). A bag's tail, fewer rows, is one
   such block too: its missing slots re-read a row and add nothing (one memory latency, not one per row).
+  Quantized rows (int8, int4, fp8; :mod:`dlrmlab.kernels.quantized`) stay packed in flight, dequantized
+  when added.
 * **bounds check** (``checked``, a debugging mode) — an id outside its table is not read: it counts, the
   first bad position is recorded, and the row adds nothing; the host then reports it.
 * **combine** — add the rows (scaled by their factor when weighted or padded); **write** — the mean's
@@ -38,7 +40,9 @@ from dlrmlab import backend
 from dlrmlab.backend import cuda
 from dlrmlab.config import Combine, positive_int, table_dtype
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.kernels import quantized
 from dlrmlab.kernels.elements import check_load_hint, load16_hinted, scalar_loader, unpack_hi, unpack_lo
+from dlrmlab.quant import is_quantized, row_format
 
 WARP = 32
 MAX_ROWS_IN_FLIGHT = 16
@@ -58,6 +62,7 @@ class FastConfig:
     """Compile-time configuration of the fast kernel (one compiled kernel per distinct value)."""
 
     dim: int
+    #: table storage: a float dtype (``config.TABLE_DTYPES``) or a quantized row format (``quant.FORMATS``)
     dtype: str = "float32"
     combine: Combine = field(default_factory=Combine)
     vector: bool = True
@@ -79,7 +84,10 @@ class FastConfig:
 
     def __post_init__(self) -> None:
         positive_int("dim", self.dim)
-        table_dtype(self.dtype)
+        if self.quantized:
+            row_format(self.dtype).check_dim(self.dim)
+        else:
+            table_dtype(self.dtype)
         positive_int("unroll (rows in flight)", self.unroll, 1, MAX_ROWS_IN_FLIGHT)
         positive_int("chunk", self.chunk)
         if self.vector and self.dim % self.vec:
@@ -94,9 +102,25 @@ class FastConfig:
         check_load_hint(self.load_hint)
 
     @property
+    def quantized(self) -> bool:
+        return is_quantized(self.dtype)
+
+    @property
     def vec(self) -> int:
-        """Elements per load: a 16-byte vector, or one element."""
+        """Elements per load: a 16-byte vector, or one element (one byte of codes for quantized rows)."""
+        if self.quantized:
+            return (16 if self.vector else 1) * row_format(self.dtype).values_per_byte()
         return table_dtype(self.dtype).vector if self.vector else 1
+
+    @property
+    def stride(self) -> int:
+        """Elements of the packed buffer from one row to the next (bytes, for quantized rows: padded to 16)."""
+        return row_format(self.dtype).row_stride(self.dim) if self.quantized else self.dim
+
+    @property
+    def held(self) -> int:
+        """Values a lane holds per row in flight (fp32 values; uint32 words of codes for quantized rows)."""
+        return quantized.held_words(self) if self.quantized else self.vectors * self.vec
 
     @property
     def lanes(self) -> int:
@@ -150,7 +174,7 @@ def _table_of_bag():
 
 def _addresser(cfg: FastConfig):
     """``row_offset(idx, base, hot_rows, hot_base)``: first element of row ``idx`` of a table."""
-    DIM = cfg.dim
+    DIM = cfg.stride
     if cfg.split_hot:
 
         @cuda.jit(device=True, inline=True)
@@ -200,6 +224,8 @@ def _factor(cfg: FastConfig):
 
 def _slice_loader(cfg: FastConfig):
     """``load_row_slice(packed, row, vals, slot)``: this lane's part of a row into ``vals[slot, :]``."""
+    if cfg.quantized:
+        return quantized.slice_loader(cfg)
     DIM, VEC, LANES, SLICES = cfg.dim, cfg.vec, cfg.lanes, cfg.vectors
     # The lanes cover the row exactly: no bounds test, so the loads are not predicated.
     EXACT = LANES * SLICES * VEC == DIM
@@ -235,6 +261,8 @@ def _slice_loader(cfg: FastConfig):
 def _combiner(cfg: FastConfig):
     """``add_row(acc, vals, slot, f, present) -> counted``: accumulate one loaded row (scaled when rows have
     factors); a tail's padding slot (``present`` False) adds nothing, whatever the row it re-read holds."""
+    if cfg.quantized:
+        return quantized.combiner(cfg)
     ACC, FACTORS = cfg.vectors * cfg.vec, cfg.combine.factors or cfg.checked
 
     @cuda.jit(device=True, inline=True)
@@ -320,6 +348,7 @@ def build(cfg: FastConfig):
     """Compile (at first launch) the fast kernel for ``cfg``."""
     LANES, BAGS, IDS, SPLIT = cfg.lanes, cfg.bags_per_block, cfg.chunk, cfg.split
     GROUPS, IN_FLIGHT, ACC = cfg.bags_per_block * cfg.split, cfg.unroll, cfg.vectors * cfg.vec
+    HELD, HELD_TYPE = cfg.held, uint32 if cfg.quantized else float32
     FACTORS, IN_REGISTERS = cfg.combine.factors or cfg.checked, cfg.ids is IdStaging.REGISTERS
     table_of_bag, row_offset, factor = _table_of_bag(), _addresser(cfg), _factor(cfg)
     in_bounds = _checker(cfg)
@@ -333,7 +362,7 @@ def build(cfg: FastConfig):
         factors_s = cuda.shared.array((GROUPS, IDS), float32)
         parts_s = cuda.shared.array((GROUPS, LANES, ACC), float32)  # partial sums of split bags
         counts_s = cuda.shared.array(GROUPS, int64)
-        vals = cuda.local.array((IN_FLIGHT, ACC), float32)
+        vals = cuda.local.array((IN_FLIGHT, HELD), HELD_TYPE)  # rows in flight (packed, for quantized rows)
         acc = cuda.local.array(ACC, float32)
         ids = cuda.local.array(IN_FLIGHT, int64)  # prefetched ids (ids="registers")
         fs = cuda.local.array(IN_FLIGHT, float32)

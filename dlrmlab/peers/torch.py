@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dlrmlab import backend
+from dlrmlab import backend, quant
+from dlrmlab.peers import PeerUnavailable
 from dlrmlab.prepared import Prepared, event_pairs
 
 #: Nsight Compute filter for PyTorch's forward kernels (EmbeddingBag_updateOutputKernel_sum_mean / _max).
@@ -105,6 +106,8 @@ def prepare(case, knobs: dict[str, dict]) -> Prepared:
     import torch  # heavy and optional: imported when the variant is prepared
 
     F = torch.nn.functional
+    if quant.is_quantized(case.dtype):
+        raise PeerUnavailable(f"torch's embedding_bag reads float tables, not {case.dtype} rows")
     wdtype = getattr(torch, case.dtype)  # torch.float32, torch.float16 or torch.bfloat16
     mode = case.mode
     on_gpu = not backend.SIMULATOR

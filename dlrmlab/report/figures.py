@@ -177,3 +177,37 @@ def hit_rate_bars(df: pd.DataFrame, variants: Sequence[str], labels: dict[str, s
     ax.set_title(title, fontsize=10)
     style.legend(ax)
     return style.finish(fig, stamp)
+
+
+def quantized_tradeoff(acc: pd.DataFrame, speed: pd.DataFrame | None, *, title: str, stamp: str) -> Figure:
+    """Bytes per row against error (left) and against speed over fp32 (right), one point per table format.
+
+    ``acc``: :func:`dlrmlab.accuracy.accuracy` rows (the pooled mean error, averaged over datasets); ``speed``:
+    :func:`dlrmlab.bench.quantized.run_quantized` rows (dlrmlab's, and the fp16 peers as their own markers),
+    or None (not measured: the right panel says so)."""
+    fig = style.new_figure(10.0, 4.0)
+    ax_err, ax_speed = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    err = acc.groupby(["format", "row_bytes"], sort=False)["pooled_mean_abs_err"].mean().reset_index()
+    ax_err.plot(err["row_bytes"], err["pooled_mean_abs_err"], "o", color=DATA_COLOR)
+    for _, r in err.iterrows():
+        ax_err.annotate(r["format"], (r["row_bytes"], r["pooled_mean_abs_err"]), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    ax_err.set_xscale("log", base=2)
+    ax_err.set_yscale("log")
+    ax_err.set_xlabel("bytes per row (codes + scale, bias)")
+    ax_err.set_ylabel("pooled embeddings: mean |error| vs fp32")
+    if speed is None or not speed["timing_valid"].astype(bool).any():
+        style.not_measured(ax_speed)
+    else:
+        for variant, g in speed[speed["correct"].astype(bool)].groupby("variant", sort=False):
+            ax_speed.plot(g["row_bytes"], g["speedup_vs_fp32"], "o", label=variant, color=style.color(variant))
+            for _, r in g.iterrows():
+                ax_speed.annotate(f"{r['format']} {r['speedup_vs_fp32']:.2f}x", (r["row_bytes"], r["speedup_vs_fp32"]),
+                                  fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        ax_speed.set_xscale("log", base=2)
+        style.unity_line(ax_speed, "fp32 fast_graph (1x)")
+        style.legend(ax_speed)
+    ax_speed.set_xlabel("bytes per row")
+    ax_speed.set_ylabel("stage speed over fp32 fast_graph")
+    fig.suptitle(title, fontsize=10)
+    return style.finish(fig, stamp)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from dlrmlab import backend, device, rules
+from dlrmlab import backend, device, quant, rules
 from dlrmlab.backend import cuda
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
@@ -44,7 +44,7 @@ def _ranked(case: Any, budget: int) -> tuple[PackedTables, list[tuple]]:
 def _global_hot(case: Any, tables: PackedTables, hot_rows: int | None) -> np.ndarray:
     """The hottest rows of all tables together (as many as fit in half of L2 by default), as packed rows:
     table t's row r is packed row (first row of t) + r."""
-    row_bytes = case.dim * case.stage.element_bytes
+    row_bytes = case.stage.row_bytes
     k = int(hot_rows or (device.limits()["l2_bytes"] // 2) // row_bytes)
     first = np.concatenate([[0], np.cumsum(case.stage.embedding_sizes)[:-1]])
     ranks = case.rankings()
@@ -70,7 +70,7 @@ def choose_layout(case: Any, knobs: dict[str, dict]) -> rules.LayoutChoice:
         return rules.LayoutChoice(layout, float("nan"), 0, "fixed by the variant" if asked is None else "asked for")
     persisting = device.limits()["persisting_l2_max_bytes"]
     budget = knobs.get("window", {}).get("l2_budget") or persisting
-    row_bytes = case.dim * case.stage.element_bytes
+    row_bytes = case.stage.row_bytes
     return rules.choose_layout([], row_bytes, budget, counts=[r.ranked_counts for r in case.rankings()])
 
 
@@ -102,6 +102,8 @@ def prepare(case: Any, knobs: dict[str, dict], graph: bool = False) -> Prepared:
         else:
             tables, jagged = _packed(case)
         pin_fn = None
+        if pin is not None and tables.dtype in quant.FORMATS:
+            raise DlrmlabError(f"pinning hot rows (+l2p) reads float tables; for {tables.dtype} rows use +window")
         if pin is not None:
             hot = _global_hot(case, tables, pin.get("hot_rows"))
             every = pin.get("pin_every", 1)
