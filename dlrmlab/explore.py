@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -235,3 +236,58 @@ def show_committed_claim(name: str, results_dir: str | Path = "../results/h100")
     display(Markdown(text))
     if png:
         display(Image(str(png)))
+
+
+# --- the shape picker: what the fused path chooses for a shape, and what the committed grid measured ---------
+
+SHAPE_DIMS = (16, 32, 64, 128, 256, 512)
+SHAPE_BATCHES = (128, 512, 2048, 4096, 16384, 32768)
+
+
+def shape_choice(dim: int, batch: int, pooling: int, dataset: str = "random", dtype: str = "float32",
+                 tables: int = 12, rows: int = 500_000, seed: int = 0) -> dict:
+    """The layout and knobs ``fast_graph`` gives this shape on this GPU, as a fresh install would: the layout
+    from one batch's hot share (:func:`dlrmlab.rules.choose_layout`), the knobs from the tuned table or the rule.
+    Computed on the host from the ids alone: no kernel runs, so it answers at once, with or without a GPU."""
+    from dlrmlab import device, rules
+    from dlrmlab.fused import configure_here
+    from dlrmlab.workload import Pooling, Workload, preset
+
+    stage = preset("paper", sparse_feature_size=int(dim), batch_size=int(batch), pooling=Pooling("fixed", pooling),
+                   dtype=dtype, tables=int(tables), rows=int(rows))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ids = [t.indices for t in Workload(stage, dataset, seed).batch().tables]
+    lim = device.limits()
+    choice = rules.choose_layout(ids, stage.embedding_dim * stage.element_bytes, lim["persisting_l2_max_bytes"])
+    cfg, source = configure_here(stage.embedding_dim, dtype, float(pooling), split_hot=choice.split_hot)
+    keys = ("split", "bags_per_block", "unroll", "chunk", "max_registers", "lanes", "vectors", "threads")
+    return {**choice.params(), "config_source": source, **{k: cfg.params()[k] for k in keys}}
+
+
+def explore_shape(dim: int = 128, batch: int = 2048, pooling: int = 150, dataset: str = "random",
+                  results_dir: str | Path = "../results/h100") -> Figure:
+    """The shape picker's figure: the configuration :func:`shape_choice` gives (as text) above the committed
+    grid's heatmap (``shapes_grid.csv`` of ``results_dir``), where it exists."""
+    from dlrmlab.bench import shapes
+    from dlrmlab.bench.results import load_results
+    from dlrmlab.report import style
+
+    c = shape_choice(dim, batch, pooling, dataset)
+    grid = Path(results_dir) / "shapes_grid.csv"
+    head = (f"width {dim}, batch {batch}, pooling {pooling}, {style.dataset_label(dataset)}: {c['layout']} rows "
+            f"({c['layout_reason']}); knobs from {c['config_source']}: {c['split']} lane group(s) of {c['lanes']} "
+            f"per bag, {c['bags_per_block']} bag(s) per block, {c['unroll']} rows in flight, {c['threads']} threads")
+    if grid.exists():
+        fig = shapes.heatmap(shapes.summary(load_results(grid)), stamp=f"committed grid: {grid.parent.name}")
+    else:
+        fig = style.finish(style.new_figure(11, 1.5), "dlrmlab explore")
+    fig.text(0.01, 0.995, "\n".join(textwrap.wrap(head, 150)), fontsize=8, va="top")
+    return fig
+
+
+def show_shape(**values: Any) -> None:
+    """:func:`explore_shape`, displayed (for ``ipywidgets.interactive_output``)."""
+    from IPython.display import display
+
+    display(explore_shape(**values))

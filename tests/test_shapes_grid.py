@@ -51,3 +51,24 @@ def test_heatmap_counts_the_points_behind():
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "1.25x" in texts and "0.80x" in texts and "2.50x" in texts
     assert np.isfinite([float(t[:-1]) for t in texts if t.endswith("x")]).all()
+
+
+def test_the_report_shows_the_committed_grid_without_a_gpu():
+    from dlrmlab import backend
+    from dlrmlab.explore import claim_context
+    from dlrmlab.report.claims import CLAIMS, COMMITTED_GRID
+    from dlrmlab.reproduce import run_claim
+
+    if not backend.SIMULATOR or not COMMITTED_GRID.exists():
+        pytest.skip("runs the grid on a GPU; needs the committed H100 grid otherwise")
+    res, _ = run_claim(CLAIMS["shapes"], claim_context())
+    assert res.status == "ok" and "committed results, not this machine" in res.ours
+    assert {"layout", "config_source", "vs_cuembed"} <= set(res.data.columns) and res.figure is not None
+
+
+def test_the_shape_picker_answers_from_the_ids_alone():
+    from dlrmlab import explore
+
+    c = explore.shape_choice(32, 64, 10, "zipf:1.1", tables=2, rows=1000)
+    assert c["layout"] in ("plain", "split-hot") and c["config_source"] in ("rule", "shipped", "user-cache")
+    assert c["threads"] == c["lanes"] * c["split"] * c["bags_per_block"]
