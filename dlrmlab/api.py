@@ -130,6 +130,9 @@ def embedding_bag(
     ``out``: a preallocated (bags, dim) float32 device array to fill (no allocation per call, so the call
     can be captured in a CUDA graph).
     """
+    for name, x in (("weight", weight), ("input", input), ("offsets", offsets),
+                    ("per_sample_weights", per_sample_weights), ("out", out)):
+        _array_like(x, name, optional=name not in ("weight", "input"))
     shape = getattr(weight, "shape", None)
     if shape is None or len(shape) != 2:
         raise DlrmlabError(f"weight must be 2-D (num_embeddings, embedding_dim), got shape {shape}")
@@ -137,6 +140,7 @@ def embedding_bag(
     dtype = _table_dtype(weight, weight_dtype)
     combine = Combine(mode, per_sample_weights is not None, padding_idx is not None)
     if padding_idx is not None:
+        padding_idx = checks.integer("padding_idx", padding_idx)
         if not -rows <= padding_idx < rows:
             raise DlrmlabError(f"padding_idx {padding_idx} out of range for {rows} rows")
         padding_idx %= rows
@@ -172,6 +176,17 @@ def embedding_bag(
             out.copy_to_host(stream=s)
         )
     return out
+
+
+def _array_like(x: Any, name: str, optional: bool) -> None:
+    """``x`` is an array (NumPy, torch, a device array: it has a shape and a dtype), as torch's functional
+    ``embedding_bag`` requires; Python lists and scalars are refused with what to pass instead."""
+    if x is None and optional:
+        return
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        raise DlrmlabError(f"{name} must be an array (a NumPy array, a torch tensor or a device array), got "
+                           f"{type(x).__name__}" + (f"; e.g. numpy.asarray({name}, dtype=numpy.int64)"
+                                                    if isinstance(x, (list, tuple)) and name != "weight" else ""))
 
 
 def _as_csr(input: Any, offsets: Any, psw: Any, include_last_offset: bool) -> tuple:

@@ -680,6 +680,9 @@ def run_bench(
     from dlrmlab.datasets import make_stream
     from dlrmlab.workload import preset
 
+    seed, n_batches, repeats, warmup_s, serving_block, repeat_runs = validate.bench_numbers(
+        seed=seed, n_batches=n_batches, repeats=repeats, warmup_s=warmup_s, serving_block=serving_block,
+        repeat_runs=repeat_runs)
     specs = with_baseline(normalize_variants(variants), include_torch)
     timing_mode = resolve_timing_mode(timing_mode, cold_l2, serving_block)
     for n, _ in specs:

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.validate import arg_int, arg_seconds
+from dlrmlab.workload import MAX_BATCH
 
 DEFAULT_EMBEDDINGS = "torch,torch_compile,optmt,rpf,fast,fast_graph"
 RESULTS_NAME = "dlrm"
@@ -25,10 +27,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: the preset's batch)")  # fmt: skip
     p.add_argument("--out", help="results directory; rows go to OUT/<gpu family>/dlrm.csv (default: "
                    "$DLRMLAB_RESULTS_DIR, else ./dlrmlab-results)")
-    p.add_argument("--repeats", type=int, help="timed rounds per pipeline (default 30; 2 in the simulator)")
-    p.add_argument("--batches", type=int, default=2, help="distinct batches rotated through rounds (default 2)")
-    p.add_argument("--warmup", type=float, help="warm-up seconds (default 0.5; 0 in the simulator)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the ids, bag sizes and tables (default %(default)s)")
+    p.add_argument("--repeats", type=arg_int,
+                   help="timed rounds per pipeline (default 30; 2 in the simulator)")
+    p.add_argument("--batches", type=arg_int, default=2,
+                   help="distinct batches rotated through rounds (default 2)")
+    p.add_argument("--warmup", type=arg_seconds, help="warm-up seconds (default 0.5; 0 in the simulator)")
+    p.add_argument("--seed", type=arg_int, default=0,
+                   help="seed of the ids, bag sizes and tables (default %(default)s)")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile peer (slow to compile)")
     p.add_argument("--plots", action="store_true", help="also write the figures (PNG) beside the CSV")
     p.add_argument("--json", action="store_true", help="print the rows as JSON records")
@@ -46,8 +51,8 @@ def _batch_sizes(text: str | None) -> list[int] | None:
         sizes = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise DlrmlabError(f"--batch-sizes: comma-separated integers or 'sweep', got {text!r}") from None
-    if not sizes or min(sizes) <= 0:
-        raise DlrmlabError(f"--batch-sizes must be positive integers, got {text!r}")
+    if not sizes or min(sizes) <= 0 or max(sizes) > MAX_BATCH:
+        raise DlrmlabError(f"--batch-sizes must be integers in [1, {MAX_BATCH:,}], got {text!r}")
     return sizes
 
 
@@ -104,7 +109,7 @@ def run_command(args: argparse.Namespace, out_dir: Path) -> int:
         print(format_rows(df))
         best = best_pipelines(df)
         if not best.empty:
-            print("\nbest dlrmlab pipeline at batch 2048 (targets from issue 10; the paper's best: 1.77x on A100):")
+            print("\nbest dlrmlab pipeline at batch 2048 (the paper's best: 1.77x on A100):")
             print(best.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         notes.append(f"appended {len(df)} row(s) to {path}")
         if args.plots and len(df) and df["latency_ms"].notna().any():

@@ -341,14 +341,14 @@ def run_dlrm(
     (dataset, batch size)'s rows as soon as they are measured (the CLI appends them, so Ctrl-C keeps them);
     a request larger than free memory is refused before the model is built."""
     from dlrmlab import validate
-    from dlrmlab.workload import EmbeddingStage, Workload, preset
+    from dlrmlab.workload import MAX_BATCH, EmbeddingStage, Workload, preset
 
+    seed, n_batches, repeats, warmup_s = validate.bench_numbers(seed=seed, n_batches=n_batches, repeats=repeats,
+                                                                warmup_s=warmup_s)
     stage = preset(stage or backend.default_preset()) if not isinstance(stage, EmbeddingStage) else stage
     if not datasets:
         raise DlrmlabError("need at least one dataset")
-    sizes = [int(b) for b in (batch_sizes or [stage.batch_size])]
-    if min(sizes) <= 0:
-        raise DlrmlabError(f"batch sizes must be positive, got {sizes}")
+    sizes = [validate.integer("batch_sizes", b, 1, MAX_BATCH) for b in (batch_sizes or [stage.batch_size])]
     names = with_peers(embeddings, compile_peer)
     sim = backend.SIMULATOR
     repeats = int(repeats or (SIM_REPEATS if sim else GPU_REPEATS))
