@@ -291,11 +291,13 @@ def _tune(args: argparse.Namespace) -> int:
         )
         table = rows
         cols = ["max_registers", "registers", "theoretical_occupancy", "occupancy_limiter", "median_ms", "correct"]
-    print(rows[[c for c in cols if c in rows]].to_string(index=False))
     simulated = rows.empty or not bool(rows.iloc[0].get("timing_valid", False))
+    if simulated:  # simulated times measure nothing: not shown
+        cols = [c for c in cols if not c.endswith("_ms") and not c.startswith(("ms[", "speedup"))]
+    print(rows[[c for c in cols if c in rows]].to_string(index=False))
     if simulated:
-        print("simulator: timings not meaningful (the order above is by simulated time"
-              + ("; your tuning cache was left as it was)" if args.target == "fast" else ")"))
+        print("simulator: every candidate's output checked; no times shown, none is ranked"
+              + (" (your tuning cache was left as it was)" if args.target == "fast" else ""))
     if out is not None:
         print(f"appended {len(table)} row(s) to {append_results(table, f'tune_{args.target}', out)}")
     else:

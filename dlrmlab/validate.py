@@ -1,4 +1,4 @@
-"""Checks every public entry point runs before it allocates or launches anything (issue 12).
+"""Checks every public entry point runs before it allocates or launches anything.
 
 One module, called from the CLI (shape options), :func:`dlrmlab.api.embedding_bag`, the torch module
 (:class:`dlrmlab.dlrm.embedding.EmbeddingBagCollection`), the fast path (:class:`dlrmlab.fused.PackedTables`,

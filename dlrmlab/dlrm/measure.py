@@ -39,7 +39,7 @@ from dlrmlab.errors import DlrmlabError
 
 BASELINE = "torch"
 COMPILE_PEER = "torch_compile"
-#: Batch sizes of the sweep the issue asks for.
+#: Batch sizes of the latency-throughput sweep.
 SWEEP_BATCH_SIZES = (256, 512, 1024, 2048, 4096, 8192, 16384)
 GPU_REPEATS, SIM_REPEATS = 30, 2
 GPU_WARMUP_S = 0.5
@@ -409,9 +409,9 @@ class _recompile_limit:
             self.cfg.cache_size_limit = self.old
 
 
-# --- the issue's targets ---------------------------------------------------------------------------------
+# --- goals -----------------------------------------------------------------------------------------------
 
-#: Issue 10's targets at batch 2048: dlrmlab's best pipeline vs eager torch and vs torch.compile.
+#: The speedups dlrmlab aims for at batch 2048: its best pipeline vs eager torch and vs torch.compile.
 TARGETS: dict[str, tuple[float, float | None]] = {
     "synthetic-high": (2.5, 2.0), "medium trace": (2.0, None), "random": (1.6, 1.4),
 }
