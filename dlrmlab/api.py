@@ -187,6 +187,8 @@ def _array_like(x: Any, name: str, optional: bool) -> None:
         raise DlrmlabError(f"{name} must be an array (a NumPy array, a torch tensor or a device array), got "
                            f"{type(x).__name__}" + (f"; e.g. numpy.asarray({name}, dtype=numpy.int64)"
                                                     if isinstance(x, (list, tuple)) and name != "weight" else ""))
+    if len(x.shape) == 0:
+        raise DlrmlabError(f"{name} must be an array, got a scalar ({x!r})")
 
 
 def _as_csr(input: Any, offsets: Any, psw: Any, include_last_offset: bool) -> tuple:

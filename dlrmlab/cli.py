@@ -196,10 +196,12 @@ def _data(args: argparse.Namespace) -> int:
 
 @_command("reproduce")
 def _reproduce(args: argparse.Namespace) -> int:
+    from dlrmlab.bench.results import default_dir
     from dlrmlab.reproduce import reproduce
 
     return reproduce(
-        preset=args.preset, out=args.out, only=_names(args.only) or None, datasets=_names(args.datasets) or None,
+        preset=args.preset, out=args.out or default_dir(), only=_names(args.only) or None,
+        datasets=_names(args.datasets) or None,
         repeats=args.repeats, force=args.force, quiet=args.quiet,
     )
 
@@ -425,7 +427,8 @@ def _add_reproduce_tune_profile(sub) -> None:
     )  # fmt: skip
     p.add_argument("--preset", default="auto", choices=("tiny", "paper", "auto"),
                    help="workload: paper (a GPU), tiny, or auto (default: paper on a GPU, tiny in the simulator)")
-    p.add_argument("--out", default="results", help="the report goes to OUT/<gpu family>/ (default %(default)s)")
+    p.add_argument("--out", help="the report goes to OUT/<gpu family>/ (default: $DLRMLAB_RESULTS_DIR, else "
+                   "./dlrmlab-results, as for every command; --out results replaces a checkout's committed report)")
     p.add_argument("--only", help="comma-separated claims (default all): hotness, embedding_share, occupancy, stalls, "
                    "optmt, rpf, l2p, configurations, end_to_end, beyond; the other sections of an earlier report of "
                    "the same preset in OUT are kept")

@@ -43,7 +43,8 @@ def integer(name: str, value: Any, minimum: int | None = None, maximum: int | No
         raise DlrmlabError(f"{name} must be an integer, got {value!r}")
     v = int(value)
     if minimum is not None and v < minimum:
-        raise DlrmlabError(f"{name} must be {'positive' if minimum == 1 else f'>= {minimum}'}, got {value!r}")
+        what = {1: "positive", 0: "non-negative"}.get(minimum, f">= {minimum}")
+        raise DlrmlabError(f"{name} must be {what}, got {value!r}")
     if maximum is not None and v > maximum:
         raise DlrmlabError(f"{name} must be at most {maximum:,}, got {value!r}")
     return v

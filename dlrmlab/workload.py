@@ -89,6 +89,13 @@ MAX_TABLES, MAX_ROWS, MAX_DIM, MAX_BATCH = 100_000, 2**40, 2**24, 2**31 - 1
 
 
 
+def _positive(name: str, value: object, maximum: int) -> int:
+    n = validate.integer(name, value, maximum=maximum)
+    if n <= 0:
+        raise DlrmlabError(f"{name} must be positive, got {n}")
+    return n
+
+
 @dataclass(frozen=True)
 class EmbeddingStage:
     """Shape of the embedding stage: tables, their rows and width, batch size, pooling, dtypes."""
@@ -107,15 +114,12 @@ class EmbeddingStage:
             raise DlrmlabError(f"embedding_sizes must be a sequence of row counts, got {sizes!r}")
         if len(sizes) > MAX_TABLES:
             raise DlrmlabError(f"embedding_sizes: at most {MAX_TABLES:,} tables, got {len(sizes):,}")
-        rows = tuple(validate.integer("rows", r, minimum=1, maximum=MAX_ROWS) for r in sizes)
-        object.__setattr__(self, "embedding_sizes", rows)
+        object.__setattr__(self, "embedding_sizes", tuple(_positive("rows", r, MAX_ROWS) for r in sizes))
         object.__setattr__(self, "pooling", Pooling.parse(self.pooling))
         if not self.embedding_sizes:
             raise DlrmlabError("need at least one table")
-        object.__setattr__(self, "sparse_feature_size",
-                           validate.integer("embedding dim", self.sparse_feature_size, minimum=1, maximum=MAX_DIM))
-        object.__setattr__(self, "batch_size", validate.integer("batch size", self.batch_size, minimum=1,
-                                                                maximum=MAX_BATCH))
+        object.__setattr__(self, "sparse_feature_size", _positive("embedding dim", self.sparse_feature_size, MAX_DIM))
+        object.__setattr__(self, "batch_size", _positive("batch size", self.batch_size, MAX_BATCH))
         if not isinstance(self.dtype, str) or not isinstance(self.index_dtype, str):
             raise DlrmlabError(f"dtype and index_dtype are names (e.g. 'float32', 'int64'), got {self.dtype!r}, "
                                f"{self.index_dtype!r}")

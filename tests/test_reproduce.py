@@ -103,7 +103,7 @@ def test_a_crashing_experiment_is_reported_and_the_rest_go_on(tmp_path, monkeypa
         (["--datasets", "random,trace:/no/such/file.txt"], "trace file not found"),
         (["--datasets", "trace:low"], "no dataset can run here (trace:low: trace not found: run `dlrmlab data fetch`)"),
         (["--preset", "paper"], "--preset paper needs a CUDA GPU"),
-        (["--repeats", "0"], "--repeats must be a positive integer"),
+        (["--repeats", "0"], "--repeats must be positive"),
     ],
 )
 def test_bad_requests_are_refused_before_anything_runs(tmp_path, capsys, args, message):
