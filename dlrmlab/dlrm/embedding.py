@@ -47,7 +47,7 @@ IMPLEMENTATIONS: dict[str, tuple[str, dict]] = {
 }
 
 #: Name suffix -> how the whole pipeline runs: ``NAME_graph`` captured in one torch CUDA graph per batch,
-#: ``torch_compile`` under ``torch.compile(mode="reduce-overhead")``. No suffix: eager.
+#: ``torch_compile`` under torch.compile (the setting: :mod:`dlrmlab.dlrm.compile_peer`). No suffix: eager.
 EXECUTION_SUFFIXES: dict[str, str] = {"_graph": "graph", "_compile": "compile"}
 
 MODES = ("sum", "mean")

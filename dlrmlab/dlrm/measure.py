@@ -10,7 +10,8 @@ and thermal drift hit them alike; a few distinct batches rotate through the roun
 
 Pipelines (names as ``--embedding`` takes them, see :func:`dlrmlab.dlrm.embedding.resolve`):
 ``torch`` (all-PyTorch eager, the baseline of every ratio), ``torch_compile``
-(``torch.compile(mode="reduce-overhead")`` of the same model, what a user tries first), dlrmlab
+(``torch.compile`` of the same model under the setting measured fastest on this GPU family, see
+:mod:`dlrmlab.dlrm.compile_peer`), dlrmlab
 embeddings eager (``rpf``, ``fast``, ...) and whole-batch graph-captured (``fast_graph``, ``NAME_graph``).
 
 In simulator mode nothing is a speed: rows carry ``timing_valid=False``; graphs and torch.compile need a
@@ -124,11 +125,15 @@ class Pipeline:
         self.cleanup.clear()
 
 
-def compiled_forward(model: DLRM) -> Callable[..., torch.Tensor]:
-    """``torch.compile(mode="reduce-overhead")`` of the all-PyTorch model's list-calling forward."""
+def compiled_pipeline(name: str, impl: str, model: DLRM, inputs: Inputs, compiled: dict) -> Pipeline:
+    """The torch.compile peer under the setting chosen by measurement for this GPU family
+    (:func:`dlrmlab.dlrm.compile_peer.peer_setting`: modes, fullgraph, static shapes, whole-model graphs)."""
+    from dlrmlab.dlrm.compile_peer import SETTINGS, peer_setting, runner
+
     if backend.SIMULATOR:
-        raise DlrmlabError("torch.compile(mode='reduce-overhead') is measured on a GPU only (simulator mode)")
-    return torch.compile(model.forward_lists, mode="reduce-overhead")  # shapes go dynamic at the 2nd batch size
+        raise DlrmlabError("the torch.compile peer is measured on a GPU only (simulator mode)")
+    run, close = runner(model, SETTINGS[peer_setting()], inputs, compiled)
+    return Pipeline(name, impl, "compile", model, run, cleanup=close)
 
 
 def make_pipeline(base: DLRM, name: str, inputs: Inputs, compiled: dict) -> Pipeline:
@@ -145,20 +150,7 @@ def make_pipeline(base: DLRM, name: str, inputs: Inputs, compiled: dict) -> Pipe
         model.embedding.check_capturable()
         graphs = [CapturedCall(model, d[i], s[i]) for i in range(len(d))]
         return Pipeline(name, impl, execution, model, lambda i: graphs[i].replay(), cleanup=graphs)
-    if "fn" not in compiled:
-        compiled["fn"] = compiled_forward(model)
-    fn = compiled["fn"]
-    # separate tensors per table, as dlrm_s_pytorch's loader gives them (no aliased views for dynamo)
-    lists = [([v.clone() for v, _, _ in k.split()], [o.clone() for _, o, _ in k.split()]) for k in s]
-    for i in range(len(d)):  # compile, then let cudagraph trees warm up and record
-        for _ in range(3):
-            torch.compiler.cudagraph_mark_step_begin()
-            fn(d[i], *lists[i])
-    def run(i: int) -> torch.Tensor:
-        torch.compiler.cudagraph_mark_step_begin()  # each call is a new inference step for cudagraph trees
-        return fn(d[i], *lists[i])
-
-    return Pipeline(name, impl, execution, model, run)
+    return compiled_pipeline(name, impl, model, inputs, compiled)
 
 
 def check_pipeline(p: Pipeline, ref: torch.Tensor, ref_emb: list[torch.Tensor], inputs: Inputs) -> tuple[float, float]:
