@@ -84,7 +84,7 @@ def test_old_results_file_is_upgraded_then_appended(tmp_path, host_variant):
 
 
 def test_committed_results_have_the_columns():
-    for csv in sorted((ROOT / "results").glob("*/*.csv")):
+    for csv in sorted((ROOT / "results").rglob("*.csv")):
         cols = list(pd.read_csv(csv, nrows=0).columns)
         if "n_batches" in cols and "cold_l2" in cols:  # a benchmark rows table
             assert {"dropped_ids", "trace_wraps"} <= set(cols), csv

@@ -314,7 +314,8 @@ def occupancy(ctx: Context) -> ClaimResult:
         if c not in data:
             data[c] = math.nan
     first_limited = curve.loc[curve["limiter"] == "registers", "registers"].min()
-    calc = (f"On this GPU's limits ({lim['regs_per_sm']:,} registers and {lim['threads_per_sm']:,} threads per SM), "
+    where = "an H100's limits (the simulator has none of its own)" if ctx.simulator else "this GPU's limits"
+    calc = (f"On {where} ({lim['regs_per_sm']:,} registers and {lim['threads_per_sm']:,} threads per SM), "
             f"a 256-thread block is limited by registers from {first_limited} registers per thread on.")
     base = data.iloc[0]
     if ctx.simulator or pd.isna(base["registers"]):
