@@ -173,6 +173,14 @@ def _environment(ctx: Context, manifest: dict) -> list[str]:
     return out
 
 
+def _link(path: Path, target: Path | None) -> str:
+    """``path`` as a link from a report in ``target``: relative when both are in one tree, else absolute."""
+    if target is None:
+        return str(path)
+    rel = os.path.relpath(path.resolve(), Path(target).resolve())
+    return rel if rel.count("..") <= 3 else str(path.resolve())
+
+
 def render(ctx: Context, manifest: dict, claims: dict[str, Claim], target: Path | None = None) -> str:
     """The whole report from the manifest's entries, in the registry's order. Without a GPU, each claim also
     shows the committed reference GPU report's result, labelled as measured elsewhere (``target``: where this
@@ -200,7 +208,7 @@ def render(ctx: Context, manifest: dict, claims: dict[str, Claim], target: Path 
         lines.append(f"| {c.title} | {c.paper} | {_cell('', ours)} | {rep} |{extra}")
     lines.append("")
     if ctx.simulator:
-        rel = os.path.relpath(ref.path / REPORT, target) if ref and target is not None else "results/h100/report.md"
+        rel = _link(ref.path / REPORT, target) if ref else "results/h100/report.md"
         for c, e in entries:
             head_line, _, rest = e["section"].partition("\n\n")
             lines += [head_line, "", *section_lines(ref, c.name, rel), rest]
