@@ -190,7 +190,7 @@ def render(ctx: Context, manifest: dict, claims: dict[str, Claim], target: Path 
     lines = [f"# The paper on {gpu}: Jain et al., MICRO 2024, reproduced by dlrmlab", ""]
     ref = load_reference() if ctx.simulator else None
     if ctx.simulator:
-        lines += ["> **No timings were taken here.** There is no CUDA GPU: the kernels ran in Numba's CUDA simulator "
+        lines += ["> **No timings were taken.** There is no CUDA GPU here: the kernels ran in Numba's CUDA simulator "
                   "on the `tiny` preset, which checks every result against the NumPy reference but measures no speed. "
                   f"Cells derived from timings say \"{NOT_MEASURED}\". The dataset hotness (at the paper's scale), the "
                   "occupancy calculator and the L2 model are CPU analyses and hold here too. "
