@@ -156,10 +156,10 @@ def embedding_bag(
         checks.contiguous(weight, "weight")
         host_side = sum(int(x.nbytes) for x in (weight, input, offsets, per_sample_weights)
                         if isinstance(x, np.ndarray))  # fmt: skip
-        checks.check_memory(
-            f"embedding_bag over a {rows:,} x {dim:,} table ({n_ids:,} ids, {n_bags:,} bags)",
-            device=host_side + (max(n_bags, 0) * dim * 4 if out is None else 0),
-        )
+        what = f"embedding_bag over a {rows:,} x {dim:,} table ({n_ids:,} ids, {n_bags:,} bags)"
+        device = host_side + (max(n_bags, 0) * dim * 4 if out is None else 0)
+        checks.check_memory(what, device=device)
+        checks.check_simulator_work(n_ids * dim, what, device)
     if validate or not include_last_offset:
         host_off = checks.offsets(checks.host_copy(offsets), n_ids, include_last_offset)
         if validate:

@@ -226,7 +226,7 @@ def check_stage(stage: Any, n_batches: int = 1, *, weighted: bool = False, datas
     """:func:`check_memory` for a benchmark case of ``stage`` (before anything is generated)."""
     host, device = stage_bytes(stage, n_batches, weighted=weighted, dataset=dataset, tables=tables)
     d = stage.describe()
-    rows = d["rows"] if isinstance(d["rows"], int) else f"{min(d['rows']):,}-{max(d['rows']):,}"
+    rows = f"{d['rows']:,}" if isinstance(d["rows"], int) else f"{min(d['rows']):,}-{max(d['rows']):,}"
     what = what or (f"a case of {d['tables']} table(s) x {rows} rows x {d['dim']} wide, batch {d['batch']}, "
                     f"pooling {d['pooling']}, {n_batches} batch(es)")
     check_memory(what, host, device)
@@ -260,11 +260,16 @@ def fmt_seconds(s: float) -> str:
 def check_simulator_size(stage: Any, what: str, nbytes: float) -> None:
     """In the simulator, refuse a case whose one batch pass would take over an hour (a ``paper``-sized case
     takes hours), and warn above a minute, with the estimates of time and memory."""
+    check_simulator_work(stage.lookups_per_batch() * stage.embedding_dim, what, nbytes)
+
+
+def check_simulator_work(elements: float, what: str, nbytes: float) -> None:
+    """:func:`check_simulator_size` for a launch pooling ``elements`` (lookups x dim) embedding elements."""
     from dlrmlab import backend
 
     if not backend.SIMULATOR:
         return
-    est = simulator_seconds(stage)
+    est = elements / SIMULATOR_ELEMENTS_PER_S
     if est <= SIMULATOR_WARN_S:
         return
     text = (f"{what} would take about {fmt_seconds(est)} per batch and kernel in Numba's CUDA simulator (no "

@@ -184,8 +184,8 @@ def test_embedding_bag_refuses_hostile_arguments(arg, value):
     kwargs = {"input": np.array([1, 2, 3], np.int64), "weight": W, "offsets": np.array([0, 2], np.int64), arg: value}
     if arg == "offsets" and value is None:
         kwargs["offsets"] = [0, 2]
-    if arg == "padding_idx" and value is None:
-        kwargs["padding_idx"] = 2.5
+    if arg == "padding_idx" and (value is None or (isinstance(value, (int, np.integer)) and -10 <= value < 10)):
+        kwargs["padding_idx"] = 2.5  # None and -10..9 are valid padding_idx values for a 10-row table
     with bounded(), pytest.raises(DlrmlabError):
         api.embedding_bag(**kwargs, mode="sum")
 
@@ -303,3 +303,12 @@ def test_simulator_warns_between_a_minute_and_an_hour():
         warnings.simplefilter("always")
         validate.check_simulator_size(stage, "a case", 1e6)
     assert any("per batch and kernel" in str(w.message) for w in seen)
+
+
+def test_api_refuses_hours_of_simulator_work():
+    from dlrmlab import backend
+
+    if not backend.SIMULATOR:
+        pytest.skip("simulator only")
+    with bounded(2), pytest.raises(DlrmlabError, match=r"would take about .* h per batch .* simulator"):
+        api.embedding_bag(np.zeros(10**7, np.int64), np.zeros((10, 64), np.float32), np.array([0]))
