@@ -298,7 +298,8 @@ def _tune(args: argparse.Namespace) -> int:
         cols = [c for c in cols if not c.endswith("_ms") and not c.startswith(("ms[", "speedup"))]
     print(rows[[c for c in cols if c in rows]].to_string(index=False))
     if simulated:
-        print("simulator: every candidate's output checked; no times shown, none is ranked"
+        print("simulator: timings not meaningful, so no times shown and none is ranked; every candidate's output "
+              "was checked"
               + (" (your tuning cache was left as it was)" if args.target == "fast" else ""))
     if out is not None:
         print(f"appended {len(table)} row(s) to {append_results(table, f'tune_{args.target}', out)}")
