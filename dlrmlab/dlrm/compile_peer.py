@@ -32,7 +32,7 @@ import torch  # this module is the torch peer: torch is its subject
 from dlrmlab import backend
 from dlrmlab.datasets import canonical_name
 from dlrmlab.device import family
-from dlrmlab.dlrm.measure import BASELINE, OUT_ATOL, Inputs, _sync, make_event, make_model
+from dlrmlab.dlrm.measure import BASELINE, OUT_ATOL, Inputs, _recompile_limit, _sync, make_event, make_model
 from dlrmlab.errors import DlrmlabError
 
 
@@ -148,7 +148,8 @@ def compare_settings(
     for ds in datasets:
         validate.check_stage(stage, n_batches, dataset=ds)
     rows, compiled = [], {}
-    with torch.inference_mode():
+    torch._dynamo.reset()  # every setting compiles from scratch: compile_s is comparable, no stale graphs
+    with torch.inference_mode(), _recompile_limit(len(names) + 8):  # one graph per compiled setting
         model = make_model(stage, seed)
         model = model.with_embedding(BASELINE)
         for ds in datasets:
