@@ -323,8 +323,13 @@ def occupancy(ctx: Context) -> ClaimResult:
     if ctx.simulator or pd.isna(base["registers"]):
         fig = figures.occupancy_curve(curve, data, title="Occupancy against registers per thread (calculator)",
                                       stamp=ctx.stamp)  # fmt: skip
-        text = ("The simulator has no registers, so the kernels' register counts and achieved occupancy need a GPU "
-                "(achieved occupancy also needs Nsight Compute). " + calc)
+        from dlrmlab import backend
+
+        missing = backend.missing_toolkit()
+        toolkit = (f" (compiling them to machine code needs NVIDIA's toolkit, the `gpu` extra; missing here: "
+                   f"{', '.join(missing)})" if missing else "")
+        text = ("The simulator has no registers, so the kernels' register counts and achieved occupancy need a GPU"
+                + toolkit + " (achieved occupancy also needs Nsight Compute). " + calc)
         return ClaimResult(data, fig, text, NOT_MEASURED, NOT_MEASURED, "register counts need a CUDA GPU", notes=notes,
                            tables={"calculator": curve})  # fmt: skip
     ach = base.get("achieved_occupancy")
