@@ -26,8 +26,7 @@ from dlrmlab.kernels.paper import PaperConfig
 
 def single_table_variants() -> list[str]:
     """Variants ``embedding_bag`` runs: those of one kernel family, with nothing around their launches."""
-    return [n for n in variants.names() if variants.get(n).families in (("paper",), ("fast",))
-            and not variants.get(n).gpu_only]
+    return [n for n in variants.names() if variants.get(n).kind in ("paper", "fast") and variants.get(n).standalone]
 
 
 def kernel_config(
@@ -41,6 +40,9 @@ def kernel_config(
             f"dlrmlab.bench or dlrmlab.dlrm; embedding_bag runs {', '.join(single_table_variants())}"
         )
     knobs = variants.knobs_for(variant, params)
+    if knobs.get("window") or knobs.get("layout", {}).get("layout", "auto") != "auto":
+        raise DlrmlabError(f"variant {variant!r}: embedding_bag reads one table's rows as they are; the layout and "
+                           "L2-window knobs apply to a whole stage (dlrmlab.bench, dlrmlab.dlrm)")
     if "paper" in knobs:
         return PaperConfig.from_knobs(dtype, combine, **knobs["paper"])
     return configure_here(dim, dtype, pooling_mean, combine=combine, **knobs["fast"])[0]

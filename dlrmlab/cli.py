@@ -17,14 +17,12 @@ from collections.abc import Callable, Sequence
 
 from dlrmlab import __version__
 from dlrmlab.config import KERNEL_MODES, json_object
-from dlrmlab.errors import DlrmlabError
+from dlrmlab.errors import EXIT_BROKEN_PIPE, EXIT_INCORRECT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DlrmlabError
 from dlrmlab.validate import MAX_BATCHES, MAX_IDS, MAX_REPEATS, SEED_MAX, SHRINK_HINT, arg_int, arg_seconds
 from dlrmlab.validate import integer as check_integer
 from dlrmlab.validate import seconds as check_seconds
 from dlrmlab.workload import MAX_BATCH, MAX_DIM, MAX_ROWS, MAX_TABLES
 
-#: Exit statuses of every command.
-EXIT_OK, EXIT_INCORRECT, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 EXIT_CODES_HELP = (
     "exit status: 0 ok; 1 a result was incorrect (a variant's output did not match the NumPy reference, or an "
     "experiment failed); 2 a bad request (user error); 130 interrupted (Ctrl-C: rows already appended are "
@@ -70,10 +68,10 @@ def _command(name: str):
 
 
 def info_dict() -> dict:
-    from dlrmlab import backend, cudart
+    from dlrmlab import backend, cudart, device, tuned
 
     versions = {"dlrmlab": __version__, "python": platform.python_version(), **cudart.package_versions()}
-    out: dict = {"mode": backend.mode(), "versions": versions}
+    out: dict = {"mode": backend.mode(), "versions": versions, "fast_path_knobs": tuned.describe(device.family())}
     missing = backend.missing_toolkit()
     if missing:
         out["toolkit_missing"] = missing
@@ -94,7 +92,7 @@ def _info(args: argparse.Namespace) -> int:
     d = info_dict()
     if args.json:
         print(json.dumps(d, indent=2))
-        return 0
+        return EXIT_OK
     if "gpu" in d:
         for k, v in d["gpu"].items():
             print(f"{k:32s} {v:,}" if isinstance(v, int) else f"{k:32s} {v}")
@@ -107,9 +105,10 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  CUDA toolkit pieces numba-cuda compiles kernels with are missing: {', '.join(d['toolkit_missing'])}"
               f"; {'kernels will not compile on the GPU' if 'gpu' in d else 'needed on a GPU machine'}: "
               "pip install -e '.[gpu]' (numba-cuda[cu12], CUDA 12 drivers or newer)")
+    print(f"{'fast-path knobs':32s} {d['fast_path_knobs']}")
     for k, v in d["versions"].items():
         print(f"{k:32s} {v or 'not installed'}")
-    return 0
+    return EXIT_OK
 
 
 # --- workload --------------------------------------------------------------------------------------------
@@ -171,14 +170,14 @@ def _workload(args: argparse.Namespace) -> int:
     d = workload_describe(args)
     if args.json:
         print(json.dumps(d))
-        return 0
+        return EXIT_OK
     for k, v in d.items():
         if k == "top_coverage":
             for kk, vv in v.items():
                 print(f"{'top ' + kk + ' rows take':24s} {vv:.1%}")
         else:
             print(f"{k:24s} {v:,}" if isinstance(v, int) else f"{k:24s} {v}")
-    return 0
+    return EXIT_OK
 
 
 # --- data ------------------------------------------------------------------------------------------------
@@ -224,7 +223,7 @@ def _profile(args: argparse.Namespace) -> int:
     print(ncu.format_summary(df))
     path = append_results(df, "profile", out)
     print(f"\nappended {len(df)} row(s) to {path}")
-    return 0
+    return EXIT_OK
 
 
 # --- bench -----------------------------------------------------------------------------------------------
@@ -264,7 +263,7 @@ def _list_variants() -> int:
         print(f"{name:18s} {spec.description}{where}")
     if backend.SIMULATOR:
         print("(simulator mode: GPU-only variants cannot run here)")
-    return 0
+    return EXIT_OK
 
 
 @_command("tune")
@@ -307,7 +306,7 @@ def _tune(args: argparse.Namespace) -> int:
         print("no CSV written (pass --out DIR to append the table to DIR/<gpu family>/tune_<target>.csv)")
     if args.target == "fast" and not simulated:
         print(f"best configuration stored in {tuned.cache_path()}")
-    return 0
+    return EXIT_OK
 
 
 @_command("bench")
@@ -315,7 +314,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.list:
         return _list_variants()
     from dlrmlab import backend
-    from dlrmlab.bench import harness
+    from dlrmlab.bench import schema, sweep, text
 
     variants, datasets = _unique(_names(args.variant), "--variant"), _unique(_names(args.dataset), "--dataset")
     _non_negative("--warmup", args.warmup)
@@ -328,7 +327,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.cuembed_dir:
         os.environ["DLRMLAB_CUEMBED_DIR"] = args.cuembed_dir
     out = _out_dir(args)
-    res = harness.run_bench(
+    res = sweep.run_bench(
         variants, datasets, _stage_from_args(args), seed=args.seed, n_batches=args.batches, weighted=args.weighted,
         mode=args.mode, repeats=args.repeats, warmup_s=args.warmup, cold_l2=args.cold_l2, timing_mode=args.timing,
         serving_block=args.serving_block, include_torch=not args.no_torch, repeat_runs=args.repeat_runs, out=out,
@@ -336,17 +335,17 @@ def _bench(args: argparse.Namespace) -> int:
     )
     rows = res.rows
     notes = []
-    if not args.no_torch and harness.BASELINE not in set(rows["variant"]):
+    if not args.no_torch and schema.BASELINE not in set(rows["variant"]):
         notes.append("torch is not usable here: no speedup_vs_torch")
     if args.json:
         print(rows.to_json(orient="records"))
-        notes += [harness.SIMULATOR_NOTICE] if backend.SIMULATOR else []
+        notes += [text.SIMULATOR_NOTICE] if backend.SIMULATOR else []
     else:
-        print(harness.format_table(rows))
+        print(text.format_table(rows))
         notes.append(f"appended {len(rows)} row(s) to {out}/bench.csv, per-run times to {out}/bench_runs.csv")
     for n in notes:
         print(n, file=sys.stderr if args.json else sys.stdout)
-    return 0 if rows["correct"].astype(bool).all() else 1
+    return EXIT_OK if rows["correct"].astype(bool).all() else EXIT_INCORRECT
 
 
 # --- dlrm ------------------------------------------------------------------------------------------------
@@ -357,6 +356,20 @@ def _dlrm(args: argparse.Namespace) -> int:
     from dlrmlab.dlrm.command import run_command
 
     return run_command(args, _out_dir(args))
+
+
+@_command("host-tables")
+def _host_tables(args: argparse.Namespace) -> int:
+    from dlrmlab.host_command import run_command
+
+    return run_command(args, _out_dir(args), _preset(args))
+
+
+@_command("shard")
+def _shard(args: argparse.Namespace) -> int:
+    from dlrmlab.shard.command import run_command
+
+    return run_command(args, _out_dir(args) if hasattr(args, "out") else None)
 
 
 # --- parser ----------------------------------------------------------------------------------------------
@@ -510,6 +523,17 @@ def _add_bench_dlrm(sub) -> None:
 
     p = sub.add_parser("dlrm", help="DLRM end to end: stage breakdown and speedups with a pluggable embedding stage")
     add_dlrm_arguments(p)
+
+    from dlrmlab.host_command import add_arguments as add_host_arguments
+
+    p = sub.add_parser("host-tables", help="tables in host memory behind an HBM cache: the host link's rates, then "
+                       "every placement and cache budget against its bound")
+    add_host_arguments(p)
+
+    from dlrmlab.shard.command import add_arguments as add_shard_arguments
+
+    p = sub.add_parser("shard", help="the embedding stage sharded over ranks (torch.distributed): plan, run, predict")
+    add_shard_arguments(p)
 
 
 def _one_line_warnings(show: Callable) -> Callable:

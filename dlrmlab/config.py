@@ -3,14 +3,15 @@
 * :data:`TABLE_DTYPES` — the one table of table storage types (NumPy storage, bytes, 16-byte vector width).
 * :class:`Combine` — how a bag's rows are combined: PyTorch's ``mode``, ``per_sample_weights``,
   ``padding_idx``.
-* :data:`KNOBS` — which knobs each kernel family and each "around" piece accepts, and
-  :func:`split_knobs`, the one place that refuses a knob a variant does not take.
+* :func:`json_object`, :func:`positive_int`, :func:`register_cap` — a user's knobs and numbers, checked.
+
+Which knobs each kernel family takes lives with the family (``KNOBS`` of :mod:`dlrmlab.kernels.paper`,
+:mod:`dlrmlab.kernels.fused`, each peer); :data:`dlrmlab.variants.KNOBS` gathers them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,32 +74,6 @@ class Combine:
 
     def params(self) -> dict:
         return {"mode": self.mode, "weighted": self.weighted, "padded": self.padded}
-
-
-#: Knobs each kernel family and each piece around a launch accepts (see the README's variant table).
-KNOBS: dict[str, frozenset[str]] = {
-    "paper": frozenset({"max_registers", "prefetch", "prefetch_distance", "block", "grid"}),
-    "fast": frozenset({"unroll", "bags_per_block", "split", "chunk", "ids", "max_registers", "vector", "checked",
-                       "load_hint"}),
-    "pin": frozenset({"hot_rows", "hot_file", "pin_every"}),
-    "window": frozenset({"l2_budget", "hit_ratio"}),
-    "cuembed": frozenset({"layout", "cuembed_dir"}),
-}
-
-
-def split_knobs(variant: str, families: Iterable[str], params: Mapping[str, Any]) -> dict[str, dict]:
-    """``params`` sorted by family; a knob none of ``families`` takes is refused, naming the variant."""
-    families = list(families)
-    out: dict[str, dict] = {f: {} for f in families}
-    for key, value in params.items():
-        owner = next((f for f in families if key in KNOBS[f]), None)
-        if owner is None:
-            takes = sorted(set().union(*(KNOBS[f] for f in families)))
-            raise DlrmlabError(
-                f"variant {variant!r} does not take {key!r}; it takes: {', '.join(takes) or 'no parameters'}"
-            )
-        out[owner][key] = value
-    return out
 
 
 def json_object(text: str, option: str) -> dict:

@@ -202,3 +202,44 @@ def graph_destroy(exe: Any, graph: Any) -> None:
     drv = _driver()
     _check(drv.cuGraphExecDestroy(exe), "cuGraphExecDestroy")
     _check(drv.cuGraphDestroy(graph), "cuGraphDestroy")
+
+
+# --- pinned, mapped host memory ----------------------------------------------------------------------------
+
+#: cudaHostAllocPortable | cudaHostAllocMapped: pinned for every context, mapped into the GPU's address space
+HOST_ALLOC_MAPPED = 0x01 | 0x02
+#: cudaHostRegisterPortable | cudaHostRegisterMapped
+HOST_REGISTER_MAPPED = 0x01 | 0x02
+
+
+def host_alloc_mapped(nbytes: int) -> int:
+    """Pinned host memory mapped into the device's address space (cudaHostAlloc); its host address."""
+    _ensure_context()
+    return int(_check(_runtime().cudaHostAlloc(int(nbytes), HOST_ALLOC_MAPPED), f"cudaHostAlloc({nbytes} bytes)"))
+
+
+def host_free(ptr: int) -> None:
+    """Unpin and unmap memory from :func:`host_alloc_mapped` (cudaFreeHost)."""
+    _check(_runtime().cudaFreeHost(int(ptr)), "cudaFreeHost")
+
+
+def host_register_mapped(ptr: int, nbytes: int) -> None:
+    """Pin and map existing host memory (cudaHostRegister)."""
+    _ensure_context()
+    _check(_runtime().cudaHostRegister(int(ptr), int(nbytes), HOST_REGISTER_MAPPED), "cudaHostRegister")
+
+
+def host_unregister(ptr: int) -> None:
+    _check(_runtime().cudaHostUnregister(int(ptr)), "cudaHostUnregister")
+
+
+def host_device_pointer(ptr: int) -> int:
+    """The device address of mapped host memory (cudaHostGetDevicePointer); fails once it is unmapped."""
+    return int(_check(_runtime().cudaHostGetDevicePointer(int(ptr), 0), "cudaHostGetDevicePointer"))
+
+
+def mem_get_info() -> tuple[int, int]:
+    """``(free, total)`` bytes of the current device (cudaMemGetInfo)."""
+    _ensure_context()
+    free, total = _check(_runtime().cudaMemGetInfo(), "cudaMemGetInfo")
+    return int(free), int(total)

@@ -7,6 +7,7 @@ L2 model give the answers a user would get on the machine the results were measu
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 #: NVIDIA H100 80GB HBM3 (sm_90), as cudaGetDeviceProperties reports it (../results/h100).
 H100_LIMITS: dict = {
@@ -26,6 +27,8 @@ H100_LIMITS: dict = {
     "smem_per_sm": 233472,
     "smem_reserved_per_block": 1024,
     "warp_size": 32,
+    "mem_clock_khz": 2_619_000,
+    "mem_bus_bits": 5120,
 }
 
 _FAMILIES = ("h100", "h200", "h800", "gh200", "a100", "a800", "b200", "l40s", "l40", "l4", "v100")
@@ -33,6 +36,11 @@ _FAMILIES = ("h100", "h200", "h800", "gh200", "a100", "a800", "b200", "l40s", "l
 
 def limits() -> dict:
     """Properties of the current GPU (names follow cudaDeviceProp), or the H100's in simulator mode."""
+    return dict(_limits())
+
+
+@lru_cache(maxsize=1)
+def _limits() -> dict:
     from dlrmlab import backend
 
     if backend.SIMULATOR:

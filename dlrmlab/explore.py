@@ -93,7 +93,7 @@ def run_small(variant: str, params: dict, dataset: str = "medium", preset: str |
     """Harness rows of ``variant`` (with ``params``) beside PyTorch's kernel (``baseline``) and torch, on
     ``dataset`` (in the simulator: outputs checked, one round, nothing timed)."""
     from dlrmlab import backend
-    from dlrmlab.bench.harness import run_bench
+    from dlrmlab.bench.sweep import run_bench
 
     preset = preset or backend.default_preset()
     specs = [("baseline", {})] + ([(variant, params)] if variant != "baseline" or params else [])
@@ -184,10 +184,10 @@ def show(**values: Any) -> None:
 def claim_context(preset: str | None = None, datasets: list[str] | None = None, command: str = "notebook") -> Any:
     """A :class:`dlrmlab.report.context.Context` for running claims from a notebook: ``preset`` None is ``tiny``
     without a GPU and ``paper`` with one; datasets as ``dlrmlab reproduce --datasets`` takes them."""
-    from dlrmlab.report.context import Context, environment, resolve_datasets, resolve_preset
+    from dlrmlab.report.context import Context, resolve_datasets, resolve_preset, run_environment
 
     usable, skipped = resolve_datasets(datasets)
-    return Context(resolve_preset(preset), usable, skipped, env=environment(command))
+    return Context(resolve_preset(preset), usable, skipped, env=run_environment(command))
 
 
 def committed_claim(name: str, results_dir: str | Path = "../results/h100") -> tuple[str, Path | None]:

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from dlrmlab import backend, device, hotness, l2window, launch, tuned
+from dlrmlab import backend, device, hotness, l2window, launch, rules, tuned
 from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
-from dlrmlab.config import KNOBS, Combine, TableDType, table_dtype
+from dlrmlab.config import Combine, TableDType, table_dtype
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.kernels.fused import FastConfig, build
+from dlrmlab.kernels.fused import KNOBS, FastConfig, build
 
 #: CUDA's limit on a grid's x dimension; tiles beyond it are walked grid-stride.
 MAX_GRID = 2**31 - 1
@@ -38,10 +38,10 @@ def configure(
     """The kernel configuration for a shape: explicit ``overrides`` win over ``tuned_params`` (from
     :func:`dlrmlab.tuned.fast_entry`), which win over defaults (vector loads when the width allows,
     128-thread blocks, 8 rows in flight). Pure: same inputs, same kernel, on any machine."""
-    unknown = set(overrides) - KNOBS["fast"]
+    unknown = set(overrides) - KNOBS
     if unknown:
         raise DlrmlabError(f"unknown fast-kernel knobs: {', '.join(sorted(unknown))}; valid: "
-                           f"{', '.join(sorted(KNOBS['fast']))}")
+                           f"{', '.join(sorted(KNOBS))}")
     vec_ok = dim % table_dtype(dtype).vector == 0
     tuning = set(overrides) - {"checked"}  # a debugging switch does not make a configuration hand-tuned
     knobs = {"vector": vec_ok, **((tuned_params or {}) if not tuning else {}), **overrides}
@@ -51,10 +51,17 @@ def configure(
 
 
 def configure_here(dim: int, dtype: str, pooling_mean: float, **kwargs: Any) -> tuple[FastConfig, str]:
-    """:func:`configure` with this GPU's family and tuning (user cache, then shipped table); and which."""
-    t = tuned.fast_entry(device.family(), dim, dtype, pooling_mean, split_hot=kwargs.get("split_hot", False))
-    source = "explicit" if any(k in KNOBS["fast"] - {"checked"} for k in kwargs) else t.source
-    return configure(dim, dtype, tuned_params=t.params, **kwargs), source
+    """:func:`configure` with this GPU's knobs, and where they came from: the user's tuning cache, else the
+    shipped table, else the rule derived from the shape and the GPU's properties
+    (:func:`dlrmlab.rules.derive_knobs`, source ``rule``)."""
+    split_hot = kwargs.get("split_hot", False)
+    t = tuned.fast_entry(device.family(), dim, dtype, pooling_mean, split_hot=split_hot)
+    params, source = t.params, t.source
+    if source == "default":
+        params, source = rules.derive_knobs(dim, dtype, pooling_mean, split_hot, device.limits()), "rule"
+    if any(k in KNOBS - {"checked"} for k in kwargs):
+        source = "explicit"
+    return configure(dim, dtype, tuned_params=params, **kwargs), source
 
 
 @dataclass
@@ -170,7 +177,7 @@ class PackedTables:
         """16-byte loads are safe: row width a multiple of the vector and the buffer 16-byte aligned."""
         if self.dim % table_dtype(self.dtype).vector:
             return False
-        return backend.SIMULATOR or self.packed.device_ctypes_pointer.value % 16 == 0
+        return backend.SIMULATOR or checks.aligned(self.packed)
 
 
 def grid_for(cfg: FastConfig, num_bags: int) -> int:
@@ -201,17 +208,18 @@ def fused_forward(
 
     Returns (or fills) a device array of shape (T * B, dim), fp32, bags table-major.
 
-    ``validate=True`` checks what can be checked without reading the arrays (so without a sync, and inside
-    a CUDA-graph capture): dtypes, shapes, the table count, per_sample_weights' length, the output, the
-    memory a new output needs. ``validate="full"`` also reads ids and offsets on the host (a device copy
-    and a sync): offsets from 0, non-decreasing, within the ids; every table's ids within its rows.
-    ``validate=False``: nothing (trusted hot loops). The knob ``checked=True`` checks every id on the device
-    instead (no host copy of the ids): a bad id is not read, and a DlrmlabError after the launch (a sync)
-    names how many there were and the first one.
+    ``validate`` (:class:`dlrmlab.validate.Validation`): ``True`` (``"shapes"``) checks what can be checked
+    without reading the arrays (so without a sync, and inside a CUDA-graph capture): dtypes, shapes, the
+    table count, per_sample_weights' length, the output, the memory a new output needs. ``"full"`` also reads
+    ids and offsets on the host (a device copy and a sync): offsets from 0, non-decreasing, within the ids;
+    every table's ids within its rows. ``False`` (``"off"``): nothing (trusted hot loops). The knob
+    ``checked=True`` checks every id on the device instead (no host copy of the ids): a bad id is not read,
+    and a DlrmlabError after the launch (a sync) names how many there were and the first one.
     """
+    level = checks.Validation.parse(validate)
+    if level is not checks.Validation.OFF:
+        check_jagged(tables, jagged, full=level is checks.Validation.FULL)
     indices, offsets, table_offsets, psw = jagged
-    if validate:
-        check_jagged(tables, jagged, full=validate == "full")
     if table_offsets.shape[0] - 1 != tables.num_tables:
         raise DlrmlabError(f"batch has {table_offsets.shape[0] - 1} tables, packed tables {tables.num_tables}")
     num_bags = offsets.shape[0] - 1
@@ -224,7 +232,7 @@ def fused_forward(
     if config.vector and not tables.vector_ok():
         config = replace(config, vector=False)  # fall back rather than read misaligned
     if out is None:
-        if validate:
+        if level is not checks.Validation.OFF:
             checks.check_memory(f"the output of {num_bags:,} bags x {tables.dim}", device=num_bags * tables.dim * 4)
         out = cuda.device_array((num_bags, tables.dim), np.float32, stream=stream)
     elif tuple(out.shape) != (num_bags, tables.dim):

@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from dlrmlab import backend
@@ -67,3 +68,11 @@ class StageGraph:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def captured(enqueues: Sequence[Callable[[Any], Any]], stream: Any, inputs: Sequence[Any]) -> Iterator[list]:
+    """One captured graph per enqueue function (per batch), all freed on exit (those made so far, if a
+    capture fails)."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(StageGraph.capture(e, inputs=inputs, stream=stream)) for e in enqueues]

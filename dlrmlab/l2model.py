@@ -90,7 +90,9 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
+from dlrmlab.datasets import DATA_DIR_ENV, PAPER_TRACES
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.variants import VARIANTS
 
 #: H100 (80 GB HBM3) L2: 52,428,800 bytes; ``persistingL2CacheMaxSize`` 32,768,000 bytes.
 H100_L2_BYTES = 52_428_800
@@ -117,6 +119,11 @@ def _int(name: str, value: Any, minimum: int | None = 0) -> int:
     if minimum is not None and v < minimum:
         raise DlrmlabError(f"{name} must be >= {minimum}, got {value!r}")
     return v
+
+
+def _one_of(what: str, value: Any, valid: Sequence[str]) -> None:
+    if value not in valid:
+        raise DlrmlabError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
 
 
 # --- cache geometry ---------------------------------------------------------------------------------------
@@ -349,8 +356,7 @@ def layout(
     first (frequencies over the whole trace), as ``l2window`` ranks them. ``split-hot``: ranked, with the
     hottest ``hot_rows[t]`` rows of every table packed together at the front (``fast+window``).
     """
-    if kind not in LAYOUTS:
-        raise DlrmlabError(f"unknown layout {kind!r}; valid: {', '.join(LAYOUTS)}")
+    _one_of("layout", kind, LAYOUTS)
     rb = _int("row_bytes", row_bytes, minimum=1)
     if kind == "plain":
         bases = table_bases(trace.rows, rb, align)
@@ -644,11 +650,9 @@ def _stream(
 
 def _check_options(order: str, tables_at_once: int, pin: str, hit_ratio: Any) -> int:
     """Refuse bad :func:`simulate` options before any work is done; ``tables_at_once`` as a checked int."""
-    if order not in ORDERS:
-        raise DlrmlabError(f"unknown order {order!r}; valid: {', '.join(ORDERS)}")
+    _one_of("order", order, ORDERS)
     k = _int("tables_at_once", tables_at_once, minimum=1)
-    if pin not in PIN_MODES[1:]:
-        raise DlrmlabError(f"unknown pin mode {pin!r}; valid: {', '.join(PIN_MODES[1:])}")
+    _one_of("pin mode", pin, PIN_MODES[1:])
     if pin == "table" and order != "table-major":
         raise DlrmlabError("pin='table' (a pin kernel before each table's lookups) needs order='table-major'")
     if isinstance(hit_ratio, bool) or not isinstance(hit_ratio, (int, float, np.number)) or not 0 <= hit_ratio <= 1:
@@ -765,16 +769,12 @@ class Policy:
     layout: str = "plain"
     hot_rows: int | None = None
     carve_out: int | None = None
-    variants: tuple[str, ...] = field(default=(), compare=False)
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        if self.order not in ORDERS:
-            raise DlrmlabError(f"unknown order {self.order!r}; valid: {', '.join(ORDERS)}")
-        if self.pin not in PIN_MODES:
-            raise DlrmlabError(f"unknown pin mode {self.pin!r}; valid: {', '.join(PIN_MODES)}")
-        if self.layout not in LAYOUTS:
-            raise DlrmlabError(f"unknown layout {self.layout!r}; valid: {', '.join(LAYOUTS)}")
+        _one_of("order", self.order, ORDERS)
+        _one_of("pin mode", self.pin, PIN_MODES)
+        _one_of("layout", self.layout, LAYOUTS)
         _int("tables_at_once", self.tables_at_once, minimum=1)
         if self.hot_rows is not None:
             _int("hot_rows", self.hot_rows, minimum=1)
@@ -791,36 +791,33 @@ L2P_HOT_ROWS = 60_000
 POLICIES: dict[str, Policy] = {
     p.name: p
     for p in (
-        Policy("per-table", variants=("torch", "baseline", "optmt", "rpf", "rpf_l1", "rpf_shared"),
-               description="one launch per table, tables one after another"),
-        Policy("per-table+l2p", pin="table", variants=("l2p", "combined"),
+        Policy("per-table", description="one launch per table, tables one after another"),
+        Policy("per-table+l2p", pin="table",
                description="a pin kernel (evict_last) over each table's 60K hottest rows before its launch"),
-        Policy("per-table+window", pin="window", layout="ranked", variants=("l2window", "combined_window"),
+        Policy("per-table+window", pin="window", layout="ranked",
                description="rows ranked by frequency, a persisting window per table over its hottest rows"),
-        Policy("fast", order="interleaved", tables_at_once=2, variants=("fast", "fast_graph"),
+        Policy("fast", order="interleaved", tables_at_once=2,
                description="one launch for all tables; the bags in flight slide over the tables, about two at a time"),
         Policy("fast+l2p", order="interleaved", tables_at_once=2, pin="batch",
-               variants=("fast+l2p", "fast_graph+l2p"),
                description="the hottest rows of all tables (half of L2) pinned before each batch"),
         Policy("fast+window", order="interleaved", tables_at_once=2, pin="window", layout="split-hot",
-               variants=("fast+window", "fast_graph+window"),
                description="every table's hottest rows packed together behind one persisting window"),
     )
 }
 
 
 def policy_for(variant: str | Policy) -> Policy:
-    """The model policy of a dlrmlab variant name (``"fast_graph+window"`` -> ``fast+window``) or of a
-    policy name."""
+    """The model policy of a dlrmlab variant name (its row's ``l2_policy``: ``"fast_graph+window"`` ->
+    ``fast+window``) or of a policy name."""
     if isinstance(variant, Policy):
         return variant
     name = str(variant)
     if name in POLICIES:
         return POLICIES[name]
-    for p in POLICIES.values():
-        if name in p.variants:
-            return p
-    known = sorted({*POLICIES, *(v for p in POLICIES.values() for v in p.variants)})
+    row = VARIANTS.get(name)
+    if row is not None and row.l2_policy is not None:
+        return POLICIES[row.l2_policy]
+    known = sorted({*POLICIES, *(n for n, v in VARIANTS.items() if v.l2_policy is not None)})
     raise DlrmlabError(f"no L2 model policy for variant {name!r}; valid: {', '.join(known)}")
 
 
@@ -890,6 +887,13 @@ def _result_row(res: L2Result) -> dict:
     return {k: d[k] for k in keep}
 
 
+def _warm_split(tr: Trace, wb: int, what: str) -> tuple[Trace | None, Trace]:
+    """(the first ``wb`` batches, which warm the cache, or None; the batches counted after them)."""
+    if wb >= tr.n_batches:
+        raise DlrmlabError(f"warmup_batches={wb} leaves no batch of {what} ({tr.n_batches} batches) to count")
+    return (tr.select(range(wb)) if wb else None), tr.select(range(wb, tr.n_batches))
+
+
 def hit_rate_table(
     traces: Mapping[str, Any],
     variants: Sequence[str | Policy] = ("per-table", "fast"),
@@ -911,10 +915,7 @@ def hit_rate_table(
     rows = []
     for name, obj in traces.items():
         tr = Trace.of(obj)
-        if wb >= tr.n_batches:
-            raise DlrmlabError(f"warmup_batches={wb} leaves no batch of {name!r} ({tr.n_batches} batches) to count")
-        wu = tr.select(range(wb)) if wb else None
-        measured = tr.select(range(wb, tr.n_batches))
+        wu, measured = _warm_split(tr, wb, repr(name))
         for v in variants:
             pol = policy_for(v)
             res = predict(measured, pol, row_bytes, cfg, warmup=wu, counts_from=tr)
@@ -937,11 +938,7 @@ def carve_out_sweep(
     ``warmup_batches`` batches warm the cache and are not counted."""
     cfg = config or L2Config()
     tr = Trace.of(trace)
-    wb = _int("warmup_batches", warmup_batches)
-    if wb >= tr.n_batches:
-        raise DlrmlabError(f"warmup_batches={wb} leaves no batch of the trace ({tr.n_batches} batches) to count")
-    wu = tr.select(range(wb)) if wb else None
-    measured = tr.select(range(wb, tr.n_batches))
+    wu, measured = _warm_split(tr, _int("warmup_batches", warmup_batches), "the trace")
     rows = []
     for v in variants:
         pol = policy_for(v)
@@ -1091,18 +1088,10 @@ def compare_with_ncu(model_df: pd.DataFrame, ncu_df: pd.DataFrame) -> pd.DataFra
 
 
 def _has_policy(variant: str) -> bool:
-    try:
-        policy_for(variant)
-    except DlrmlabError:
-        return False
-    return True
+    return variant in POLICIES or getattr(VARIANTS.get(variant), "l2_policy", None) is not None
 
 
 # --- datasets for the teaching notebook -------------------------------------------------------------------
-
-#: The artifact's public traces, by the reuse level they stand for.
-TRACE_FILES = {"low": "reuse_low_500K.txt", "medium": "reuse_medium_500K.txt"}
-
 
 def teaching_datasets(data_dir: str | os.PathLike | None = None) -> tuple[dict[str, str], str]:
     """Datasets for the L2 notebook: the real low/medium-reuse traces when found (in ``data_dir``, else
@@ -1110,18 +1099,15 @@ def teaching_datasets(data_dir: str | os.PathLike | None = None) -> tuple[dict[s
 
     Returns ``({label: dataset spec}, note)``; the note says which were used.
     """
-    d = data_dir if data_dir is not None else os.environ.get("DLRMLAB_DATA_DIR")
-    found = {}
+    d = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
+    found: dict[str, Path] = {}
     if d:
-        for level, fname in TRACE_FILES.items():
-            p = Path(d) / fname
-            if p.is_file():
-                found[level] = p
+        found = {level: Path(d) / f.file for level, f in PAPER_TRACES.items() if (Path(d) / f.file).is_file()}
     out: dict[str, str] = {}
-    for level in TRACE_FILES:
+    for level in PAPER_TRACES:
         out[f"{level} (trace)" if level in found else level] = f"trace:{found[level]}" if level in found else level
     out["random"] = "random"
-    if len(found) == len(TRACE_FILES):
+    if len(found) == len(PAPER_TRACES):
         note = f"using the artifact's real traces from {d}"
     elif found:
         note = (f"found only {', '.join(found)} in {d}; the others are the synthetic datasets calibrated to the "
@@ -1138,14 +1124,12 @@ def _resolve_dataset(ds: str, data_dir: str | os.PathLike | None) -> str | None:
     datasets are returned unchanged."""
     if not ds.startswith("trace:"):
         return ds
-    from dlrmlab.datasets import PAPER_TRACES
-
     if ds[6:] in PAPER_TRACES:  # trace:low, trace:medium: found by the datasets module, or nowhere
         return ds if PAPER_TRACES[ds[6:]].find() is not None else None
     p = Path(ds[6:])
     if p.is_file():
         return ds
-    d = data_dir if data_dir is not None else os.environ.get("DLRMLAB_DATA_DIR")
+    d = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
     if d and (Path(d) / p.name).is_file():
         return f"trace:{Path(d) / p.name}"
     return None

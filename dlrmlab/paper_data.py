@@ -37,6 +37,7 @@ from dlrmlab.datasets import (
     read_trace,
 )
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.published import PUBLISHED_COVERAGE
 
 COVERAGE_TOLERANCE = 0.0005  # published shares are rounded to 0.1%
 
@@ -66,11 +67,11 @@ class PaperFile:
 PAPER_FILES: tuple[PaperFile, ...] = (
     PaperFile(
         "trace:low", "trace", PAPER_TRACES["low"], 379_910, 231_073, 499_999,
-        "108ed75d9472b4a6dc72a62cdc7c2baf51915ee41c5abfdcef8a7a253afb4c7b", {60_000: 0.487, 5_000: 0.114},
+        "108ed75d9472b4a6dc72a62cdc7c2baf51915ee41c5abfdcef8a7a253afb4c7b", PUBLISHED_COVERAGE["low"],
     ),
     PaperFile(
         "trace:medium", "trace", PAPER_TRACES["medium"], 429_951, 102_524, 499_997,
-        "628524ab361ec19617039adffab8618701a9a220fda90a1de66289a83e3a6e9e", {60_000: 0.877, 5_000: 0.249},
+        "628524ab361ec19617039adffab8618701a9a220fda90a1de66289a83e3a6e9e", PUBLISHED_COVERAGE["medium"],
     ),
     PaperFile(
         "hot60K:low", "hot rows", ArtifactFile("hot60K_low.txt", "pinned_indices/rj_60K_low_hot_indices.txt"),

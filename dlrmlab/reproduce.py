@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from dlrmlab import backend
-from dlrmlab.errors import DlrmlabError
+from dlrmlab.errors import EXIT_INCORRECT, EXIT_OK, DlrmlabError
 
 
 def select_claims(only: list[str] | None) -> dict:
@@ -86,7 +86,7 @@ def reproduce(
     from dlrmlab.device import family
     from dlrmlab.report import writer
     from dlrmlab.report.claims import CLAIMS
-    from dlrmlab.report.context import Context, environment, resolve_datasets, resolve_preset
+    from dlrmlab.report.context import Context, resolve_datasets, resolve_preset, run_environment
 
     claims = select_claims(only)
     chosen = resolve_preset(preset)
@@ -96,11 +96,11 @@ def reproduce(
     target = Path(out if out is not None else default_dir()) / family()
     previous = writer.check_target(target, force)
     check_results_dir(target)
-    env = environment(command or "dlrmlab " + " ".join(sys.argv[1:]))
+    env = run_environment(command or "dlrmlab " + " ".join(sys.argv[1:]))
     ctx = Context(chosen, usable, skipped, repeats, progress=not quiet, env=env)
     _announce(ctx, target, quiet)
     w = writer.ReportWriter(target, ctx, previous, list(claims), CLAIMS)
-    status = 0
+    status = EXIT_OK
     steps = claims.values()
     if not quiet:
         from tqdm.auto import tqdm
@@ -112,7 +112,7 @@ def reproduce(
         res, secs = run_claim(claim, ctx)
         w.add(claim, res, secs)
         if res.status == "failed" or res.incorrect:
-            status = 1
+            status = EXIT_INCORRECT
         if not quiet:
             steps.write(f"{claim.name}: {res.error if res.status != 'ok' else res.reproduced} ({secs:.0f} s)")
     _print_summary(w.manifest, claims, target)

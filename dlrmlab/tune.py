@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from dlrmlab import backend, device, tuned
-from dlrmlab.config import KNOBS, Combine, json_object
+from dlrmlab.config import Combine, json_object
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.kernels.fused import KNOBS
 
 FAST_SPACE = {"unroll": [8, 10, 12, 15], "bags_per_block": [2, 4, 8], "split": [1, 2], "chunk": [160],
               "max_registers": [64, 80]}
@@ -49,10 +50,10 @@ def parse_space(text: str | None) -> dict | None:
     space = json_object(text, "--space")
     if not space or not all(isinstance(v, list) and v for v in space.values()):
         raise DlrmlabError('--space: a JSON object of knob -> non-empty list, e.g. {"unroll": [8, 12]}')
-    unknown = set(space) - KNOBS["fast"]
+    unknown = set(space) - KNOBS
     if unknown:
         raise DlrmlabError(f"--space: unknown fast-kernel knobs: {', '.join(sorted(unknown))}; valid: "
-                           f"{', '.join(sorted(KNOBS['fast']))}")
+                           f"{', '.join(sorted(KNOBS))}")
     return space
 
 
@@ -74,14 +75,17 @@ def tune_fast(
     """
     from dlrmlab import variants
     from dlrmlab.bench.case import BenchCase
-    from dlrmlab.bench.harness import compare
+    from dlrmlab.bench.comparison import compare
     from dlrmlab.fused import configure
     from dlrmlab.variants import VARIANTS
 
     datasets = [d.strip() for d in dataset.split(",")] if isinstance(dataset, str) else list(dataset)
     if variant not in VARIANTS or "fast" not in VARIANTS[variant].families:
         raise DlrmlabError(f"tune fast needs a fast-path variant, got {variant!r}")
-    split_hot = "window" in VARIANTS[variant].families
+    families = VARIANTS[variant].families
+    # a +window variant tunes the split-hot entry; one that chooses its layout is tuned on plain rows
+    split_hot = "window" in families and "layout" not in families
+    fixed = {"layout": "plain"} if "layout" in families else {}
     space = space or (FAST_SPACE_QUICK if quick else FAST_SPACE)
     cands = []
     for p in _grid(space):
@@ -102,7 +106,7 @@ def tune_fast(
         case = BenchCase.create(stage, name, 0, 4)
         shape = shape or (case.dim, case.dtype, case.stage.pooling.mean)  # one stage: every dataset's shape
         ok = [p for p in cands if _fits(configure, case, p)]
-        rows = compare(case, [(variant, p) for p in ok], repeats=repeats, progress=progress).rows.copy()
+        rows = compare(case, [(variant, {**p, **fixed}) for p in ok], repeats=repeats, progress=progress).rows.copy()
         rows["candidate"] = [json.dumps(p, sort_keys=True) for p in ok]
         per_dataset.append(rows)
         del case  # one workload's tables on the device at a time
@@ -156,7 +160,7 @@ def tune_register_cap(
     """OptMT sweep: time, registers and theoretical occupancy per register cap (best first)."""
     from dlrmlab import occupancy, variants
     from dlrmlab.bench.case import BenchCase
-    from dlrmlab.bench.harness import compare
+    from dlrmlab.bench.comparison import compare
     from dlrmlab.kernels.paper import PaperConfig, build
 
     caps = list(caps or REGISTER_CAPS)

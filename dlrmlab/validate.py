@@ -14,7 +14,7 @@ One module, called from the CLI (shape options), :func:`dlrmlab.api.embedding_ba
 * :func:`per_sample_weights`: length and dtype; :func:`integer_array`; :func:`contiguous`; :func:`aligned`.
 
 Content checks read the arrays on the host (a device array is copied there first). Trusted hot loops skip
-them with ``validate=False`` where the entry point offers it.
+them with ``validate=False`` where the entry point offers it; where there are levels, :class:`Validation`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import math
 import os
 import warnings
 from contextvars import ContextVar
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,23 @@ def arg_seconds(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text!r}")
     return value
+
+class Validation(StrEnum):
+    """How much of a request is checked on the host before a launch: nothing (trusted hot loops); what needs no
+    read of the arrays (dtypes, shapes, counts, memory: no sync, so capturable in a graph); or also ids and
+    offsets, read on the host (a device copy and a sync)."""
+
+    OFF, SHAPES, FULL = "off", "shapes", "full"
+
+    @classmethod
+    def parse(cls, value: bool | str) -> Validation:
+        """A user's ``validate=``: True is :attr:`SHAPES`, False :attr:`OFF`, or a level by name."""
+        if isinstance(value, bool):
+            return cls.SHAPES if value else cls.OFF
+        if value not in tuple(cls):
+            raise DlrmlabError(f"validate must be True, False or one of {', '.join(map(repr, (v.value for v in cls)))}"
+                               f", got {value!r}")
+        return cls(value)
 
 
 # --- memory ------------------------------------------------------------------------------------------------
@@ -315,7 +333,7 @@ def contiguous(x: Any, name: str) -> None:
                            "pass a contiguous copy")
 
 
-def aligned(x: Any, name: str, nbytes: int = 16) -> bool:
+def aligned(x: Any, nbytes: int = 16) -> bool:
     """Whether ``x``'s first element sits on an ``nbytes`` boundary (device arrays; host arrays always)."""
     ptr = getattr(getattr(x, "device_ctypes_pointer", None), "value", None)
     return ptr is None or ptr % nbytes == 0

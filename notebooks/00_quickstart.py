@@ -59,7 +59,7 @@ print("max abs difference from torch:", float(np.abs(ours - t.numpy()).max()))
 # baseline,fast --dataset medium`.
 
 # %%
-from dlrmlab.bench.harness import format_table, run_bench
+from dlrmlab.bench import format_table, run_bench
 
 live = run_bench(["baseline", "fast"], ["medium"], PRESET, repeats=1 if backend.SIMULATOR else None,
                  warmup_s=0.0 if backend.SIMULATOR else None)

@@ -51,7 +51,7 @@ explore.show_committed_claim("configurations")
 # %%
 from dlrmlab.bench.results import load_results
 from dlrmlab.report import figures, style
-from dlrmlab.report.claims import PAPER_STAGE
+from dlrmlab.published import PUBLISHED, up_to
 
 rows = load_results("../results/h100/reproduce.csv")
 names = {"optmt": "OptMT", "optmt_rpf": "OptMT+RPF", "l2p": "L2P (no cap)", "combined": "OptMT+RPF+L2P"}
@@ -60,9 +60,9 @@ kernel = rows.pivot_table(index="label", columns="variant", values="kernel_ms", 
 speedup = kernel[list(names)].rdiv(kernel["baseline"], axis=0).rename(columns=names)
 figures.speedup_bars(speedup, {label: style.bar_style(v) for v, label in names.items()},
                      title=f"On the H100 the paper's configurations give {speedup.max().max():.2f}x at best "
-                           "(paper: up to 2.03x on an A100)",
-                     ylabel="speedup over PyTorch's kernel, kernel time (x)", paper=PAPER_STAGE,
-                     paper_label="paper (A100): up to 2.03x", unity="PyTorch's kernel (1x)",
+                           f"(paper: {up_to('configurations')} on an A100)",
+                     ylabel="speedup over PyTorch's kernel, kernel time (x)", paper=PUBLISHED["configurations"],
+                     paper_label=f"paper (A100): {up_to('configurations')}", unity="PyTorch's kernel (1x)",
                      stamp="measured on an H100, 2026-11-26 (results/h100/reproduce.csv)")
 
 # %%

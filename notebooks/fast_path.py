@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from dlrmlab import backend
-from dlrmlab.bench.harness import format_table, run_bench
+from dlrmlab.bench import format_table, run_bench
 from dlrmlab.bench.results import load_results
 from dlrmlab.fused import configure_here
 from dlrmlab.report import style

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from helpers import rel_err as _rel
 
 from dlrmlab import api, reference, variants
 from dlrmlab.config import Combine
@@ -13,11 +14,6 @@ from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels.fused import FastConfig
 from dlrmlab.kernels.paper import PaperConfig
 from dlrmlab.workload import cast_table, table_as_float32
-
-
-def _rel(out, ref) -> float:
-    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30))
 
 
 def _host(x) -> np.ndarray:
@@ -209,7 +205,9 @@ def test_single_table_variants():
     names = api.single_table_variants()
     assert {"baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf", "fast"} == set(names)
     for n in names:
-        assert variants.get(n).families in (("paper",), ("fast",))
+        assert variants.get(n).families in (("paper",), ("fast",), ("fast", "layout", "window"))
+    with pytest.raises(DlrmlabError, match="layout and L2-window knobs apply to a whole stage"):
+        api.kernel_config("fast", 32, "float32", Combine("sum"), layout="split-hot")
 
 
 def test_unknown_variant_lists_the_table():

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import simulator_only
 
 from dlrmlab import backend, intrinsics
 from dlrmlab.backend import cuda
-
-simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
 
 
 @simulator_only

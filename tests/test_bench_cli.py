@@ -7,30 +7,14 @@ import json
 
 import pandas as pd
 import pytest
+from helpers import run_cli as run
 
 from dlrmlab import backend, cli, device, variants
 from dlrmlab.variants import Prepared, Variant
 
 
-def _prepare_host(case, knobs):
-    return Prepared(lambda i: None, lambda i: case.reference(i))
-
-
 def _add(monkeypatch, name, prepare):
     monkeypatch.setitem(variants.VARIANTS, name, Variant(name, "test only", prepare))
-
-
-@pytest.fixture
-def host_variant(monkeypatch):
-    """A variant that exists with or without torch."""
-    _add(monkeypatch, "_cli_host", _prepare_host)
-    return "_cli_host"
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.mark.torch

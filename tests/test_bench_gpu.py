@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dlrmlab.bench import env, harness, timing
+from dlrmlab.bench import comparison, env, timing
 from dlrmlab.bench.case import BenchCase
 
 
@@ -96,7 +96,7 @@ def test_torch_on_gpu_zero_copy_and_queued_ahead():
     case = BenchCase.create("tiny", "random", n_batches=2)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="torch.as_tensor copied")  # a copy instead of a view: fail
-        res = harness.compare(case, ["torch"], repeats=5, warmup_s=0.05, kernel_repeats=5)
+        res = comparison.compare(case, ["torch"], repeats=5, warmup_s=0.05, kernel_repeats=5)
     row = res.rows.iloc[0]
     assert row["correct"] and row["timing_valid"] and row["device"] != "simulator"
     assert row["n_runs"] == 5 and 0 < row["median_ms"] < 100 and row["host_ms"] > 0
@@ -112,7 +112,7 @@ def test_torch_on_gpu_half_tables(dtype):
     from dlrmlab.workload import preset
 
     case = BenchCase.create(preset("tiny", dtype=dtype), "random", n_batches=1, weighted=True)
-    res = harness.compare(case, "torch", repeats=2, warmup_s=0.0, cold_l2=True)
+    res = comparison.compare(case, "torch", repeats=2, warmup_s=0.0, cold_l2=True)
     assert bool(res.rows.iloc[0]["correct"]), res.rows.iloc[0]["error"]
 
 
@@ -121,7 +121,7 @@ def test_torch_on_gpu_half_tables(dtype):
 def test_serving_loop_on_gpu():
     """Serving mode on the GPU: blocks of consecutive batches, the first untimed; torch against itself."""
     case = BenchCase.create("tiny", "random", n_batches=3)
-    res = harness.compare(case, ["torch", "torch"], repeats=6, warmup_s=0.05, serving_block=4, kernel_repeats=0)
+    res = comparison.compare(case, ["torch", "torch"], repeats=6, warmup_s=0.05, serving_block=4, kernel_repeats=0)
     rows, runs = res.rows, res.runs
     assert (rows["timing_mode"] == "serving").all() and (rows["serving_block"] == 4).all()
     assert list(rows["n_runs"]) == [6, 6] and rows["correct"].all() and rows["median_ms"].gt(0).all()

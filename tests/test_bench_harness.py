@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlrmlab import backend, config, variants
+from dlrmlab import backend, variants
 from dlrmlab.backend import cuda
-from dlrmlab.bench import harness, timing
+from dlrmlab.bench import comparison, schedule, schema, sweep, timing
+from dlrmlab.bench import text as bench_text
 from dlrmlab.bench.case import BenchCase
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.peers import PeerUnavailable
@@ -78,7 +79,7 @@ def prepare_kernel(case):
         case.stream.synchronize()
         return [o.copy_to_host() for o in outs]
 
-    return Prepared(run, result, {"block": case.dim}, "_bag_sum", per_kernel)
+    return Prepared(run, result, {"block": case.dim}, per_kernel)
 
 
 def prepare_missing_peer(case):
@@ -101,14 +102,14 @@ def unregister_variant(name):
 
 @pytest.fixture(scope="module", autouse=True)
 def test_variants():
-    config.KNOBS[TEST_FAMILY] = frozenset({"scale", "crash", "tag"})
+    variants.KNOBS[TEST_FAMILY] = frozenset({"scale", "crash", "tag"})
     register_variant("_np", prepare_numpy, "host numpy, test only")
     register_variant("_kern", prepare_kernel, "naive kernel, test only")
     register_variant("_gone", prepare_missing_peer, "a peer that cannot run here, test only")
     yield
     for name in ("_np", "_kern", "_gone"):
         unregister_variant(name)
-    config.KNOBS.pop(TEST_FAMILY, None)
+    variants.KNOBS.pop(TEST_FAMILY, None)
 
 
 @pytest.fixture(scope="module")
@@ -119,24 +120,25 @@ def case():
 @pytest.mark.parametrize("v", [1, 2, 3, 4])
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 6])
 def test_schedule_rotates_batches(v, n):
-    plan = harness.schedule(v, 4 * n * v, n)
-    assert [(r, k) for r, k, _ in plan] == [(r, k) for r in range(4 * n * v) for k in range(v)]
+    plan = schedule.interleaved_schedule(v, 4 * n * v, n)
+    assert [(s.round, s.variant) for s in plan] == [(r, k) for r in range(4 * n * v) for k in range(v)]
+    assert all(s.timed for s in plan)
     for k in range(v):
-        assert {b for _, kk, b in plan if kk == k} == set(range(n))  # every variant sees every batch
+        assert {s.batch for s in plan if s.variant == k} == set(range(n))  # every variant sees every batch
     if n >= 3:
-        assert all(a[2] != b[2] for a, b in pairwise(plan))  # no run inherits its predecessor's batch
+        assert all(a.batch != b.batch for a, b in pairwise(plan))  # no run inherits its predecessor's batch
 
 
 def test_schedule_single_variant_is_plain_rotation():
-    assert [b for _, _, b in harness.schedule(1, 9, 4)] == [i % 4 for i in range(9)]
-    assert [b for _, _, b in harness.schedule(2, 3, 3)] == [0, 1, 2, 0, 1, 2]
+    assert [s.batch for s in schedule.interleaved_schedule(1, 9, 4)] == [i % 4 for i in range(9)]
+    assert [s.batch for s in schedule.interleaved_schedule(2, 3, 3)] == [0, 1, 2, 0, 1, 2]
 
 
 @pytest.mark.parametrize("v", [1, 2, 3])
 @pytest.mark.parametrize("n", [1, 3, 4])
 @pytest.mark.parametrize(("repeats", "block"), [(50, 8), (7, 8), (3, 8), (10, 2), (9, 4)])
 def test_serving_schedule_blocks(v, n, repeats, block):
-    plan = harness.serving_schedule(v, repeats, n, block)
+    plan = schedule.serving_schedule(v, repeats, n, block)
     for k in range(v):
         mine = [s for s in plan if s.variant == k]
         assert sum(s.timed for s in mine) == repeats  # repeats timed runs per variant
@@ -161,23 +163,23 @@ def test_serving_schedule_blocks(v, n, repeats, block):
 
 
 def test_serving_schedule_default_and_errors():
-    plan = harness.serving_schedule(2, 14, 4)
-    assert harness.DEFAULT_SERVING_BLOCK == 8 and len(plan) == 2 * 2 * 8
+    plan = schedule.serving_schedule(2, 14, 4)
+    assert schedule.DEFAULT_SERVING_BLOCK == 8 and len(plan) == 2 * 2 * 8
     assert [s.variant for s in plan] == [0] * 8 + [1] * 8 + [1] * 8 + [0] * 8  # order rotates each round
-    assert harness.serving_schedule(2, 0, 4) == []
+    assert schedule.serving_schedule(2, 0, 4) == []
     with pytest.raises(DlrmlabError, match="serving_block must be at least 2"):
-        harness.serving_schedule(1, 5, 4, 1)
+        schedule.serving_schedule(1, 5, 4, 1)
 
 
 def test_resolve_timing_mode():
-    assert harness.resolve_timing_mode(None) == "serving"
-    assert harness.resolve_timing_mode(None, cold_l2=True) == "cold_l2"
-    assert harness.resolve_timing_mode("cold_l2") == harness.resolve_timing_mode("cold_l2", True) == "cold_l2"
-    assert harness.resolve_timing_mode("interleaved") == "interleaved"
+    assert schedule.resolve_timing_mode(None) == "serving"
+    assert schedule.resolve_timing_mode(None, cold_l2=True) == "cold_l2"
+    assert schedule.resolve_timing_mode("cold_l2") == schedule.resolve_timing_mode("cold_l2", True) == "cold_l2"
+    assert schedule.resolve_timing_mode("interleaved") == "interleaved"
     with pytest.raises(DlrmlabError, match="timing_mode must be one of serving, interleaved, cold_l2"):
-        harness.resolve_timing_mode("warm")
+        schedule.resolve_timing_mode("warm")
     with pytest.raises(DlrmlabError, match="contradicts"):
-        harness.resolve_timing_mode("serving", cold_l2=True)
+        schedule.resolve_timing_mode("serving", cold_l2=True)
 
 
 def test_summarize():
@@ -188,10 +190,10 @@ def test_summarize():
 
 @pytest.mark.torch
 def test_compare_end_to_end(case):
-    res = harness.compare(case, ["torch", "_np", ("_np", {"scale": 1.5}), "_kern"], kernel_repeats=2, **FAST)
+    res = comparison.compare(case, ["torch", "_np", ("_np", {"scale": 1.5}), "_kern"], kernel_repeats=2, **FAST)
     rows = res.rows
     assert REQUIRED <= set(rows.columns)
-    assert set(harness.ROW_COLUMNS) <= set(rows.columns)
+    assert set(schema.ROW_COLUMNS) <= set(rows.columns)
     assert list(rows["variant"]) == ["torch", "_np", "_np", "_kern"]
     assert (rows["timing_valid"] == (not backend.SIMULATOR)).all()
     assert (rows["device"] == ("simulator" if backend.SIMULATOR else rows["gpu_name"])).all()
@@ -219,7 +221,7 @@ def test_compare_end_to_end(case):
     assert math.isnan(rows.iloc[1]["kernel_ms"])  # no per_kernel: no kernel time
 
     runs = res.runs
-    assert list(runs.columns[: len(harness.RUN_COLUMNS)]) == harness.RUN_COLUMNS
+    assert list(runs.columns[: len(schema.RUN_COLUMNS)]) == schema.RUN_COLUMNS
     assert len(runs) == 3 * 3  # incorrect variant not timed; the untimed first batch of a block not recorded
     assert set(runs["variant"]) == {"torch", "_np", "_kern"}
     assert (runs["timing_mode"] == "serving").all()
@@ -229,7 +231,7 @@ def test_compare_end_to_end(case):
 
 
 def test_crashing_variant_is_reported_not_fatal(case):
-    res = harness.compare(case, [("_np", {"crash": True}), "_np"], **FAST)
+    res = comparison.compare(case, [("_np", {"crash": True}), "_np"], **FAST)
     assert list(res.rows["correct"]) == [False, True]
     assert "RuntimeError: boom" in res.rows.iloc[0]["error"]
     assert math.isnan(res.rows.iloc[1]["speedup_vs_torch"])  # no torch in this comparison
@@ -239,12 +241,12 @@ def test_cold_l2_and_simulator_defaults(case, monkeypatch):
     flushes = []
     real = timing.L2Flusher.flush
     monkeypatch.setattr(timing.L2Flusher, "flush", lambda self: (flushes.append(1), real(self)))
-    res = harness.compare(case, "_np", cold_l2=True, repeats=2, warmup_s=0.0)
+    res = comparison.compare(case, "_np", cold_l2=True, repeats=2, warmup_s=0.0)
     assert bool(res.rows.iloc[0]["cold_l2"]) and len(flushes) == 1 + 2  # one to compile, one per timed run
     assert res.rows.iloc[0]["timing_mode"] == "cold_l2" and pd.isna(res.rows.iloc[0]["serving_block"])
     assert (res.runs["timing_mode"] == "cold_l2").all() and res.runs["cold_l2"].all()
     flushes.clear()
-    res = harness.compare(case, "_np", timing_mode="interleaved", repeats=2, warmup_s=0.0)
+    res = comparison.compare(case, "_np", timing_mode="interleaved", repeats=2, warmup_s=0.0)
     assert not flushes and res.rows.iloc[0]["timing_mode"] == "interleaved" and not res.rows.iloc[0]["cold_l2"]
     assert list(res.runs["batch"]) == [0, 1] and list(res.runs["round"]) == [0, 1]
     if backend.SIMULATOR:
@@ -278,9 +280,9 @@ def prepare_tagged(case, tag: str = "fast"):
 def test_serving_speedup_is_a_per_round_ratio_over_the_same_batches(case, monkeypatch):
     register_variant("_tag", prepare_tagged, "logs its tag, test only")
     try:
-        monkeypatch.setattr(harness, "BASELINE", "_tag")
+        monkeypatch.setattr(comparison, "BASELINE", "_tag")
         monkeypatch.setattr(timing, "StageTimer", FakeTimer)
-        res = harness.compare(case, [("_tag", {"tag": "slow"}), ("_tag", {"tag": "fast"})], repeats=10,
+        res = comparison.compare(case, [("_tag", {"tag": "slow"}), ("_tag", {"tag": "fast"})], repeats=10,
                               warmup_s=0.0, serving_block=4)  # fmt: skip
     finally:
         unregister_variant("_tag")
@@ -294,36 +296,36 @@ def test_serving_speedup_is_a_per_round_ratio_over_the_same_batches(case, monkey
 
 
 def test_unavailable_peer_gets_a_row_and_the_rest_run(case):
-    res = harness.compare(case, ["_gone", "_np"], **FAST)
+    res = comparison.compare(case, ["_gone", "_np"], **FAST)
     gone, ok = res.rows.iloc[0], res.rows.iloc[1]
     assert not gone["correct"] and gone["n_runs"] == 0 and math.isnan(gone["median_ms"])
     assert gone["error"] == "skipped: test peer unavailable: nothing to build it with"
     assert ok["correct"] and ok["n_runs"] == 3 and set(res.runs["variant"]) == {"_np"}
-    text = harness.format_table(res.rows)
+    text = bench_text.format_table(res.rows)
     assert "_gone on random: SKIPPED (test peer unavailable: nothing to build it with)" in text
     assert "INCORRECT" not in text
 
 
 def test_with_timing_columns_upgrades_old_results():
     rows = pd.DataFrame({"variant": ["a", "b"], "cold_l2": [False, True], "n_batches": [4, 4]})
-    up = harness.with_timing_columns(rows)
+    up = schema.with_timing_columns(rows)
     assert list(up.columns) == ["variant", "cold_l2", "timing_mode", "serving_block", "n_batches"]
     assert list(up["timing_mode"]) == ["interleaved", "cold_l2"] and up["serving_block"].isna().all()
     runs = pd.DataFrame({"cold_l2": ["True", "False"], "round": [0, 0]})  # as read back from a CSV
-    assert list(harness.with_timing_columns(runs).columns) == ["cold_l2", "timing_mode", "round"]
-    assert list(harness.with_timing_columns(runs)["timing_mode"]) == ["cold_l2", "interleaved"]
-    assert harness.with_timing_columns(up) is up  # already upgraded: unchanged
+    assert list(schema.with_timing_columns(runs).columns) == ["cold_l2", "timing_mode", "round"]
+    assert list(schema.with_timing_columns(runs)["timing_mode"]) == ["cold_l2", "interleaved"]
+    assert schema.with_timing_columns(up) is up  # already upgraded: unchanged
 
 
 def test_unknown_variant_fails_before_running(case):
     with pytest.raises(DlrmlabError, match="unknown variant 'nope'; valid: .*_np"):
-        harness.compare(case, ["_np", "nope"])
+        comparison.compare(case, ["_np", "nope"])
 
 
 def test_run_bench_sweep_writes_results(tmp_path):
     from dlrmlab.bench.results import load_results
 
-    res = harness.run_bench(
+    res = sweep.run_bench(
         ["_np"], ["random", "zipf:1.1"], "tiny", n_batches=2, repeat_runs=2, include_torch=False,
         out=tmp_path, **FAST,
     )  # fmt: skip
@@ -341,21 +343,21 @@ def test_run_bench_checks_everything_first(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(DlrmlabError, match="unknown dataset"):
-        harness.run_bench(["_np"], ["random", "bogus"], "tiny", include_torch=False)
+        sweep.run_bench(["_np"], ["random", "bogus"], "tiny", include_torch=False)
     with pytest.raises(DlrmlabError, match="cannot be created"):
-        harness.run_bench(["_np"], ["random"], "tiny", include_torch=False, out=blocker / "res")
+        sweep.run_bench(["_np"], ["random"], "tiny", include_torch=False, out=blocker / "res")
     (tmp_path / "res").mkdir()
     (tmp_path / "res" / "bench.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DlrmlabError, match="columns differ"):
-        harness.run_bench(["_np"], ["random"], "tiny", include_torch=False, out=tmp_path / "res")
+        sweep.run_bench(["_np"], ["random"], "tiny", include_torch=False, out=tmp_path / "res")
 
 
 def test_format_table_makes_no_speed_claims_in_simulator(case):
-    res = harness.compare(case, ["_np", ("_np", {"scale": 2.0})], **FAST)
-    text = harness.format_table(res.rows)
+    res = comparison.compare(case, ["_np", ("_np", {"scale": 2.0})], **FAST)
+    text = bench_text.format_table(res.rows)
     assert "INCORRECT" in text
     if backend.SIMULATOR:
-        assert harness.SIMULATOR_NOTICE in text and "speedup" not in text and "ms" not in text
+        assert bench_text.SIMULATOR_NOTICE in text and "speedup" not in text and "ms" not in text
 
 
 def test_prepared_variants_close_last_first_even_when_interrupted(case):
@@ -374,11 +376,11 @@ def test_prepared_variants_close_last_first_even_when_interrupted(case):
 
     register_variant("_closer", prepare_closer, "records its close, test only")
     try:
-        harness.compare(case, [("_closer", {"tag": "a"}), ("_closer", {"tag": "b"})], **FAST)
+        comparison.compare(case, [("_closer", {"tag": "a"}), ("_closer", {"tag": "b"})], **FAST)
         assert closed == ["b", "a"]
         closed.clear()
         with pytest.raises(KeyboardInterrupt):
-            harness.compare(case, [("_closer", {"tag": "a"}), ("_closer", {"tag": "b", "crash": True})], **FAST)
+            comparison.compare(case, [("_closer", {"tag": "a"}), ("_closer", {"tag": "b", "crash": True})], **FAST)
         assert closed == ["b", "a"]
     finally:
         unregister_variant("_closer")

@@ -86,18 +86,29 @@ def test_load_errors(tmp_path):
         append_results(_rows(), "../escape", tmp_path)
 
 
-def test_schema_matches_committed_results():
-    """Changing the row columns would make every later append to the committed results fail."""
+def test_old_files_upgrade_without_the_modules_that_write_them(tmp_path):
+    """The upgrades are a declared table: a process that imported only the results store still appends to
+    an older bench file (no timing_mode) and an older profile file (no params, no dram_read_bytes)."""
+    import subprocess
+    import sys
     from pathlib import Path
 
-    from dlrmlab.bench import harness
-
-    root = Path(__file__).resolve().parents[1] / "results"
-    files = sorted(root.glob("*/reproduce.csv"))
-    if not files:
-        pytest.skip("no committed results")
-    for f in files:
-        assert set(pd.read_csv(f, nrows=0).columns) == set(harness.expected_columns()), f
-        runs = f.with_name("reproduce_runs.csv")
-        if runs.exists():
-            assert set(pd.read_csv(runs, nrows=0).columns) == set(harness.RUN_COLUMNS), runs
+    old_bench = pd.DataFrame({"variant": ["a"], "dataset": ["random"], "n_batches": [4], "cold_l2": [True]})
+    old_bench.to_csv(tmp_path / "bench.csv", index=False)
+    old_profile = pd.DataFrame({"variant": ["a"], "dataset": ["random"], "kernel_regex": ["k"],
+                                "dram_throughput_pct": [50.0]})  # fmt: skip
+    old_profile.to_csv(tmp_path / "profile.csv", index=False)
+    code = (
+        "import sys, pandas as pd\n"
+        "from dlrmlab.bench import results\n"
+        "d = sys.argv[1]\n"
+        "results.append_results(results.upgrade(pd.read_csv(d + '/bench.csv')), 'bench', d)\n"
+        "results.append_results(results.upgrade(pd.read_csv(d + '/profile.csv')), 'profile', d)\n"
+        "assert not [m for m in sys.modules if m.startswith(('dlrmlab.bench.comparison', 'dlrmlab.bench.ncu'))]\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=root)
+    bench = pd.read_csv(tmp_path / "bench.csv")
+    assert list(bench["timing_mode"]) == ["cold_l2", "cold_l2"] and list(bench["trace_wraps"]) == [0, 0]
+    profile = pd.read_csv(tmp_path / "profile.csv")
+    assert len(profile) == 2 and list(profile.columns[2:4]) == ["params", "kernel_regex"]

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import parsers, run_dlrmlab, simulator_only
+from helpers import run_cli as run
 
 from dlrmlab import backend, cli
 from dlrmlab.datasets import dataset_names
-
-ROOT = Path(__file__).resolve().parents[1]
-simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @simulator_only
@@ -125,45 +114,27 @@ def test_usage_errors_exit_2(capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
-def _python(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run(
-        [sys.executable, "-m", "dlrmlab.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
-
-
 def test_module_entry_point_info():
-    p = _python("info")
+    p = run_dlrmlab("info")
     assert p.returncode == 0, p.stderr
     assert ("simulator mode" if backend.SIMULATOR else "compute_capability") in p.stdout
     assert "Traceback" not in p.stderr
 
 
 def test_module_entry_point_exit_code():
-    p = _python("workload", "describe", "--dataset", "nope", "--preset", "tiny")
+    p = run_dlrmlab("workload", "describe", "--dataset", "nope", "--preset", "tiny")
     assert p.returncode == 2
     assert p.stdout == ""
     assert p.stderr.startswith("dlrmlab: error: unknown dataset") and p.stderr.count("\n") == 1
 
 
-def _subparsers(parser):
-    import argparse
-
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield name, sub
-                for sub_name, subsub in _subparsers(sub):
-                    yield f"{name} {sub_name}", subsub
-
-
 def test_one_preset_rule():
     """Every command that takes --preset defaults to auto: paper on a GPU, tiny in the simulator."""
     with_preset = {}
-    for name, sub in _subparsers(cli.build_parser()):
+    for name, sub in parsers(cli.build_parser(), ""):
         for action in sub._actions:
             if "--preset" in action.option_strings:
-                with_preset[name] = action.default
+                with_preset[name.strip()] = action.default
     assert {"workload describe", "bench", "tune", "profile"} <= set(with_preset)
     assert set(with_preset.values()) == {"auto"}, with_preset
     args = cli.build_parser().parse_args(["workload", "describe", "--dataset", "random"])

@@ -1,4 +1,4 @@
-"""Issue 12 on the command line: --version, info's versions and reasons, help for every option, exit codes,
+"""The command line's edges: --version, info's versions and reasons, help for every option, exit codes,
 Ctrl-C (exit 130, rows kept), a closed stdout, one-line trace warnings, refused and repeated options, where
 results go by default, tune in the simulator."""
 
@@ -6,37 +6,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
+import signal
 import subprocess
-import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import ROOT, dlrmlab_process, parsers, simulator_only
+from helpers import run_cli as run
 
 import dlrmlab
-from dlrmlab import backend, cli, device, variants
-from dlrmlab.bench import harness, results
-from dlrmlab.variants import Prepared, Variant
-
-ROOT = Path(__file__).resolve().parents[1]
-simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-@pytest.fixture
-def host_variant(monkeypatch):
-    monkeypatch.setitem(variants.VARIANTS, "_hard_host",
-                        Variant("_hard_host", "test only", lambda case, knobs: Prepared(
-                            lambda i: None, lambda i: case.reference(i))))  # fmt: skip
-    return "_hard_host"
-
+from dlrmlab import backend, cli, device
+from dlrmlab.bench import comparison, results, sweep
 
 BENCH = ["--preset", "tiny", "--no-torch", "--quiet", "--repeats", "1", "--warmup", "0"]
 
@@ -77,18 +60,10 @@ def test_simulator_reason_names_user_setting(monkeypatch):
     assert backend.simulator_reasons() == ["NUMBA_ENABLE_CUDASIM=1 is set in the environment"]
 
 
-def _parsers(parser, name="dlrmlab"):
-    yield name, parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub_name, sub in action.choices.items():
-                yield from _parsers(sub, f"{name} {sub_name}")
-
-
 def test_every_option_has_help():
     missing = [
         f"{name}: {'/'.join(a.option_strings) or a.dest}"
-        for name, p in _parsers(cli.build_parser())
+        for name, p in parsers(cli.build_parser())
         for a in p._actions
         if not isinstance(a, argparse._SubParsersAction) and not a.help
     ]
@@ -118,7 +93,7 @@ def test_readme_documents_cpu_torch_notebooks_and_traces():
 
 
 def test_ctrl_c_mid_sweep_keeps_rows_and_exits_130(capsys, tmp_path, monkeypatch, host_variant):
-    real = harness.compare
+    real = comparison.compare
     calls = []
 
     def compare(*a, **k):
@@ -127,7 +102,7 @@ def test_ctrl_c_mid_sweep_keeps_rows_and_exits_130(capsys, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(harness, "compare", compare)
+    monkeypatch.setattr(sweep, "compare", compare)
     rc, out, err = run(capsys, "bench", "--variant", host_variant, "--dataset", "random,zipf:1.1",
                        "--out", str(tmp_path), *BENCH)  # fmt: skip
     assert rc == 130
@@ -140,15 +115,10 @@ def test_ctrl_c_mid_sweep_keeps_rows_and_exits_130(capsys, tmp_path, monkeypatch
 
 def test_sigint_to_a_real_bench_process(tmp_path):
     """A real SIGINT once the first dataset's rows are on disk: exit 130, the rows kept, no traceback."""
-    import signal
-    import time
-
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     datasets = ",".join(["random"] + [f"zipf:1.{i}" for i in range(1, 9)])
-    p = subprocess.Popen([sys.executable, "-m", "dlrmlab.cli", "bench", "--variant", "baseline", "--dataset", datasets,
-                          "--preset", "tiny", "--no-torch", "--quiet", "--repeats", "1", "--warmup", "0",
-                          "--out", str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)  # fmt: skip
+    p = dlrmlab_process("bench", "--variant", "baseline", "--dataset", datasets, "--preset", "tiny", "--no-torch",
+                        "--quiet", "--repeats", "1", "--warmup", "0", "--out", str(tmp_path),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     csv = tmp_path / device.family() / "bench.csv"
     t0 = time.time()
     while not csv.exists() and p.poll() is None and time.time() - t0 < 120:
@@ -161,28 +131,25 @@ def test_sigint_to_a_real_bench_process(tmp_path):
     assert 1 <= len(pd.read_csv(csv)) < 9
 
 
-def test_ctrl_c_before_anything_saved(capsys, monkeypatch):
+@pytest.mark.parametrize(
+    ("raised", "code", "message"),
+    [
+        pytest.param(KeyboardInterrupt, 130, "dlrmlab: interrupted: no result rows were appended",
+                     id="ctrl-c-before-anything-saved"),
+        pytest.param(BrokenPipeError, 141, "", id="broken-pipe-is-quiet"),
+    ],
+)
+def test_exit_code_of_an_interrupted_command(capsys, monkeypatch, raised, code, message):
     def boom(args):
-        raise KeyboardInterrupt
+        raise raised
 
     monkeypatch.setitem(cli._COMMANDS, "info", boom)
     rc, _, err = run(capsys, "info")
-    assert rc == 130 and "interrupted: no result rows were appended" in err
-
-
-def test_broken_pipe_is_quiet(capsys, monkeypatch):
-    def boom(args):
-        raise BrokenPipeError
-
-    monkeypatch.setitem(cli._COMMANDS, "info", boom)
-    rc, _, err = run(capsys, "info")
-    assert rc == 141 and err == ""
+    assert (rc, err.strip()) == (code, message)  # (the interrupt's line starts on a line of its own)
 
 
 def test_closed_stdout_in_a_real_process():
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    p = subprocess.Popen([sys.executable, "-m", "dlrmlab.cli", "info", "--json"], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    p = dlrmlab_process("info", "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdout.close()  # the reader is gone before the first write (the import takes longer)
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) in (0, 141)

@@ -13,13 +13,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import ROOT
 
 from dlrmlab.bench.case import BenchCase
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.peers import PeerUnavailable, cuembed
 from dlrmlab.workload import preset
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def shared_cuembed() -> Path | None:
@@ -236,10 +235,10 @@ def test_prepare_checks_knobs_then_availability(case):
     with pytest.raises(DlrmlabError, match="variant 'cuembed' does not take 'unroll'; it takes: cuembed_dir, layout"):
         variants.knobs_for("cuembed", {"unroll": 4})
     with pytest.raises(DlrmlabError, match="variant 'cuembed_graph': mode='max'"):
-        cuembed.prepare_graph(dataclasses.replace(case, mode="max"), {})
+        cuembed.prepare(dataclasses.replace(case, mode="max"), {}, graph=True)
     if cuembed.backend.SIMULATOR:
         with pytest.raises(PeerUnavailable, match="simulator mode"):
-            cuembed.prepare_graph(case, {"cuembed": {"layout": "fixed"}})
+            cuembed.prepare(case, {"cuembed": {"layout": "fixed"}}, graph=True)
     assert {"cuembed", "cuembed_graph"} <= set(variants.VARIANTS)
 
 
@@ -309,11 +308,11 @@ def _need_peer():
 @pytest.mark.parametrize("graph", [False, True], ids=["cuembed", "cuembed_graph"])
 @pytest.mark.parametrize(("stage", "layout"), GPU_CASES)
 def test_cuembed_matches_reference(stage, layout, graph):
-    from dlrmlab.bench.harness import check_result
+    from dlrmlab.bench.comparison import check_result
 
     _need_peer()
     c = tiny_case(**stage)
-    prep = (cuembed.prepare_graph if graph else cuembed.prepare)(c, {"cuembed": {"layout": layout}})
+    prep = cuembed.prepare(c, {"cuembed": {"layout": layout}}, graph=graph)
     try:
         for i in (0, 1, 0):
             err, ok, why = check_result(c, prep.result(i), i)
@@ -329,11 +328,11 @@ def test_cuembed_matches_reference(stage, layout, graph):
 
 @pytest.mark.gpu
 def test_cuembed_in_the_harness():
-    from dlrmlab.bench import harness
+    from dlrmlab.bench import comparison
 
     _need_peer()
     c = tiny_case(sparse_feature_size=128, batch_size=256, pooling=20)
-    res = harness.compare(c, ["cuembed", "cuembed_graph", ("cuembed", {"layout": "fixed"})], repeats=14,
+    res = comparison.compare(c, ["cuembed", "cuembed_graph", ("cuembed", {"layout": "fixed"})], repeats=14,
                           warmup_s=0.05, kernel_repeats=4)
     rows = res.rows
     assert rows["correct"].all(), list(rows["error"])

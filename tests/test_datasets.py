@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import warnings
 from functools import cache
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import find_paper_dir
 
 from dlrmlab import cli, hotness
 from dlrmlab.datasets import (
@@ -29,20 +29,11 @@ SYNTHETIC = [
     "random", "uniform", "zipf:1.05", "zipf:0", "low", "medium", "high", "synthetic-low", "synthetic-medium",
     "synthetic-high",
 ]
-ROOT = Path(__file__).resolve().parents[1]
 # Trace streams announce dropped ids and wraps; the tests that are about that use pytest.warns.
 pytestmark = pytest.mark.filterwarnings("ignore::dlrmlab.datasets.TraceWarning")
 
 
-def _paper_dir() -> Path | None:
-    """The artifact's files: $DLRMLAB_DATA_DIR, or ../shared/data/paper_traces beside the repository."""
-    for d in (os.environ.get("DLRMLAB_DATA_DIR"), ROOT.parent / "shared" / "data" / "paper_traces"):
-        if d and (Path(d) / "reuse_low_500K.txt").is_file() and (Path(d) / "reuse_medium_500K.txt").is_file():
-            return Path(d)
-    return None
-
-
-PAPER_DIR = _paper_dir()
+PAPER_DIR = find_paper_dir(["reuse_low_500K.txt", "reuse_medium_500K.txt"])
 needs_traces = pytest.mark.skipif(PAPER_DIR is None, reason="the artifact's traces are not available")
 
 
@@ -278,17 +269,21 @@ def test_empty_trace_spec():
 # --- trace files -----------------------------------------------------------------------------------------
 
 
-def test_read_trace_basic(tmp_path):
-    p = write_trace(tmp_path / "t.txt", "5\n1\n9\n2\n")
-    ids = read_trace(p)
-    assert ids.dtype == np.int64
-    np.testing.assert_array_equal(ids, [5, 1, 9, 2])
-    np.testing.assert_array_equal(read_trace(str(p)), [5, 1, 9, 2])
-
-
-def test_read_trace_blank_lines_whitespace_crlf_and_no_final_newline(tmp_path):
-    p = write_trace(tmp_path / "t.txt", "\n 7\n\n\t12 \r\n0\r\n\n\n123456789012\n\n3")
-    np.testing.assert_array_equal(read_trace(p), [7, 12, 0, 123456789012, 3])
+@pytest.mark.parametrize(
+    ("text", "ids"),
+    [
+        pytest.param("5\n1\n9\n2\n", [5, 1, 9, 2], id="basic"),
+        pytest.param("\n 7\n\n\t12 \r\n0\r\n\n\n123456789012\n\n3", [7, 12, 0, 123456789012, 3],
+                     id="blank-lines-whitespace-crlf-no-final-newline"),
+        pytest.param("9223372036854775807\n0\n", [2**63 - 1, 0], id="largest-int64"),
+    ],
+)
+def test_read_trace(tmp_path, text, ids):
+    p = write_trace(tmp_path / "t.txt", text)
+    got = read_trace(p)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, ids)
+    np.testing.assert_array_equal(read_trace(str(p)), ids)  # a path given as a string
 
 
 def test_read_trace_many_ids_and_blank_lines(tmp_path):
@@ -304,11 +299,6 @@ def test_read_trace_error_line_number_counts_blank_lines(tmp_path):
     p = write_trace(tmp_path / "t.txt", "\n".join(lines) + "\n")
     with pytest.raises(DlrmlabError, match=re.escape(f"{p}:777: not an integer row id: '7x'")):
         read_trace(p)
-
-
-def test_read_trace_largest_int64(tmp_path):
-    p = write_trace(tmp_path / "t.txt", "9223372036854775807\n0\n")
-    np.testing.assert_array_equal(read_trace(p), [2**63 - 1, 0])
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from dlrmlab import reference  # noqa: E402
-from dlrmlab.dlrm.embedding import (  # noqa: E402
-    IMPLEMENTATIONS,
-    EmbeddingBagCollection,
-    direct_paper,
-    paper_accepts_out,
-)
+from dlrmlab.dlrm.embedding import EmbeddingBagCollection, implementations  # noqa: E402
 from dlrmlab.dlrm.kjt import KeyedJaggedTensor  # noqa: E402
 from dlrmlab.dlrm.model import DLRM, make_dense  # noqa: E402
 from dlrmlab.errors import DlrmlabError  # noqa: E402
@@ -40,7 +35,7 @@ def _clone(k: KeyedJaggedTensor) -> KeyedJaggedTensor:
                              [o.clone() for o in k.key_offsets])  # fmt: skip
 
 
-@pytest.mark.parametrize("impl", list(IMPLEMENTATIONS))
+@pytest.mark.parametrize("impl", list(implementations()))
 def test_every_plugin_matches_torch(case, impl):
     _, batches, tables, kjts = case
     ebc = EmbeddingBagCollection.from_arrays(tables, impl, device="cuda")
@@ -89,27 +84,12 @@ def test_whole_batch_graph_replays_and_refills(case, impl):
     with torch.inference_mode():
         want = [m(dense[i], kjts[i]).clone() for i in range(2)]
         pm = m.with_embedding(impl)
-        if impl == "rpf" and direct_paper() is None and not paper_accepts_out():
-            pytest.skip("the paper family allocates per call here: not capturable")
         g = CapturedCall(pm, dense[0].clone(), _clone(kjts[0]))
         torch.testing.assert_close(g.replay().clone(), want[0], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(g.call(dense[1], kjts[1]).clone(), want[1], rtol=1e-5, atol=1e-6)
         pm(dense[0], kjts[0])  # eager calls in between (same buffers) do not break the next replay
         torch.testing.assert_close(g.replay().clone(), want[1], rtol=1e-5, atol=1e-6)
         g.close()
-
-
-def test_paper_variants_refuse_capture_before_launching(case):
-    from dlrmlab.dlrm.measure import Inputs, make_pipeline
-
-    if direct_paper() is not None or paper_accepts_out():
-        pytest.skip("the paper family runs into preallocated outputs here: it is capturable")
-    stage, _, _, _ = case
-    m = _model(stage)
-    with torch.inference_mode():
-        inputs = Inputs.make(Workload(stage, "random", seed=1), m, 1)
-        with pytest.raises(DlrmlabError, match="cannot be captured"):
-            make_pipeline(m, "rpf_graph", inputs, {})
 
 
 def test_tables_on_the_wrong_device_are_refused(case):
@@ -128,7 +108,7 @@ def test_measurement_with_every_pipeline():
     from dlrmlab.dlrm.measure import run_dlrm
 
     stage = preset("paper", tables=4, rows=20_000, batch_size=256, pooling=20)
-    names = ["optmt", "rpf", "fast", "fast_graph", "torch_graph"] + (["rpf_graph"] if direct_paper() else [])
+    names = ["optmt", "rpf", "fast", "fast_graph", "torch_graph", "rpf_graph"]
     df, skipped = run_dlrm(names, ["random"], stage,
                            batch_sizes=[128, 256], repeats=5, n_batches=2, warmup_s=0.05)  # fmt: skip
     assert skipped == {}

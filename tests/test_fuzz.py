@@ -13,9 +13,8 @@ import pytest
 from dlrmlab import backend, variants
 from dlrmlab.bench import fuzz
 
-simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
 
-
+@pytest.mark.slow
 def test_tiny_run_every_available_variant(tmp_path, capsys):
     rc = fuzz.main(["--cases", "2", "--size", "tiny", "--seed", "3", "--out", str(tmp_path), "--quiet"])
     out = capsys.readouterr().out

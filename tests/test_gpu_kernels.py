@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import rel_err as _rel
 
 from dlrmlab import api, reference
 from dlrmlab.workload import Workload, cast_table, preset, table_as_float32
 
 pytestmark = pytest.mark.gpu
-
-
-def _rel(out, ref):
-    return float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30))
 
 
 @pytest.fixture(scope="module")

@@ -3,21 +3,20 @@ SIGINT sent mid-run to a child process that runs L2-changing variants (a user's 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from helpers import subprocess_env
 
 pytestmark = pytest.mark.gpu
 
 CHILD = r"""
 import sys
 from dlrmlab import cudart
-from dlrmlab.bench.harness import run_bench
+from dlrmlab.bench import run_bench
 before = cudart.get_persisting_l2_limit()
 print("BEFORE", before, flush=True)
 try:
@@ -31,11 +30,8 @@ print("FINISHED", flush=True)
 
 
 def test_sigint_mid_run_restores_persisting_limit():
-    root = str(Path(__file__).parent.parent)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), root) if p)}
     proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                            env=subprocess_env(PYTHONUNBUFFERED="1"))
     before = None
     t0 = time.monotonic()
     line = proc.stdout.readline()

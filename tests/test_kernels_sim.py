@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hypothesis
 import numpy as np
 import pytest
+from helpers import examples
+from helpers import rel_err as _rel
 
 from dlrmlab import api, hotness, reference
 from dlrmlab.backend import cuda
@@ -12,11 +15,6 @@ from dlrmlab.errors import DlrmlabError
 from dlrmlab.fused import PackedTables, configure, fused_forward
 from dlrmlab.kernels.fused import FastConfig
 from dlrmlab.workload import Workload, cast_table, preset, table_as_float32
-
-
-def _rel(out, ref):
-    return float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30))
-
 
 PAPER_VARIANTS = ["baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf"]
 
@@ -212,11 +210,11 @@ def test_fast_split_hot_layout_matches_reference(budget_rows):
     assert _rel(out, ref) <= 1e-6
 
 
-hypothesis = pytest.importorskip("hypothesis")
 st = hypothesis.strategies
 
 
-@hypothesis.settings(max_examples=12, deadline=None)
+@pytest.mark.slow
+@hypothesis.settings(max_examples=examples(12))
 @hypothesis.given(
     dim=st.integers(1, 70),
     dtype=st.sampled_from(["float32", "float16", "bfloat16"]),
@@ -242,3 +240,16 @@ def test_fast_fuzz(dim, dtype, tables, hi, weighted, unroll, chunk, seed):
         ]
     )
     assert _rel(out, ref) <= 1e-6 or np.abs(out - ref).max() <= 1e-5
+
+
+def test_id_staging_is_parsed_once_and_recorded_as_its_string():
+    from dlrmlab.kernels.fused import KNOBS, IdStaging
+
+    cfg = FastConfig(dim=8, ids="registers")
+    assert cfg.ids is IdStaging.REGISTERS and cfg == FastConfig(dim=8, ids=IdStaging.REGISTERS)
+    assert type(cfg.params()["ids"]) is str and cfg.params()["ids"] == "registers"
+    with pytest.raises(DlrmlabError, match="ids must be 'shared' or 'registers', got 'global'"):
+        FastConfig(dim=8, ids="global")
+    # the knobs are FastConfig's fields but those the shape and layout decide
+    assert KNOBS == {"unroll", "bags_per_block", "split", "chunk", "ids", "max_registers", "vector", "checked",
+                     "load_hint"}

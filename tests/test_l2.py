@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import simulator_only
 
 from dlrmlab import backend, cudart, l2pin, l2window
 from dlrmlab.backend import cuda
 from dlrmlab.errors import DlrmlabError
-
-simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
 
 # Table 0: 4-byte rows, counts [10, 6, 2, 0] -> accesses/byte 2.5, 1.5, 0.5, 0
 # Table 1: 8-byte rows, counts [30, 3, 0]    -> accesses/byte 3.75, 0.375, 0
@@ -118,7 +117,7 @@ def test_pin_runs_in_simulator(dtype, dim):
 
 def test_gpu_without_l2_persistence_is_refused_before_any_state_change(monkeypatch):
     """A GPU reporting no persisting L2 (pre-Ampere) gets a clear error; no cudart call changes state."""
-    from dlrmlab import backend, cudart, l2window
+    from dlrmlab import cudart, l2window
 
     monkeypatch.setattr(backend, "SIMULATOR", False)
     props = {"name": "Old GPU", "persisting_l2_max_bytes": 0, "access_policy_max_window_bytes": 0}

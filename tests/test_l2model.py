@@ -384,17 +384,6 @@ def test_ncu_predictions_and_compare():
         m.compare_with_ncu(model, ncu.drop(columns="l2_hit_rate"))
 
 
-def test_the_committed_profile_has_what_the_comparison_needs():
-    from pathlib import Path
-
-    path = Path(__file__).parent.parent / "results" / "h100" / "profile.csv"
-    if not path.exists():
-        pytest.skip("no committed H100 profile")
-    ncu = pd.read_csv(path)
-    assert {"variant", "dataset", "l2_hit_rate", "l1_hit_rate", "preset", "seed"} <= set(ncu.columns)
-    assert any(m._has_policy(v) for v in ncu["variant"])
-
-
 def test_teaching_datasets(tmp_path, monkeypatch):
     monkeypatch.delenv("DLRMLAB_DATA_DIR", raising=False)
     ds, note = m.teaching_datasets()

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import FIXTURES
 
 from dlrmlab import backend, cli, device
 from dlrmlab.bench import ncu
 from dlrmlab.errors import DlrmlabError
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RAW = FIXTURES / "ncu_raw_h200_baseline.csv"
 #: build_command's exact metric set on ncu 2025.3.1 (H200, 2026-11-26): a tiny Numba copy kernel named
 #: embedding_bag_tiny, 5 launches interleaved with other_kernel, the 3rd profiled (launch-skip 2).
@@ -390,7 +390,8 @@ def test_cli_profile_in_simulator_mode(capsys, tmp_path):
 
 def test_default_kernel_regex():
     assert ncu.default_kernel_regex("torch") == "EmbeddingBag"
-    assert ncu.default_kernel_regex("baseline") == "embedding_bag"
+    assert ncu.default_kernel_regex("baseline") == "embedding_bag_paper"
+    assert ncu.default_kernel_regex("fast_graph+l2p") == "embedding_bag_fast"  # never the pin kernel beside it
     assert ncu.default_kernel_regex("cuembed_graph") == "EmbeddingLookUpKernel"
 
 
@@ -443,11 +444,9 @@ def test_ncu_target_runs_a_variant(monkeypatch, capsys):
 
     def prepare(case, knobs):
         calls.append(knobs)
-        return Prepared(
-            run=calls.append, result=lambda i: [], kernel_regex="my_kernel", close=lambda: calls.append("closed")
-        )
+        return Prepared(run=calls.append, result=lambda i: [], close=lambda: calls.append("closed"))
 
-    test_variant = Variant("_ncu_test_variant", "test only", prepare, ("fast",))
+    test_variant = Variant("_ncu_test_variant", "test only", prepare, ("fast",), kernels="my_kernel")
     monkeypatch.setitem(variants.VARIANTS, "_ncu_test_variant", test_variant)
     argv = ["--variant", "_ncu_test_variant", "--dataset", "random", "--preset", "tiny", "--iters", "6",
             "--n-batches", "2", "--knobs", '{"unroll": 4}']  # fmt: skip

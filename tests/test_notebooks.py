@@ -8,11 +8,11 @@ per-cell timeout in seconds (default 300).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
+from helpers import ROOT, subprocess_env
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -42,10 +42,13 @@ def _inject_preset(nb) -> None:
             return
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, monkeypatch):
     # The kernel draws inline, as in JupyterLab, even where the caller set a headless MPLBACKEND (CI sets Agg).
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # The kernel imports this checkout's dlrmlab, whichever copy the environment has installed.
+    monkeypatch.setenv("PYTHONPATH", subprocess_env()["PYTHONPATH"])
     nb = nbformat.read(path, as_version=4)
     _inject_preset(nb)
     client = nbclient.NotebookClient(

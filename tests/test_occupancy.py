@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import FIXTURES, simulator_only
 
-from dlrmlab import backend, device, occupancy
+from dlrmlab import device, occupancy
 from dlrmlab.config import register_cap
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels import paper
 
 H100 = device.H100_LIMITS
-simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
 
 
 @pytest.mark.parametrize(
@@ -144,11 +144,9 @@ def test_compiled_needs_a_launched_kernel():
 def test_calculator_matches_ncu_theoretical_occupancy_from_fixture():
     """Cross-check against Nsight Compute: the calculator gives ncu's theoretical occupancy for the kernel
     ncu profiled (registers and block size read from the committed capture)."""
-    from pathlib import Path
-
     from dlrmlab.bench import ncu
 
-    fixtures = sorted((Path(__file__).parent / "fixtures").glob("ncu_raw_*.csv"))
+    fixtures = sorted(FIXTURES.glob("ncu_raw_*.csv"))
     assert fixtures
     for path in fixtures:
         for _, row in ncu.parse_raw_csv(path.read_text()).iterrows():

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parents[1]
 #: PyPI name -> conda-forge name, where they differ.
 CONDA_NAME = {"torch": "pytorch"}
 #: A pip requirement with extras -> the conda-forge line that does the same. ``numba-cuda[cu12]`` (the ``gpu``
@@ -19,19 +19,13 @@ CONDA_EQUIVALENT = {"numba-cuda[cu12]": ("cuda-version", frozenset({">=12", "<13
 IGNORED_CONDA = {"python", "pip"}
 
 
-def normalise(name: str) -> str:
-    return re.sub(r"[-_]+", "-", name.strip()).lower()
-
-
 def split(requirement: str) -> tuple[str, frozenset[str]]:
-    """``"numpy>=2,<2.5"`` -> ``("numpy", {">=2", "<2.5"})``; extras stay on the name
-    (``"numba-cuda[cu12]>=0.30"`` -> ``("numba-cuda[cu12]", {">=0.30"})``). Markers are not used here."""
-    m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[A-Za-z0-9_,\s-]+\])?\s*(.*?)\s*", requirement)
-    assert m, f"cannot parse requirement {requirement!r}"
-    name, extras, spec = m.groups()
-    assert not spec.startswith((";", "@")), f"unsupported requirement form {requirement!r}"
-    clauses = frozenset(c.replace(" ", "") for c in spec.split(",") if c.strip())
-    return normalise(name) + (extras.replace(" ", "") if extras else ""), clauses
+    """A requirement (PEP 508, which the conda lines used here also are) as its normalised name, extras kept on
+    it (``numba-cuda[cu12]``), and its version clauses; markers and URLs are not used here."""
+    r = Requirement(requirement)
+    assert r.marker is None and r.url is None, f"unsupported requirement form {requirement!r}"
+    extras = f"[{','.join(sorted(r.extras))}]" if r.extras else ""
+    return canonicalize_name(r.name) + extras, frozenset(str(c) for c in r.specifier)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +52,7 @@ def pip_requirements(pyproject) -> dict[str, frozenset[str]]:
         name, spec = split(r)
         if name in CONDA_EQUIVALENT:
             name, spec = CONDA_EQUIVALENT[name]
-        name = normalise(CONDA_NAME.get(name, name))
+        name = canonicalize_name(CONDA_NAME.get(name, name))
         assert name not in out, f"{name} listed twice in pyproject.toml"
         out[name] = spec
     return out
@@ -85,13 +79,6 @@ def conda_requirements(environment) -> dict[str, frozenset[str]]:
         assert name not in out, f"{name} listed twice in environment.yml"
         out[name] = spec
     return out
-
-
-def test_split():
-    assert split("numpy>=2,<2.5") == ("numpy", frozenset({">=2", "<2.5"}))
-    assert split("Cuda_Bindings >= 12.6") == ("cuda-bindings", frozenset({">=12.6"}))
-    assert split("pip") == ("pip", frozenset())
-    assert split("numba-cuda[cu12]>=0.30") == ("numba-cuda[cu12]", frozenset({">=0.30"}))
 
 
 def test_files_parse(pyproject, environment, pip_requirements, conda_requirements):

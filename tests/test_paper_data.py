@@ -5,30 +5,22 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import find_paper_dir
+from helpers import run_cli as run
 
-from dlrmlab import cli, paper_data
+from dlrmlab import paper_data
 from dlrmlab.datasets import ARTIFACT_COMMIT, ArtifactFile
 from dlrmlab.paper_data import PAPER_FILES, PaperFile
 
-ROOT = Path(__file__).resolve().parents[1]
 RAW = f"https://raw.githubusercontent.com/rishucoding/reproduce_MICRO24_GPU_DLRM_inference/{ARTIFACT_COMMIT}/datasets/"
 
 
-def _paper_dir() -> Path | None:
-    """The artifact's files: $DLRMLAB_DATA_DIR, or ../shared/data/paper_traces beside the repository."""
-    for d in (os.environ.get("DLRMLAB_DATA_DIR"), ROOT.parent / "shared" / "data" / "paper_traces"):
-        if d and all((Path(d) / pf.file).is_file() for pf in PAPER_FILES):
-            return Path(d)
-    return None
-
-
-PAPER_DIR = _paper_dir()
+PAPER_DIR = find_paper_dir([pf.file for pf in PAPER_FILES])
 
 
 @pytest.fixture
@@ -46,12 +38,6 @@ def empty_data_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("DLRMLAB_DATA_DIR", str(d))
     monkeypatch.setenv("DLRMLAB_CACHE_DIR", str(tmp_path / "cache"))
     return d
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def one_line_error(rc: int, err: str) -> None:

@@ -3,7 +3,7 @@
 Hypothesis draws the stage (1-3 tables of 1-40 rows, widths 1, 3, 4, 8, 12, batch 1-6, fixed or uniform
 pooling with empty bags, sum / weighted sum / mean, fp32 / fp16 / bf16 tables, int32 / int64 ids, a
 uniform or a skewed id stream) and compares the variant's output with the reference through
-:func:`dlrmlab.bench.harness.check_result`. A combination a variant refuses up front (a
+:func:`dlrmlab.bench.comparison.check_result`. A combination a variant refuses up front (a
 :class:`~dlrmlab.errors.DlrmlabError` from ``prepare``) is skipped with ``assume``; anything refused or
 raised later is a failure. In simulator mode the GPU-only variants are not available here and the
 others run in Numba's CUDA simulator (small examples keep the whole file under a minute).
@@ -14,19 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from helpers import examples as n_examples
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from dlrmlab import variants
 from dlrmlab.bench.case import BenchCase
-from dlrmlab.bench.harness import check_result
+from dlrmlab.bench.comparison import check_result
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.workload import EmbeddingStage, Pooling
 
 #: Every variant that can run on this machine (the simulator: no GPU-only ones; torch if it imports).
 AVAILABLE = variants.names(available_only=True)
-#: Hypothesis examples per variant: the simulator runs one Python thread per CUDA thread.
-EXAMPLES = 10
+#: Hypothesis examples per variant (``dev`` profile; fewer under ``ci``): the simulator runs one Python thread per
+#: CUDA thread.
+EXAMPLES = n_examples(10)
 #: Variants given a small pin set (at most 8 rows): the simulator's pin kernel runs a Python thread per row.
 PINNED = ("l2p", "combined", "fast+l2p")
 COMBINES = [("sum", False), ("sum", True), ("mean", False)]
@@ -89,15 +91,15 @@ def test_every_available_variant_is_covered():
     assert set(AVAILABLE) <= set(variants.names())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", AVAILABLE)
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None,
-          derandomize=True)  # the same examples on every CI run: a landing never depends on luck
+@settings(max_examples=EXAMPLES)  # the profile's: the same examples on every run (derandomize)
 @given(ex=examples())
 def test_variant_matches_reference(name, ex):
     check_variant(name, ex)
 
 
-@settings(max_examples=5, deadline=None, database=None, derandomize=True)
+@settings(max_examples=n_examples(5))
 @given(ex=examples())
 def test_examples_are_valid_cases(ex):
     """The strategy only makes stages a case accepts (refusals are the variants', not the generator's)."""

@@ -16,7 +16,7 @@ from dlrmlab.report.context import ClaimSkipped, Context, resolve_datasets
 DATASETS = ["trace:medium", "synthetic-high", "random"]
 #: kernel-time speedup over PyTorch's kernel of each variant (stage time a bit lower: launches count)
 GAIN = {"torch": 0.95, "baseline": 1.0, "optmt": 1.05, "optmt_rpf": 1.12, "rpf": 1.08, "rpf_l1": 0.8,
-        "rpf_shared": 1.02, "l2p": 1.3, "combined": 1.4, "l2window": 1.1, "fast_graph": 2.5,
+        "rpf_shared": 1.02, "l2p": 1.3, "optmt_l2p": 1.3, "combined": 1.4, "l2window": 1.1, "fast_graph": 2.5,
         "fast_graph+window": 3.0, "fast": 1.6}  # fmt: skip
 
 
@@ -143,15 +143,15 @@ def test_dataset_labels_carry_no_paths(dataset, label):
 
 
 def test_one_colour_per_technique():
-    colours = list(style.TECHNIQUE_COLORS.values())
+    from dlrmlab.variants import TECHNIQUES
+
+    colours = [t.color for t in TECHNIQUES.values()]
     assert len(set(colours)) == len(colours)
     assert style.color("optmt_rpf") == style.color("rpf") == style.color("rpf_l1")
-    assert style.color("l2window") == style.TECHNIQUE_COLORS["window"]
+    assert style.color("l2window") == TECHNIQUES["window"].color
     s = style.bar_style("fast_graph+window")
-    assert s["color"] == style.TECHNIQUE_COLORS["fast"] and s["edgecolor"] == style.TECHNIQUE_COLORS["window"]
-    from dlrmlab.variants import VARIANTS
-
-    assert set(VARIANTS) <= set(style.VARIANT_TECHNIQUE)  # every variant has its technique's colour
+    assert s["color"] == TECHNIQUES["fast"].color and s["edgecolor"] == TECHNIQUES["window"].color
+    assert "hatch" not in style.bar_style("fast_graph") and style.color("no such variant") == style.color("baseline")
     assert len(style.shades("optmt", 4)) == 4 and style.shades("optmt", 0) == []
 
 

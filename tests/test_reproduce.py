@@ -34,6 +34,7 @@ def sections(report: str) -> list[str]:
     return [line[3:] for line in report.splitlines() if line.startswith("## ")]
 
 
+@pytest.mark.slow
 def test_tiny_suite_writes_every_section_and_figure(tmp_path, capsys):
     out = tmp_path / "out"
     assert run("--preset", "tiny", "--out", str(out)) == 0
@@ -82,6 +83,7 @@ def test_only_selects_sections_and_later_runs_add_up(tmp_path):
     assert (d / "occupancy.png").is_file()
 
 
+@pytest.mark.slow
 def test_a_crashing_experiment_is_reported_and_the_rest_go_on(tmp_path, monkeypatch):
     def boom(ctx):
         raise RuntimeError("the experiment broke")
@@ -126,6 +128,7 @@ def test_foreign_output_directory_needs_force(tmp_path, capsys):
     assert (d / REPORT).is_file() and (d / "fast.csv").read_text() == "someone else's results\n"
 
 
+@pytest.mark.slow
 def test_datasets_and_repeats_are_honoured_in_the_simulator(tmp_path):
     out = tmp_path / "out"
     assert run("--only", "rpf,hotness", "--datasets", "zipf:1.1", "--repeats", "2", "--out", str(out)) == 0

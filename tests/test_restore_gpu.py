@@ -23,7 +23,6 @@ the tiny preset's kernels).
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import subprocess
@@ -33,17 +32,17 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import subprocess_env
 
 pytestmark = pytest.mark.gpu
 
-ROOT = Path(__file__).resolve().parent.parent
 WINDOW_VARIANTS = ["l2window", "fast+window", "fast_graph+window", "combined_window"]
 PIN_VARIANTS = ["l2p", "fast_graph+l2p"]
 
 PRELUDE = r"""
 import json, os, sys, runpy
 from dlrmlab import cudart, l2pin
-from dlrmlab.bench import harness
+from dlrmlab.bench import comparison, sweep
 from dlrmlab.bench.case import BenchCase
 
 MODE = os.environ["RESTORE_MODE"]  # normal | raise | sigint
@@ -71,7 +70,7 @@ def pin(*a, **k):
 cudart.set_persisting_l2_limit, cudart.set_access_policy_window = set_limit, set_window
 cudart.reset_persisting_l2, l2pin.pin = reset, pin
 
-_prepare = harness.prepare_variant
+_prepare = comparison.prepare_variant
 def prepare(name, case, **kw):
     p = _prepare(name, case, **kw)
     run = p.run
@@ -86,7 +85,7 @@ def prepare(name, case, **kw):
                     print("RUNNING", flush=True)
     p.run = counted
     return p
-harness.prepare_variant = prepare
+comparison.prepare_variant = prepare
 
 def window_bytes(stream):
     drv = cudart._driver()
@@ -117,7 +116,7 @@ def cli(*argv):
 
 RUN_BENCH = r"""
 try:
-    harness.run_bench(os.environ["RESTORE_VARIANTS"].split(","), ["zipf:1.15"], "tiny", repeats=REPEATS,
+    sweep.run_bench(os.environ["RESTORE_VARIANTS"].split(","), ["zipf:1.15"], "tiny", repeats=REPEATS,
                       warmup_s=0.0, include_torch=False)
     report("returned")
 except RuntimeError as e:
@@ -164,10 +163,9 @@ def _child(entry: str, mode: str, tmp_path: Path) -> subprocess.Popen:
     body, windowed = ENTRY_POINTS[entry]
     repeats = 20_000 if mode == "sigint" else 10  # interrupted long before the end (minutes of runs)
     script = PRELUDE + f"\nREPEATS = {repeats}\n" + body
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RESTORE_MODE": mode, "RESTORE_OUT": str(tmp_path / "out"),
-           "RESTORE_WINDOWED": ",".join(v for v in windowed if v in WINDOW_VARIANTS),
-           "RESTORE_VARIANTS": ",".join(windowed),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    env = subprocess_env(PYTHONUNBUFFERED="1", RESTORE_MODE=mode, RESTORE_OUT=str(tmp_path / "out"),
+                         RESTORE_WINDOWED=",".join(v for v in windowed if v in WINDOW_VARIANTS),
+                         RESTORE_VARIANTS=",".join(windowed))
     return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env, cwd=str(tmp_path))
 

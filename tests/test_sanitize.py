@@ -95,6 +95,7 @@ def test_bad_requests(capsys):
     assert sanitize.main(["--combos", "float32:x:int64:sum"]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not backend.SIMULATOR, reason="runs the runner in the simulator")
 def test_pipeline_with_a_stand_in_sanitizer(monkeypatch, tmp_path, capsys):
     """A stand-in compute-sanitizer runs the real runner (the simulator's kernels) and prints the summary

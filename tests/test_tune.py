@@ -7,14 +7,13 @@ import json
 
 import pandas as pd
 import pytest
+from helpers import simulator_only
 
-from dlrmlab import backend, cli, device, fused, tune, tuned
+from dlrmlab import cli, device, fused, rules, tune, tuned
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.fused import configure, configure_here
 from dlrmlab.kernels.fused import FastConfig
-
-simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
 
 
 @pytest.fixture(autouse=True)
@@ -145,7 +144,8 @@ def test_other_families_tuning_does_not_apply_in_simulator():
     """Tuned knobs are per GPU family: an H100's never configure the simulator's kernel."""
     tuned.store_fast("h100", 32, "float32", 5, {"params": {"unroll": 3}})
     cfg, source = configure_here(32, "float32", 5)
-    assert source == "default" and cfg == configure(32, "float32")
+    assert source == "rule" and cfg == configure(32, "float32", tuned_params=rules.derive_knobs(
+        32, "float32", 5, False, device.limits()))
 
 
 # --- fused.configure: pure; tuned knobs only when none is given; explicit knobs win ---------------------------
@@ -243,7 +243,8 @@ def test_configure_here_from_a_real_user_cache(cache_dir):
     cfg, source = configure_here(32, "float32", 5.5)  # same pooling bucket (4)
     assert source == "user-cache" and (cfg.unroll, cfg.bags_per_block) == (3, 2)
     cfg, source = configure_here(32, "float32", 40.0)  # another bucket: untuned
-    assert source == "default" and cfg == configure(32)
+    assert source == "rule" and cfg == configure(32, tuned_params=rules.derive_knobs(
+        32, "float32", 40.0, False, device.limits()))
 
 
 def test_fast_forward_uses_configure_here(monkeypatch):
@@ -270,6 +271,7 @@ def test_fast_forward_uses_configure_here(monkeypatch):
 # --- searches ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @simulator_only
 def test_tune_fast_quick_in_simulator(cache_dir):
     result = tune.tune_fast("tiny", "medium", quick=True)
@@ -368,12 +370,12 @@ def test_tune_register_cap_two_caps(cache_dir):
 
 @pytest.mark.parametrize("caps", [[None, 8], [32, 300], [40.5]])
 def test_tune_register_cap_invalid_cap_before_any_run(monkeypatch, caps):
-    from dlrmlab.bench import case, harness
+    from dlrmlab.bench import case, comparison
 
     def boom(*a, **k):
         raise AssertionError("nothing may run before the caps are validated")
 
-    monkeypatch.setattr(harness, "compare", boom)
+    monkeypatch.setattr(comparison, "compare", boom)
     monkeypatch.setattr(case.BenchCase, "create", boom)
     with pytest.raises(DlrmlabError, match="register cap"):
         tune.tune_register_cap("tiny", "medium", caps=caps)
@@ -382,6 +384,7 @@ def test_tune_register_cap_invalid_cap_before_any_run(monkeypatch, caps):
 # --- CLI -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @simulator_only
 def test_cli_tune_optmt(capsys, cache_dir, tmp_path):
     res = tmp_path / "res"

@@ -134,6 +134,19 @@ def test_fast_forward_checks():
     np.testing.assert_allclose(out.copy_to_host(), [W[1], W[2]])
 
 
+def test_validation_levels_parse_at_the_boundary():
+    V = validate.Validation
+    assert [V.parse(x) for x in (True, False, "shapes", "full", "off")] == [V.SHAPES, V.OFF, V.SHAPES, V.FULL, V.OFF]
+    with pytest.raises(DlrmlabError, match=r"validate must be True, False or one of 'off', 'shapes', 'full', got 'al"):
+        V.parse("all")
+    tables = fused.PackedTables.from_arrays([W, W[:5].copy()])
+    with pytest.raises(DlrmlabError, match="validate must be"):  # before the launch
+        fused.fused_forward(tables, _jagged([1, 7], [0, 1, 2], [0, 1, 2]), validate="everything")
+    # "shapes" reads no ids: the bad id of table 1 is not looked for (the checked knob would find it on the device)
+    with pytest.raises(DlrmlabError, match="table_offsets has 1 table"):
+        fused.fused_forward(tables, _jagged([1], [0, 1], [0, 1]), validate="shapes")
+
+
 def test_packed_tables_memory_refused(monkeypatch):
     monkeypatch.setattr(validate, "available_host_bytes", lambda: 10)
     monkeypatch.setattr(validate, "available_device_bytes", lambda: 10)

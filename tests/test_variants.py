@@ -7,21 +7,24 @@ from functools import cache
 
 import numpy as np
 import pytest
+from helpers import rel_err, simulator_only
 
-from dlrmlab import backend
 from dlrmlab.bench.case import BenchCase
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.variants import get as get_variant
+from dlrmlab.variants import knobs_for
 from dlrmlab.variants import names as variant_names
 from dlrmlab.variants import prepare as prepare_variant
 
-simulator_only = pytest.mark.skipif(not backend.SIMULATOR, reason="a CUDA GPU is present")
-
 GPU_ONLY = ["l2window", "combined_window", "fast_graph", "fast_graph+l2p", "fast+window", "fast_graph+window"]
-CPU_CAPABLE = ["baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf", "l2p", "combined", "fast", "fast+l2p"]
-ALL = CPU_CAPABLE + GPU_ONLY + ["torch"]
+CPU_CAPABLE = ["baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf", "l2p", "combined", "fast", "fast+l2p",
+               "fast@host", "fast@cached"]
+#: rows whose knobs the others already cover: checked once (test_optmt_l2p_is_optmt_with_l2p)
+COMPOSED = ["optmt_l2p"]
+ALL = CPU_CAPABLE + COMPOSED + GPU_ONLY + ["torch"]
 #: small hot sets keep the simulator's pin kernel short
-FAST_PARAMS = {"l2p": {"hot_rows": 50}, "combined": {"hot_rows": 50}, "fast+l2p": {"hot_rows": 50}}
+FAST_PARAMS = {"l2p": {"hot_rows": 50}, "optmt_l2p": {"hot_rows": 50}, "combined": {"hot_rows": 50},
+               "fast+l2p": {"hot_rows": 50}}
 
 
 @cache
@@ -29,17 +32,12 @@ def _case(weighted: bool, mode: str) -> BenchCase:
     return BenchCase.create("tiny", "medium", seed=3, n_batches=2, weighted=weighted, mode=mode)
 
 
-def _rel_err(out: np.ndarray, ref: np.ndarray) -> float:
-    ref = ref.astype(np.float64)
-    return float(np.linalg.norm(np.asarray(out, np.float64) - ref) / max(np.linalg.norm(ref), 1e-30))
-
-
 def _check(case: BenchCase, outs: list[np.ndarray], batch: int = 1) -> None:
     refs = case.reference(batch)
     assert len(outs) == len(refs) == case.num_tables
     for t, (o, r) in enumerate(zip(outs, refs, strict=True)):
         assert o.shape == r.shape == (case.stage.batch_size, case.dim), t
-        assert _rel_err(o, r) <= case.tolerance(), t
+        assert rel_err(o, r) <= case.tolerance(), t
 
 
 def test_table_lists_every_variant():
@@ -52,13 +50,19 @@ def test_table_lists_every_variant():
 def test_gpu_only_flags():
     for name in GPU_ONLY:
         assert get_variant(name).gpu_only, name
-    for name in CPU_CAPABLE + ["torch"]:
+    for name in CPU_CAPABLE + COMPOSED + ["torch"]:
         assert not get_variant(name).gpu_only, name
 
 
 @simulator_only
 def test_available_variants_in_simulator():
-    assert set(variant_names(available_only=True)) == set(CPU_CAPABLE + ["torch"])
+    assert set(variant_names(available_only=True)) - {"torch"} == set(CPU_CAPABLE + COMPOSED)
+
+
+@simulator_only
+@pytest.mark.torch
+def test_torch_is_available_in_simulator():
+    assert "torch" in variant_names(available_only=True)
 
 
 @simulator_only
@@ -77,6 +81,19 @@ def test_variant_matches_reference(name, weighted, mode):
     case = _case(weighted, mode)
     p = prepare_variant(name, case, **FAST_PARAMS.get(name, {}))
     try:
+        _check(case, p.result(1))
+    finally:
+        p.close()
+
+
+def test_optmt_l2p_is_optmt_with_l2p():
+    """The paper's OptMT+L2P configuration is a row: OptMT's register cap and L2P's pinning, both overridable."""
+    assert knobs_for("optmt_l2p", {"hot_rows": 50}) == {"paper": {"max_registers": 42}, "pin": {"hot_rows": 50}}
+    assert get_variant("optmt_l2p").title == "OptMT+L2P"
+    case = _case(False, "sum")
+    p = prepare_variant("optmt_l2p", case, **FAST_PARAMS["optmt_l2p"])
+    try:
+        assert p.params["max_registers"] == 42 and p.params["hot_rows"] == 50
         _check(case, p.result(1))
     finally:
         p.close()
@@ -166,9 +183,10 @@ def test_params_record_the_configuration_that_ran():
     case = _case(False, "sum")
     p = prepare_variant("fast", case)
     try:
-        assert p.params["config_source"] == "default"  # no tuning for the simulator, no knob given
+        assert p.params["config_source"] == "rule"  # no tuning for the simulator, no knob given
         assert {"unroll", "bags_per_block", "chunk", "vector", "lanes", "threads", "max_registers"} <= set(p.params)
-        assert p.params["graph"] is False and p.params["split_hot"] is False
+        assert p.params["graph"] is False and p.params["split_hot"] == (p.params["layout"] == "split-hot")
+        assert p.params["layout"] in ("plain", "split-hot") and p.params["layout_reason"]
     finally:
         p.close()
     p = prepare_variant("fast", case, unroll=3, chunk=16)
@@ -191,22 +209,20 @@ def test_bad_fast_knob_fails_before_anything_is_set_up():
 
 
 def test_kernel_regex_matches_the_kernels_launched():
-    """ncu's filter (Prepared.kernel_regex) names the kernels the variant launches: one name for the fast path."""
+    """ncu's filter (the row's ``kernels``) names the embedding kernel the variant launches, never the pin kernel."""
     import re
 
     from dlrmlab.fused import configure
     from dlrmlab.kernels import fused as fast_kernel
     from dlrmlab.kernels import paper as paper_kernel
 
-    case = _case(False, "sum")
     names = {
-        "fast": fast_kernel.build(configure(case.dim)).py_func.__name__,
-        "baseline": paper_kernel.build(paper_kernel.PaperConfig()).py_func.__name__,
+        "fast": fast_kernel.build(configure(16)).py_func.__name__,
+        "paper": paper_kernel.build(paper_kernel.PaperConfig()).py_func.__name__,
     }
-    assert names == {"fast": "embedding_bag_fast", "baseline": "embedding_bag_paper"}
-    for variant, kernel in names.items():
-        p = prepare_variant(variant, case)
-        try:
-            assert re.search(p.kernel_regex, kernel), (variant, p.kernel_regex)
-        finally:
-            p.close()
+    assert names == {"fast": "embedding_bag_fast", "paper": "embedding_bag_paper"}
+    for name in variant_names():
+        v = get_variant(name)
+        if v.kind in names:
+            assert re.search(v.kernels, names[v.kind]), (name, v.kernels)
+            assert not re.search(v.kernels, "pin_hot_rows"), name

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from dlrmlab import backend, config, variants
+from dlrmlab import backend, variants
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.variants import Prepared, Variant
 
@@ -58,11 +58,11 @@ def test_table_is_well_formed():
         assert not any(c in name for c in ", \t\n"), f"{name!r}: the CLI splits variant lists on ','"
         assert v.description, name
         assert callable(v.prepare), name
-        # every family (and every family a fixed knob belongs to) is one config.KNOBS knows
-        assert set(v.families) <= set(config.KNOBS), (name, v.families)
+        # every family (and every family a fixed knob belongs to) is one variants.KNOBS knows
+        assert set(v.families) <= set(variants.KNOBS), (name, v.families)
         assert set(v.fixed) <= set(v.families), (name, v.fixed)
         for family, knobs in v.fixed.items():
-            assert set(knobs) <= config.KNOBS[family], (name, family, knobs)
+            assert set(knobs) <= variants.KNOBS[family], (name, family, knobs)
         assert variants.knobs_for(name, {}) == {f: dict(v.fixed.get(f, {})) for f in v.families}
 
 
@@ -73,6 +73,8 @@ first = sorted(v.VARIANTS)
 loaded = sorted(m for m in sys.modules if m.startswith("dlrmlab."))
 import dlrmlab
 for info in pkgutil.walk_packages(dlrmlab.__path__, "dlrmlab."):
+    if info.name.endswith(".__main__"):
+        continue  # python -m dlrmlab: importing it runs the command
     try:
         importlib.import_module(info.name)
     except Exception:
@@ -96,7 +98,7 @@ def test_table_is_explicit():
 def test_knobs_for_refuses_an_unknown_knob_naming_variant_and_knob():
     with pytest.raises(DlrmlabError, match=r"variant 'rpf' does not take 'unroll'; it takes: ") as e:
         variants.knobs_for("rpf", {"unroll": 4})
-    assert all(k in str(e.value) for k in config.KNOBS["paper"])
+    assert all(k in str(e.value) for k in variants.KNOBS["paper"])
     with pytest.raises(DlrmlabError, match=r"variant 'fast' does not take 'prefetch'"):
         variants.knobs_for("fast", {"prefetch": "register"})
     with pytest.raises(DlrmlabError, match=r"variant 'torch' does not take 'block'; it takes: no parameters"):
@@ -136,3 +138,30 @@ def test_unavailable_variant_refused_before_prepare(temp_variant):
     assert "_t_gone" not in variants.names(available_only=True)
     with pytest.raises(DlrmlabError, match="missing toolchain"):
         variants.prepare("_t_gone", None)
+
+
+def test_a_new_row_is_seen_everywhere(temp_variant, capsys):
+    """Adding a variant is one row: the CLI's list, the report's colours and hatches, Nsight Compute's kernel
+    filter and the L2 model all read it from the table."""
+    from dlrmlab import cli, l2model
+    from dlrmlab.bench import ncu
+    from dlrmlab.report import style
+
+    temp_variant("_toy+window", families=("fast", "window"), kernels="toy_kernel", kind="fast",
+                 technique=variants.TECHNIQUES["rpf"], adds=variants.TECHNIQUES["window"], l2_policy="fast+window")
+    assert cli.main(["bench", "--list"]) == 0
+    assert "_toy+window" in capsys.readouterr().out
+    assert style.color("_toy+window") == variants.TECHNIQUES["rpf"].color
+    assert style.bar_style("_toy+window")["edgecolor"] == variants.TECHNIQUES["window"].color
+    assert ncu.default_kernel_regex("_toy+window") == "toy_kernel"
+    assert l2model.policy_for("_toy+window") is l2model.POLICIES["fast+window"]
+    assert not variants.get("_toy+window").standalone  # a window around its launches: not for api/dlrm
+
+
+def test_rows_name_known_policies_and_techniques():
+    from dlrmlab import l2model
+
+    for name, v in variants.VARIANTS.items():
+        assert v.l2_policy is None or v.l2_policy in l2model.POLICIES, name
+        assert v.technique in variants.TECHNIQUES.values() and v.adds in (None, *variants.TECHNIQUES.values()), name
+        assert v.kind in ("paper", "fast", "torch", "cuembed"), name

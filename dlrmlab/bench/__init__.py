@@ -1,4 +1,7 @@
-"""The measurement layer: benchmark cases, the timing harness, Nsight Compute, results and plots.
+"""The measurement layer: benchmark cases (``case``), the timing primitives (``timing``, ``env``), the order
+of timed runs (``schedule``), running it (``runs``), one comparison (``comparison``), a sweep (``sweep``),
+the row schema and its upgrades (``schema``), the results store (``results``), text output (``text``),
+Nsight Compute (``ncu``).
 
 Names are imported lazily so that ``import dlrmlab.bench.<module>`` stays cheap (no pandas, no torch).
 """
@@ -10,9 +13,11 @@ from typing import Any
 
 _EXPORTS = {
     "BenchCase": "dlrmlab.bench.case",
-    "BenchResult": "dlrmlab.bench.harness",
-    "compare": "dlrmlab.bench.harness",
-    "run_bench": "dlrmlab.bench.harness",
+    "BenchResult": "dlrmlab.bench.comparison",
+    "compare": "dlrmlab.bench.comparison",
+    "check_result": "dlrmlab.bench.comparison",
+    "run_bench": "dlrmlab.bench.sweep",
+    "format_table": "dlrmlab.bench.text",
     "append_results": "dlrmlab.bench.results",
     "load_results": "dlrmlab.bench.results",
 }

@@ -8,7 +8,7 @@ bags), Poisson or long-tailed bag sizes (most bags short or empty, a few of thou
 weighted sum or mean, and a uniform or skewed id stream. The case's tables and batches are made once and
 every variant runs on them (the peers too: ``cuembed`` and ``cuembed_graph`` when ``DLRMLAB_CUEMBED_DIR``
 and nvcc are there, skipped with the reason otherwise); each variant's two batches are checked with
-:func:`dlrmlab.bench.harness.check_result`.
+:func:`dlrmlab.bench.comparison.check_result`.
 
 Kernels compile per (width, dtype, combine, id type), so a case's compile-time part is drawn from a small
 pool of ``--profiles`` profiles (which together cover every dtype, combine and id type, and widths of both
@@ -269,7 +269,7 @@ def _fail(tally: Tally, spec: CaseSpec, variant: str, error: str, seed: int) -> 
 def run_variant(case: Any, spec: CaseSpec, name: str, knobs: dict, tally: Tally, seed: int) -> None:
     """Prepare ``name`` on ``case``, check its batches, close it; record what happened in ``tally``."""
     from dlrmlab import variants
-    from dlrmlab.bench.harness import check_result
+    from dlrmlab.bench.comparison import check_result
     from dlrmlab.peers import PeerUnavailable
 
     t0 = time.perf_counter()

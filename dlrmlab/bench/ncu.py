@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from dlrmlab.bench import results as _results
 from dlrmlab.errors import DlrmlabError
 
 if TYPE_CHECKING:
@@ -317,21 +316,6 @@ def profile(
 
 
 # --- variants: the CLI's entry point ---------------------------------------------------------------------
-
-
-def with_profile_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """Profile rows written before knobs and DRAM bytes were recorded, with ``params`` (``{}``: the
-    variant's defaults, all that could be profiled then) and ``dram_read_bytes`` (empty: not measured) added.
-    Registered as a results upgrade, so an older ``profile.csv`` keeps appending."""
-    if "params" in df.columns or not {"kernel_regex", "dram_throughput_pct"} <= set(df.columns):
-        return df
-    out = df.copy()
-    out.insert(out.columns.get_loc("dataset") + 1, "params", "{}")
-    out.insert(out.columns.get_loc("dram_throughput_pct") + 1, "dram_read_bytes", pd.NA)
-    return out
-
-
-_results.UPGRADES.append(with_profile_columns)
 
 
 def default_kernel_regex(variant: str) -> str:

@@ -24,6 +24,7 @@ def run_target(
     """Prepare ``variant`` (with ``knobs``), run ``iters`` batches, synchronize; return its kernel-name regex."""
     from dlrmlab.backend import cuda
     from dlrmlab.bench.case import BenchCase
+    from dlrmlab.variants import get as get_variant
     from dlrmlab.variants import prepare as prepare_variant
 
     if iters < 1 or n_batches < 1:
@@ -36,7 +37,7 @@ def run_target(
         cuda.synchronize()
     finally:
         prepared.close()
-    return prepared.kernel_regex
+    return get_variant(variant).kernels
 
 
 def main(argv: Sequence[str] | None = None) -> int:

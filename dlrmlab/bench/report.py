@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from dlrmlab.bench.schema import BASELINE
 from dlrmlab.errors import DlrmlabError
 
 
@@ -35,7 +36,7 @@ def variant_table(rows: pd.DataFrame, profiles: pd.DataFrame | None = None) -> p
     if "kernel_ms" in timed:
         # GPU time of the launches alone (queued ahead: no launch gaps), as the paper's artifact timed it.
         out["kernel_ms"] = g["kernel_ms"].median().to_numpy()
-        torch_k = out[out["variant"] == "torch"].set_index("dataset")["kernel_ms"]
+        torch_k = out[out["variant"] == BASELINE].set_index("dataset")["kernel_ms"]
         out["kernel_speedup_vs_torch"] = out["dataset"].map(torch_k) / out["kernel_ms"]
     if profiles is not None and not profiles.empty:
         p = profiles.groupby(["variant", "dataset"], sort=False).last().reset_index()

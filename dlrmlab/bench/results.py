@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dlrmlab.bench.schema import UPGRADES
 from dlrmlab.errors import DlrmlabError
 
 DEFAULT_DIR = "results"
@@ -28,14 +29,14 @@ PARAM_PREFIX = "param_"
 RESULTS_DIR_ENV = "DLRMLAB_RESULTS_DIR"
 #: Every append this process made, in order: (path, rows appended). The CLI reports them when interrupted.
 APPENDED: list[tuple[Path, int]] = []
-#: Functions that bring an older results table up to date (adding the columns it predates, with the values
-#: they had). A file whose columns differ from new rows' is upgraded in place (atomically) when that makes
-#: them agree, then appended to; otherwise the rows are refused. :mod:`dlrmlab.bench.harness` registers its.
-UPGRADES: list[Callable[[pd.DataFrame], pd.DataFrame]] = []
 
 
 def upgrade(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with every registered upgrade applied (unchanged when it is up to date)."""
+    """``df`` with every upgrade of :data:`dlrmlab.bench.schema.UPGRADES` applied (unchanged when up to date).
+
+    A file whose columns differ from new rows' is upgraded in place (atomically) when that makes them
+    agree, then appended to; otherwise the rows are refused.
+    """
     for f in UPGRADES:
         df = f(df)
     return df
@@ -46,7 +47,7 @@ def _upgraded_columns(columns: list[str]) -> list[str]:
 
 
 def upgrade_file(csv: str | os.PathLike) -> bool:
-    """Rewrite a results CSV with the registered upgrades applied (atomically); whether it changed."""
+    """Rewrite a results CSV with the upgrades applied (atomically); whether it changed."""
     csv = Path(csv)
     old = pd.read_csv(csv, dtype=str, keep_default_na=False)  # as text: every other cell is kept byte for byte
     new = upgrade(old)

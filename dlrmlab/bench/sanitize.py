@@ -65,7 +65,7 @@ def run_target(variant: str, combos: Sequence[str] = DEFAULT_COMBOS, batches: in
     the reference (a combination the variant refuses up front is reported and passed over), else 1."""
     from dlrmlab import variants
     from dlrmlab.bench.case import BenchCase
-    from dlrmlab.bench.harness import check_result
+    from dlrmlab.bench.comparison import check_result
     from dlrmlab.peers import PeerUnavailable
     from dlrmlab.workload import EmbeddingStage
 

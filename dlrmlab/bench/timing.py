@@ -11,7 +11,7 @@ Three different times are measured, and they answer different questions:
   behind a GPU delay kernel so that no launch waits for the host: pure GPU time of the launches.
 
 Which runs are timed, in which order and from which L2 state (a serving loop, interleaved variants, a
-cold L2) is the harness's timing mode: see :mod:`dlrmlab.bench.harness`.
+cold L2) is the comparison's timing mode: see :mod:`dlrmlab.bench.schedule`.
 
 In simulator mode there are no CUDA events; :class:`dlrmlab.backend.HostEvent` stands in (the simulator runs launches
 synchronously, so it measures simulated-kernel host time), and nothing measured is meaningful as speed.
@@ -109,7 +109,7 @@ def warm_up(runs: Sequence[Callable[[], None]], stream: Any, seconds: float) -> 
             return n
 
 
-# --- kernels used by the harness ---------------------------------------------------------------------
+# --- kernels used by the comparison ------------------------------------------------------------------
 
 
 @lru_cache(maxsize=1)
@@ -232,7 +232,7 @@ def copy_bandwidth_gbps(nbytes: int | None = None, repeats: int = 10, warmup_s: 
     src = cuda.device_array(n // 4, np.float32)
     dst = cuda.device_array(n // 4, np.float32)
     stream = cuda.stream()
-    warm = (SIM_WARMUP_S if backend.SIMULATOR else GPU_WARMUP_S) if warmup_s is None else float(warmup_s)
+    warm = default_repeats(None, warmup_s)[1]
     # Two copies: the driver's memcpy and a 16-byte-vector copy kernel; the faster is the ceiling (on the
     # H100 the kernel reads+writes ~3 TB/s where memcpy stays near 2.2-2.6).
     blocks = 1 if backend.SIMULATOR else device.limits()["sms"] * 16

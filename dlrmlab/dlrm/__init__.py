@@ -13,7 +13,7 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "DLRM": "model", "make_dense": "model", "EmbeddingBagCollection": "embedding", "IMPLEMENTATIONS": "embedding",
+    "DLRM": "model", "make_dense": "model", "EmbeddingBagCollection": "embedding", "implementations": "embedding",
     "embedding_names": "embedding", "resolve": "embedding", "KeyedJaggedTensor": "kjt", "CapturedCall": "graph",
     "run_dlrm": "measure",
 }  # fmt: skip

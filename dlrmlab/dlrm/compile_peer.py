@@ -30,9 +30,10 @@ import pandas as pd
 import torch  # this module is the torch peer: torch is its subject
 
 from dlrmlab import backend
+from dlrmlab.bench.schema import BASELINE
 from dlrmlab.datasets import canonical_name
 from dlrmlab.device import family
-from dlrmlab.dlrm.measure import BASELINE, OUT_ATOL, Inputs, _recompile_limit, _sync, make_event, make_model
+from dlrmlab.dlrm.measure import OUT_ATOL, Inputs, _recompile_limit, _sync, make_model
 from dlrmlab.errors import DlrmlabError
 
 
@@ -111,9 +112,14 @@ def runner(model: Any, setting: Setting, inputs: Inputs, compiled: dict) -> tupl
     return (lambda i: graphs[i].replay()), graphs
 
 
+def _event() -> Any:
+    """A torch CUDA event on torch's current stream (the simulator's host-clock stand-in without a GPU)."""
+    return backend.HostEvent() if backend.SIMULATOR else torch.cuda.Event(enable_timing=True)
+
+
 def _time_rounds(runs: dict[str, Callable[[int], Any]], n_batches: int, repeats: int) -> dict[str, list[float]]:
     """Interleaved rounds (the order rotates each round): per setting, the milliseconds of each forward."""
-    ev = (make_event(), make_event())
+    ev = (_event(), _event())
     names = list(runs)
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):

@@ -8,8 +8,7 @@ a row slice of it (a view). Every implementation reads that same memory: ``torch
 torch ops. dlrmlab kernels write into outputs this module keeps per batch size, so a forward allocates
 nothing outside torch's allocator and never synchronizes: it can be captured in a torch CUDA graph
 (``fast_graph`` is ``fast`` under whole-pipeline capture). The paper family is launched through
-``dlrmlab.api.kernel_config`` and ``dlrmlab.launch.paper`` where they exist, else through the public
-:func:`dlrmlab.api.embedding_bag` (which allocates its output per call: eager only).
+:func:`dlrmlab.launch.paper` into outputs this module keeps, so it is capturable too.
 
 Without a GPU (Numba's CUDA simulator) the tables are CPU tensors and the dlrmlab kernels run in the
 simulator on them (zero-copy too: the simulator's arrays wrap the tensors' NumPy views), so results can
@@ -18,58 +17,59 @@ be checked on a laptop on the ``tiny`` preset; nothing is timed meaningfully the
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dlrmlab import backend  # decides GPU or simulator before numba.cuda is imported
+from dlrmlab import (
+    backend,  # decides GPU or simulator before numba.cuda is imported
+    fused,
+    launch,
+    variants,
+)
 from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
+from dlrmlab.config import KERNEL_MODES, Combine
 from dlrmlab.dlrm.kjt import KeyedJaggedTensor
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.kernels.paper import PaperConfig
 
-#: The paper's kernel family, run per table through :func:`dlrmlab.api.embedding_bag`.
-PAPER_FAMILY = ("baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf")
+#: Kinds of variant this module runs itself: ``torch`` one ``F.embedding_bag`` per table, ``paper`` one
+#: dlrmlab kernel per table, ``fast`` one launch for all tables.
+KINDS = ("torch", "paper", "fast")
 
-#: Embedding implementation name -> (kind, options). The one place names map to code: ``torch`` is one
-#: ``F.embedding_bag`` per table, ``paper`` one dlrmlab kernel per table (``variant``), ``fast`` one
-#: launch for all tables.
-IMPLEMENTATIONS: dict[str, tuple[str, dict]] = {
-    "torch": ("torch", {}),
-    **{name: ("paper", {"variant": name}) for name in PAPER_FAMILY},
-    "fast": ("fast", {}),
-}
+
+def implementations() -> dict[str, str]:
+    """Embedding implementation name -> kind: every variant of :data:`KINDS` that is its kernel family alone
+    (:attr:`~dlrmlab.variants.base.Variant.standalone`), read from :data:`dlrmlab.variants.VARIANTS`."""
+    return {n: v.kind for n, v in variants.VARIANTS.items() if v.kind in KINDS and v.standalone}
 
 #: Name suffix -> how the whole pipeline runs: ``NAME_graph`` captured in one torch CUDA graph per batch,
 #: ``torch_compile`` under torch.compile (the setting: :mod:`dlrmlab.dlrm.compile_peer`). No suffix: eager.
 EXECUTION_SUFFIXES: dict[str, str] = {"_graph": "graph", "_compile": "compile"}
 
-MODES = ("sum", "mean")
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def embedding_names() -> list[str]:
     """Every name ``--embedding`` accepts."""
-    names = list(IMPLEMENTATIONS)
-    names += [f"{n}_graph" for n in IMPLEMENTATIONS]
-    return names + [f"{n}_compile" for n, (kind, _) in IMPLEMENTATIONS.items() if kind == "torch"]
+    impls = implementations()
+    return [*impls, *(f"{n}_graph" for n in impls), *(f"{n}_compile" for n, kind in impls.items() if kind == "torch")]
 
 
 def resolve(name: str) -> tuple[str, str]:
     """``"fast_graph"`` -> ``("fast", "graph")``; ``"rpf"`` -> ``("rpf", "eager")``."""
-    name = str(name).strip()
-    if name in IMPLEMENTATIONS:
+    name, impls = str(name).strip(), implementations()
+    if name in impls:
         return name, "eager"
     for suffix, execution in EXECUTION_SUFFIXES.items():
         base = name[: -len(suffix)]
-        if name.endswith(suffix) and base in IMPLEMENTATIONS:
-            if execution == "compile" and IMPLEMENTATIONS[base][0] != "torch":
+        if name.endswith(suffix) and base in impls:
+            if execution == "compile" and impls[base] != "torch":
                 raise DlrmlabError(f"{name!r}: torch.compile applies to the all-PyTorch pipeline only (torch_compile)")
             return base, execution
     raise DlrmlabError(f"unknown embedding {name!r}; valid: {', '.join(embedding_names())}")
@@ -105,32 +105,22 @@ def _check_table_memory(shape: tuple[int, int], dtype: torch.dtype, device: Any)
                         host=0 if on_gpu else nbytes, device=nbytes if on_gpu else 0)
 
 
-@lru_cache(maxsize=1)
-def direct_paper() -> tuple[Any, Any, Any] | None:
-    """``(kernel_config, launch.paper, Combine)`` where this dlrmlab exposes them: the paper family then
-    runs into preallocated outputs. None: only the public :func:`dlrmlab.api.embedding_bag` path."""
-    try:
-        from dlrmlab.api import kernel_config
-        from dlrmlab.config import Combine
-        from dlrmlab.launch import paper
-    except ImportError:
-        return None
-    return kernel_config, paper, Combine
-
-
-@lru_cache(maxsize=1)
-def paper_accepts_out() -> bool:
-    """Whether :func:`dlrmlab.api.embedding_bag` can write into a preallocated ``out`` (then the paper
-    family allocates nothing per call and can be graph-captured)."""
-    from dlrmlab import api
-
-    return "out" in inspect.signature(api.embedding_bag).parameters
+def _pack(tables: Sequence[torch.Tensor], dtype: torch.dtype, device: Any) -> torch.Tensor:
+    """One (sum of rows, dim) buffer holding ``tables`` one after another (its size checked first)."""
+    rows = sum(int(t.shape[0]) for t in tables)
+    _check_table_memory((rows, int(tables[0].shape[1])), dtype, device)
+    packed = torch.empty((rows, int(tables[0].shape[1])), dtype=dtype, device=device)
+    start = 0
+    for t in tables:  # copy_ converts dtype and device table by table: no second copy of them all
+        packed[start : start + t.shape[0]].copy_(t)
+        start += t.shape[0]
+    return packed
 
 
 class EmbeddingBagCollection(torch.nn.Module):
     """Pooled embeddings of K tables for a batch of B samples: ``forward(kjt) -> [ (B, dim) ] * K``, fp32.
 
-    ``impl`` is a name from :data:`IMPLEMENTATIONS` (or ``NAME_graph``, which runs ``NAME`` and tells
+    ``impl`` is a name from :func:`implementations` (or ``NAME_graph``, which runs ``NAME`` and tells
     pipelines to capture). Tables are made here (seeded, DLRM's uniform(-1/sqrt(n), 1/sqrt(n)) init) unless
     ``weight``, an existing packed (sum of rows, dim) tensor, is given: it is then used as is, no copy.
     Outputs of ``fast`` are views of a buffer kept per batch size and overwritten by the next call of the
@@ -146,6 +136,7 @@ class EmbeddingBagCollection(torch.nn.Module):
         self, embedding_sizes: Sequence[int], embedding_dim: int, impl: str = "torch", *, mode: str = "sum",
         dtype: Any = "float32", device: Any = None, seed: int = 0, keys: Sequence[str] | None = None,
         include_last_offset: bool = True, weight: torch.Tensor | None = None, validate: bool = True,
+        placement: Any = "device",
     ) -> None:
         super().__init__()
         self.validate = bool(validate)
@@ -153,21 +144,24 @@ class EmbeddingBagCollection(torch.nn.Module):
         self.embedding_dim = int(embedding_dim)
         if not self.embedding_sizes or min(self.embedding_sizes) <= 0 or self.embedding_dim <= 0:
             raise DlrmlabError(f"need tables of positive rows and width, got {self.embedding_sizes} x {embedding_dim}")
-        if mode not in MODES:
-            raise DlrmlabError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode not in KERNEL_MODES:
+            raise DlrmlabError(f"mode must be one of {', '.join(KERNEL_MODES)}, got {mode!r}")
         self.mode, self.include_last_offset = mode, bool(include_last_offset)
         self.keys = list(keys) if keys is not None else [f"t{t}" for t in range(len(self.embedding_sizes))]
         if len(self.keys) != len(self.embedding_sizes):
             raise DlrmlabError(f"{len(self.keys)} keys for {len(self.embedding_sizes)} tables")
         self.row_starts = [0, *np.cumsum(self.embedding_sizes).tolist()]
         shape = (self.row_starts[-1], self.embedding_dim)
+        self._placed = _placed_tables(self, placement, impl, dtype, weight, seed)
+        if self._placed is not None:  # tables in pinned host memory (dlrmlab.dlrm.placed)
+            weight = self._placed.weight
         if weight is None:
             weight = self._init_tables(shape, _TORCH_DTYPES[dtype_name(dtype)], device, seed)
         elif tuple(weight.shape) != shape:
             raise DlrmlabError(f"packed weight must have shape {shape}, got {tuple(weight.shape)}")
         self.register_buffer("weight", weight.detach())
         self.impl, self.execution = resolve(impl)
-        self.kind, self.options = IMPLEMENTATIONS[self.impl]
+        self.kind = implementations()[self.impl]
         self._cache: dict = {}
 
     def _init_tables(self, shape: tuple[int, int], dtype: torch.dtype, device: Any, seed: int) -> torch.Tensor:
@@ -195,20 +189,14 @@ class EmbeddingBagCollection(torch.nn.Module):
         dtypes = {b.weight.dtype for b in bags}
         if len(dims) != 1 or len(dtypes) != 1:
             raise DlrmlabError(f"tables need one width and dtype, got widths {sorted(dims)}, dtypes {dtypes}")
-        if len(modes) != 1 or not modes <= set(MODES):
-            raise DlrmlabError(f"tables need one mode of {MODES}, got {sorted(modes)}")
+        if len(modes) != 1 or not modes <= set(KERNEL_MODES):
+            raise DlrmlabError(f"tables need one mode of {KERNEL_MODES}, got {sorted(modes)}")
         if any(b.padding_idx is not None for b in bags) or len({b.include_last_offset for b in bags}) != 1:
             raise DlrmlabError("padding_idx is not supported, and include_last_offset must agree across tables")
         device = torch.device(device) if device is not None else bags[0].weight.device
-        sizes = [b.num_embeddings for b in bags]
-        _check_table_memory((sum(sizes), next(iter(dims))), next(iter(dtypes)), device)
-        packed = torch.empty((sum(sizes), dims.pop()), dtype=dtypes.pop(), device=device)
-        start = 0
-        for b, n in zip(bags, sizes, strict=True):
-            packed[start : start + n].copy_(b.weight.detach())
-            start += n
-        return cls(sizes, packed.shape[1], impl, mode=modes.pop(), keys=keys, weight=packed,
-                   include_last_offset=bags[0].include_last_offset)  # fmt: skip
+        packed = _pack([b.weight.detach() for b in bags], dtypes.pop(), device)
+        return cls([b.num_embeddings for b in bags], packed.shape[1], impl, mode=modes.pop(), keys=keys,
+                   weight=packed, include_last_offset=bags[0].include_last_offset)  # fmt: skip
 
     @classmethod
     def from_arrays(
@@ -221,23 +209,23 @@ class EmbeddingBagCollection(torch.nn.Module):
             raise DlrmlabError(f"tables need one width, got {sorted(dims)}")
         device = torch.device(device or ("cpu" if backend.SIMULATOR else "cuda"))
         tdt = _TORCH_DTYPES[dtype_name(dtype)]
-        sizes = [int(t.shape[0]) for t in tables]
-        _check_table_memory((sum(sizes), next(iter(dims))), tdt, device)
-        packed = torch.empty((sum(sizes), dims.pop()), dtype=tdt, device=device)
-        start = 0
-        for t, n in zip(tables, sizes, strict=True):
-            src = torch.from_numpy(np.ascontiguousarray(t))
-            src = src.view(torch.int16).view(torch.bfloat16) if tdt == torch.bfloat16 else src.to(tdt)
-            packed[start : start + n].copy_(src)
-            start += n
-        return cls(sizes, packed.shape[1], impl, mode=mode, weight=packed)
+        srcs = [torch.from_numpy(np.ascontiguousarray(t)) for t in tables]  # views of the arrays
+        packed = _pack([x.view(torch.int16).view(torch.bfloat16) if tdt == torch.bfloat16 else x for x in srcs], tdt,
+                       device)  # fmt: skip
+        return cls([int(t.shape[0]) for t in tables], packed.shape[1], impl, mode=mode, weight=packed)
 
-    def with_impl(self, impl: str) -> EmbeddingBagCollection:
-        """The same tables (shared, not copied) under another implementation."""
+    def with_impl(self, impl: str, placement: Any = "device") -> EmbeddingBagCollection:
+        """The same tables (shared, not copied; copied into pinned host memory for a host or cached
+        ``placement``) under another implementation."""
         return EmbeddingBagCollection(
             self.embedding_sizes, self.embedding_dim, impl, mode=self.mode, keys=self.keys, weight=self.weight,
-            include_last_offset=self.include_last_offset, validate=self.validate,
+            include_last_offset=self.include_last_offset, validate=self.validate, placement=placement,
         )
+
+    def close(self) -> None:
+        """Unpin host tables now (a no-op for tables in HBM)."""
+        if self._placed is not None:
+            self._placed.close()
 
     # --- shape ---------------------------------------------------------------------------------------------
 
@@ -267,12 +255,15 @@ class EmbeddingBagCollection(torch.nn.Module):
             raise DlrmlabError(f"sparse input must be a KeyedJaggedTensor, got {type(sparse).__name__}")
         if sparse.num_keys != self.num_tables:
             raise DlrmlabError(f"sparse input has {sparse.num_keys} keys, the embedding stage {self.num_tables} tables")
+        if self._placed is not None:  # tables in host memory, inputs anywhere: only the values are checked
+            if self.validate:
+                self.check_values(sparse)
+            return
         self._check_devices(sparse.values.device)
         if sparse.weights is not None and self.mode != "sum":
             raise DlrmlabError("per-sample weights need mode 'sum' (as in torch)")
-        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-            self.check_capturable()
-        elif self.validate:
+        capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+        if self.validate and not capturing:
             self.check_values(sparse)
 
     def check_values(self, sparse: KeyedJaggedTensor) -> None:
@@ -285,16 +276,6 @@ class EmbeddingBagCollection(torch.nn.Module):
                 raise DlrmlabError(f"sparse offsets[{t * b}] = {int(off[t * b])}, but key {key!r} starts at id "
                                    f"{starts[t]} (length_per_key {sparse.length_per_key})")
             checks.ids(values[starts[t] : starts[t + 1]], self.embedding_sizes[t], f"sparse values of key {key!r}")
-
-    def check_capturable(self) -> None:
-        """Raise unless a forward allocates nothing outside torch's allocator (a CUDA graph would replay
-        into memory freed after capture): true of ``torch``, ``fast`` and the paper family launched
-        directly (:func:`direct_paper`), not of :func:`dlrmlab.api.embedding_bag` without ``out=``."""
-        if self.kind == "paper" and direct_paper() is None and not paper_accepts_out():
-            raise DlrmlabError(
-                f"{self.impl} cannot be captured in a CUDA graph: dlrmlab.api.embedding_bag allocates its "
-                "output per call (no out= argument); run it eagerly, or use fast / fast_graph"
-            )
 
     def _check_devices(self, inputs: torch.device) -> None:
         tables = self.weight.device
@@ -310,10 +291,26 @@ class EmbeddingBagCollection(torch.nn.Module):
 
     def forward(self, sparse: KeyedJaggedTensor) -> list[torch.Tensor]:
         """One (B, dim) fp32 tensor per table, in key order (what a list of nn.EmbeddingBag returns)."""
+        if self._placed is not None:
+            return self._forward_placed(sparse)
         self.check(sparse)
         if self.kind == "fast":
             return self._fast(sparse)
         return [self._one_table(t, ids, off, w) for t, (ids, off, w) in enumerate(sparse.split())]
+
+    def _forward_placed(self, sparse: KeyedJaggedTensor) -> list[torch.Tensor]:
+        """Host or cached tables: the inputs may be on the GPU while the tables are in host memory."""
+        self.check(sparse)
+        b = sparse.stride
+        out, out_nb = self._output(self.num_tables * b, key=("placed",))
+        self._placed.forward(sparse, out, out_nb)
+        return list(out.view(self.num_tables, b, self.embedding_dim).unbind(0))
+
+    def prefetch(self, sparse: KeyedJaggedTensor) -> None:
+        """Cached tables: start fetching ``sparse``'s missed rows while the current batch computes (a no-op
+        for tables in HBM or read from host memory directly)."""
+        if self._placed is not None:
+            self._placed.prefetch(sparse)
 
     def forward_tables(
         self, indices: Sequence[torch.Tensor], offsets: Sequence[torch.Tensor],
@@ -375,39 +372,24 @@ class EmbeddingBagCollection(torch.nn.Module):
         if self.kind == "torch":
             out = F.embedding_bag(ids, table, off, mode=self.mode, per_sample_weights=w, include_last_offset=True)
             return out if out.dtype == torch.float32 else out.float()
-        if direct_paper() is not None:
-            return self._paper_direct(t, ids, off, w)
-        from dlrmlab import api
+        return self._paper(t, ids, off, w)
 
-        kw: dict = {}
-        if paper_accepts_out():
-            kw["out"] = self._output(off.numel() - 1, key=("paper", t))[1]
-        stream = None if backend.SIMULATOR else torch.cuda.current_stream(table.device)
-        return api.embedding_bag(
-            ids, table, off, mode=self.mode, per_sample_weights=w, include_last_offset=True,
-            variant=self.options["variant"], stream=stream, validate=False, **kw,
-        )
-
-    def _paper_direct(self, t: int, ids: torch.Tensor, off: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    def _paper(self, t: int, ids: torch.Tensor, off: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
         """One paper-family launch into this module's preallocated output for table ``t``: no allocation
         and no Numba deallocation (whose cuMemFree would synchronize) per call, so it is capturable."""
-        kernel_config, launch_paper, combine = direct_paper()
         b = off.numel() - 1
         out, out_nb = self._output(b, key=("paper", t))
-        pooling = round(ids.numel() / max(b, 1), 3)
-        cfg = self._cached(("papercfg", pooling, w is not None), lambda: kernel_config(
-            self.options["variant"], self.embedding_dim, dtype_name(self.weight.dtype),
-            combine(self.mode, w is not None, False), pooling))  # fmt: skip
+        cfg = self._cached(("papercfg", w is not None), lambda: PaperConfig.from_knobs(
+            dtype_name(self.weight.dtype), Combine(self.mode, w is not None, False),
+            **variants.knobs_for(self.impl, {})["paper"]))  # fmt: skip
         table_nb = self._cached(("table", t), lambda: numba_view(self.table(t).reshape(-1)))
         psw = numba_view(w) if w is not None else self._cached(("nopsw",), lambda: numba_view(
             torch.zeros(1, dtype=torch.float32, device=self.weight.device)))  # fmt: skip
-        launch_paper(cfg, table_nb, self.embedding_dim, numba_view(ids), numba_view(off), psw, -1, out_nb,
+        launch.paper(cfg, table_nb, self.embedding_dim, numba_view(ids), numba_view(off), psw, -1, out_nb,
                      self._stream())  # fmt: skip
         return out
 
     def _fast(self, sparse: KeyedJaggedTensor) -> list[torch.Tensor]:
-        from dlrmlab import fused
-
         b = sparse.stride
         out, out_nb = self._output(self.num_tables * b)
         _, toff_nb = self._table_offsets(b)
@@ -422,14 +404,8 @@ class EmbeddingBagCollection(torch.nn.Module):
         from disk); None lets :func:`dlrmlab.fused.fused_forward` choose per call."""
 
         def make():
-            try:
-                from dlrmlab.config import Combine
-                from dlrmlab.fused import configure_here
-
-                return configure_here(self.embedding_dim, dtype_name(self.weight.dtype), pooling_mean,
-                                      combine=Combine(self.mode, weighted, False))[0]  # fmt: skip
-            except (ImportError, AttributeError, TypeError):  # another fast-path API: let it choose
-                return None
+            return fused.configure_here(self.embedding_dim, dtype_name(self.weight.dtype), pooling_mean,
+                                        combine=Combine(self.mode, weighted, False))[0]  # fmt: skip
 
         return self._cached(("fastcfg", round(pooling_mean, 3), weighted), make)
 
@@ -444,7 +420,8 @@ class EmbeddingBagCollection(torch.nn.Module):
 
     def _output(self, rows: int, key: tuple = ("fast",)) -> tuple[torch.Tensor, Any]:
         def make():
-            t = torch.empty((rows, self.embedding_dim), dtype=torch.float32, device=self.weight.device)
+            device = self.weight.device if self._placed is None else ("cpu" if backend.SIMULATOR else "cuda")
+            t = torch.empty((rows, self.embedding_dim), dtype=torch.float32, device=device)
             return t, numba_view(t)
 
         return self._cached((*key, "out", rows), make)
@@ -457,8 +434,6 @@ class EmbeddingBagCollection(torch.nn.Module):
         return self._cached(("toff", b), make)
 
     def _packed(self) -> Any:
-        from dlrmlab import fused
-
         def make():
             base = torch.tensor(self.row_starts[:-1], dtype=torch.int64, device=self.weight.device)
             base = base * self.embedding_dim
@@ -477,3 +452,17 @@ class EmbeddingBagCollection(torch.nn.Module):
     def clear_buffers(self) -> None:
         """Drop the per-batch-size outputs and views (they are remade on the next call)."""
         self._cache.clear()
+
+
+def _placed_tables(ebc: EmbeddingBagCollection, placement: Any, impl: str, dtype: Any, weight: Any, seed: int) -> Any:
+    """``None`` for tables in HBM (``placement="device"``), else their pinned host home."""
+    from dlrmlab.placement import Placement
+
+    p = Placement.parse(placement)
+    if p.kind == "device":
+        return None
+    from dlrmlab.dlrm.placed import PlacedTables
+
+    name, execution = resolve(impl)
+    return PlacedTables(ebc.embedding_sizes, ebc.embedding_dim, dtype_name(dtype), p, ebc.mode, name, execution,
+                        weight, seed)

@@ -1,12 +1,14 @@
 """End-to-end DLRM timing: stage breakdown, pipelines side by side, batch-size sweep.
 
-What is timed is one batch already resident on the GPU (the paper's setting: no host-to-device copy),
-from "stream idle" to "click probabilities written": CUDA events on torch's current stream before and
-after the call, the host issuing the launches in between (so launch overhead counts whenever the host is
-slower than the GPU, as it does for a server). Eager pipelines are also run with events between the
-stages (bottom MLP, embedding, interaction, top MLP) in separate runs, so the breakdown never perturbs
-the end-to-end figure. Pipelines are interleaved round by round (and their order rotated) so that clock
-and thermal drift hit them alike; a few distinct batches rotate through the rounds.
+What is timed is one batch already resident on the GPU (the paper's setting: no host-to-device copy), from
+"stream idle" to "click probabilities written", with the benchmark's timer
+(:class:`~dlrmlab.bench.timing.StageTimer`: CUDA events on torch's current stream before and after the
+call, the host issuing the launches in between, so launch overhead counts whenever the host is slower than
+the GPU, as it does for a server), its warm-up, percentiles, environment columns and baseline. Eager
+pipelines are also run with events between the stages (bottom MLP, embedding, interaction, top MLP) in
+separate runs, so the breakdown never perturbs the end-to-end figure. Pipelines are interleaved round by
+round (and their order rotated) so that clock and thermal drift hit them alike; a few distinct batches
+rotate through the rounds.
 
 Pipelines (names as ``--embedding`` takes them, see :func:`dlrmlab.dlrm.embedding.resolve`):
 ``torch`` (all-PyTorch eager, the baseline of every ratio), ``torch_compile``
@@ -20,8 +22,8 @@ GPU and are skipped (with the reason).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,20 +32,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dlrmlab import backend
+from dlrmlab import backend, validate
+from dlrmlab.backend import cuda
+from dlrmlab.bench import env as benv
+from dlrmlab.bench import runs, timing
+from dlrmlab.bench.schema import BASELINE
 from dlrmlab.datasets import canonical_name
 from dlrmlab.device import family
 from dlrmlab.dlrm.embedding import resolve
+from dlrmlab.dlrm.graph import CapturedCall
 from dlrmlab.dlrm.kjt import KeyedJaggedTensor
 from dlrmlab.dlrm.model import DLRM, STAGES, make_dense
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.placement import Placement
+from dlrmlab.published import PUBLISHED
+from dlrmlab.workload import MAX_BATCH, EmbeddingStage, Workload, preset
 
-BASELINE = "torch"
 COMPILE_PEER = "torch_compile"
-#: Batch sizes of the latency-throughput sweep.
+#: Batch sizes of ``--batch-sizes sweep``.
 SWEEP_BATCH_SIZES = (256, 512, 1024, 2048, 4096, 8192, 16384)
-GPU_REPEATS, SIM_REPEATS = 30, 2
-GPU_WARMUP_S = 0.5
 #: fp32: max |out - torch's| on the click probabilities, and relative error of the pooled embeddings.
 OUT_ATOL, EMB_RTOL = 1e-4, 1e-5
 
@@ -73,11 +80,18 @@ COLUMN_DOCS: dict[str, str] = {
 }
 
 
-# --- events ----------------------------------------------------------------------------------------------
+# --- streams and events --------------------------------------------------------------------------------
 
 
-def make_event() -> Any:
-    """A torch CUDA event (torch's stream is timed), or the simulator's host-clock stand-in."""
+def timing_stream() -> Any:
+    """torch's current stream as a Numba stream (the benchmark's timer records on it); the simulator's own."""
+    if backend.SIMULATOR:
+        return cuda.default_stream()
+    return cuda.external_stream(torch.cuda.current_stream().cuda_stream)
+
+
+def stage_event() -> Any:
+    """An event the model records between its stages (``.record()`` on torch's current stream)."""
     return backend.HostEvent() if backend.SIMULATOR else torch.cuda.Event(enable_timing=True)
 
 
@@ -138,16 +152,14 @@ def compiled_pipeline(name: str, impl: str, model: DLRM, inputs: Inputs, compile
 
 def make_pipeline(base: DLRM, name: str, inputs: Inputs, compiled: dict) -> Pipeline:
     """A named pipeline over ``base``'s weights (shared) for these inputs; graphs are captured here."""
-    impl, execution = resolve(name)
-    model = base.with_embedding(impl)
+    base_name, _, placement = name.partition("@")  # NAME@PLACEMENT: the tables in host memory
+    impl, execution = resolve(base_name)
+    model = base.with_embedding(impl, placement or "device")
     d, s = inputs.dense, inputs.sparse
     if execution == "eager":
         return Pipeline(name, impl, execution, model, lambda i: model(d[i], s[i]),
-                        lambda i, ev: model(d[i], s[i], ev))  # fmt: skip
+                        lambda i, ev: model(d[i], s[i], ev), cleanup=[model.embedding])  # fmt: skip
     if execution == "graph":
-        from dlrmlab.dlrm.graph import CapturedCall
-
-        model.embedding.check_capturable()
         graphs = [CapturedCall(model, d[i], s[i]) for i in range(len(d))]
         return Pipeline(name, impl, execution, model, lambda i: graphs[i].replay(), cleanup=graphs)
     return compiled_pipeline(name, impl, model, inputs, compiled)
@@ -167,17 +179,6 @@ def check_pipeline(p: Pipeline, ref: torch.Tensor, ref_emb: list[torch.Tensor], 
 # --- timing ----------------------------------------------------------------------------------------------
 
 
-def _time_e2e(p: Pipeline, i: int, ev: tuple[Any, Any]) -> tuple[float, float]:
-    _sync()
-    ev[0].record()
-    t0 = time.perf_counter()
-    p.run(i)
-    t1 = time.perf_counter()
-    ev[1].record()
-    ev[1].synchronize()
-    return ev[0].elapsed_time(ev[1]), (t1 - t0) * 1e3
-
-
 def _time_stages(p: Pipeline, i: int, ev: Sequence[Any]) -> list[float]:
     _sync()
     p.staged(i, ev)
@@ -186,20 +187,19 @@ def _time_stages(p: Pipeline, i: int, ev: Sequence[Any]) -> list[float]:
 
 
 def time_pipelines(pipes: Sequence[Pipeline], n_batches: int, repeats: int, warmup_s: float) -> dict[str, dict]:
-    """Interleaved rounds; per pipeline the lists ``e2e``, ``host`` and per-stage times."""
-    t_end = time.perf_counter() + warmup_s
-    while time.perf_counter() < t_end:
-        for p in pipes:
-            p.run(0)
-        _sync()
-    e2e = (make_event(), make_event())
-    stage_ev = [make_event() for _ in range(len(STAGES) + 1)]
+    """Interleaved rounds (all on batch ``r % n_batches``, the order rotated by one each round) after the
+    benchmark's warm-up; per pipeline the lists ``e2e``, ``host`` and per-stage times."""
+    stream = timing_stream()
+    runs.warm_up([lambda p=p: p.run(0) for p in pipes], stream, warmup_s)
+    timer = timing.StageTimer(stream)
+    stage_ev = [stage_event() for _ in range(len(STAGES) + 1)]
     out = {p.name: {"e2e": [], "host": [], **{s: [] for s in STAGES}} for p in pipes}
     for r in range(repeats):
         i = r % n_batches
         for k in range(len(pipes)):
             p = pipes[(k + r) % len(pipes)]
-            ms, host = _time_e2e(p, i, e2e)
+            _sync()  # the timer needs the stream idle; the device too, for kernels on other streams
+            ms, host = timer(p.run, i)
             out[p.name]["e2e"].append(ms)
             out[p.name]["host"].append(host)
             if p.staged is not None:
@@ -211,24 +211,17 @@ def time_pipelines(pipes: Sequence[Pipeline], n_batches: int, repeats: int, warm
 # --- one case: a dataset at one batch size ------------------------------------------------------------------
 
 
-def _pct(v: Sequence[float], q: float) -> float:
-    return float(np.percentile(v, q)) if len(v) else float("nan")
-
-
 def _timing_fields(t: dict | None, batch_size: int) -> dict:
-    nan = float("nan")
-    if t is None or not t["e2e"]:
-        return {"latency_ms": nan, "latency_p10_ms": nan, "latency_p90_ms": nan, "samples_per_s": nan,
-                "host_ms": nan, "n_runs": 0, **{f"{s}_ms": nan for s in STAGES}, "staged_total_ms": nan,
-                "embedding_share": nan}  # fmt: skip
-    lat = _pct(t["e2e"], 50)
-    stages = {f"{s}_ms": _pct(t[s], 50) for s in STAGES}
+    """The timing columns of one pipeline (NaN when it was not timed), from :func:`timing.summarize`."""
+    t = t or {}
+    e2e = timing.summarize(t.get("e2e", []))
+    stages = {f"{s}_ms": timing.summarize(t.get(s, []))["median"] for s in STAGES}
     total = float(sum(stages.values()))
     return {
-        "latency_ms": lat, "latency_p10_ms": _pct(t["e2e"], 10), "latency_p90_ms": _pct(t["e2e"], 90),
-        "samples_per_s": batch_size / lat * 1e3, "host_ms": _pct(t["host"], 50), "n_runs": len(t["e2e"]),
-        **stages, "staged_total_ms": total, "embedding_share": stages["embedding_ms"] / total,
-    }
+        "latency_ms": e2e["median"], "latency_p10_ms": e2e["p10"], "latency_p90_ms": e2e["p90"],
+        "samples_per_s": batch_size / e2e["median"] * 1e3, "host_ms": timing.summarize(t.get("host", []))["median"],
+        "n_runs": e2e["n"], **stages, "staged_total_ms": total, "embedding_share": stages["embedding_ms"] / total,
+    }  # fmt: skip
 
 
 def build_pipelines(base: DLRM, names: Sequence[str], inputs: Inputs, compiled: dict) -> tuple[list, dict]:
@@ -281,7 +274,10 @@ def with_peers(names: Sequence[str], compile_peer: bool = True) -> list[str]:
     """``names`` validated, de-duplicated, with the peers every comparison needs: torch first, then
     torch_compile (on a GPU, unless ``compile_peer`` is False)."""
     for n in names:
-        resolve(n)
+        base_name, _, placement = n.partition("@")
+        resolve(base_name)
+        if placement:
+            Placement.parse(placement)
     peers = [BASELINE] + ([COMPILE_PEER] if compile_peer and not backend.SIMULATOR else [])
     out = []
     for n in [*peers, *names]:
@@ -290,16 +286,12 @@ def with_peers(names: Sequence[str], compile_peer: bool = True) -> list[str]:
     return out
 
 
-def _environment() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        ncv = version("numba-cuda")
-    except PackageNotFoundError:
-        ncv = None
-    gpu = None if backend.SIMULATOR else torch.cuda.get_device_name()
-    return {"device": family(), "gpu_name": gpu, "torch_version": torch.__version__, "numba_cuda_version": ncv,
-            "timing_valid": not backend.SIMULATOR}  # fmt: skip
+def _environment_columns() -> dict:
+    """The environment columns of a DLRM row, from the benchmark's :func:`~dlrmlab.bench.env.environment`
+    (``device`` here is the GPU family, as in the results folder's name)."""
+    env = benv.environment()
+    return {"device": family(), "timing_valid": not backend.SIMULATOR,
+            **{k: env.get(k) for k in ("gpu_name", "torch_version", "numba_cuda_version")}}  # fmt: skip
 
 
 def _speedups(df: pd.DataFrame) -> pd.DataFrame:
@@ -332,9 +324,6 @@ def run_dlrm(
     in the simulator); its batch size is used unless ``batch_sizes`` is given. ``on_rows`` gets each
     (dataset, batch size)'s rows as soon as they are measured (the CLI appends them, so Ctrl-C keeps them);
     a request larger than free memory is refused before the model is built."""
-    from dlrmlab import validate
-    from dlrmlab.workload import MAX_BATCH, EmbeddingStage, Workload, preset
-
     seed, n_batches, repeats, warmup_s = validate.bench_numbers(seed=seed, n_batches=n_batches, repeats=repeats,
                                                                 warmup_s=warmup_s)
     stage = preset(stage or backend.default_preset()) if not isinstance(stage, EmbeddingStage) else stage
@@ -342,12 +331,10 @@ def run_dlrm(
         raise DlrmlabError("need at least one dataset")
     sizes = [validate.integer("batch_sizes", b, 1, MAX_BATCH) for b in (batch_sizes or [stage.batch_size])]
     names = with_peers(embeddings, compile_peer)
-    sim = backend.SIMULATOR
-    repeats = int(repeats or (SIM_REPEATS if sim else GPU_REPEATS))
+    repeats, warmup_s = timing.default_repeats(repeats or None, warmup_s)
     n_batches = int(n_batches or 2)
     for ds in datasets:
         validate.check_stage(stage.with_(batch_size=max(sizes)), n_batches, dataset=ds)
-    warmup_s = (0.0 if sim else GPU_WARMUP_S) if warmup_s is None else float(warmup_s)
     say = progress or (lambda s: None)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     rows, skipped, compiled = [], {}, {}
@@ -364,7 +351,7 @@ def run_dlrm(
                 rows += [{**r, **meta} for r in case_rows]
                 if on_rows is not None and case_rows:
                     on_rows(_frame([{**r, **meta} for r in case_rows], stage, run_id, seed, repeats, n_batches))
-                if not sim:
+                if not backend.SIMULATOR:
                     torch.cuda.empty_cache()
     return _frame(rows, stage, run_id, seed, repeats, n_batches), skipped
 
@@ -375,40 +362,34 @@ def _frame(rows: list[dict], stage: Any, run_id: str, seed: int, repeats: int, n
         "repeats": repeats, "n_batches": n_batches, "seed": seed, "tables": stage.num_tables,
         "rows": stage.embedding_sizes[0], "dim": stage.embedding_dim, "dtype": stage.dtype,
         "pooling": str(stage.pooling), "arch_mlp_bot": f"256-128-{stage.embedding_dim}", "arch_mlp_top": "128-64-1",
-        **_environment(),
-    }
+        **_environment_columns(),
+    }  # fmt: skip
     df = pd.DataFrame([{**meta, **r} for r in rows], columns=ROW_COLUMNS)
     return _speedups(df) if len(df) else df
 
 
-class _recompile_limit:
-    """Raise dynamo's recompile limit for a sweep (one graph per batch size), restored afterwards."""
+@contextlib.contextmanager
+def _recompile_limit(n: int) -> Iterator[None]:
+    """Raise dynamo's recompile limit for a sweep (one graph per batch size), restored afterwards; a torch
+    without the knob keeps its default."""
+    import torch._dynamo.config as cfg  # torch.compile's, loaded only for a run (slow to import)
 
-    def __init__(self, n: int) -> None:
-        self.n, self.old = n, None
-
-    def __enter__(self) -> None:
-        try:
-            import torch._dynamo.config as cfg
-
-            self.cfg, self.old = cfg, cfg.cache_size_limit
-            cfg.cache_size_limit = max(self.old, self.n)
-        except Exception:  # an older or newer torch without the knob: keep its default
-            self.old = None
-
-    def __exit__(self, *exc: object) -> None:
-        if self.old is not None:
-            self.cfg.cache_size_limit = self.old
+    old = getattr(cfg, "cache_size_limit", None)
+    if old is not None:
+        cfg.cache_size_limit = max(old, n)
+    try:
+        yield
+    finally:
+        if old is not None:
+            cfg.cache_size_limit = old
 
 
-# --- goals -----------------------------------------------------------------------------------------------
+# --- targets -------------------------------------------------------------------------------------------
 
-#: The speedups dlrmlab aims for at batch 2048: its best pipeline vs eager torch and vs torch.compile.
+#: dlrmlab's targets at batch 2048: its best pipeline vs eager torch and vs torch.compile.
 TARGETS: dict[str, tuple[float, float | None]] = {
     "synthetic-high": (2.5, 2.0), "medium trace": (2.0, None), "random": (1.6, 1.4),
 }
-#: The paper's best end-to-end gain (A100, OptMT + RPF + L2P), for comparison.
-PAPER_END_TO_END = 1.77
 
 
 def _target_key(dataset: str) -> str | None:
@@ -434,6 +415,6 @@ def best_pipelines(df: pd.DataFrame, batch_size: int = 2048) -> pd.DataFrame:
             "dataset": ds, "best": best["pipeline"], "latency_ms": best["latency_ms"],
             "speedup_vs_torch": best["speedup_vs_torch"], "target_vs_torch": tgt[0],
             "speedup_vs_torch_compile": best.get("speedup_vs_torch_compile", np.nan), "target_vs_torch_compile": tgt[1],
-            "paper_end_to_end": PAPER_END_TO_END,
+            "paper_end_to_end": PUBLISHED["end_to_end"],
         })
     return pd.DataFrame(out)

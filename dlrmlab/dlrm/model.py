@@ -105,13 +105,14 @@ class DLRM(torch.nn.Module):
     def device(self) -> torch.device:
         return self.li.device
 
-    def with_embedding(self, impl: str) -> DLRM:
-        """The same model (dense weights and tables shared, nothing copied) with another embedding name."""
+    def with_embedding(self, impl: str, placement: Any = "device") -> DLRM:
+        """The same model (dense weights and tables shared, nothing copied) with another embedding name;
+        a host or cached ``placement`` copies the tables into pinned host memory."""
         new = copy.copy(self)
         new._modules = dict(self._modules)
         new._buffers = dict(self._buffers)
         new._parameters = dict(self._parameters)
-        new.embedding = self.embedding.with_impl(impl)
+        new.embedding = self.embedding.with_impl(impl, placement)
         return new
 
     # --- validation ----------------------------------------------------------------------------------------

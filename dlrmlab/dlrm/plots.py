@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from dlrmlab.dlrm.measure import BASELINE, PAPER_END_TO_END
+from dlrmlab.bench.schema import BASELINE
 from dlrmlab.dlrm.model import STAGES
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.published import PUBLISHED
 from dlrmlab.report.style import ReportFigure as _Figure
+from dlrmlab.report.style import dataset_label
 
 STAGE_LABELS = {"bottom_mlp": "bottom MLP", "embedding": "embedding", "interaction": "interaction",
                 "top_mlp": "top MLP"}  # fmt: skip
@@ -33,15 +35,6 @@ def _need(df: pd.DataFrame, cols: Sequence[str], what: str) -> pd.DataFrame:
     d = d.dropna(subset=["latency_ms"])
     if d.empty:
         raise DlrmlabError(f"{what}: no timed rows to plot")
-    return d
-
-
-def dataset_label(dataset: str) -> str:
-    """A dataset as figures name it: a trace by its file name, never its local path."""
-    d = str(dataset)
-    if d.startswith("trace:"):
-        name = d[6:].replace("\\", "/").rsplit("/", 1)[-1]
-        return f"trace {name.rsplit('.', 1)[0]}"
     return d
 
 
@@ -98,7 +91,7 @@ def stage_breakdown(df: pd.DataFrame, batch_size: int | None = None) -> Figure:
 
 
 def speedup_by_dataset(df: pd.DataFrame, batch_size: int | None = None) -> Figure:
-    """End-to-end speedup of each pipeline over eager PyTorch, per dataset, beside the paper's 1.77x."""
+    """End-to-end speedup of each pipeline over eager PyTorch, per dataset, beside the paper's best."""
     d = _need(df, ["pipeline", "dataset", "batch_size", "speedup_vs_torch"], "speedup_by_dataset")
     d, b = _pick_batch(_latest(d), batch_size)
     d = d[d["pipeline"] != BASELINE]
@@ -110,7 +103,8 @@ def speedup_by_dataset(df: pd.DataFrame, batch_size: int | None = None) -> Figur
     for j, col in enumerate(table.columns):
         ax.bar(x + (j - (n - 1) / 2) * 0.8 / n, table[col].to_numpy(dtype=float), 0.8 / n, label=str(col))
     ax.axhline(1.0, color="k", lw=0.8)
-    ax.axhline(PAPER_END_TO_END, color="k", ls="--", lw=1, label=f"paper, A100 (best): {PAPER_END_TO_END}x")
+    paper = PUBLISHED["end_to_end"]
+    ax.axhline(paper, color="k", ls="--", lw=1, label=f"paper, A100 (best): {paper}x")
     ax.set_xticks(x)
     ax.set_xticklabels([dataset_label(i) for i in table.index], rotation=15, ha="right")
     ax.set_ylabel("end-to-end speedup over eager PyTorch (x)")

@@ -16,10 +16,10 @@ Addresser / Combiner templates):
 * **addresser** — (table, id) → first element of the row in the packed buffer: ``plain`` rows, or
   ``split-hot`` rows (frequency-ranked tables whose hottest rows sit together at the front of the buffer,
   behind one L2 window).
-* **load a row slice** — each lane loads its ``slices_per_lane`` 16-byte vectors of the row (4 fp32 or 8
-  fp16/bf16 values), or scalars when the width is not a multiple of the vector; ``rows_in_flight`` rows
-  are loaded before any is used (memory-level parallelism). A bag's tail, fewer rows, is one such block
-  too: its missing slots re-read a row and add nothing (one memory latency, not one per row).
+* **load a row slice** — each lane loads its ``vectors`` 16-byte vectors of the row (4 fp32 or 8
+  fp16/bf16 values), or scalars when the width is not a multiple of the vector; ``unroll`` rows (the rows
+  in flight) are loaded before any is used (memory-level parallelism). A bag's tail, fewer rows, is one
+  such block too: its missing slots re-read a row and add nothing (one memory latency, not one per row).
 * **bounds check** (``checked``, a debugging mode) — an id outside its table is not read: it counts, the
   first bad position is recorded, and the row adds nothing; the host then reports it.
 * **combine** — add the rows (scaled by their factor when weighted or padded); **write** — the mean's
@@ -28,7 +28,8 @@ Addresser / Combiner templates):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from functools import lru_cache
 
 from numba import float32, int64, uint32
@@ -41,6 +42,15 @@ from dlrmlab.kernels.elements import check_load_hint, load16_hinted, scalar_load
 
 WARP = 32
 MAX_ROWS_IN_FLIGHT = 16
+
+
+class IdStaging(StrEnum):
+    """Where a bag's ids wait before their rows are loaded."""
+
+    #: staged per chunk in shared memory, already turned into row offsets
+    SHARED = "shared"
+    #: the next ``unroll`` ids prefetched into registers, no barrier
+    REGISTERS = "registers"
 
 
 @dataclass(frozen=True)
@@ -60,8 +70,8 @@ class FastConfig:
     chunk: int = 64
     max_registers: int | None = None
     split_hot: bool = False
-    #: where ids wait before their rows are loaded: "shared" (staged per chunk) or "registers" (prefetched)
-    ids: str = "shared"
+    #: where ids wait before their rows are loaded (:class:`IdStaging`; given as its string)
+    ids: IdStaging = IdStaging.SHARED
     #: check every id against its table's rows on the device (report instead of reading out of bounds)
     checked: bool = False
     #: PTX cache qualifiers of the 16-byte row loads (``elements.LOAD_HINTS``)
@@ -77,8 +87,9 @@ class FastConfig:
                 f"vector loads need dim to be a multiple of {self.vec} for {self.dtype}; use vector=False"
             )
         positive_int("split", self.split, 1, 32)
-        if self.ids not in ("shared", "registers"):
-            raise DlrmlabError(f"ids must be 'shared' or 'registers', got {self.ids!r}")
+        if self.ids not in tuple(IdStaging):
+            raise DlrmlabError(f"ids must be {' or '.join(repr(v.value) for v in IdStaging)}, got {self.ids!r}")
+        object.__setattr__(self, "ids", IdStaging(self.ids))  # frozen: the parsed value replaces the string
         positive_int("bags_per_block", self.bags_per_block, 1, 1024 // (self.lanes * self.split))
         check_load_hint(self.load_hint)
 
@@ -110,10 +121,16 @@ class FastConfig:
         return {
             "dim": self.dim, "dtype": self.dtype, **self.combine.params(), "vector": self.vector,
             "unroll": self.unroll, "bags_per_block": self.bags_per_block, "split": self.split, "chunk": self.chunk,
-            "max_registers": self.max_registers, "split_hot": self.split_hot, "ids": self.ids,
+            "max_registers": self.max_registers, "split_hot": self.split_hot, "ids": self.ids.value,
             "checked": self.checked, "load_hint": self.load_hint, "lanes": self.lanes, "vectors": self.vectors,
             "threads": self.threads,
         }  # fmt: skip
+
+
+#: Fields the stage's shape and the table layout decide; every other field of :class:`FastConfig` is a knob.
+SHAPE_FIELDS = frozenset({"dim", "dtype", "combine", "split_hot"})
+#: The fast kernel's knobs: :class:`FastConfig`'s fields but the shape's.
+KNOBS: frozenset[str] = frozenset(f.name for f in fields(FastConfig)) - SHAPE_FIELDS
 
 
 # --- policies: small device functions, chosen by the configuration -------------------------------------
@@ -303,7 +320,7 @@ def build(cfg: FastConfig):
     """Compile (at first launch) the fast kernel for ``cfg``."""
     LANES, BAGS, IDS, SPLIT = cfg.lanes, cfg.bags_per_block, cfg.chunk, cfg.split
     GROUPS, IN_FLIGHT, ACC = cfg.bags_per_block * cfg.split, cfg.unroll, cfg.vectors * cfg.vec
-    FACTORS, IN_REGISTERS = cfg.combine.factors or cfg.checked, cfg.ids == "registers"
+    FACTORS, IN_REGISTERS = cfg.combine.factors or cfg.checked, cfg.ids is IdStaging.REGISTERS
     table_of_bag, row_offset, factor = _table_of_bag(), _addresser(cfg), _factor(cfg)
     in_bounds = _checker(cfg)
     load_row_slice, add_row, write_bag = _slice_loader(cfg), _combiner(cfg), _writer(cfg)

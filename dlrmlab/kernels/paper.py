@@ -28,6 +28,9 @@ from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels.elements import scalar_loader
 from dlrmlab.prefetch import NoPrefetch, PrefetchPolicy, make_prefetch
 
+#: The knobs of the paper family (:meth:`PaperConfig.from_knobs`).
+KNOBS = frozenset({"max_registers", "prefetch", "prefetch_distance", "block", "grid"})
+
 #: PyTorch 2.1's launch: block (32, 8), grid 1024.
 TORCH_BLOCK = (32, 8)
 TORCH_GRID = 1024

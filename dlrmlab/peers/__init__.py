@@ -4,8 +4,10 @@ A peer is never part of dlrmlab: it is built at run time from a copy the user na
 directory in ``DLRMLAB_CUEMBED_DIR``), and when it cannot be built or run here its variants raise
 :class:`PeerUnavailable`, which the harness turns into a row that says why while the other variants run.
 
-Every peer is one module with the same shape: ``prepare(case, knobs) -> Prepared``, a kernel regex for
-Nsight Compute, and ``unavailable() -> str | None`` (why it cannot run here).
+Every peer is one module with the same shape, and one row per variant in :data:`dlrmlab.variants.VARIANTS`:
+``prepare(case, knobs) -> Prepared`` (:mod:`dlrmlab.prepared`; a peer that can replay a CUDA graph takes
+``graph=True``), ``KNOBS`` (the knobs it takes), ``KERNEL_REGEX`` (its kernels' names for Nsight Compute)
+and ``unavailable() -> str | None`` (why it cannot run here). Peers do not import the variants table.
 
 * :mod:`dlrmlab.peers.torch` — ``torch.nn.functional.embedding_bag``, one call per table: variant ``torch``
   (the baseline every ratio uses).

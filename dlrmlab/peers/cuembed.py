@@ -29,6 +29,7 @@ with the reason (:func:`available` says it without raising); the harness records
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -36,9 +37,9 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,9 @@ import numpy as np
 
 from dlrmlab import backend
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.graph import captured
 from dlrmlab.peers import PeerUnavailable
+from dlrmlab.prepared import Prepared, event_pairs
 
 #: Environment variable naming the cuEmbed directory (the folder that holds ``cuembed/``).
 ENV_DIR = "DLRMLAB_CUEMBED_DIR"
@@ -61,6 +64,8 @@ ABI = 1
 #: Nsight Compute filter for cuEmbed's forward kernel.
 KERNEL_REGEX = "EmbeddingLookUpKernel"
 LAYOUTS = ("csr", "fixed", "auto")
+#: The peer's knobs: how bags are laid out, and where cuEmbed's headers are.
+KNOBS = frozenset({"layout", "cuembed_dir"})
 
 #: Table dtypes cuEmbed's forward pass supports: dtype -> (shim code, instantiation bit).
 _TABLE_DTYPES = {"float32": (0, 1), "float16": (1, 2)}
@@ -459,29 +464,8 @@ def _forward_args(case: Any, layout: str, hots: int, outs: list[Any]) -> tuple[l
     return calls, keep
 
 
-def _capture_graphs(case: Any, enqueue: Callable[[int, int], None], outs: list[Any]) -> list:
-    """One CUDA graph per batch of the per-table calls; if a capture fails, those already made are freed."""
-    from dlrmlab import cudart
-    from dlrmlab.graph import StageGraph
-
-    stream = case.stream
-    graphs: list = []
-    try:
-        for i in range(case.n_batches):
-            graphs.append(
-                StageGraph.capture(lambda st, i=i: enqueue(i, cudart.stream_ptr(st)), inputs=outs, stream=stream)
-            )
-    except Exception:
-        for g in graphs:
-            g.close()
-        raise
-    return graphs
-
-
-def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.PathLike | None = None) -> Any:
+def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.PathLike | None = None) -> Prepared:
     """The cuEmbed variants: refuse what cuEmbed cannot do, build and load the shim, then closures over its calls."""
-    from dlrmlab.variants.base import Prepared
-
     name = "cuembed_graph" if graph else "cuembed"
     layout, hots = plan_case(case, layout, name)  # knob errors first, on any machine
     ok, why = available(cuembed_dir)
@@ -490,24 +474,29 @@ def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.
     lib, b = load(cuembed_dir, case.dtype, case.stage.index_dtype)
 
     from dlrmlab import cudart
-    from dlrmlab.backend import cuda, event
+    from dlrmlab.backend import cuda
 
     batch, dim, stream = case.stage.batch_size, case.dim, case.stream
     out_dtype = np.float32 if case.dtype == "float32" else np.float16
     outs = [cuda.device_array((batch, dim), out_dtype) for _ in case.dev_tables]
     calls, keep = _forward_args(case, layout, hots, outs)
 
-    def check(code: int, i: int, t: int) -> None:
+    def call(i: int, t: int, args: tuple, stream_handle: int) -> None:
+        code = lib.forward(*args, stream_handle)
         if code:
             raise DlrmlabError(f"variant {name!r}: cuEmbed's forward failed on batch {i}, table {t}: "
                                f"{lib.error_name(code)}")  # fmt: skip
 
-    def enqueue(i: int, handle: int) -> None:
+    def enqueue(i: int, stream_handle: int) -> None:
         for t, args in enumerate(calls[i]):
-            check(lib.forward(*args, handle), i, t)
+            call(i, t, args, stream_handle)
 
     handle = cudart.stream_ptr(stream)
-    graphs: list = _capture_graphs(case, enqueue, outs) if graph else []
+    batches = [lambda st, i=i: enqueue(i, cudart.stream_ptr(st)) for i in range(case.n_batches)]
+    with contextlib.ExitStack() as stack:  # popped into Prepared.close: the graphs, then the weights made here
+        stack.callback(keep.clear)
+        graphs = stack.enter_context(captured(batches, stream, outs)) if graph else []
+        close = stack.pop_all().close
 
     def run(i: int) -> None:
         if graphs:
@@ -522,35 +511,17 @@ def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.
 
     def per_kernel(i: int):
         """One event pair per table's EmbeddingForward call (one kernel each)."""
-        pairs = []
-        for t, args in enumerate(calls[i]):
-            s, e = event(), event()
-            s.record(stream)
-            check(lib.forward(*args, handle), i, t)
-            e.record(stream)
-            pairs.append((s, e))
-        return pairs
-
-    def close() -> None:
-        for g in graphs:
-            g.close()
-        graphs.clear()
-        keep.clear()
+        return event_pairs(stream, (partial(call, i, t, a, handle) for t, a in enumerate(calls[i])))
 
     params = {
         "layout": layout, "graph": graph, "num_hots": hots, "arch": f"sm_{b.arch}", "cuembed_headers": b.headers,
         "cuembed_build": b.key[:12],
     }  # fmt: skip
-    return Prepared(run, result, params, KERNEL_REGEX, None if graph else per_kernel, close)
+    return Prepared(run, result, params, None if graph else per_kernel, close)
 
 
-def prepare(case: Any, knobs: Mapping[str, Mapping[str, Any]]) -> Any:
-    """cuEmbed, one ``EmbeddingForward`` call per table on ``case.stream``. Knobs (validated by the variants
-    table): ``layout`` (``"csr"`` default, ``"fixed"``, ``"auto"``), ``cuembed_dir`` (default
-    ``$DLRMLAB_CUEMBED_DIR``)."""
-    return _prepare(case, False, **dict(knobs.get("cuembed", {})))
-
-
-def prepare_graph(case: Any, knobs: Mapping[str, Mapping[str, Any]]) -> Any:
-    """The per-table calls of :func:`prepare` captured in one CUDA graph per batch, replayed."""
-    return _prepare(case, True, **dict(knobs.get("cuembed", {})))
+def prepare(case: Any, knobs: Mapping[str, Mapping[str, Any]], graph: bool = False) -> Prepared:
+    """cuEmbed, one ``EmbeddingForward`` call per table on ``case.stream``; ``graph``: those calls captured in
+    one CUDA graph per batch, replayed. Knobs (validated by the variants table): ``layout`` (``"csr"``
+    default, ``"fixed"``, ``"auto"``), ``cuembed_dir`` (default ``$DLRMLAB_CUEMBED_DIR``)."""
+    return _prepare(case, graph, **dict(knobs.get("cuembed", {})))

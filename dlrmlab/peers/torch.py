@@ -18,29 +18,22 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from dlrmlab import backend
-from dlrmlab.errors import DlrmlabError
-from dlrmlab.variants.base import Prepared
+from dlrmlab.prepared import Prepared, event_pairs
 
-#: PyTorch's forward kernels: EmbeddingBag_updateOutputKernel_sum_mean / _max
-TORCH_KERNEL_REGEX = "EmbeddingBag_updateOutputKernel"
+#: Nsight Compute filter for PyTorch's forward kernels (EmbeddingBag_updateOutputKernel_sum_mean / _max).
+KERNEL_REGEX = "EmbeddingBag"
+#: The peer takes no knobs: it runs torch's one way.
+KNOBS: frozenset[str] = frozenset()
 
 
 @lru_cache(maxsize=1)
-def torch_usable() -> bool:
-    """torch imports and can run where the case lives (a CUDA build on a GPU; any build in simulator)."""
+def unavailable() -> str | None:
+    """Why the torch peer cannot run here (torch does not import, or has no CUDA on a GPU machine), or None."""
     try:
-        import torch
+        import torch  # heavy and optional: only asked here whether it imports
     except Exception:
-        return False
-    return backend.SIMULATOR or bool(torch.cuda.is_available())
-
-
-def _torch():
-    try:
-        import torch
-    except Exception as e:
-        raise DlrmlabError(f"the torch variant needs PyTorch, which does not import: {e}") from None
-    return torch
+        return "PyTorch is not installed (torch does not import)"
+    return None if backend.SIMULATOR or torch.cuda.is_available() else "this PyTorch has no CUDA on a GPU machine"
 
 
 def _as_cuda(torch, arr: Any, device) -> Any:
@@ -57,10 +50,6 @@ def _as_cpu(torch, arr: np.ndarray) -> Any:
     if arr.dtype == np.uint16:
         arr = arr.view(np.int16)
     return torch.from_numpy(np.ascontiguousarray(arr))
-
-
-def unavailable() -> str | None:
-    return None if torch_usable() else "PyTorch is not installed, or has no CUDA on this GPU machine"
 
 
 class _Sources(NamedTuple):
@@ -111,16 +100,14 @@ def _inputs(case, src: _Sources, on_gpu: bool, wdtype) -> list[list[tuple]]:
 
 
 def prepare(case, knobs: dict[str, dict]) -> Prepared:
-    """Views of the case's tables and batches as torch tensors, and closures calling embedding_bag."""
-    torch = _torch()
+    """Views of the case's tables and batches as torch tensors, and closures calling embedding_bag. The table
+    has checked :func:`unavailable` first (torch imports, and has CUDA on a GPU)."""
+    import torch  # heavy and optional: imported when the variant is prepared
+
     F = torch.nn.functional
     wdtype = getattr(torch, case.dtype)  # torch.float32, torch.float16 or torch.bfloat16
     mode = case.mode
     on_gpu = not backend.SIMULATOR
-    if on_gpu and not torch.cuda.is_available():
-        raise DlrmlabError(
-            f"the torch variant needs a CUDA build of torch on a GPU; this torch ({torch.__version__}) has no CUDA"
-        )
 
     src = _sources(torch, case, on_gpu)
     stream = src.stream
@@ -151,16 +138,8 @@ def prepare(case, knobs: dict[str, dict]) -> Prepared:
 
     def per_kernel(i: int):
         """One event pair per embedding_bag call (torch may launch more than one kernel per call)."""
-        batch = inputs[i]
-        pairs = []
         with ctx():
-            for w, inp in zip(weights, batch, strict=True):
-                s, e = backend.event(), backend.event()
-                s.record(case.stream)
-                call(w, inp)
-                e.record(case.stream)
-                pairs.append((s, e))
-        return pairs
+            return event_pairs(case.stream, (partial(call, w, inp) for w, inp in zip(weights, inputs[i], strict=True)))
 
-    return Prepared(run=run, result=result, params={}, kernel_regex=TORCH_KERNEL_REGEX, per_kernel=per_kernel)
+    return Prepared(run=run, result=result, params={}, per_kernel=per_kernel)
 

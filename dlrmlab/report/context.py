@@ -20,14 +20,23 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm.auto import tqdm
 
-from dlrmlab import backend
+from dlrmlab import backend, cudart
+from dlrmlab.bench import env as benv
+from dlrmlab.bench import ncu
+from dlrmlab.bench.case import BenchCase
+from dlrmlab.bench.comparison import compare
+from dlrmlab.datasets import PAPER_TRACES, canonical_name, trace_path
+from dlrmlab.device import family
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.variants import why_not_here
+from dlrmlab.workload import preset
 
 #: The suite's datasets: the artifact's public traces, our synthetic high-reuse level, uniform random.
 DEFAULT_DATASETS: tuple[str, ...] = ("trace:low", "trace:medium", "high", "random")
 TRACE_MISSING = "trace not found: run `dlrmlab data fetch`"
-#: Timed rounds per comparison: on a GPU (the harness's default is 50; 30 keep the paper preset within
+#: Timed rounds per comparison: on a GPU (the benchmark's default is 50; 30 keep the paper preset within
 #: minutes and the spread within a few percent), and in the simulator (correctness, every code path).
 GPU_REPEATS, SIM_REPEATS = 30, 1
 
@@ -41,8 +50,6 @@ def resolve_datasets(names: list[str] | None) -> tuple[list[str], dict[str, str]
 
     Unknown names, ``trace:high`` (not public) and trace paths that do not exist raise DlrmlabError.
     """
-    from dlrmlab.datasets import PAPER_TRACES, canonical_name, trace_path
-
     usable: list[str] = []
     skipped: dict[str, str] = {}
     for name in names or DEFAULT_DATASETS:
@@ -87,24 +94,23 @@ def _git_commit() -> str | None:
         return None
 
 
-def environment(command: str = "") -> dict:
-    """Where the run happened: GPU (or the simulator), driver, package versions, commit, date, command."""
-    from dlrmlab import cudart
-    from dlrmlab.device import family
-
+def run_environment(command: str = "") -> dict:
+    """Where a run happened, as the report and its manifest show it: the GPU (or the simulator), driver and
+    package versions of :func:`dlrmlab.bench.env.environment` (the columns of every result row), with the
+    GPU family, commit, date, command and Nsight Compute."""
+    env = benv.environment()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    env: dict[str, Any] = {"mode": backend.mode(), "family": family(), "command": command, "date": date,
+    out: dict[str, Any] = {"mode": env["mode_backend"], "family": family(), "command": command, "date": date,
                            "commit": _git_commit()}  # fmt: skip
     if backend.SIMULATOR:
-        env["gpu"] = "none: Numba's CUDA simulator"
+        out["gpu"] = "none: Numba's CUDA simulator"
     else:
-        props = cudart.device_properties()
-        env["gpu"] = f"{props['name']} (sm_{props['compute_capability'].replace('.', '')}, {props['sms']} SMs, " \
-                     f"L2 {props['l2_bytes'] / 2**20:.0f} MiB)"
-        env["driver"] = cudart.driver_version()
-    env["versions"] = cudart.package_versions()
-    env["ncu"] = shutil.which("ncu")
-    return env
+        sm = str(env["compute_capability"]).replace(".", "")
+        out["gpu"] = f"{env['gpu_name']} (sm_{sm}, {env['sms']} SMs, L2 {env['l2_bytes'] / 2**20:.0f} MiB)"
+        out["driver"] = env["cuda_driver_version"]
+    out["versions"] = cudart.package_versions()
+    out["ncu"] = shutil.which("ncu")
+    return out
 
 
 @dataclass
@@ -129,8 +135,6 @@ class Context:
 
     @property
     def stage(self) -> Any:
-        from dlrmlab.workload import preset
-
         return preset(self.preset)
 
     @property
@@ -146,8 +150,6 @@ class Context:
 
     def say(self, text: str) -> None:
         if self.progress:
-            from tqdm.auto import tqdm
-
             tqdm.write(text)
 
     def focus(self, n: int = 2) -> list[str]:
@@ -161,8 +163,6 @@ class Context:
 
     def case(self, dataset: str) -> Any:
         """The benchmark case of ``dataset`` (tables generated and uploaded once per run)."""
-        from dlrmlab.bench.case import BenchCase
-
         if dataset not in self._cases:
             if self._anchor is None:
                 self._anchor = BenchCase.create(self.stage, "random", self.seed, 1)
@@ -178,8 +178,6 @@ class Context:
 
     def runnable(self, specs: list[tuple[str, str, dict]]) -> tuple[list[tuple[str, str, dict]], dict[str, str]]:
         """``(label, variant, params)`` specs that can run here, and the others with the reason."""
-        from dlrmlab.variants import why_not_here
-
         ok, skipped = [], {}
         for spec in specs:
             why = why_not_here(spec[1])
@@ -193,8 +191,6 @@ class Context:
         """Harness rows of ``specs`` on ``dataset`` (checked, then timed interleaved), with a ``config`` column
         holding each spec's label. The simulator times one interleaved round and no per-kernel runs: enough
         to run every code path; nothing there is a speed."""
-        from dlrmlab.bench.harness import compare
-
         kw: dict[str, Any] = {"repeats": self.n_repeats, "progress": self.progress}
         if self.simulator:
             kw.update(timing_mode="interleaved", kernel_repeats=0, warmup_s=0.0)
@@ -211,12 +207,9 @@ class Context:
         level = dataset[6:] if dataset.startswith("trace:") else None
         if self.preset != "paper" or level not in PAPER_TRACES:
             return {}
-        try:
-            from dlrmlab import paper_data
+        from dlrmlab import paper_data
 
-            path = paper_data.paper_file(f"hot60K:{level}").find()
-        except Exception:  # the registry's names changed: the case's own hot rows are the fallback
-            path = None
+        path = paper_data.paper_file(f"hot60K:{level}").find()
         return {"hot_file": str(path)} if path else {}
 
     # --- shared expensive measurements ----------------------------------------------------------------------
@@ -264,8 +257,6 @@ class Context:
                                "ships it, and add its bin directory to PATH)")  # fmt: skip
 
         def make():
-            from dlrmlab.bench import ncu
-
             self.say(f"ncu: profiling {variant} on {self.profile_dataset()}")
             return ncu.profile_variant(variant, self.profile_dataset(), self.preset, self.seed, timeout=600)
 

@@ -1,10 +1,11 @@
 """Figure conventions of the report, in one place, so every figure reads the same way in a paper or a lecture.
 
-* One colour per technique (:data:`TECHNIQUE_COLORS`), whatever the figure: PyTorch and its kernel in greys,
-  OptMT blue, RPF orange, L2P green, the paper's combination purple, the L2 window cyan, the fused fast path
-  red, cuEmbed brown. A variant that adds a technique to another keeps the first one's colour and takes the
-  second one's as a hatch (``fast_graph+window``: red bars hatched in cyan). Sweeps of one technique use
-  shades of its colour (:func:`shades`).
+* One colour per technique, whatever the figure (:data:`dlrmlab.variants.TECHNIQUES`; each variant's row
+  names its own): PyTorch and its kernel in greys, OptMT blue, RPF orange, L2P green, the paper's
+  combination purple, the L2 window cyan, the fused fast path red, cuEmbed brown. A variant that adds a
+  technique to another keeps the first one's colour and takes the second one's as a hatch
+  (``fast_graph+window``: red bars hatched in cyan). Sweeps of one technique use shades of its colour
+  (:func:`shades`).
 * The paper's number sits beside ours, drawn in black: a dashed line (:func:`paper_line`) or a hatched bar
   (:data:`PAPER_BAR`), labelled "paper (A100)".
 * Datasets are named by what they are, never by a path (:func:`dataset_label`).
@@ -23,36 +24,8 @@ from pathlib import Path
 from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 
-#: The one colour of each technique, in every figure of the report.
-TECHNIQUE_COLORS: dict[str, str] = {
-    "torch": "#4d4d4d",
-    "baseline": "#a6a6a6",
-    "optmt": "#1f77b4",
-    "rpf": "#ff7f0e",
-    "l2p": "#2ca02c",
-    "combined": "#9467bd",
-    "window": "#17becf",
-    "fast": "#d62728",
-    "cuembed": "#8c564b",
-}
-TECHNIQUE_LABELS: dict[str, str] = {
-    "torch": "PyTorch (torch)",
-    "baseline": "PyTorch's kernel (baseline)",
-    "optmt": "OptMT",
-    "rpf": "RPF",
-    "l2p": "L2P",
-    "combined": "OptMT+RPF+L2P",
-    "window": "L2 access-policy window",
-    "fast": "fused fast path",
-    "cuembed": "cuEmbed",
-}
-#: Variant name -> the technique whose colour it wears (the technique it adds last, in the paper's order).
-VARIANT_TECHNIQUE: dict[str, str] = {
-    "torch": "torch", "baseline": "baseline", "optmt": "optmt", "rpf": "rpf", "rpf_l1": "rpf", "rpf_shared": "rpf",
-    "optmt_rpf": "rpf", "l2p": "l2p", "combined": "combined", "l2window": "window", "combined_window": "window",
-    "fast": "fast", "fast_graph": "fast", "fast+l2p": "fast", "fast_graph+l2p": "fast", "fast+window": "fast",
-    "fast_graph+window": "fast", "cuembed": "cuembed", "cuembed_graph": "cuembed",
-}  # fmt: skip
+from dlrmlab.variants import TECHNIQUES, VARIANTS, Technique
+
 #: Stages of a DLRM batch: the embedding stage in gold (no technique's colour), the rest in greys.
 STAGE_COLORS: dict[str, str] = {"bottom_mlp": "#d9d9d9", "embedding": "#e7ba52", "interaction": "#bdbdbd",
                                 "top_mlp": "#8c8c8c"}  # fmt: skip
@@ -63,30 +36,31 @@ PAPER_COLOR = "black"
 PAPER_LABEL = "paper (A100)"
 #: Keyword arguments of a bar that shows the paper's number beside ours.
 PAPER_BAR: dict = {"color": "white", "edgecolor": PAPER_COLOR, "hatch": "///", "linewidth": 0.8}
-#: Hatches for sweeps where colour alone would not tell the bars apart.
-HATCHES = ("", "//", "..", "xx", "\\\\", "++")
 SIMULATOR_NOTE = "not measured (simulator)"
 
 
-def technique(variant: str) -> str:
-    """The technique of a variant name (``optmt_rpf`` -> ``rpf``) or a technique name itself."""
-    if variant in TECHNIQUE_COLORS:
-        return variant
-    return VARIANT_TECHNIQUE.get(str(variant), "baseline")
+def technique(variant: str) -> Technique:
+    """The technique of a variant name (its row's: ``optmt_rpf`` -> RPF) or of a technique name; PyTorch's
+    kernel for a name that is neither."""
+    name = str(variant)
+    if name in TECHNIQUES:
+        return TECHNIQUES[name]
+    row = VARIANTS.get(name)
+    return row.technique if row is not None else TECHNIQUES["baseline"]
 
 
 def color(variant: str) -> str:
     """The colour of a variant's (or a technique's) bars and lines."""
-    return TECHNIQUE_COLORS[technique(variant)]
+    return technique(variant).color
 
 
 def bar_style(variant: str) -> dict:
-    """``ax.bar`` keywords for a variant: its technique's colour, and a hatch in the colour of what it adds
-    (``+window`` cyan, ``+l2p`` green), so combinations read as combinations."""
+    """``ax.bar`` keywords for a variant: its technique's colour, and the hatch of the technique it adds, in
+    that one's colour (``+window`` cyan, ``+l2p`` green), so combinations read as combinations."""
     style = {"color": color(variant), "edgecolor": "white", "linewidth": 0.6}
-    for suffix, tech in (("+window", "window"), ("+l2p", "l2p")):
-        if str(variant).endswith(suffix):
-            style.update(hatch="//", edgecolor=TECHNIQUE_COLORS[tech])
+    row = VARIANTS.get(str(variant))
+    if row is not None and row.adds is not None:
+        style.update(hatch=row.adds.hatch, edgecolor=row.adds.color)
     return style
 
 

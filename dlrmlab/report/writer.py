@@ -147,7 +147,7 @@ def section(index: int, claim: Claim, res: ClaimResult, files: dict[str, list[st
     return "\n".join(lines)
 
 
-def _environment(ctx: Context, manifest: dict) -> list[str]:
+def _environment_table(ctx: Context, manifest: dict) -> list[str]:
     env = ctx.env
     v = env.get("versions", {})
     stage = ctx.stage.describe()
@@ -197,7 +197,7 @@ def render(ctx: Context, manifest: dict, claims: dict[str, Claim], target: Path 
                   + (f"Beside each claim is what a real GPU gave, **measured elsewhere** ({ref.label}), from the "
                      "report committed with dlrmlab. " if ref else "")
                   + "Run `dlrmlab reproduce` on a CUDA GPU for measurements of your own.", ""]  # fmt: skip
-    lines += _environment(ctx, manifest)
+    lines += _environment_table(ctx, manifest)
     head = "| claim | paper (A100) | ours | reproduced? |"
     if ref:
         head += f" measured elsewhere: {ref.gpu}, {ref.date[:10]} (not here) |"

@@ -79,3 +79,17 @@ def store_fast(family: str, dim: int, dtype: str, pooling_mean: float, entry: di
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     tmp.replace(p)
     return p
+
+
+def describe(family: str, user_cache: dict | None = None) -> str:
+    """Which knobs the fused kernel gets on this GPU family (for ``dlrmlab info``)."""
+    cache = load_user_cache() if user_cache is None else user_cache
+    mine = [k for k in cache if k.startswith(f"fast|{family}|")]
+    ship = [k for k in shipped() if k.startswith(f"fast|{family}|")]
+    parts = []
+    if mine:
+        parts.append(f"{len(mine)} entr{'y' if len(mine) == 1 else 'ies'} of your tuning cache ({cache_path()})")
+    if ship:
+        parts.append(f"{len(ship)} shipped entr{'y' if len(ship) == 1 else 'ies'} ({family})")
+    rule = "the rule derived from the shape and this GPU's properties (dlrmlab.rules)"
+    return (", then ".join(parts) + ", else " + rule) if parts else f"no tuned entry for {family}: {rule}"

@@ -1,6 +1,7 @@
 """What happens around a stage's launches, as small context managers composed with ``ExitStack``:
 L2 pinning (the paper's L2P), a persisting L2 window, CUDA-graph replay. Each one undoes on exit what it
-did on entry, so an exception or a KeyboardInterrupt anywhere leaves the GPU as it was found."""
+did on entry, so an exception or a KeyboardInterrupt anywhere leaves the GPU as it was found (graph replay:
+:func:`dlrmlab.graph.captured`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ import numpy as np
 from dlrmlab import backend, l2pin, l2window
 from dlrmlab.backend import cuda
 from dlrmlab.config import positive_int
-from dlrmlab.graph import StageGraph
+
+#: Knobs of the pieces around a launch: pinning (the hot set, and how often it is pinned) and the window.
+KNOBS: dict[str, frozenset[str]] = {
+    "pin": frozenset({"hot_rows", "hot_file", "pin_every"}),
+    "window": frozenset({"l2_budget", "hit_ratio"}),
+}
 
 
 @contextlib.contextmanager
@@ -44,10 +50,3 @@ def persisting_window(budget_bytes: int | None) -> contextlib.AbstractContextMan
     :func:`dlrmlab.l2window.persisting_l2`, which restores the limit, windows and persisting lines."""
     lim = l2window.l2_limits()
     return l2window.persisting_l2(int(budget_bytes or lim["persisting_l2_max_bytes"]))
-
-
-@contextlib.contextmanager
-def graphs(enqueues: Sequence[Callable[[Any], None]], stream: Any, inputs: Sequence[Any]) -> Iterator[list]:
-    """One captured CUDA graph per enqueue function (per batch), freed on exit."""
-    with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(StageGraph.capture(e, inputs=inputs, stream=stream)) for e in enqueues]

@@ -8,14 +8,17 @@ from typing import Any
 
 import numpy as np
 
-from dlrmlab import device
+from dlrmlab import backend, device, rules
 from dlrmlab.backend import cuda
 from dlrmlab.config import Combine
+from dlrmlab.errors import DlrmlabError
 from dlrmlab.fused import PackedTables, configure_here, fused_forward
-from dlrmlab.variants.around import graphs, persisting_window, pinned
-from dlrmlab.variants.base import Prepared
+from dlrmlab.graph import captured
+from dlrmlab.prepared import Prepared
+from dlrmlab.variants.around import persisting_window, pinned
 
-KERNEL_REGEX = "embedding_bag_fast|pin_hot_rows"
+#: The fast kernel's name (:func:`dlrmlab.kernels.fused.build`), for Nsight Compute.
+KERNEL_REGEX = "embedding_bag_fast"
 
 
 def _packed(case: Any) -> tuple[PackedTables, list[tuple]]:
@@ -51,19 +54,44 @@ def _global_hot(case: Any, tables: PackedTables, hot_rows: int | None) -> np.nda
     return np.sort(rows[top[counts[top] > 0]])
 
 
+LAYOUTS = ("auto", "plain", "split-hot")
+#: The ``layout`` knob: "auto" (:func:`dlrmlab.rules.choose_layout`), "plain" or "split-hot".
+LAYOUT_KNOBS = frozenset({"layout"})
+
+
+def choose_layout(case: Any, knobs: dict[str, dict]) -> rules.LayoutChoice:
+    """The row layout: the variant's own (``+window``: split-hot; ``+l2p``: plain), or, for a variant that
+    takes the ``layout`` knob, the one asked for or the rule's choice from the case's hotness."""
+    asked = knobs["layout"].get("layout", "auto") if "layout" in knobs else None
+    if asked not in (None, *LAYOUTS):
+        raise DlrmlabError(f"layout must be one of {', '.join(LAYOUTS)}, got {asked!r}")
+    if asked is None or asked != "auto":
+        layout = asked or ("split-hot" if "window" in knobs and "layout" not in knobs else "plain")
+        return rules.LayoutChoice(layout, float("nan"), 0, "fixed by the variant" if asked is None else "asked for")
+    persisting = device.limits()["persisting_l2_max_bytes"]
+    budget = knobs.get("window", {}).get("l2_budget") or persisting
+    row_bytes = case.dim * case.stage.element_bytes
+    return rules.choose_layout([], row_bytes, budget, counts=[r.ranked_counts for r in case.rankings()])
+
+
 def prepare(case: Any, knobs: dict[str, dict], graph: bool = False) -> Prepared:
-    """The fast kernel; ``knobs['pin']`` pins the global hot set before each batch, ``knobs['window']``
-    puts every table's hot rows behind one window; ``graph`` replays each batch from a CUDA graph."""
-    pin, window = knobs.get("pin"), knobs.get("window")
+    """The fast kernel; ``knobs['pin']`` pins the global hot set before each batch; the split-hot layout
+    (``+window``, or chosen by the ``layout`` knob) puts every table's hot rows behind one window; ``graph``
+    replays each batch from a CUDA graph."""
+    choice = choose_layout(case, knobs)
+    pin = knobs.get("pin")
+    window = knobs.get("window", {}) if choice.split_hot else None
     combine = Combine(case.mode, case.weighted, False)
     # The configuration first: a bad knob fails here, before anything is allocated or changed.
     cfg, source = configure_here(case.dim, case.dtype, case.stage.pooling.mean, combine=combine,
                                  split_hot=window is not None, **knobs.get("fast", {}))
     s, b = case.stream, case.stage.batch_size
-    params = {**cfg.params(), "config_source": source, "graph": graph}
+    params = {**cfg.params(), "config_source": source, "graph": graph, **choice.params()}
     set_window = None
     with contextlib.ExitStack() as stack:
-        if window is not None:
+        if window is not None and backend.SIMULATOR:  # no L2 to steer there: the split-hot rows alone
+            tables, jagged = _ranked(case, window.get("l2_budget") or device.limits()["persisting_l2_max_bytes"])
+        elif window is not None:
             l2 = stack.enter_context(persisting_window(window.get("l2_budget")))
             tables, jagged = _ranked(case, l2.limit_bytes)
             nbytes = min(tables.hot_bytes, l2.max_window)
@@ -90,7 +118,7 @@ def prepare(case: Any, knobs: dict[str, dict], graph: bool = False) -> Prepared:
         replays = None
         if graph:
             batches = [lambda st, i=i: enqueue(i, st) for i in range(case.n_batches)]
-            replays = stack.enter_context(graphs(batches, s, [out]))
+            replays = stack.enter_context(captured(batches, s, [out]))
 
         def run(i: int) -> None:
             if replays is not None:
@@ -106,4 +134,4 @@ def prepare(case: Any, knobs: dict[str, dict], graph: bool = False) -> Prepared:
             host = out.copy_to_host()
             return [host[t * b : (t + 1) * b] for t in range(case.num_tables)]
 
-        return Prepared(run, result, params, KERNEL_REGEX, None, stack.pop_all().close)
+        return Prepared(run, result, params, None, stack.pop_all().close)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -14,9 +15,11 @@ from dlrmlab.backend import cuda
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels.paper import PaperConfig
+from dlrmlab.prepared import Prepared, event_pairs
 from dlrmlab.variants.around import persisting_window, pinned
-from dlrmlab.variants.base import Prepared
 
+#: The paper kernel's name (:func:`dlrmlab.kernels.paper.build`), for Nsight Compute.
+KERNEL_REGEX = "embedding_bag_paper"
 #: The artifact's hot set: its 60,000 most frequent rows per table.
 HOT_ROWS = 60_000
 
@@ -38,16 +41,13 @@ def per_table(case: Any, launch_table: Callable[[int, int], None], outs: list, p
             launch_table(i, t)
 
     def per_kernel(i: int):
-        pairs = []
-        for t in range(case.num_tables):
-            if before is not None:
-                before(i, t)
-            e0, e1 = backend.event(), backend.event()
-            e0.record(s)
-            launch_table(i, t)
-            e1.record(s)
-            pairs.append((e0, e1))
-        return pairs
+        def launches():
+            for t in range(case.num_tables):
+                if before is not None:
+                    before(i, t)  # outside the table's event pair
+                yield partial(launch_table, i, t)
+
+        return event_pairs(s, launches())
 
     def result(i: int) -> list[np.ndarray]:
         run(i)
@@ -106,7 +106,7 @@ def prepare(case: Any, knobs: dict[str, dict]) -> Prepared:
             launch.paper(cfg, tables[t], dim, ids[i][t], tb.offsets, tb.psw, -1, outs[t], s)
 
         closures = per_table(case, launch_table, outs, params, before)
-        return Prepared(**closures, kernel_regex="embedding_bag_paper|pin_hot_rows", close=stack.pop_all().close)
+        return Prepared(**closures, close=stack.pop_all().close)
 
 
 def ranked_tables(case: Any) -> tuple[list[Any], list[list[Any]], list[np.ndarray]]:

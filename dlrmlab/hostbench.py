@@ -1,0 +1,456 @@
+"""Tables larger than the GPU: the host link's rates, and the host and cached placements' serving loop
+against their bound (``dlrmlab host-tables``).
+
+1. :func:`link_rates` measures what the bound is made of, at each row size: bulk host-to-device copies,
+   zero-copy gathers of random rows from pinned host memory (the cache's fill), and the same gathers from
+   HBM (what a hit costs).
+   :func:`fused_hbm_rate` measures the fused kernel itself over tables in HBM (what a hit costs at best).
+2. :func:`run_cached` serves batches through an HBM cache (:mod:`dlrmlab.pipeline`) and reports the time
+   per batch, the effective bandwidth (looked-up bytes over time), the counters, and the bound: every
+   lookup read at the fused kernel's HBM rate plus every missed row fetched at the host gather rate. Beside it,
+   the predicted hit rate: the L2 model's LRU core (:func:`dlrmlab.l2model.simulate`, one row per line)
+   run at the cache's size, and the skew curve's value there (the hottest rows' share of lookups, which
+   a frequency cache approaches).
+
+Trace ids (under 500K) are spread over larger tables by a bijection, ``(id x 1,000,003 + 7,919 t) mod
+rows``: the same reuse, scattered through each table, different per table. (On tables of fewer rows than
+the trace's 500K the map folds ids together: the tiny preset only exercises the code.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dlrmlab import backend, hotness, l2model, launch, reference
+from dlrmlab.backend import cuda
+from dlrmlab.bench.env import environment
+from dlrmlab.config import table_dtype
+from dlrmlab.datasets import canonical_name
+from dlrmlab.errors import DlrmlabError
+from dlrmlab.fused import PackedTables, configure_here, fused_forward
+from dlrmlab.hbmcache import CacheStats, HbmCache, geometry, segments
+from dlrmlab.kernels import gather
+from dlrmlab.pipeline import CachedStage, host_packed
+from dlrmlab.placement import HostTables, Placement
+from dlrmlab.workload import EmbeddingStage, JaggedBatch, Workload
+
+LINK_ROW_BYTES = (128, 256, 512, 1024)
+SPREAD_MULTIPLIER, SPREAD_OFFSET = 1_000_003, 7_919
+TEMPLATE_ROWS = 65_521  # host tables repeat a random block of this many rows (a prime: no aliasing with strides)
+CHECK_BAGS = 32  # bags per table checked against the NumPy reference, per run
+TRACE_ROWS = 500_000  # the artifact traces' ids are under this
+
+
+def fill_tables(ht: HostTables, seed: int = 0, threads: int = 8) -> float:
+    """Fill the host tables fast (row r = a random template's row r mod TEMPLATE_ROWS); seconds taken."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([seed, 0x7AB1E])
+    k = min(TEMPLATE_ROWS, ht.total_rows)
+    template = rng.standard_normal((k, ht.dim), dtype=np.float32).astype(table_dtype(ht.dtype).storage)
+    h = ht.host
+
+    def block(s: int) -> None:
+        n = min(k, ht.total_rows - s)
+        h[s : s + n] = template[:n]
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        list(pool.map(block, range(0, ht.total_rows, k)))
+    return time.perf_counter() - t0
+
+
+def spread(ids: np.ndarray, rows: int, t: int) -> np.ndarray:
+    """Trace ids onto a table of ``rows`` (see the module docstring); a bijection when gcd(multiplier, rows)
+    is 1, else still a fixed map."""
+    return (ids.astype(np.int64) * SPREAD_MULTIPLIER + SPREAD_OFFSET * t) % rows
+
+
+def make_batches(stage: EmbeddingStage, dataset: str, n: int, seed: int = 0) -> tuple[list[JaggedBatch], str]:
+    """``n`` batches of ``dataset`` for ``stage`` (trace ids spread over the tables); and the id map used."""
+    is_trace = canonical_name(dataset).startswith("trace:")
+    # a trace's ids are drawn as they are (no id dropped, whatever the tables' rows), then spread
+    drawn = stage.with_(embedding_sizes=tuple(max(r, TRACE_ROWS) for r in stage.embedding_sizes))
+    wl = Workload(drawn if is_trace else stage, dataset, seed=seed)
+    out = []
+    for b in wl.batches(n):
+        if is_trace:
+            for t, tb in enumerate(b.tables):
+                tb.indices = spread(tb.indices, stage.embedding_sizes[t], t).astype(tb.indices.dtype)
+        out.append(b.jagged())
+    id_map = f"(id*{SPREAD_MULTIPLIER}+{SPREAD_OFFSET}*t) mod rows" if is_trace else "none"
+    return out, id_map
+
+
+# --- the host link -----------------------------------------------------------------------------------------
+
+
+def _time_ms(fn: Callable[[], None], repeats: int) -> float:
+    """Median ms of ``fn`` (launches on stream 0) between CUDA events (host clock in the simulator)."""
+    times = []
+    for _ in range(repeats):
+        start, end = backend.event(), backend.event()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return float(np.median(times))
+
+
+def _gather(src: Any, src_rows: Any, dst: Any, dst_rows: Any, n: int, dim: int) -> None:
+    blocks = launch.cover(n * gather.WARP, gather.BLOCK, cap=None if backend.SIMULATOR else 65535)
+    gather.build()[blocks, gather.BLOCK](src, src_rows, dst, dst_rows, n, dim)
+
+
+def link_rates(ht: HostTables, row_bytes: Sequence[int] = LINK_ROW_BYTES, nbytes: int = 256 << 20,
+               repeats: int = 5, seed: int = 0) -> pd.DataFrame:
+    """GB/s of bulk copies (pinned host -> device) and of random-row gathers from host memory (zero-copy)
+    and from HBM, per row size. Gathers write row i to row i of a device buffer (``nbytes`` long)."""
+    rng = np.random.default_rng(seed)
+    elems = ht.total_rows * ht.dim * table_dtype(ht.dtype).bytes // 4
+    nbytes = min(int(nbytes), elems * 4)
+    host_words = ht.buffer.device(np.float32, (elems,))
+    dst = cuda.device_array(nbytes // 4, np.float32)
+    hbm_src = cuda.device_array(nbytes, np.float32)  # hbm gathers: random rows of a buffer >> L2 (4x nbytes)
+    rows: list[dict] = []
+    ms = _time_ms(lambda: dst.copy_to_device(ht.host.reshape(-1).view(np.float32)[: nbytes // 4]), repeats)
+    rows.append({"measure": "bulk_h2d", "row_bytes": None, "bytes": nbytes, "ms": ms, "gbps": nbytes / ms / 1e6})
+    for rb in row_bytes:
+        dim = int(rb) // 4
+        n = nbytes // int(rb)
+        to = cuda.to_device(np.arange(n, dtype=np.int64))
+        for name, src, src_rows in (("host_gather", host_words, elems // dim), ("hbm_gather", hbm_src, 4 * n)):
+            idx = cuda.to_device(rng.integers(0, src_rows, n, dtype=np.int64))
+            ms = _time_ms(lambda src=src, idx=idx, to=to, n=n, dim=dim: _gather(src, idx, dst, to, n, dim), repeats)
+            rows.append({"measure": name, "row_bytes": int(rb), "bytes": n * int(rb), "ms": ms,
+                         "gbps": n * int(rb) / ms / 1e6})
+    return pd.DataFrame(rows)
+
+
+def fused_hbm_rate(stage: EmbeddingStage, batch: JaggedBatch, rows: int = 1 << 20, repeats: int = 5) -> dict:
+    """GB/s of the fused kernel itself over tables in HBM (``rows`` per table, far larger than L2), on
+    ``batch``'s ids folded into them: what a lookup that hits the cache costs at best."""
+    r = min(int(rows), min(stage.embedding_sizes))
+    dim, t = stage.embedding_dim, stage.num_tables
+    dt = table_dtype(stage.dtype)
+    packed = cuda.device_array(t * r * dim, dt.storage)  # the values do not matter to the time
+    tables = PackedTables(packed, cuda.to_device(np.arange(t, dtype=np.int64) * r * dim), (r,) * t, dim, dt.name)
+    jagged = (cuda.to_device(batch.indices % r), cuda.to_device(batch.offsets), cuda.to_device(batch.table_offsets),
+              None)
+    out = cuda.device_array((int(batch.offsets.size) - 1, dim), np.float32)
+    cfg, _ = configure_here(dim, dt.name, batch.indices.size / max(1, batch.offsets.size - 1))
+    ms = _time_ms(lambda: fused_forward(tables, jagged, out=out, config=cfg, validate=False), repeats)
+    nbytes = int(batch.indices.size) * dim * dt.bytes
+    return {"measure": "hbm_fused", "row_bytes": dim * dt.bytes, "bytes": nbytes, "ms": ms, "gbps": nbytes / ms / 1e6}
+
+
+def _rate(rates: pd.DataFrame, measure: str, row_bytes: int) -> float:
+    """The measured GB/s of ``measure`` at the row size closest to ``row_bytes``."""
+    r = rates[rates["measure"] == measure]
+    i = (r["row_bytes"] - row_bytes).abs().idxmin()
+    return float(r.loc[i, "gbps"])
+
+
+# --- predictions -------------------------------------------------------------------------------------------
+
+
+def predicted_hit_rates(batches: list[JaggedBatch], warmup: int, rows: int, row_bytes: int, cache_rows: int,
+                        ways: int) -> dict:
+    """Table 0 through a cache of its share of the budget: the L2 model's LRU core (one row a line, sets
+    by row modulo) and the skew curve (the hottest ``cache_rows`` rows' share of the timed lookups)."""
+    ids = [[b.table(0).indices] for b in batches]
+    ways = max(1, min(ways, cache_rows))
+    sets = max(1, cache_rows // ways)
+    cfg = l2model.L2Config(size=sets * ways * row_bytes, line=row_bytes, sector=row_bytes, ways=ways,
+                           persisting_max=0)
+    trace = l2model.Trace(ids[warmup:], (rows,))
+    warm = l2model.Trace(ids[:warmup], (rows,)) if warmup else None
+    lru = l2model.simulate(trace, row_bytes, cfg, warmup=warm)
+    timed = np.concatenate([i[0] for i in ids[warmup:]])
+    counts = hotness.counts(timed, rows)
+    k = min(sets * ways, counts.size)
+    skew = float(np.partition(counts, counts.size - k)[counts.size - k :].sum() / max(1, timed.size))
+    return {"predicted_hit_rate_lru": lru.hit_rate, "skew_curve_hit_rate": skew}
+
+
+# --- serving runs ------------------------------------------------------------------------------------------
+
+
+def _check(ht: HostTables, batch: JaggedBatch, out: np.ndarray, mode: str) -> float:
+    """Largest error of the first bags of each table against the NumPy reference over the host tables."""
+    err = 0.0
+    n_bags = batch.table_offsets[1] - batch.table_offsets[0]
+    for t in range(batch.num_tables):
+        tb = batch.table(t)
+        k = min(CHECK_BAGS, tb.offsets.size - 1)
+        want = reference.embedding_bag(tb.indices[: tb.offsets[k]], ht.table(t), tb.offsets[: k + 1], mode=mode,
+                                       include_last_offset=True)
+        got = out[t * n_bags : t * n_bags + k]
+        err = max(err, float(np.max(np.abs(got - want), initial=0.0)))
+    return err
+
+
+def run_cached(ht: HostTables, batches: list[JaggedBatch], placement: Placement, warmup: int, mode: str = "sum",
+               threads: int = 16) -> dict:
+    """Serve ``batches`` through an HBM cache; time the batches after ``warmup`` (wall clock, the CPU's
+    planning included: it is part of serving), and sum their counters."""
+    max_ids = max(int(b.indices.size) for b in batches)
+    max_bags = max(int(b.offsets.size) - 1 for b in batches)
+    stage = CachedStage(ht, placement, max_ids, max_bags, mode=mode, threads=threads)
+    try:
+        out = cuda.device_array((max_bags, ht.dim), np.float32)
+        total, plan_s, t0 = CacheStats(), 0.0, time.perf_counter()
+        pre = stage.prefetch(batches[0])
+        for i in range(len(batches)):
+            stage.forward(pre, out[: pre.n_bags])
+            if i >= warmup:
+                total += pre.stats
+            if i == warmup - 1:
+                stage.synchronize()
+                t0, plan_s = time.perf_counter(), stage.plan_seconds
+            if i + 1 < len(batches):
+                pre = stage.prefetch(batches[i + 1])
+        stage.synchronize()
+        seconds = time.perf_counter() - t0
+        err = _check(ht, batches[-1], out.copy_to_host()[: batches[-1].offsets.size - 1], mode)
+        return {"seconds": seconds, "plan_seconds": stage.plan_seconds - plan_s, "max_abs_err": err,
+                "cache_rows": stage.cache.geometry.slots, "ways": stage.cache.geometry.ways, **total.as_dict()}
+    finally:
+        stage.synchronize()
+
+
+def run_host(ht: HostTables, batches: list[JaggedBatch], warmup: int, mode: str = "sum") -> dict:
+    """Serve ``batches`` reading every row from host memory (zero-copy); time those after ``warmup``."""
+    packed = host_packed(ht)
+    dev = [tuple(cuda.to_device(a) for a in (b.indices, b.offsets, b.table_offsets)) + (None,) for b in batches]
+    out = cuda.device_array((int(batches[0].offsets.size) - 1, ht.dim), np.float32)
+    t0 = time.perf_counter()
+    for i, j in enumerate(dev):
+        if i == warmup:
+            cuda.synchronize()
+            t0 = time.perf_counter()
+        fused_forward(packed, j, mode=mode, out=out, validate=False)
+    cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    lookups = sum(int(b.indices.size) for b in batches[warmup:])
+    err = _check(ht, batches[-1], out.copy_to_host(), mode)
+    return {"seconds": seconds, "plan_seconds": 0.0, "max_abs_err": err, "lookups": lookups, "hit_rate": 0.0}
+
+
+def bound_ms(row: dict, row_bytes: int, hbm_gbps: float, host_gbps: float) -> float:
+    """The fastest a batch can be: its lookups' bytes at the HBM rate plus its missed rows' bytes at
+    the host gather rate (``host``: every lookup at the host rate)."""
+    n = row["timed_batches"]
+    if row["placement"] == "host":
+        return row["lookups"] * row_bytes / host_gbps / 1e6 / n
+    return (row["lookups"] * row_bytes / hbm_gbps + row["misses"] * row_bytes / host_gbps) / 1e6 / n
+
+
+def result_row(stage: EmbeddingStage, dataset: str, id_map: str, placement: Placement, res: dict, warmup: int,
+               timed: int, rates: pd.DataFrame, predicted: dict | None, env: dict) -> dict:
+    """One tidy result row of a serving run."""
+    rb = stage.embedding_dim * stage.element_bytes
+    fused = (rates["measure"] == "hbm_fused").any()
+    hbm, host = _rate(rates, "hbm_fused" if fused else "hbm_gather", rb), _rate(rates, "host_gather", rb)
+    row = {**env, "dataset": dataset, "id_map": id_map, **placement.params(),
+           "placement_spec": str(placement), **stage.describe(), "table_bytes": stage.table_bytes(),
+           "cache_bytes": (res.get("cache_rows") or 0) * rb, "warmup_batches": warmup, "timed_batches": timed, **res}
+    row["ms_per_batch"] = res["seconds"] * 1e3 / timed
+    row["samples_per_s"] = stage.batch_size * timed / res["seconds"]
+    row["effective_gbps"] = res["lookups"] * rb / res["seconds"] / 1e9
+    row["plan_ms_per_batch"] = res["plan_seconds"] * 1e3 / timed
+    row["hbm_gbps"], row["host_gather_gbps"] = hbm, host
+    row["bound_ms"] = bound_ms(row, rb, hbm, host)
+    row["share_of_bound"] = row["bound_ms"] / row["ms_per_batch"]
+    row.update(predicted or {"predicted_hit_rate_lru": None, "skew_curve_hit_rate": None})
+    return row
+
+
+def _free_pending() -> None:
+    """Free device buffers Numba has queued for release, so the next cache's memory check sees them free."""
+    if not backend.SIMULATOR:
+        cuda.current_context().deallocations.clear()
+
+
+def placements(budgets: Sequence[float], ways: int) -> list[Placement]:
+    """Per-table LRU caches, pipelined, at every budget; at the middle budget also LFU, serial (no
+    pipeline) and one shared cache; and the ``host`` placement (no cache)."""
+    base = [Placement("cached", budget=float(b), ways=ways, shared=False) for b in budgets]
+    mid = base[len(base) // 2]
+    return [*base, mid.with_(policy="lfu"), mid.with_(pipelined=False), mid.with_(shared=True), Placement("host")]
+
+
+def run(stage: EmbeddingStage, datasets: Sequence[str], budgets: Sequence[float], out_dir: Any, warmup: int = 4,
+        timed: int = 10, ways: int = 32, threads: int = 16, seed: int = 0,
+        progress: Callable[[str], None] = print, command: str = "") -> pd.DataFrame:
+    """The whole measurement: pin and fill the tables, the link's rates (``host_link.csv``), then every
+    placement on every dataset (``host_tables.csv``), rows appended as each run finishes."""
+    from dlrmlab.bench.results import append_results
+    from dlrmlab.placement import host_tables
+
+    env = {**environment(), "command": command}
+    rb = stage.embedding_dim * stage.element_bytes
+    t0 = time.perf_counter()
+    with host_tables(stage.embedding_sizes, stage.embedding_dim, stage.dtype) as ht:
+        pin_s = time.perf_counter() - t0
+        fill_s = fill_tables(ht, seed, threads)
+        progress(f"pinned {ht.nbytes / 1e9:.1f} GB of host tables in {pin_s:.1f} s, filled in {fill_s:.1f} s")
+        small = backend.SIMULATOR  # the simulator runs one Python thread per CUDA thread
+        rates = link_rates(ht, nbytes=16 << 10 if small else 256 << 20, repeats=1 if small else 5, seed=seed)
+        probe, _ = make_batches(stage, "random", 1, seed)
+        rates = pd.concat([rates, pd.DataFrame([fused_hbm_rate(stage, probe[0], repeats=1 if small else 5)])],
+                          ignore_index=True)
+        link = rates.assign(**{k: v for k, v in env.items()}, table_bytes=ht.nbytes, pin_seconds=pin_s,
+                            fill_seconds=fill_s)
+        append_results(link, "host_link", out_dir)
+        for r in rates.itertuples():
+            progress(f"  {r.measure:12s} {'' if pd.isna(r.row_bytes) else int(r.row_bytes):>5} B rows: "
+                     f"{r.gbps:8.1f} GB/s")
+        rows = []
+        for ds in datasets:
+            batches, id_map = make_batches(stage, ds, warmup + timed, seed)
+            predicted: dict = {}
+            for p in placements(budgets, ways):
+                _free_pending()
+                if p.kind == "host":
+                    res, pred = run_host(ht, batches, warmup), None
+                else:
+                    res = run_cached(ht, batches, p, warmup, threads=threads)
+                    if p.budget not in predicted:  # table 0's share of the budget (a shared cache's too)
+                        g = geometry(ht.rows, rb, p.with_(shared=False))
+                        predicted[p.budget] = predicted_hit_rates(batches, warmup, ht.rows[0], rb,
+                                                                  g.set_count[0] * g.ways, g.ways)
+                    pred = predicted[p.budget]
+                row = result_row(stage, canonical_name(ds), id_map, p, _complete(res), warmup, timed,
+                                 rates, pred, env)
+                append_results(pd.DataFrame([row]), "host_tables", out_dir)
+                rows.append(row)
+                progress(f"{canonical_name(ds):>14s} {p!s:44s} {row['ms_per_batch']:8.2f} ms "
+                         f"{row['effective_gbps']:7.1f} GB/s  hit {row['hit_rate']:.3f} "
+                         f"(LRU model {_fmt(pred, 'predicted_hit_rate_lru')}, skew {_fmt(pred, 'skew_curve_hit_rate')})"
+                         f"  {row['share_of_bound']:.0%} of bound")
+        return pd.DataFrame(rows)
+
+
+def _complete(res: dict) -> dict:
+    """Every run's row has every counter (None where a placement has no cache)."""
+    return {**dict.fromkeys([*CacheStats().as_dict(), "cache_rows", "ways"]), **res}
+
+
+def _fmt(pred: dict | None, key: str) -> str:
+    return "-" if not pred or pred.get(key) is None else f"{pred[key]:.3f}"
+
+
+# --- the memory hierarchy on the CPU (the teaching notebook) ------------------------------------------------
+
+#: Spec-sheet rates of an H100 SXM (HBM3 peak; PCIe Gen5 x16, one direction) for when nothing was measured
+NOMINAL_GBPS = {"hbm": 3350.0, "host": 64.0}
+
+
+def skew_curve(ids: np.ndarray, row_bytes: int) -> pd.DataFrame:
+    """The hottest rows' share of ``ids``'s lookups against the bytes they take: what a cache of that size,
+    holding exactly the hottest rows, would serve. One curve, read at every level's capacity."""
+    curve = hotness.coverage_curve(np.asarray(ids))
+    k = np.unique(np.geomspace(1, max(1, curve.size), 200).astype(np.int64))
+    return pd.DataFrame({"rows": k, "bytes": k * row_bytes, "share": curve[k - 1]})
+
+
+def hit_rate_sweep(stage: EmbeddingStage, batches: list[JaggedBatch], budgets: Sequence[float],
+                   policies: Sequence[str] = ("lru", "lfu"), ways: int = 32, warmup: int = 2) -> pd.DataFrame:
+    """The HBM cache's decisions alone (no rows, on the CPU) at each budget and policy: measured counters
+    of the batches after ``warmup``, beside the LRU model's and the skew curve's predictions."""
+    shape = HostTables(None, stage.embedding_sizes, stage.embedding_dim, stage.dtype)
+    rb = shape.row_bytes
+    max_ids = max(int(b.indices.size) for b in batches)
+    locs, src, dst = np.zeros(max_ids, np.int32), np.zeros(max_ids, np.int64), np.zeros(max_ids, np.int64)
+    rows = []
+    for budget in budgets:
+        pred = None
+        for policy in policies:
+            p = Placement("cached", budget=float(budget), policy=policy, ways=ways, shared=False)
+            cache = HbmCache(shape, p, max_ids, on_device=False)
+            total = CacheStats()
+            for i, b in enumerate(batches):
+                _, stats = cache.plan(b.indices, segments(b.offsets, b.table_offsets), locs, src, dst, True)
+                total = total + stats if i >= warmup else total
+            g = cache.geometry
+            pred = pred or predicted_hit_rates(batches, warmup, stage.embedding_sizes[0], rb, g.set_count[0] * g.ways,
+                                               g.ways)
+            rows.append({"budget": float(budget), "cache_bytes": cache.cache_bytes, "policy": policy,
+                         **total.as_dict(), **pred})
+    return pd.DataFrame(rows)
+
+
+def bound_gbps(hit_rate: Any, hbm_gbps: float, host_gbps: float) -> Any:
+    """Effective GB/s of lookups when a share ``hit_rate`` is read from HBM and the rest first fetched over
+    the host link (then read from HBM too): bytes over (bytes / HBM + misses' bytes / host link)."""
+    h = np.asarray(hit_rate, np.float64)
+    return 1.0 / (1.0 / hbm_gbps + (1.0 - h) / host_gbps)
+
+
+def measured_rates(results_dir: Any = "results/h100") -> tuple[dict, str]:
+    """``({"hbm": GB/s, "host": GB/s}, note)`` from a committed ``host_link.csv`` (512-byte rows), else the
+    spec sheet's (:data:`NOMINAL_GBPS`)."""
+    from pathlib import Path
+
+    path = Path(results_dir) / "host_link.csv"
+    if path.is_file():
+        df = pd.read_csv(path)
+        rates = {"hbm": _rate(df, "hbm_fused" if (df["measure"] == "hbm_fused").any() else "hbm_gather", 512),
+                 "host": _rate(df, "host_gather", 512)}
+        return rates, f"measured on {df['gpu_name'].iloc[-1]} ({path})"
+    return dict(NOMINAL_GBPS), "nothing measured here: an H100 SXM's spec-sheet rates (HBM3 peak, PCIe Gen5 x16)"
+
+
+#: the H100's L2, and the host-table shape measured on it, for the notebook's scale
+H100_L2_BYTES = 50 * 2**20
+
+
+def teaching_setup(preset: str | None = None) -> tuple[EmbeddingStage, int, dict, str]:
+    """``(stage, batches, levels, note)`` for the memory-hierarchy notebook. ``levels``: each level's
+    capacity in bytes (L2; HBM caches of 1%, 10% and 30% of the tables; the host tables). ``paper``: 8 tables
+    of 15M x 128 fp32 (61 GB) and the H100's L2 (planning millions of ids a batch on the CPU: minutes);
+    ``tiny`` (default without a GPU): 4 tables of 200,000 rows, batch 512 x 50, and an L2 scaled with the
+    tables, so every level holds the same share of the data as at full size."""
+    from dlrmlab.workload import preset as make_preset
+
+    if preset is None:
+        preset = backend.default_preset()
+    full = make_preset("paper", tables=8, rows=15_000_000)
+    if preset == "paper":
+        stage, n, note = full, 6, "paper: 8 tables of 15,000,000 x 128 fp32 rows (61 GB), batch 2048 x 150"
+    elif preset == "tiny":
+        stage = make_preset("paper", tables=4, rows=200_000, batch_size=512, pooling=50)
+        n, note = 8, ("tiny: 4 tables of 200,000 x 128 fp32 rows (410 MB), batch 512 x 50; the L2 scaled with the "
+                      "tables (PRESET='paper' runs the full size)")
+    else:
+        raise DlrmlabError(f"unknown preset {preset!r} for the memory-hierarchy notebook; valid: tiny, paper")
+    tb = stage.table_bytes()
+    l2 = H100_L2_BYTES * tb // full.table_bytes() // (128 * 16) * (128 * 16)  # whole lines x ways
+    levels = {"L2": max(128 * 16, l2), "HBM cache 1%": tb // 100, "HBM cache 10%": tb // 10,
+              "HBM cache 30%": 3 * tb // 10, "host (all tables)": tb}
+    return stage, n, levels, note
+
+
+def hierarchy_table(stage: EmbeddingStage, batches: list[JaggedBatch], levels: dict, warmup: int = 2) -> pd.DataFrame:
+    """One dataset's skew curve read at every level: the hottest rows' share of the lookups that fit each
+    level's capacity, and the LRU model's hit rate of a cache that size (table 0, its share of the level)."""
+    rb = stage.embedding_dim * stage.element_bytes
+    timed = np.concatenate([b.table(0).indices for b in batches[warmup:]])
+    curve = hotness.coverage_curve(timed)
+    rows = []
+    for level, cap in levels.items():
+        share_rows = int(cap // rb // stage.num_tables)  # table 0's share of the level
+        skew = float(curve[min(max(share_rows, 1), curve.size) - 1]) if curve.size else 0.0
+        lru = 1.0  # a level that holds every row is the rows' home: nothing misses
+        if share_rows < stage.embedding_sizes[0]:
+            ways = 16 if level == "L2" else 32
+            lru = predicted_hit_rates(batches, warmup, stage.embedding_sizes[0], rb, share_rows, ways)[
+                "predicted_hit_rate_lru"]
+        rows.append({"level": level, "capacity_bytes": int(cap), "skew_curve_share": skew, "lru_hit_rate": lru})
+    return pd.DataFrame(rows)

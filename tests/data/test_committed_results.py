@@ -1,0 +1,66 @@
+"""Data checks: the results committed under results/ (H100 measurements) still read as the code expects.
+
+These check files, not code: a new measurement may change a number here without any code being wrong.
+They carry the ``data`` marker and run by default; ``-m "not data"`` leaves them out."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from helpers import ROOT
+
+from dlrmlab import l2model
+from dlrmlab.bench import comparison, report, results, schema
+
+pytestmark = pytest.mark.data
+
+RESULTS = ROOT / "results"
+H100 = RESULTS / "h100"
+
+
+def _need(path):
+    if not path.exists():
+        pytest.skip(f"no committed {path.relative_to(ROOT)}")
+    return path
+
+
+def test_h100_variant_table_joins_profiles():
+    """The committed H100 rows and ncu profiles join into one row per (variant, dataset), with the
+    baseline's profile as measured: 45 registers, 62.5% theoretical occupancy, long-scoreboard stalls."""
+    rows = pd.read_csv(_need(H100 / "reproduce.csv"))
+    prof = pd.read_csv(_need(H100 / "profile.csv"))
+    t = report.variant_table(rows, prof)
+    assert not t.duplicated(["variant", "dataset"]).any()
+    torch = t[t["variant"] == "torch"]
+    assert (torch["speedup_vs_torch"] == 1.0).all()
+    assert t["host_share"].between(0, 1).all()
+    base = t[(t["variant"] == "baseline") & (t["dataset"] == "random")].iloc[0]
+    assert base["registers"] == 45 and base["theoretical_occupancy"] == pytest.approx(0.625)
+    assert base["top_stalls"].startswith("long_scoreboard")
+
+
+def test_schema_matches_committed_results():
+    """Changing the row columns would make every later append to the committed results fail."""
+    files = sorted(RESULTS.glob("*/reproduce.csv"))
+    if not files:
+        pytest.skip("no committed results")
+    for f in files:
+        assert set(pd.read_csv(f, nrows=0).columns) == set(comparison.expected_columns()), f
+        runs = f.with_name("reproduce_runs.csv")
+        if runs.exists():
+            assert set(pd.read_csv(runs, nrows=0).columns) == set(schema.RUN_COLUMNS), runs
+
+
+def test_committed_results_have_the_columns():
+    """Every committed benchmark rows table has the dropped-ids columns and is already upgraded."""
+    for csv in sorted(RESULTS.rglob("*.csv")):
+        cols = list(pd.read_csv(csv, nrows=0).columns)
+        if "n_batches" in cols and "cold_l2" in cols:  # a benchmark rows table
+            assert {"dropped_ids", "trace_wraps"} <= set(cols), csv
+            assert results.upgrade(pd.DataFrame(columns=cols)).columns.tolist() == cols, csv
+
+
+def test_the_committed_profile_has_what_the_l2_model_comparison_needs():
+    ncu = pd.read_csv(_need(H100 / "profile.csv"))
+    assert {"variant", "dataset", "l2_hit_rate", "l1_hit_rate", "preset", "seed"} <= set(ncu.columns)
+    assert any(l2model._has_policy(v) for v in ncu["variant"])

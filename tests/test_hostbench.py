@@ -1,0 +1,124 @@
+"""The host-table measurement's pieces (simulator, tiny): a serving run's row and its bound, the LRU
+prediction against the cache itself, trace spreading, and the command's refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlrmlab import cli, hostbench
+from dlrmlab.hbmcache import HbmCache, segments
+from dlrmlab.placement import Placement, host_tables
+from dlrmlab.workload import JaggedBatch, TableBatch, preset
+
+DIM = 4
+
+
+def _batches(rng, rows, n, bags=2, pooling=4):
+    out = []
+    for _ in range(n):
+        tables = []
+        for r in rows:
+            ids = (rng.zipf(1.2, bags * pooling) - 1) % r
+            tables.append(TableBatch(ids.astype(np.int64), np.arange(0, bags * pooling + 1, pooling)))
+        out.append(JaggedBatch.from_tables(tables))
+    return out
+
+
+def _rates() -> pd.DataFrame:
+    return pd.DataFrame([{"measure": "host_gather", "row_bytes": 16, "gbps": 10.0},
+                         {"measure": "hbm_gather", "row_bytes": 16, "gbps": 1.0},
+                         {"measure": "hbm_fused", "row_bytes": 16, "gbps": 1000.0}])
+
+
+def test_cached_run_row_and_its_bound():
+    rng = np.random.default_rng(0)
+    rows = (40, 30)
+    stage = preset("tiny", tables=2, rows=40, sparse_feature_size=DIM, batch_size=2)
+    batches = _batches(rng, rows, 4)
+    p = Placement.parse("cached:20%:lru:per-table:2-way")
+    with host_tables(rows, DIM, fill=[rng.standard_normal((r, DIM)).astype(np.float32) for r in rows]) as ht:
+        res = hostbench.run_cached(ht, batches, p, warmup=2, threads=2)
+    assert res["max_abs_err"] < 1e-5
+    assert res["lookups"] == sum(b.indices.size for b in batches[2:])
+    row = hostbench.result_row(stage, "zipf", "none", p, hostbench._complete(res), 2, 2, _rates(), None, {})
+    want = (res["lookups"] * 16 / 1000.0 + res["misses"] * 16 / 10.0) / 1e6 / 2
+    assert row["bound_ms"] == pytest.approx(want)
+    assert row["share_of_bound"] == pytest.approx(want / row["ms_per_batch"])
+
+
+def test_lru_prediction_equals_the_cache_when_nothing_is_locked():
+    """One set, fewer distinct rows a batch than ways: the cache is plain LRU, as the L2 model's core."""
+    rng = np.random.default_rng(1)
+    rows, ways = 200, 16
+    batches = [JaggedBatch.from_tables([TableBatch((rng.zipf(1.3, 12) - 1) % rows, np.array([0, 12]))])
+               for _ in range(8)]
+    with host_tables((rows,), DIM) as ht:
+        cache = HbmCache(ht, Placement("cached", budget=ways / rows, ways=ways, pipelined=False), max_ids=12)
+        assert cache.geometry.slots == ways
+        buf = [np.zeros(12, np.int32), np.zeros(12, np.int64), np.zeros(12, np.int64)]
+        stats = [cache.plan(b.indices, segments(b.offsets, b.table_offsets), *buf, lock_previous=False)[1]
+                 for b in batches]
+    timed = stats[2:]
+    measured = 1 - sum(s.misses for s in timed) / sum(s.lookups for s in timed)
+    pred = hostbench.predicted_hit_rates(batches, 2, rows, 16, ways, ways)
+    assert pred["predicted_hit_rate_lru"] == pytest.approx(measured)
+    assert pred["skew_curve_hit_rate"] >= measured  # the hottest rows, known in advance, do at least as well
+
+
+def test_trace_ids_are_spread_bijectively():
+    ids = np.arange(500_000)
+    out = hostbench.spread(ids, 15_000_000, 3)
+    assert np.unique(out).size == ids.size and out.max() < 15_000_000
+
+
+@pytest.mark.parametrize("argv", [["--budgets", "150%"], ["--budgets", ""], ["--batches", "0"],
+                                  ["--dataset", "nonsense"], ["--dataset", "trace:/no/such.txt"], ["--rows", "-1"]])
+def test_host_tables_command_refuses_bad_options(argv, capsys, tmp_path):
+    assert cli.main(["host-tables", "--out", str(tmp_path), *argv]) == 2
+    assert capsys.readouterr().err.startswith("dlrmlab: error:")
+
+
+def test_host_tables_larger_than_host_memory_are_refused_naming_both_sizes(capsys, tmp_path):
+    assert cli.main(["host-tables", "--out", str(tmp_path), "--rows", "100000000000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dlrmlab: error: 3 host table(s) of 300,000,000,000 rows")
+    assert "of host memory, more than" in err
+    assert not list(tmp_path.glob("*/host_tables.csv"))
+
+
+def test_report_section_and_figure_from_tidy_rows(tmp_path):
+    from dlrmlab import hostreport
+    from dlrmlab.bench.results import append_results
+
+    stage = preset("tiny", tables=2, rows=1000, sparse_feature_size=DIM, batch_size=4)
+    env = {"device": "h100", "gpu_name": "NVIDIA H100", "command": "dlrmlab host-tables"}
+    rows = []
+    for spec, misses in (("cached:1%:per-table", 900), ("cached:10%:per-table", 300), ("cached:10%", 300),
+                         ("host", None)):
+        p = Placement.parse(spec)
+        res = hostbench._complete({"seconds": 0.01, "plan_seconds": 0.001, "max_abs_err": 0.0, "lookups": 1000,
+                                   "misses": misses, "hit_rate": None if misses is None else 1 - misses / 1000,
+                                   "cache_rows": 10})
+        rows.append(hostbench.result_row(stage, "zipf:1.05", "none", p, res, 1, 2, _rates(), None, env))
+    append_results(pd.DataFrame(rows), "host_tables", tmp_path)  # through CSV, as the command writes them
+    runs = pd.read_csv(tmp_path / "host_tables.csv")
+    text = hostreport.section(runs, _rates())
+    assert "NVIDIA H100; 2 tables of 1,000 rows x 4 float32" in text
+    assert "| cached:10%:lru:shared:32-way:pipelined |" in text and "| host |" in text
+    assert len(hostreport.headline(runs)) == 3  # the per-table LRU sweep and host
+    assert len(hostreport.figure(runs).axes[0].lines) == 3  # cached, bound, host
+
+
+@pytest.mark.gpu
+def test_host_tables_command_end_to_end_on_the_gpu(tmp_path):
+    argv = ["host-tables", "--out", str(tmp_path), "--tables", "2", "--rows", "200000", "--batch", "256",
+            "--pooling", "20", "--budgets", "5%,20%", "--dataset", "random,zipf:1.05", "--warmup", "1",
+            "--batches", "2"]
+    assert cli.main(argv) == 0
+    out = next(tmp_path.glob("*/host_tables.csv")).parent
+    runs, link = pd.read_csv(out / "host_tables.csv"), pd.read_csv(out / "host_link.csv")
+    assert len(runs) == 2 * 6 and (runs["max_abs_err"] < 1e-3).all()
+    assert (link["gbps"] > 0).all() and set(link["measure"]) >= {"bulk_h2d", "host_gather", "hbm_gather", "hbm_fused"}
+    assert (out / "host_tables.md").is_file()

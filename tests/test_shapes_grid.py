@@ -1,0 +1,53 @@
+"""The shape grid: its points, the per-point summary (best cuEmbed layout, ratios, the layout chosen) and
+the heatmap, from rows shaped as the harness writes them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlrmlab.bench import shapes
+
+
+def test_grid_has_every_width_batch_and_pooling():
+    st = shapes.grid_stages()
+    assert len(st) == 12 and {s.embedding_dim for s in st} == {32, 64, 128, 256}
+    assert {(s.batch_size, s.pooling.mean) for s in st} == {(512, 150), (2048, 150), (16384, 20)}
+    assert all(s.num_tables == 12 and s.embedding_sizes[0] == 500_000 for s in st)
+
+
+def _rows() -> pd.DataFrame:
+    rows = []
+    for ds, (torch, fixed, csr, fast, layout) in {"random": (1.0, 0.50, 0.60, 0.40, "plain"),
+                                                   "zipf:1.1": (0.9, 0.20, 0.25, 0.25, "split-hot")}.items():
+        for v, ms, p in (("torch", torch, {}), ("cuembed_graph", fixed, {"layout": "fixed"}),
+                         ("cuembed_graph", csr, {"layout": "csr"}),
+                         ("fast_graph", fast, {"layout": layout, "hot_share": 0.9, "config_source": "rule"})):
+            rows.append({"variant": v, "dataset": ds, "dim": 64, "batch": 512, "pooling": 150, "median_ms": ms,
+                         "correct": True, "params": json.dumps(p), "effective_gbps": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_summary_takes_cuembeds_best_layout_and_records_the_choice():
+    s = shapes.summary(_rows()).set_index("dataset")
+    assert s.loc["random", "cuembed_layout"] == "fixed" and s.loc["random", "vs_cuembed"] == pytest.approx(1.25)
+    assert s.loc["random", "vs_torch"] == pytest.approx(2.5)
+    assert s.loc["zipf:1.1", "layout"] == "split-hot" and s.loc["zipf:1.1", "vs_cuembed"] == pytest.approx(0.8)
+    assert set(s["config_source"]) == {"rule"}
+
+
+def test_summary_skips_incorrect_rows():
+    rows = _rows()
+    rows.loc[rows["variant"] == "fast_graph", "correct"] = False
+    assert shapes.summary(rows).empty
+
+
+def test_heatmap_counts_the_points_behind():
+    fig = shapes.heatmap(shapes.summary(_rows()), stamp="test")
+    assert "ahead of cuEmbed at 1 of 2 points" in fig._suptitle.get_text()
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "1.25x" in texts and "0.80x" in texts and "2.50x" in texts
+    assert np.isfinite([float(t[:-1]) for t in texts if t.endswith("x")]).all()
