@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from dlrmlab import api, cli  # noqa: E402
-from dlrmlab.bench.harness import run_bench  # noqa: E402
+from dlrmlab.bench.sweep import run_bench  # noqa: E402
 from dlrmlab.errors import DlrmlabError  # noqa: E402
 from dlrmlab.validate import SEED_MAX  # noqa: E402
 from dlrmlab.workload import MAX_BATCH, MAX_DIM, MAX_ROWS, MAX_TABLES, preset  # noqa: E402
