@@ -139,6 +139,9 @@ def embedding_bag(
     the dim is inferred from the row width), or float32/float16 rows, quantized on the fly (every call:
     quantize once and pass the rows when you call it more than once).
     """
+    for name, x in (("weight", weight), ("input", input), ("offsets", offsets),
+                    ("per_sample_weights", per_sample_weights), ("out", out)):
+        _array_like(x, name, optional=name not in ("weight", "input"))
     shape = getattr(weight, "shape", None)
     if shape is None or len(shape) != 2:
         raise DlrmlabError(f"weight must be 2-D (num_embeddings, embedding_dim), got shape {shape}")
@@ -155,6 +158,7 @@ def embedding_bag(
     dtype = weight_dtype if weight_dtype in quant.FORMATS else _table_dtype(weight, weight_dtype)
     combine = Combine(mode, per_sample_weights is not None, padding_idx is not None)
     if padding_idx is not None:
+        padding_idx = checks.integer("padding_idx", padding_idx)
         if not -rows <= padding_idx < rows:
             raise DlrmlabError(f"padding_idx {padding_idx} out of range for {rows} rows")
         padding_idx %= rows
@@ -170,10 +174,10 @@ def embedding_bag(
         checks.contiguous(weight, "weight")
         host_side = sum(int(x.nbytes) for x in (weight, input, offsets, per_sample_weights)
                         if isinstance(x, np.ndarray))  # fmt: skip
-        checks.check_memory(
-            f"embedding_bag over a {rows:,} x {dim:,} table ({n_ids:,} ids, {n_bags:,} bags)",
-            device=host_side + (max(n_bags, 0) * dim * 4 if out is None else 0),
-        )
+        what = f"embedding_bag over a {rows:,} x {dim:,} table ({n_ids:,} ids, {n_bags:,} bags)"
+        device = host_side + (max(n_bags, 0) * dim * 4 if out is None else 0)
+        checks.check_memory(what, device=device)
+        checks.check_simulator_work(n_ids * dim, what, device)
     if validate or not include_last_offset:
         host_off = checks.offsets(checks.host_copy(offsets), n_ids, include_last_offset)
         if validate:
@@ -191,6 +195,19 @@ def embedding_bag(
             out.copy_to_host(stream=s)
         )
     return out
+
+
+def _array_like(x: Any, name: str, optional: bool) -> None:
+    """``x`` is an array (NumPy, torch, a device array: it has a shape and a dtype), as torch's functional
+    ``embedding_bag`` requires; Python lists and scalars are refused with what to pass instead."""
+    if x is None and optional:
+        return
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        raise DlrmlabError(f"{name} must be an array (a NumPy array, a torch tensor or a device array), got "
+                           f"{type(x).__name__}" + (f"; e.g. numpy.asarray({name}, dtype=numpy.int64)"
+                                                    if isinstance(x, (list, tuple)) and name != "weight" else ""))
+    if len(x.shape) == 0:
+        raise DlrmlabError(f"{name} must be an array, got a scalar ({x!r})")
 
 
 def _as_csr(input: Any, offsets: Any, psw: Any, include_last_offset: bool) -> tuple:

@@ -18,6 +18,10 @@ from collections.abc import Callable, Sequence
 from dlrmlab import __version__
 from dlrmlab.config import KERNEL_MODES, json_object
 from dlrmlab.errors import EXIT_BROKEN_PIPE, EXIT_INCORRECT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DlrmlabError
+from dlrmlab.validate import MAX_BATCHES, MAX_IDS, MAX_REPEATS, SEED_MAX, SHRINK_HINT, arg_int, arg_seconds
+from dlrmlab.validate import integer as check_integer
+from dlrmlab.validate import seconds as check_seconds
+from dlrmlab.workload import MAX_BATCH, MAX_DIM, MAX_ROWS, MAX_TABLES
 
 EXIT_CODES_HELP = (
     "exit status: 0 ok; 1 a result was incorrect (a variant's output did not match the NumPy reference, or an "
@@ -26,6 +30,30 @@ EXIT_CODES_HELP = (
 )
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+#: The range of every numeric flag (by its ``argparse`` dest), checked for whichever command has it, before
+#: the command runs: a refusal names the flag as typed. ``None`` bounds a duration in seconds.
+FLAG_RANGES: dict[str, tuple[int, int] | None] = {
+    "rows": (1, MAX_ROWS), "tables": (1, MAX_TABLES), "batch": (1, MAX_BATCH), "dim": (1, MAX_DIM),
+    "seed": (0, SEED_MAX), "ids": (1, MAX_IDS), "repeats": (1, MAX_REPEATS), "batches": (1, MAX_BATCHES),
+    "launch_skip": (0, MAX_REPEATS), "launch_count": (1, MAX_REPEATS), "serving_block": (1, MAX_REPEATS),
+    "repeat_runs": (1, MAX_REPEATS), "warmup": None, "timeout": None,
+}  # fmt: skip
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Every numeric flag given in range (:data:`FLAG_RANGES`), or a :class:`DlrmlabError` naming it."""
+    for dest, bounds in FLAG_RANGES.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        flag = "--" + dest.replace("_", "-")
+        if bounds is None:
+            check_seconds(flag, value)
+            if dest == "timeout" and value == 0:
+                raise DlrmlabError(f"{flag} must be positive, got {value}")
+        else:
+            check_integer(flag, value, *bounds)
 
 
 def _command(name: str):
@@ -124,14 +152,19 @@ def workload_describe(args: argparse.Namespace) -> dict:
     from dlrmlab import hotness, validate
     from dlrmlab.workload import Workload
 
+    # Hotness is a CPU analysis: ``auto`` is the paper's shape on any machine (no kernel runs here).
+    args = argparse.Namespace(**{**vars(args), "preset": "paper" if args.preset in (None, "auto") else args.preset})
     stage = _stage_from_args(args)
-    if args.ids is not None and args.ids <= 0:
-        raise DlrmlabError(f"--ids must be positive, got {args.ids}")
     n = int(args.ids if args.ids is not None else stage.lookups_per_batch())
     validate.check_memory(f"describing {n:,} ids of {args.dataset}",  # the ids, their copies and sorts
                           host=4 * 8 * n + validate.stream_bytes(stage, args.dataset))
     wl = Workload(stage, args.dataset, seed=args.seed)
-    return {"dataset": wl.dataset, "seed": args.seed, **stage.describe(), **hotness.describe(wl.ids(args.ids))}
+    d = stage.describe()
+    what = f"the first {n:,} ids" if args.ids is not None else f"one batch ({n:,} ids)"
+    rows = d["rows"] if isinstance(d["rows"], int) else d["rows"][0]
+    return {"describes": f"{what} of {wl.dataset} for the {d['preset']} preset's tables of {rows:,} rows (a "
+                         "trace's ids >= rows are skipped, as the paper's artifact does)",
+            "dataset": wl.dataset, "seed": args.seed, **d, **hotness.describe(wl.ids(args.ids))}
 
 
 @_command("workload")
@@ -164,10 +197,12 @@ def _data(args: argparse.Namespace) -> int:
 
 @_command("reproduce")
 def _reproduce(args: argparse.Namespace) -> int:
+    from dlrmlab.bench.results import default_dir
     from dlrmlab.reproduce import reproduce
 
     return reproduce(
-        preset=args.preset, out=args.out, only=_names(args.only) or None, datasets=_names(args.datasets) or None,
+        preset=args.preset, out=args.out or default_dir(), only=_names(args.only) or None,
+        datasets=_names(args.datasets) or None,
         repeats=args.repeats, force=args.force, quiet=args.quiet,
     )
 
@@ -262,11 +297,14 @@ def _tune(args: argparse.Namespace) -> int:
         )
         table = rows
         cols = ["max_registers", "registers", "theoretical_occupancy", "occupancy_limiter", "median_ms", "correct"]
-    print(rows[[c for c in cols if c in rows]].to_string(index=False))
     simulated = rows.empty or not bool(rows.iloc[0].get("timing_valid", False))
+    if simulated:  # simulated times measure nothing: not shown
+        cols = [c for c in cols if not c.endswith("_ms") and not c.startswith(("ms[", "speedup"))]
+    print(rows[[c for c in cols if c in rows]].to_string(index=False))
     if simulated:
-        print("simulator: timings not meaningful (the order above is by simulated time"
-              + ("; your tuning cache was left as it was)" if args.target == "fast" else ")"))
+        print("simulator: timings not meaningful, so no times shown and none is ranked; every candidate's output "
+              "was checked"
+              + (" (your tuning cache was left as it was)" if args.target == "fast" else ""))
     if out is not None:
         print(f"appended {len(table)} row(s) to {append_results(table, f'tune_{args.target}', out)}")
     else:
@@ -402,13 +440,13 @@ QUIET_HELP = "no progress bars"
 
 def _add_shape(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="auto", help=PRESET_HELP)
-    p.add_argument("--rows", type=int, help="rows per table")
-    p.add_argument("--tables", type=int, help="number of tables")
-    p.add_argument("--batch", type=int, help="batch size")
-    p.add_argument("--dim", type=int, help="embedding dim (sparse feature size)")
+    p.add_argument("--rows", type=arg_int, help="rows per table")
+    p.add_argument("--tables", type=arg_int, help="number of tables")
+    p.add_argument("--batch", type=arg_int, help="batch size")
+    p.add_argument("--dim", type=arg_int, help="embedding dim (sparse feature size)")
     p.add_argument("--pooling", help="ids per bag: N, uniform:LO-HI or poisson:MEAN")
     p.add_argument("--table-dtype", help=TABLE_DTYPE_HELP)
-    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--seed", type=arg_int, default=0, help=SEED_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -430,7 +468,8 @@ def _add_info_workload_data(sub) -> None:
     d = wsub.add_parser("describe", help="hotness statistics of one batch's index stream")
     d.add_argument("--dataset", required=True, help=DATASETS_HELP)
     _add_shape(d)
-    d.add_argument("--ids", type=int, help="describe the first N ids of the stream instead of one batch")
+    d.add_argument("--ids", type=arg_int,
+                   help="describe the first N ids of the stream instead of one batch")
     d.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = sub.add_parser("data", help="the paper's datasets: list them, verify a copy, fetch them")
@@ -443,7 +482,7 @@ def _add_info_workload_data(sub) -> None:
     d.add_argument("--json", action="store_true", help=JSON_HELP)
     d = dsub.add_parser("fetch", help="download the files from the paper's artifact, then verify them")
     d.add_argument("--dest", help="directory to write to (default: $DLRMLAB_DATA_DIR or ~/.cache/dlrmlab/data)")
-    d.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default %(default)s)")
+    d.add_argument("--timeout", type=arg_seconds, default=60.0, help="seconds per request (default %(default)s)")
 
 
 def _add_reproduce_tune_profile(sub) -> None:
@@ -456,13 +495,15 @@ def _add_reproduce_tune_profile(sub) -> None:
     )  # fmt: skip
     p.add_argument("--preset", default="auto", choices=("tiny", "paper", "auto"),
                    help="workload: paper (a GPU), tiny, or auto (default: paper on a GPU, tiny in the simulator)")
-    p.add_argument("--out", default="results", help="the report goes to OUT/<gpu family>/ (default %(default)s)")
+    p.add_argument("--out", help="the report goes to OUT/<gpu family>/ (default: $DLRMLAB_RESULTS_DIR, else "
+                   "./dlrmlab-results, as for every command; --out results replaces a checkout's committed report)")
     p.add_argument("--only", help="comma-separated claims (default all): hotness, embedding_share, occupancy, stalls, "
                    "optmt, rpf, l2p, configurations, end_to_end, beyond; the other sections of an earlier report of "
                    "the same preset in OUT are kept")
     p.add_argument("--datasets", help="comma-separated (default: trace:low,trace:medium,high,random; a missing "
                    "artifact trace is skipped with the reason)")
-    p.add_argument("--repeats", type=int, help="timed rounds per comparison (default 30 on a GPU, 1 in the simulator)")
+    p.add_argument("--repeats", type=arg_int,
+                   help="timed rounds per comparison (default 30 on a GPU, 1 in the simulator)")
     p.add_argument("--force", action="store_true",
                    help="write even if OUT/<gpu family>/ holds other content (same-named files are replaced)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -481,7 +522,8 @@ def _add_reproduce_tune_profile(sub) -> None:
                                      "tunes the split-hot layout); optmt: the variant swept (optmt or optmt_rpf)")
     p.add_argument("--caps", help="optmt: comma-separated register caps, 'none' for no cap")
     p.add_argument("--table-dtype", help="fast: " + TABLE_DTYPE_HELP + "; the winner is stored for that format")
-    p.add_argument("--repeats", type=int, help="timed rounds per candidate (default 50; 1 in the simulator)")
+    p.add_argument("--repeats", type=arg_int,
+                   help="timed rounds per candidate (default 50; 1 in the simulator)")
     p.add_argument("--out", help="append the table to OUT/<gpu family>/tune_<target>.csv (default: no CSV)")
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
@@ -489,11 +531,13 @@ def _add_reproduce_tune_profile(sub) -> None:
     p.add_argument("--variant", required=True, help="a registered variant (e.g. torch)")
     p.add_argument("--dataset", required=True, help=DATASETS_HELP)
     p.add_argument("--preset", default="auto", help=PRESET_HELP)
-    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--seed", type=arg_int, default=0, help=SEED_HELP)
     p.add_argument("--out", help=OUT_HELP)
     p.add_argument("--kernel-regex", help="kernel-name regex for ncu (default: the variant's kernels)")
-    p.add_argument("--launch-skip", type=int, default=2, help="matching launches to skip (default %(default)s)")
-    p.add_argument("--launch-count", type=int, default=1, help="matching launches to profile (default %(default)s)")
+    p.add_argument("--launch-skip", type=arg_int, default=2,
+                   help="matching launches to skip (default %(default)s)")
+    p.add_argument("--launch-count", type=arg_int, default=1,
+                   help="matching launches to profile (default %(default)s)")
     p.add_argument("--knobs", help='the variant\'s knobs as JSON, e.g. \'{"unroll": 8, "load_hint": "L2::256B"}\'')
     p.add_argument("--table-dtype", help=TABLE_DTYPE_HELP)
 
@@ -537,12 +581,16 @@ def _add_bench_dlrm(sub) -> None:
     p.add_argument("--timing", default="serving", choices=("serving", "interleaved", "cold_l2"),
                    help="serving: blocks of consecutive batches per variant, first untimed (default); interleaved: "
                    "variants alternate run by run; cold_l2: L2 evicted before every run")
-    p.add_argument("--serving-block", type=int, default=8, help="batches per serving block (default %(default)s)")
+    p.add_argument("--serving-block", type=arg_int, default=8,
+                   help="batches per serving block (default %(default)s)")
     p.add_argument("--cuembed-dir", help="cuEmbed checkout for the cuembed peers (default $DLRMLAB_CUEMBED_DIR)")
-    p.add_argument("--repeats", type=int, help="timed rounds per comparison (default 50; 2 in the simulator)")
-    p.add_argument("--warmup", type=float, help="warm-up seconds, >= 0 (default 0.3; 0 in the simulator)")
-    p.add_argument("--batches", type=int, default=4, help="distinct batches rotated through runs (default %(default)s)")
-    p.add_argument("--repeat-runs", type=int, default=1, help="repeat the whole comparison K times (default 1)")
+    p.add_argument("--repeats", type=arg_int,
+                   help="timed rounds per comparison (default 50; 2 in the simulator)")
+    p.add_argument("--warmup", type=arg_seconds, help="warm-up seconds, >= 0 (default 0.3; 0 in the simulator)")
+    p.add_argument("--batches", type=arg_int, default=4,
+                   help="distinct batches rotated through runs (default %(default)s)")
+    p.add_argument("--repeat-runs", type=arg_int, default=1,
+                   help="repeat the whole comparison K times (default 1)")
     p.add_argument("--no-torch", action="store_true", help="do not add the torch baseline")
     p.add_argument("--json", action="store_true", help="print the result rows as JSON records")
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
@@ -567,13 +615,16 @@ def _add_bench_dlrm(sub) -> None:
 
 def _one_line_warnings(show: Callable) -> Callable:
     """``warnings.showwarning`` that prints dlrmlab's own warnings (a trace's dropped ids or wraps, ...) as
-    one ``dlrmlab: warning:`` line; other libraries' warnings go to ``show`` as usual."""
+    one ``dlrmlab: warning:`` line of its own (a progress bar is moved below it); other libraries' warnings go
+    to ``show`` as usual."""
 
     def showwarning(message, category, filename, lineno, file=None, line=None) -> None:
         if not getattr(category, "__module__", "").startswith("dlrmlab"):
             return show(message, category, filename, lineno, file, line)
         text = " ".join(str(message).split())
-        print(f"dlrmlab: warning: {text}", file=file or sys.stderr)
+        from tqdm import tqdm  # a dependency; imported here like the progress bars it steps around
+
+        tqdm.write(f"dlrmlab: warning: {text}", file=file or sys.stderr)  # its own line, above any progress bar
 
     return showwarning
 
@@ -615,9 +666,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     mark = len(results.APPENDED)
+    hint = SHRINK_HINT.set("make it smaller (--batch, --rows, --dim, --tables, --pooling)")
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            check_flags(args)
             return _COMMANDS[args.command](args) or EXIT_OK
     except KeyboardInterrupt:
         return _interrupted(mark)
@@ -629,6 +682,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError as e:
         print(f"dlrmlab: error: out of host memory: {e or 'the request does not fit'}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        SHRINK_HINT.reset(hint)
 
 
 if __name__ == "__main__":

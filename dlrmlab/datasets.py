@@ -321,7 +321,9 @@ class TraceStream(IndexStream):
             self._warned.add("dropped")
             warnings.warn(
                 f"{self.name}: {above:,} of the trace's {size:,} ids are >= rows={rows:,} and are skipped "
-                f"({self.dropped:,} so far; see .dropped)",
+                f"({self.dropped:,} so far). Its largest id is {int(self.ids.max()):,}: tables of "
+                f"{int(self.ids.max()) + 1:,} rows keep every id (--rows, or rows= in preset()); the results' "
+                "dropped_ids column counts the skipped ones",
                 TraceWarning,
                 stacklevel=3,
             )
@@ -343,6 +345,10 @@ _INT64_MAX = np.iinfo(np.int64).max
 
 def _bad_line(path: Path, data: bytes) -> DlrmlabError:
     """The error for the first malformed line (the slow second pass, run only once parsing has failed)."""
+    binary = next((i for i, b in enumerate(data[:1 << 16]) if b < 9 or 13 < b < 32 or b > 126), None)
+    if binary is not None:
+        return DlrmlabError(f"{path} is not a text trace (byte {binary:,} is 0x{data[binary]:02x}, not text): "
+                            "a trace holds one non-negative integer row id per line")
     for no, raw in enumerate(data.split(b"\n"), 1):
         s = raw.strip(b" \t\r")
         if not s:
@@ -391,8 +397,10 @@ def read_trace(path: str | Path) -> np.ndarray:
 
 def make_stream(dataset: str, seed: int = 0) -> IndexStream:
     """Build the index stream for a dataset input; its ``name`` is the label (see module docstring)."""
-    if int(seed) < 0:
-        raise DlrmlabError(f"seed must be a non-negative integer, got {seed}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DlrmlabError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(dataset, str):
+        raise DlrmlabError(f"dataset must be a name (e.g. 'random', 'trace:low'), got {dataset!r}")
     name = canonical_name(dataset)
     if name == "random":
         return UniformStream(name=name, seed=seed)

@@ -1,7 +1,8 @@
 """``dlrmlab reproduce``: the paper's claims measured on this machine, written up as a report.
 
 Runs the experiment suite of :data:`dlrmlab.report.claims.CLAIMS` (or the ``only`` ones) and writes, under
-``<out>/<gpu family>/`` (``simulator`` without a GPU), each claim's CSVs and figure (PNG and SVG) and a
+``<out>/<gpu family>/`` (``simulator`` without a GPU; ``out`` defaults to ``$DLRMLAB_RESULTS_DIR``, else
+``./dlrmlab-results``, where every command writes), each claim's CSVs and figure (PNG and SVG) and a
 ``report.md`` that puts every claim of Jain et al. (MICRO 2024) beside what this GPU gave (see
 :mod:`dlrmlab.report.writer` for the directory's contents and when it may be written over).
 
@@ -72,7 +73,7 @@ def _announce(ctx, target: Path, quiet: bool) -> None:
 
 def reproduce(
     preset: str | None = "auto",
-    out: str | Path = "results",
+    out: str | Path | None = None,
     only: list[str] | None = None,
     datasets: list[str] | None = None,
     repeats: int | None = None,
@@ -81,7 +82,7 @@ def reproduce(
     command: str | None = None,
 ) -> int:
     """Run the suite and write the report (see the module docstring); 0 if all went well, 1 otherwise."""
-    from dlrmlab.bench.results import check_results_dir
+    from dlrmlab.bench.results import check_results_dir, default_dir
     from dlrmlab.device import family
     from dlrmlab.report import writer
     from dlrmlab.report.claims import CLAIMS
@@ -92,7 +93,7 @@ def reproduce(
     if repeats is not None and (isinstance(repeats, bool) or int(repeats) != repeats or int(repeats) < 1):
         raise DlrmlabError(f"--repeats must be a positive integer, got {repeats!r}")
     usable, skipped = resolve_datasets(datasets)
-    target = Path(out) / family()
+    target = Path(out if out is not None else default_dir()) / family()
     previous = writer.check_target(target, force)
     check_results_dir(target)
     env = run_environment(command or "dlrmlab " + " ".join(sys.argv[1:]))

@@ -19,7 +19,11 @@ them with ``validate=False`` where the entry point offers it; where there are le
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
+import warnings
+from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,74 @@ import numpy as np
 
 from dlrmlab.errors import DlrmlabError
 
+# --- numbers -----------------------------------------------------------------------------------------------
+
+
+def integer(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an int, or a :class:`DlrmlabError` naming ``name``: bools, strings, NaN, infinities and
+    fractional numbers are refused (``2.0`` and ``1e6`` are integers; ``2.5`` is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
+        raise DlrmlabError(f"{name} must be an integer, got {value!r}")
+    if isinstance(value, (float, np.floating)) and (not math.isfinite(value) or value != int(value)):
+        raise DlrmlabError(f"{name} must be an integer, got {value!r}")
+    v = int(value)
+    if minimum is not None and v < minimum:
+        what = {1: "positive", 0: "non-negative"}.get(minimum, f">= {minimum}")
+        raise DlrmlabError(f"{name} must be {what}, got {value!r}")
+    if maximum is not None and v > maximum:
+        raise DlrmlabError(f"{name} must be at most {maximum:,}, got {value!r}")
+    return v
+
+
+def seconds(name: str, value: Any, maximum: float = 24 * 3600.0) -> float:
+    """A duration in seconds: a finite real number in [0, ``maximum``] (NaN would never end a wait)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
+        raise DlrmlabError(f"{name} must be a number of seconds, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise DlrmlabError(f"{name} must be a finite number of seconds, got {value!r}")
+    if v < 0:
+        raise DlrmlabError(f"{name} must be non-negative, got {value:g}")
+    if v > maximum:
+        raise DlrmlabError(f"{name} must be at most {maximum:g} seconds, got {value:g}")
+    return v
+
+
+#: Upper bounds of counts given on the command line or to the API (memory checks bound them further).
+MAX_REPEATS, MAX_BATCHES, MAX_IDS, SEED_MAX = 10**6, 10**6, 2**40, 2**63 - 1
+
+
+def bench_numbers(*, seed: Any = 0, n_batches: Any = None, repeats: Any = None, warmup_s: Any = None,
+                  **others: Any) -> tuple:
+    """The numbers of a measurement request, checked and in order (``None`` stays ``None``: the default):
+    ``seed`` >= 0, counts (``n_batches``, ``repeats`` and the keyword ``others``) >= 1, ``warmup_s`` finite
+    seconds."""
+    out = [integer("seed", seed, 0, SEED_MAX)]
+    for name, value, limit in (("n_batches", n_batches, MAX_BATCHES), ("repeats", repeats, MAX_REPEATS)):
+        out.append(None if value is None else integer(name, value, 1, limit))
+    out.append(None if warmup_s is None else seconds("warmup_s", warmup_s))
+    out += [integer(name, value, 1, MAX_REPEATS) for name, value in others.items()]
+    return tuple(out)
+
+
+def arg_int(text: str) -> int:
+    """An ``argparse`` ``type=`` for an integer flag: ``2.5``, ``nan`` and ``1e3`` are not integers (the parser
+    names the flag; exit status 2). Ranges are checked after parsing (:data:`dlrmlab.cli.FLAG_RANGES`)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def arg_seconds(text: str) -> float:
+    """An ``argparse`` ``type=`` for a duration flag: a finite number (``nan`` and ``inf`` never end a wait)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text!r}")
+    return value
 
 class Validation(StrEnum):
     """How much of a request is checked on the host before a launch: nothing (trusted hot loops); what needs no
@@ -100,6 +172,12 @@ def available_device_bytes() -> int | None:
     return int(free)
 
 
+#: How a refused request can be made smaller, in the caller's words: the API's argument names by default; the
+#: command line sets its flags (``--batch``, ...) for the duration of a command.
+SHRINK_HINT: ContextVar[str] = ContextVar(
+    "SHRINK_HINT", default="make it smaller (fewer or smaller tables, a smaller batch, embedding dim or pooling)")
+
+
 def check_memory(what: str, host: float = 0, device: float = 0) -> None:
     """Refuse ``what`` when its estimated ``host`` or ``device`` bytes exceed what is free, naming both."""
     from dlrmlab import backend
@@ -111,12 +189,12 @@ def check_memory(what: str, host: float = 0, device: float = 0) -> None:
         if free is not None and host > free:
             where = "host memory (the simulator's device arrays included)" if backend.SIMULATOR else "host memory"
             raise DlrmlabError(f"{what} needs about {fmt_bytes(host)} of {where}, but only {fmt_bytes(free)} is "
-                               "free; make it smaller (--batch, --rows, --dim, --tables, --pooling)")
+                               f"free; {SHRINK_HINT.get()}")
     if device > 0:
         free = available_device_bytes()
         if free is not None and device > free:
             raise DlrmlabError(f"{what} needs about {fmt_bytes(device)} of GPU memory, but only {fmt_bytes(free)} "
-                               "is free; make it smaller (--batch, --rows, --dim, --tables, --pooling)")
+                               f"is free; {SHRINK_HINT.get()}")
 
 
 def stream_bytes(stage: Any, dataset: str | None) -> int:
@@ -166,8 +244,57 @@ def check_stage(stage: Any, n_batches: int = 1, *, weighted: bool = False, datas
     """:func:`check_memory` for a benchmark case of ``stage`` (before anything is generated)."""
     host, device = stage_bytes(stage, n_batches, weighted=weighted, dataset=dataset, tables=tables)
     d = stage.describe()
-    check_memory(what or f"a case of {d['tables']} table(s) x {d['rows']} rows x {d['dim']} wide, batch "
-                 f"{d['batch']}, pooling {d['pooling']}, {n_batches} batch(es)", host, device)
+    rows = f"{d['rows']:,}" if isinstance(d["rows"], int) else f"{min(d['rows']):,}-{max(d['rows']):,}"
+    what = what or (f"a case of {d['tables']} table(s) x {rows} rows x {d['dim']} wide, batch {d['batch']}, "
+                    f"pooling {d['pooling']}, {n_batches} batch(es)")
+    check_memory(what, host, device)
+    check_simulator_size(stage, what, host + device)
+
+
+#: Embedding elements (lookups x dim) Numba's CUDA simulator pools per second on one core, roughly (it runs
+#: every CUDA thread as a Python thread): measured on the tiny preset, rounded up so estimates err low.
+SIMULATOR_ELEMENTS_PER_S = 50_000
+#: Above this estimate for one pass over one batch the simulator refuses; above a minute it warns.
+SIMULATOR_REFUSE_S, SIMULATOR_WARN_S = 3600.0, 60.0
+
+
+class SizeWarning(UserWarning):
+    """A request that will run, but slowly (the simulator at a large shape)."""
+
+
+def simulator_seconds(stage: Any) -> float:
+    """Estimated seconds one kernel pass over one batch of ``stage`` takes in the simulator."""
+    return stage.lookups_per_batch() * stage.embedding_dim / SIMULATOR_ELEMENTS_PER_S
+
+
+def fmt_seconds(s: float) -> str:
+    """``5400`` -> ``"1.5 h"``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"{s / size:.1f} {unit}"
+    return f"{s:.0f} s"
+
+
+def check_simulator_size(stage: Any, what: str, nbytes: float) -> None:
+    """In the simulator, refuse a case whose one batch pass would take over an hour (a ``paper``-sized case
+    takes hours), and warn above a minute, with the estimates of time and memory."""
+    check_simulator_work(stage.lookups_per_batch() * stage.embedding_dim, what, nbytes)
+
+
+def check_simulator_work(elements: float, what: str, nbytes: float) -> None:
+    """:func:`check_simulator_size` for a launch pooling ``elements`` (lookups x dim) embedding elements."""
+    from dlrmlab import backend
+
+    if not backend.SIMULATOR:
+        return
+    est = elements / SIMULATOR_ELEMENTS_PER_S
+    if est <= SIMULATOR_WARN_S:
+        return
+    text = (f"{what} would take about {fmt_seconds(est)} per batch and kernel in Numba's CUDA simulator (no "
+            f"GPU here: one Python thread per CUDA thread) and about {fmt_bytes(nbytes)} of host memory")
+    if est > SIMULATOR_REFUSE_S:
+        raise DlrmlabError(f"{text}; use the tiny preset or a smaller shape here, or run it on a GPU")
+    warnings.warn(f"{text}; it runs, slowly", SizeWarning, stacklevel=3)
 
 
 # --- arrays ------------------------------------------------------------------------------------------------

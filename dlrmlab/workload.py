@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from dlrmlab import quant
+from dlrmlab import quant, validate
 from dlrmlab.config import INDEX_DTYPES, table_dtype
 from dlrmlab.datasets import IndexStream, make_stream
 from dlrmlab.errors import DlrmlabError
@@ -83,6 +83,18 @@ class Pooling:
 
 # --- the stage's shape -----------------------------------------------------------------------------------
 
+#: Bounds that keep a shape describable from its metadata alone (a tuple of 10**9 table sizes would take
+#: gigabytes before any check ran): far above any DLRM (TorchRec models have hundreds of tables).
+MAX_TABLES, MAX_ROWS, MAX_DIM, MAX_BATCH = 100_000, 2**40, 2**24, 2**31 - 1
+
+
+
+def _positive(name: str, value: object, maximum: int) -> int:
+    n = validate.integer(name, value, maximum=maximum)
+    if n <= 0:
+        raise DlrmlabError(f"{name} must be positive, got {n}")
+    return n
+
 
 @dataclass(frozen=True)
 class EmbeddingStage:
@@ -97,16 +109,20 @@ class EmbeddingStage:
     name: str = "custom"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "embedding_sizes", tuple(int(r) for r in self.embedding_sizes))
+        sizes = self.embedding_sizes
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+            raise DlrmlabError(f"embedding_sizes must be a sequence of row counts, got {sizes!r}")
+        if len(sizes) > MAX_TABLES:
+            raise DlrmlabError(f"embedding_sizes: at most {MAX_TABLES:,} tables, got {len(sizes):,}")
+        object.__setattr__(self, "embedding_sizes", tuple(_positive("rows", r, MAX_ROWS) for r in sizes))
         object.__setattr__(self, "pooling", Pooling.parse(self.pooling))
         if not self.embedding_sizes:
             raise DlrmlabError("need at least one table")
-        if min(self.embedding_sizes) <= 0:
-            raise DlrmlabError(f"rows must be positive, got {min(self.embedding_sizes)}")
-        if int(self.sparse_feature_size) <= 0:
-            raise DlrmlabError(f"embedding dim must be positive, got {self.sparse_feature_size}")
-        if int(self.batch_size) <= 0:
-            raise DlrmlabError(f"batch size must be positive, got {self.batch_size}")
+        object.__setattr__(self, "sparse_feature_size", _positive("embedding dim", self.sparse_feature_size, MAX_DIM))
+        object.__setattr__(self, "batch_size", _positive("batch size", self.batch_size, MAX_BATCH))
+        if not isinstance(self.dtype, str) or not isinstance(self.index_dtype, str):
+            raise DlrmlabError(f"dtype and index_dtype are names (e.g. 'float32', 'int64'), got {self.dtype!r}, "
+                               f"{self.index_dtype!r}")
         if quant.is_quantized(self.dtype):
             quant.row_format(self.dtype).check_dim(int(self.sparse_feature_size))
         else:
@@ -170,20 +186,47 @@ PRESETS: dict[str, EmbeddingStage] = {
 }
 
 
+#: ``preset`` overrides: the field names and the names users reach for (the CLI's flags, PyTorch's and
+#: DLRM's words), each to its field.
+OVERRIDES = {
+    "tables": "tables", "num_tables": "tables", "rows": "rows", "num_embeddings": "rows",
+    "embedding_sizes": "embedding_sizes", "batch_size": "batch_size", "batch": "batch_size",
+    "sparse_feature_size": "sparse_feature_size", "dim": "sparse_feature_size",
+    "embedding_dim": "sparse_feature_size", "pooling": "pooling", "dtype": "dtype", "index_dtype": "index_dtype",
+    "name": "name",
+}  # fmt: skip
+
+
 def preset(name: str, **overrides) -> EmbeddingStage:
-    """A named stage shape, optionally changed: ``preset("paper", batch_size=4096)``."""
-    if name not in PRESETS:
+    """A named stage shape, optionally changed: ``preset("paper", batch_size=4096)``.
+
+    Overrides: ``tables``, ``rows`` (every table), ``embedding_sizes`` (rows per table), ``batch_size``
+    (or ``batch``), ``sparse_feature_size`` (or ``dim``, ``embedding_dim``), ``pooling``, ``dtype``,
+    ``index_dtype``. Numbers are checked (integers, in range) before anything is built."""
+    if not isinstance(name, str) or name not in PRESETS:
         raise DlrmlabError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
     stage = PRESETS[name]
-    if "tables" in overrides or "rows" in overrides:
-        t = overrides.pop("tables", None)
-        r = overrides.pop("rows", None)
-        t = stage.num_tables if t is None else t
-        r = stage.embedding_sizes[0] if r is None else r
-        if int(t) <= 0:
-            raise DlrmlabError(f"number of tables must be positive, got {t}")
-        overrides["embedding_sizes"] = (int(r),) * int(t)
-    return stage.with_(**overrides) if overrides else stage
+    unknown = sorted(k for k in overrides if k not in OVERRIDES)
+    if unknown:
+        raise DlrmlabError(f"preset(): unknown override(s) {', '.join(unknown)}; valid: {', '.join(OVERRIDES)}")
+    fields: dict = {}
+    for key, value in overrides.items():
+        field_ = OVERRIDES[key]
+        if field_ in fields:
+            raise DlrmlabError(f"preset(): {key}= names the same setting as another override ({field_})")
+        fields[field_] = (key, value)
+    if "embedding_sizes" in fields and ({"tables", "rows"} & set(fields)):
+        raise DlrmlabError("preset(): give embedding_sizes, or tables and rows, not both")
+    changes = {f: v for f, (_k, v) in fields.items() if f not in ("tables", "rows")}
+    if "tables" in fields or "rows" in fields:
+        t_key, t = fields.get("tables", ("tables", stage.num_tables))
+        r_key, r = fields.get("rows", ("rows", stage.embedding_sizes[0]))
+        t = validate.integer(t_key, t, minimum=1, maximum=MAX_TABLES)
+        changes["embedding_sizes"] = (validate.integer(r_key, r, minimum=1, maximum=MAX_ROWS),) * t
+    for f, limit in (("batch_size", MAX_BATCH), ("sparse_feature_size", MAX_DIM)):
+        if f in changes:  # checked here so the message names the argument as the user passed it
+            changes[f] = validate.integer(fields[f][0], changes[f], minimum=1, maximum=limit)
+    return stage.with_(**changes) if changes else stage
 
 
 # --- batches ---------------------------------------------------------------------------------------------
@@ -270,8 +313,7 @@ class Workload:
         seed: int = 0,
         weighted: bool = False,
     ) -> None:
-        if int(seed) < 0:
-            raise DlrmlabError(f"seed must be a non-negative integer, got {seed}")
+        seed = validate.integer("seed", seed, 0, validate.SEED_MAX)
         self.stage = preset(stage) if isinstance(stage, str) else stage
         self.stream = make_stream(dataset, seed) if isinstance(dataset, str) else dataset
         self.dataset = self.stream.name  # the canonical label (synthetic-low, trace:medium, ...)

@@ -217,8 +217,9 @@ plt.show()
 # 2. A warp load of the fast kernel is still 512 B (now 2 rows of 256 B, 16 lanes each: T1's exercise 1),
 #    so bytes in flight per warp do not change; a row needs half the bytes, so twice as many rows are served
 #    per byte in flight. Bandwidth-bound, the batch moves half the bytes and should take about half the
-#    time: `results/h100/half.csv` measured 0.40 ms for `fast_graph` on random in fp16 against 0.67 ms in fp32
-#    (`fast.csv`), 0.6x; the ids, the output and the launch do not shrink.
+#    time: `results/h100/experiments/fast_kernel_search/half.csv` measured 0.40 ms for `fast_graph` on
+#    random in fp16 against 0.67 ms in fp32 (`fast.csv`), 0.6x; the ids, the output and the launch do not
+#    shrink.
 # 3. With 87% of the lookups hitting in L2, most loads come back in L2 latency (~200–300 ns on an H100), not
 #    DRAM's, and the bandwidth that matters is L2's (several times DRAM's). The `achieved_gbps` column then
 #    mixes both: the "needed bytes in flight" computed with 600 ns overstates what the kernel needs. Little's

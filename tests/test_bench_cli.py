@@ -55,7 +55,7 @@ def test_unknown_dataset_and_missing_args(capsys, tmp_path, host_variant):
     assert rc == 2 and "--variant is required" in err
     rc, _, err = run(capsys, "bench", "--variant", host_variant, "--preset", "tiny", "--dataset", "random",
                      "--batches", "0", "--out", str(tmp_path), "--no-torch")  # fmt: skip
-    assert rc == 2 and "n_batches" in err
+    assert rc == 2 and "--batches must be positive" in err
 
 
 def test_unwritable_out_exits_2(capsys, tmp_path, host_variant):

@@ -68,6 +68,9 @@ def run_bench(
     simulator, the timing mode, an unwritable or incompatible results file) is reported before anything
     runs. ``timing_mode``, ``serving_block`` and ``cold_l2``: see :func:`~dlrmlab.bench.comparison.compare`.
     """
+    seed, n_batches, repeats, warmup_s, serving_block, repeat_runs = validate.bench_numbers(
+        seed=seed, n_batches=n_batches, repeats=repeats, warmup_s=warmup_s, serving_block=serving_block,
+        repeat_runs=repeat_runs)
     specs = with_baseline(normalize_variants(variants), include_torch)
     timing_mode = resolve_timing_mode(timing_mode, cold_l2, serving_block)
     datasets = [datasets] if isinstance(datasets, str) else list(datasets)

@@ -50,7 +50,7 @@ def implementations() -> dict[str, str]:
     return {n: v.kind for n, v in variants.VARIANTS.items() if v.kind in KINDS and v.standalone}
 
 #: Name suffix -> how the whole pipeline runs: ``NAME_graph`` captured in one torch CUDA graph per batch,
-#: ``torch_compile`` under ``torch.compile(mode="reduce-overhead")``. No suffix: eager.
+#: ``torch_compile`` under torch.compile (the setting: :mod:`dlrmlab.dlrm.compile_peer`). No suffix: eager.
 EXECUTION_SUFFIXES: dict[str, str] = {"_graph": "graph", "_compile": "compile"}
 
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

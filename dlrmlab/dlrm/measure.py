@@ -12,7 +12,8 @@ rotate through the rounds.
 
 Pipelines (names as ``--embedding`` takes them, see :func:`dlrmlab.dlrm.embedding.resolve`):
 ``torch`` (all-PyTorch eager, the baseline of every ratio), ``torch_compile``
-(``torch.compile(mode="reduce-overhead")`` of the same model, what a user tries first), dlrmlab
+(``torch.compile`` of the same model under the setting measured fastest on this GPU family, see
+:mod:`dlrmlab.dlrm.compile_peer`), dlrmlab
 embeddings eager (``rpf``, ``fast``, ...) and whole-batch graph-captured (``fast_graph``, ``NAME_graph``).
 
 In simulator mode nothing is a speed: rows carry ``timing_valid=False``; graphs and torch.compile need a
@@ -45,7 +46,7 @@ from dlrmlab.dlrm.model import DLRM, STAGES, make_dense
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.placement import Placement
 from dlrmlab.published import PUBLISHED
-from dlrmlab.workload import EmbeddingStage, Workload, preset
+from dlrmlab.workload import MAX_BATCH, EmbeddingStage, Workload, preset
 
 COMPILE_PEER = "torch_compile"
 #: Batch sizes of ``--batch-sizes sweep``.
@@ -138,11 +139,15 @@ class Pipeline:
         self.cleanup.clear()
 
 
-def compiled_forward(model: DLRM) -> Callable[..., torch.Tensor]:
-    """``torch.compile(mode="reduce-overhead")`` of the all-PyTorch model's list-calling forward."""
+def compiled_pipeline(name: str, impl: str, model: DLRM, inputs: Inputs, compiled: dict) -> Pipeline:
+    """The torch.compile peer under the setting chosen by measurement for this GPU family
+    (:func:`dlrmlab.dlrm.compile_peer.peer_setting`: modes, fullgraph, static shapes, whole-model graphs)."""
+    from dlrmlab.dlrm.compile_peer import SETTINGS, peer_setting, runner
+
     if backend.SIMULATOR:
-        raise DlrmlabError("torch.compile(mode='reduce-overhead') is measured on a GPU only (simulator mode)")
-    return torch.compile(model.forward_lists, mode="reduce-overhead")  # shapes go dynamic at the 2nd batch size
+        raise DlrmlabError("the torch.compile peer is measured on a GPU only (simulator mode)")
+    run, close = runner(model, SETTINGS[peer_setting()], inputs, compiled)
+    return Pipeline(name, impl, "compile", model, run, cleanup=close)
 
 
 def make_pipeline(base: DLRM, name: str, inputs: Inputs, compiled: dict) -> Pipeline:
@@ -157,20 +162,7 @@ def make_pipeline(base: DLRM, name: str, inputs: Inputs, compiled: dict) -> Pipe
     if execution == "graph":
         graphs = [CapturedCall(model, d[i], s[i]) for i in range(len(d))]
         return Pipeline(name, impl, execution, model, lambda i: graphs[i].replay(), cleanup=graphs)
-    if "fn" not in compiled:
-        compiled["fn"] = compiled_forward(model)
-    fn = compiled["fn"]
-    # separate tensors per table, as dlrm_s_pytorch's loader gives them (no aliased views for dynamo)
-    lists = [([v.clone() for v, _, _ in k.split()], [o.clone() for _, o, _ in k.split()]) for k in s]
-    for i in range(len(d)):  # compile, then let cudagraph trees warm up and record
-        for _ in range(3):
-            torch.compiler.cudagraph_mark_step_begin()
-            fn(d[i], *lists[i])
-    def run(i: int) -> torch.Tensor:
-        torch.compiler.cudagraph_mark_step_begin()  # each call is a new inference step for cudagraph trees
-        return fn(d[i], *lists[i])
-
-    return Pipeline(name, impl, execution, model, run)
+    return compiled_pipeline(name, impl, model, inputs, compiled)
 
 
 def check_pipeline(p: Pipeline, ref: torch.Tensor, ref_emb: list[torch.Tensor], inputs: Inputs) -> tuple[float, float]:
@@ -335,12 +327,12 @@ def run_dlrm(
     in the simulator); its batch size is used unless ``batch_sizes`` is given. ``on_rows`` gets each
     (dataset, batch size)'s rows as soon as they are measured (the CLI appends them, so Ctrl-C keeps them);
     a request larger than free memory is refused before the model is built."""
+    seed, n_batches, repeats, warmup_s = validate.bench_numbers(seed=seed, n_batches=n_batches, repeats=repeats,
+                                                                warmup_s=warmup_s)
     stage = preset(stage or backend.default_preset()) if not isinstance(stage, EmbeddingStage) else stage
     if not datasets:
         raise DlrmlabError("need at least one dataset")
-    sizes = [int(b) for b in (batch_sizes or [stage.batch_size])]
-    if min(sizes) <= 0:
-        raise DlrmlabError(f"batch sizes must be positive, got {sizes}")
+    sizes = [validate.integer("batch_sizes", b, 1, MAX_BATCH) for b in (batch_sizes or [stage.batch_size])]
     names = with_peers(embeddings, compile_peer)
     repeats, warmup_s = timing.default_repeats(repeats or None, warmup_s)
     n_batches = int(n_batches or 2)

@@ -151,7 +151,9 @@ def hotness(ctx: Context) -> ClaimResult:
     from dlrmlab.workload import Workload
 
     rows = []
-    for ds in ctx.datasets:
+    stand_ins = [f"synthetic-{lv}" for lv in PUBLISHED_COVERAGE if f"trace:{lv}" in ctx.skipped_datasets
+                 and f"synthetic-{lv}" not in ctx.datasets]  # a missing trace's fitted stand-in, a CPU analysis
+    for ds in [*ctx.datasets, *stand_ins]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ids = Workload("paper", ds, seed=ctx.seed).ids()
@@ -315,14 +317,20 @@ def occupancy(ctx: Context) -> ClaimResult:
         if c not in data:
             data[c] = math.nan
     first_limited = curve.loc[curve["limiter"] == "registers", "registers"].min()
-    calc = (f"On this GPU's limits ({lim['regs_per_sm']:,} registers and {lim['threads_per_sm']:,} threads per SM), "
+    where = "an H100's limits (the simulator has none of its own)" if ctx.simulator else "this GPU's limits"
+    calc = (f"On {where} ({lim['regs_per_sm']:,} registers and {lim['threads_per_sm']:,} threads per SM), "
             f"a 256-thread block is limited by registers from {first_limited} registers per thread on.")
     base = data.iloc[0]
     if ctx.simulator or pd.isna(base["registers"]):
         fig = figures.occupancy_curve(curve, data, title="Occupancy against registers per thread (calculator)",
                                       stamp=ctx.stamp)  # fmt: skip
-        text = ("The simulator has no registers, so the kernels' register counts and achieved occupancy need a GPU "
-                "(achieved occupancy also needs Nsight Compute). " + calc)
+        from dlrmlab import backend
+
+        missing = backend.missing_toolkit()
+        toolkit = (f" (compiling them to machine code needs NVIDIA's toolkit, the `gpu` extra; missing here: "
+                   f"{', '.join(missing)})" if missing else "")
+        text = ("The simulator has no registers, so the kernels' register counts and achieved occupancy need a GPU"
+                + toolkit + " (achieved occupancy also needs Nsight Compute). " + calc)
         return ClaimResult(data, fig, text, NOT_MEASURED, NOT_MEASURED, "register counts need a CUDA GPU", notes=notes,
                            tables={"calculator": curve})  # fmt: skip
     ach = base.get("achieved_occupancy")

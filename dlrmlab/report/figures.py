@@ -51,9 +51,7 @@ def speedup_bars(
     if measured and table.notna().to_numpy().any():
         _bars(ax, table, styles, "{:.2f}x")
         top = float(np.nanmax(table.to_numpy(dtype=float)))
-    else:
-        for col in table.columns:  # legend entries only: the technique colours still read
-            ax.bar([0], [0], 0, label=str(col), **styles.get(col, {}))
+    else:  # nothing drawn, so no legend entries: the axes say why
         ax.set_xticks(range(len(table.index)))
         ax.set_xticklabels([str(i) for i in table.index])
         ax.set_xlim(-0.6, max(len(table.index), 1) - 0.4)
@@ -75,14 +73,21 @@ def coverage_bars(df: pd.DataFrame, *, title: str, stamp: str) -> Figure:
     """Share of a paper batch's lookups taken by the hottest 60K rows: ours, and the paper's traces beside."""
     fig = style.new_figure(max(6.0, 1.6 * len(df) + 2.5), 4.0)
     ax = fig.add_subplot()
-    table = pd.DataFrame({"measured here": df["top_60000"].to_numpy() * 100,
-                          "paper's trace (artifact)": df["paper_top_60000"].to_numpy(dtype=float) * 100},
-                         index=df["label"])  # fmt: skip
-    styles = {"measured here": {"color": DATA_COLOR}, "paper's trace (artifact)": style.PAPER_BAR}
+    paper = df["paper_top_60000"].to_numpy(dtype=float) * 100
+    table = pd.DataFrame({"measured here": df["top_60000"].to_numpy() * 100}, index=df["label"])
+    if np.isfinite(paper).any():  # the paper's figure only where it has one
+        table["paper's figure (artifact)"] = paper
+    styles = {"measured here": {"color": DATA_COLOR}, "paper's figure (artifact)": style.PAPER_BAR}
     _bars(ax, table, styles, "{:.1f}%")
+    if len(table.columns) > 1:
+        width = min(0.8 / 2, 0.3)
+        for x in np.flatnonzero(~np.isfinite(paper)):
+            ax.text(x + width / 2, 2, "no paper\nfigure", ha="center", va="bottom", fontsize=6.5, color="0.4")
     ax.set_ylim(0, 110)
     ax.set_ylabel("lookups served by the hottest 60K rows (%)")
-    ax.set_xlabel("dataset (one paper batch: 12 x 2048 x 150 ids, 500K rows)")
+    traces = df["dataset"].astype(str).str.startswith("trace:").any()
+    ax.set_xlabel("dataset (one paper batch: 12 x 2048 x 150 ids, 500K rows)"
+                  + ("" if traces else "\nthe artifact's traces were not found here (dlrmlab data fetch)"))
     ax.set_title(title, fontsize=10)
     style.legend(ax)
     return style.finish(fig, stamp)
@@ -95,8 +100,8 @@ def stage_breakdown(df: pd.DataFrame, *, title: str, stamp: str, measured: bool 
     ax = fig.add_subplot()
     y = np.arange(len(df))
     left = np.zeros(len(df))
-    for s in stages:
-        v = np.nan_to_num(df[f"{s}_ms"].to_numpy(dtype=float)) if measured else np.zeros(len(df))
+    for s in stages if measured else []:  # unmeasured: no bars, so no legend entries
+        v = np.nan_to_num(df[f"{s}_ms"].to_numpy(dtype=float))
         ax.barh(y, v, left=left, color=style.STAGE_COLORS[s], label=style.STAGE_LABELS[s], height=0.6,
                 edgecolor="white")  # fmt: skip
         left += v

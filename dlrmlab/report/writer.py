@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from dlrmlab.errors import DlrmlabError
 from dlrmlab.report import style
 from dlrmlab.report.claims import BEYOND, NOT_MEASURED, YES, Claim, ClaimResult
 from dlrmlab.report.context import Context
+from dlrmlab.report.reference import load_reference, section_lines
 
 MANIFEST = "reproduce.json"
 REPORT = "report.md"
@@ -171,24 +173,47 @@ def _environment_table(ctx: Context, manifest: dict) -> list[str]:
     return out
 
 
-def render(ctx: Context, manifest: dict, claims: dict[str, Claim]) -> str:
-    """The whole report from the manifest's entries, in the registry's order."""
+def _link(path: Path, target: Path | None) -> str:
+    """``path`` as a link from a report in ``target``: relative when both are in one tree, else absolute."""
+    if target is None:
+        return str(path)
+    rel = os.path.relpath(path.resolve(), Path(target).resolve())
+    return rel if rel.count("..") <= 3 else str(path.resolve())
+
+
+def render(ctx: Context, manifest: dict, claims: dict[str, Claim], target: Path | None = None) -> str:
+    """The whole report from the manifest's entries, in the registry's order. Without a GPU, each claim also
+    shows the committed reference GPU report's result, labelled as measured elsewhere (``target``: where this
+    report is written, for the link to that report)."""
     entries = [(c, manifest["claims"][n]) for n, c in claims.items() if n in manifest["claims"]]
     gpu = "Numba's CUDA simulator" if ctx.simulator else str(ctx.env.get("gpu", "")).split(" (")[0]
     lines = [f"# The paper on {gpu}: Jain et al., MICRO 2024, reproduced by dlrmlab", ""]
+    ref = load_reference() if ctx.simulator else None
     if ctx.simulator:
         lines += ["> **No timings were taken.** There is no CUDA GPU here: the kernels ran in Numba's CUDA simulator "
                   "on the `tiny` preset, which checks every result against the NumPy reference but measures no speed. "
-                  f"Cells derived from timings say \"{NOT_MEASURED}\". The dataset hotness, the occupancy calculator "
-                  "and the L2 model are CPU analyses and hold here too. Run `dlrmlab reproduce` on a CUDA GPU for "
-                  "the measurements.", ""]  # fmt: skip
+                  f"Cells derived from timings say \"{NOT_MEASURED}\". The dataset hotness (at the paper's scale), the "
+                  "occupancy calculator and the L2 model are CPU analyses and hold here too. "
+                  + (f"Beside each claim is what a real GPU gave, **measured elsewhere** ({ref.label}), from the "
+                     "report committed with dlrmlab. " if ref else "")
+                  + "Run `dlrmlab reproduce` on a CUDA GPU for measurements of your own.", ""]  # fmt: skip
     lines += _environment_table(ctx, manifest)
-    lines += ["## Summary", "", "| claim | paper (A100) | ours | reproduced? |", "|---|---|---|---|"]
+    head = "| claim | paper (A100) | ours | reproduced? |"
+    if ref:
+        head += f" measured elsewhere: {ref.gpu}, {ref.date[:10]} (not here) |"
+    lines += ["## Summary", "", head, "|---" * (head.count("|") - 1) + "|"]
     for c, e in entries:
         ours, rep = _summary_cells(e)
-        lines.append(f"| {c.title} | {c.paper} | {_cell('', ours)} | {rep} |")
+        extra = f" {_cell('', ref.cell(c.name))} |" if ref else ""
+        lines.append(f"| {c.title} | {c.paper} | {_cell('', ours)} | {rep} |{extra}")
     lines.append("")
-    lines += [e["section"] for _, e in entries]
+    if ctx.simulator:
+        rel = _link(ref.path / REPORT, target) if ref else "results/h100/report.md"
+        for c, e in entries:
+            head_line, _, rest = e["section"].partition("\n\n")
+            lines += [head_line, "", *section_lines(ref, c.name, rel), rest]
+    else:
+        lines += [e["section"] for _, e in entries]
     lines += ["## What did not reproduce, and why", ""]
     misses, unmeasured = [], []
     for c, e in entries:
@@ -264,7 +289,7 @@ class ReportWriter:
         return res
 
     def write(self) -> Path:
-        text = render(self.ctx, self.manifest, self.claims)
+        text = render(self.ctx, self.manifest, self.claims, self.target)
         atomic_write(self.target / REPORT, lambda p: p.write_text(text))
         atomic_write(self.target / MANIFEST, lambda p: p.write_text(json.dumps(self.manifest, indent=1, default=str)))
         return self.target / REPORT

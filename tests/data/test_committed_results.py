@@ -53,7 +53,7 @@ def test_schema_matches_committed_results():
 
 def test_committed_results_have_the_columns():
     """Every committed benchmark rows table has the dropped-ids columns and is already upgraded."""
-    for csv in sorted(RESULTS.glob("*/*.csv")):
+    for csv in sorted(RESULTS.rglob("*.csv")):
         cols = list(pd.read_csv(csv, nrows=0).columns)
         if "n_batches" in cols and "cold_l2" in cols:  # a benchmark rows table
             assert {"dropped_ids", "trace_wraps"} <= set(cols), csv
