@@ -4,6 +4,7 @@ shows up here rather than on the device. Plus the figure conventions and the mar
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -51,6 +52,17 @@ class FakeGpu(Context):
                              "embedding_share": emb / (emb + 0.2), "speedup_vs_torch": 1.2 / (emb + 0.2),
                              "correct": True, "error": None, "embedding_rel_err": 1e-7, "timing_valid": True})
         return pd.DataFrame(rows), {}
+
+    def shape_grid(self, datasets):
+        rows = []
+        for dim in (32, 64, 128, 256):
+            for ds in datasets:
+                for name, ms, p in (("torch", 1.0, {}), ("cuembed_graph", 0.5, {"layout": "fixed"}),
+                                    ("fast_graph", 0.4 if dim < 256 else 0.52, {"layout": "plain", "hot_share": 0.1,
+                                                                                 "config_source": "rule"})):
+                    rows.append({"variant": name, "dataset": ds, "dim": dim, "batch": 2048, "pooling": 150,
+                                 "median_ms": ms, "correct": True, "params": json.dumps(p), "effective_gbps": 1.0})
+        return pd.DataFrame(rows)
 
     def ncu(self, variant):
         return pd.DataFrame([{"kernel": "k", "registers": 45, "theoretical_occupancy": 0.625,

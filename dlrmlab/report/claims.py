@@ -660,7 +660,7 @@ def shape_grid(ctx: Context) -> ClaimResult:
         rows, where = load_results(COMMITTED_GRID), "measured on an NVIDIA H100 (committed results, not this machine)"
     else:
         datasets = [d for d in ctx.datasets if d in ("random", "zipf:1.1")] or ["random"]
-        rows = shapes.run_grid(datasets=datasets, stages=shapes.grid_stages(batches=((2048, 150),)))
+        rows = ctx.shape_grid(datasets)
         where = "measured here"
     s = shapes.summary(rows)
     behind = s[s["vs_cuembed"] < 1.05]

@@ -199,6 +199,14 @@ class Context:
         rows.insert(0, "config", [label for label, _, _ in specs])
         return rows
 
+    def shape_grid(self, datasets: list[str]) -> pd.DataFrame:
+        """Harness rows of the shape grid's batch-2048 row (:mod:`dlrmlab.bench.shapes`): four widths, torch,
+        cuEmbed's two layouts and ``fast_graph`` as a fresh install configures it."""
+        from dlrmlab.bench import shapes  # the grid's module imports the report's style: keep this edge one-way
+
+        return shapes.run_grid(datasets=datasets, stages=shapes.grid_stages(batches=((2048, 150),)),
+                               repeats=self.n_repeats, progress=self.progress)
+
     def hot_params(self, dataset: str) -> dict:
         """Pinning knobs of the artifact for ``dataset``: its own 60K hot-row list for the public traces
         (paper preset; the tiny tables are smaller than the list's row ids), else the case's hottest rows."""
