@@ -168,7 +168,7 @@ def embedding_bag(
     s = as_stream(stream)
     out = _launch(cfg, weight, (rows, dim, dtype), input, offsets, per_sample_weights, padding_idx, out, s)
     if _is_torch(weight):
-        import torch
+        import torch  # torch: optional and slow to import
 
         return torch.as_tensor(out, device=weight.device) if weight.is_cuda else torch.from_numpy(
             out.copy_to_host(stream=s)

@@ -14,10 +14,18 @@ import platform
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from dlrmlab import __version__
+from dlrmlab import __version__, hotness, paper_data, validate
+from dlrmlab.bench import results
+from dlrmlab.bench.results import append_results, check_results_dir, default_dir
 from dlrmlab.config import KERNEL_MODES, json_object
+from dlrmlab.device import family
+from dlrmlab.dlrm.command import add_arguments as add_dlrm_arguments
 from dlrmlab.errors import EXIT_BROKEN_PIPE, EXIT_INCORRECT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DlrmlabError
+from dlrmlab.host_command import add_arguments as add_host_arguments
+from dlrmlab.shard.command import add_arguments as add_shard_arguments
+from dlrmlab.workload import Workload, preset
 
 EXIT_CODES_HELP = (
     "exit status: 0 ok; 1 a result was incorrect (a variant's output did not match the NumPy reference, or an "
@@ -40,7 +48,7 @@ def _command(name: str):
 
 
 def info_dict() -> dict:
-    from dlrmlab import backend, cudart, device, tuned
+    from dlrmlab import backend, cudart, device, tuned  # numba (backend): not loaded by --help or a usage error
 
     versions = {"dlrmlab": __version__, "python": platform.python_version(), **cudart.package_versions()}
     out: dict = {"mode": backend.mode(), "versions": versions, "fast_path_knobs": tuned.describe(device.family())}
@@ -88,24 +96,17 @@ def _info(args: argparse.Namespace) -> int:
 
 def _preset(args: argparse.Namespace) -> str:
     """The one --preset default rule: ``auto`` is paper on a GPU, tiny in the simulator."""
-    from dlrmlab import backend
+    from dlrmlab import backend  # numba (backend): not loaded by --help or a usage error
 
     return backend.default_preset() if args.preset in (None, "auto") else args.preset
 
 
 def _out_dir(args: argparse.Namespace):
     """Every command writes under ``<--out>/<gpu family>/`` (``simulator`` without a GPU)."""
-    from pathlib import Path
-
-    from dlrmlab.bench.results import default_dir
-    from dlrmlab.device import family
-
     return (Path(args.out).expanduser() if args.out else default_dir()) / family()
 
 
 def _stage_from_args(args: argparse.Namespace):
-    from dlrmlab.workload import preset
-
     over = {}
     for key, name in (("rows", "rows"), ("tables", "tables"), ("batch", "batch_size"), ("dim", "sparse_feature_size")):
         v = getattr(args, key, None)
@@ -119,9 +120,6 @@ def _stage_from_args(args: argparse.Namespace):
 
 
 def workload_describe(args: argparse.Namespace) -> dict:
-    from dlrmlab import hotness, validate
-    from dlrmlab.workload import Workload
-
     stage = _stage_from_args(args)
     if args.ids is not None and args.ids <= 0:
         raise DlrmlabError(f"--ids must be positive, got {args.ids}")
@@ -152,8 +150,6 @@ def _workload(args: argparse.Namespace) -> int:
 
 @_command("data")
 def _data(args: argparse.Namespace) -> int:
-    from dlrmlab import paper_data
-
     return paper_data.command(args)
 
 
@@ -162,7 +158,7 @@ def _data(args: argparse.Namespace) -> int:
 
 @_command("reproduce")
 def _reproduce(args: argparse.Namespace) -> int:
-    from dlrmlab.reproduce import reproduce
+    from dlrmlab.reproduce import reproduce  # numba (backend): not loaded by --help or a usage error
 
     return reproduce(
         preset=args.preset, out=args.out, only=_names(args.only) or None, datasets=_names(args.datasets) or None,
@@ -175,8 +171,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 @_command("profile")
 def _profile(args: argparse.Namespace) -> int:
-    from dlrmlab.bench import ncu
-    from dlrmlab.bench.results import append_results, check_results_dir
+    from dlrmlab.bench import ncu  # numba (backend): not loaded by --help or a usage error
 
     knobs = json_object(args.knobs, "--knobs") if args.knobs is not None else {}
     ncu.check_profilable(args.variant, _preset(args), knobs)  # refusals first: nothing is created under --out
@@ -219,8 +214,8 @@ def _positive(option: str, value: float | int | None) -> None:
 
 
 def _list_variants() -> int:
-    from dlrmlab import backend
-    from dlrmlab.variants import VARIANTS
+    from dlrmlab import backend  # numba (backend): not loaded by --help or a usage error
+    from dlrmlab.variants import VARIANTS  # numba (backend): not loaded by --help or a usage error
 
     for name in sorted(VARIANTS):
         spec = VARIANTS[name]
@@ -233,8 +228,7 @@ def _list_variants() -> int:
 
 @_command("tune")
 def _tune(args: argparse.Namespace) -> int:
-    from dlrmlab import tune, tuned
-    from dlrmlab.bench.results import append_results, check_results_dir
+    from dlrmlab import tune, tuned  # numba (backend): not loaded by --help or a usage error
 
     _positive("--repeats", args.repeats)
     out = check_results_dir(_out_dir(args)) if args.out else None  # an unwritable --out fails before the sweep
@@ -275,8 +269,8 @@ def _tune(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     if args.list:
         return _list_variants()
-    from dlrmlab import backend
-    from dlrmlab.bench import schema, sweep, text
+    from dlrmlab import backend  # numba (backend): not loaded by --help or a usage error
+    from dlrmlab.bench import schema, sweep, text  # numba (backend): not loaded by --help or a usage error
 
     variants, datasets = _unique(_names(args.variant), "--variant"), _unique(_names(args.dataset), "--dataset")
     _non_negative("--warmup", args.warmup)
@@ -315,21 +309,21 @@ def _bench(args: argparse.Namespace) -> int:
 
 @_command("dlrm")
 def _dlrm(args: argparse.Namespace) -> int:
-    from dlrmlab.dlrm.command import run_command
+    from dlrmlab.dlrm.command import run_command  # three modules' run_command: each where it is called
 
     return run_command(args, _out_dir(args))
 
 
 @_command("host-tables")
 def _host_tables(args: argparse.Namespace) -> int:
-    from dlrmlab.host_command import run_command
+    from dlrmlab.host_command import run_command  # three modules' run_command: each where it is called
 
     return run_command(args, _out_dir(args), _preset(args))
 
 
 @_command("shard")
 def _shard(args: argparse.Namespace) -> int:
-    from dlrmlab.shard.command import run_command
+    from dlrmlab.shard.command import run_command  # three modules' run_command: each where it is called
 
     return run_command(args, _out_dir(args) if hasattr(args, "out") else None)
 
@@ -471,18 +465,12 @@ def _add_bench_dlrm(sub) -> None:
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.add_argument("--list", action="store_true", help="list the registered variants and exit")
 
-    from dlrmlab.dlrm.command import add_arguments as add_dlrm_arguments
-
     p = sub.add_parser("dlrm", help="DLRM end to end: stage breakdown and speedups with a pluggable embedding stage")
     add_dlrm_arguments(p)
-
-    from dlrmlab.host_command import add_arguments as add_host_arguments
 
     p = sub.add_parser("host-tables", help="tables in host memory behind an HBM cache: the host link's rates, then "
                        "every placement and cache budget against its bound")
     add_host_arguments(p)
-
-    from dlrmlab.shard.command import add_arguments as add_shard_arguments
 
     p = sub.add_parser("shard", help="the embedding stage sharded over ranks (torch.distributed): plan, run, predict")
     add_shard_arguments(p)
@@ -502,8 +490,6 @@ def _one_line_warnings(show: Callable) -> Callable:
 
 
 def _saved_since(mark: int) -> list[tuple]:
-    from dlrmlab.bench import results
-
     totals: dict = {}
     for path, n in results.APPENDED[mark:]:
         totals[path] = totals.get(path, 0) + n
@@ -530,8 +516,6 @@ def _stdout_closed() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status (see :data:`EXIT_CODES_HELP`)."""
-    from dlrmlab.bench import results
-
     ap = build_parser()
     try:
         args = ap.parse_args(argv)

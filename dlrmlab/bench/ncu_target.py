@@ -14,7 +14,11 @@ import json
 import sys
 from collections.abc import Sequence
 
+from dlrmlab.backend import cuda
+from dlrmlab.bench.case import BenchCase
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.variants import get as get_variant
+from dlrmlab.variants import prepare as prepare_variant
 
 
 def run_target(
@@ -22,11 +26,6 @@ def run_target(
     knobs: dict | None = None,
 ) -> str | None:
     """Prepare ``variant`` (with ``knobs``), run ``iters`` batches, synchronize; return its kernel-name regex."""
-    from dlrmlab.backend import cuda
-    from dlrmlab.bench.case import BenchCase
-    from dlrmlab.variants import get as get_variant
-    from dlrmlab.variants import prepare as prepare_variant
-
     if iters < 1 or n_batches < 1:
         raise DlrmlabError(f"need iters >= 1 and n_batches >= 1, got {iters} and {n_batches}")
     case = BenchCase.create(preset, dataset, seed=seed, n_batches=n_batches)
