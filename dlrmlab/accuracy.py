@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from dlrmlab import quant
+from dlrmlab.bench.quantized import ACCURACY_COLUMNS
 from dlrmlab.config import TABLE_DTYPES
 from dlrmlab.errors import DlrmlabError
 
@@ -33,18 +34,6 @@ def check_formats(formats: Sequence[str]) -> list[str]:
     if bad or not out:
         raise DlrmlabError(f"unknown table format(s) {', '.join(bad) or '(none)'}; valid: {', '.join(valid)}")
     return out
-
-
-def storage(fmt: str, dim: int) -> dict:
-    """Bytes per row of a format (as stored: codes, scale and bias), its 16-byte-padded stride, bits a value,
-    and the 32-byte sectors a lookup of it reads."""
-    if fmt in quant.FORMATS:
-        f = quant.row_format(fmt)
-        row, stride, bits = f.row_bytes(dim), f.row_stride(dim), f.bits
-    else:
-        row, stride, bits = dim * TABLE_DTYPES[fmt].bytes, dim * TABLE_DTYPES[fmt].bytes, 8 * TABLE_DTYPES[fmt].bytes
-    return {"row_bytes": row, "row_stride": stride, "bits_per_value": bits,
-            "sectors_per_row": quant.sectors_per_row(row, stride)}
 
 
 def stored_values(weight: Any, fmt: str) -> Any:
@@ -118,11 +107,19 @@ def accuracy(
                 ref = [e for r, _ in refs for e in r]
                 p, p_ref = torch.cat([g[1] for g in got]), torch.cat([r[1] for r in refs])
                 rows.append({
-                    "format": fmt, "dataset": ds, **storage(fmt, stage.embedding_dim),
-                    "bytes_vs_fp32": storage(fmt, stage.embedding_dim)["row_bytes"] / (4 * stage.embedding_dim),
+                    "format": fmt, "dataset": ds, **quant.storage(fmt, stage.embedding_dim),
+                    "bytes_vs_fp32": quant.storage(fmt, stage.embedding_dim)["row_bytes"] / (4 * stage.embedding_dim),
                     "table_max_abs_err": table_err, **_errors(ref, emb, p_ref, p), "preset": stage.name,
                     "tables": stage.num_tables, "rows": stage.embedding_sizes[0], "dim": stage.embedding_dim,
                     "batch_size": stage.batch_size, "pooling": str(stage.pooling), "n_batches": int(n_batches),
                     "seed": int(seed),
                 })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def with_accuracy(df: pd.DataFrame, formats: Sequence[str], dataset: str, stage: Any, seed: int = 0) -> pd.DataFrame:
+    """Speed rows (:func:`dlrmlab.bench.quantized.run_quantized`) with each format's error against fp32 beside
+    them (fp32 itself: 0), for ``run_quantized(..., accuracy=with_accuracy)``."""
+    acc = accuracy(list(formats), [dataset], stage, seed=seed)
+    acc = pd.concat([acc, pd.DataFrame([{"format": "float32", **dict.fromkeys(ACCURACY_COLUMNS, 0.0)}])])
+    return df.merge(acc[["format", *ACCURACY_COLUMNS]], on="format", how="left")

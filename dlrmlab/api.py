@@ -189,7 +189,7 @@ def embedding_bag(
     out = _launch(cfg, weight, (rows, dim, dtype), input, offsets, per_sample_weights, padding_idx, out, s)
     weight = torch_weight if torch_weight is not None else weight
     if _is_torch(weight):
-        import torch
+        import torch  # torch: optional and slow to import
 
         return torch.as_tensor(out, device=weight.device) if weight.is_cuda else torch.from_numpy(
             out.copy_to_host(stream=s)

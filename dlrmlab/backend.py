@@ -25,7 +25,7 @@ _USER_ENV: str | None = os.environ.get(_ENV)
 def _driver_problem() -> str | None:
     """Why the CUDA driver gives no GPU, in words (None when it sees one)."""
     try:
-        from cuda.bindings import driver
+        from cuda.bindings import driver  # may be missing or broken: then the simulator
     except Exception as e:
         return f"cuda-bindings cannot be imported ({type(e).__name__}: {e}); pip install 'cuda-bindings>=12.6'"
     try:
@@ -52,14 +52,14 @@ def _decide() -> bool:
     if _ENV in os.environ:
         return os.environ[_ENV] not in ("", "0")
     if "numba.cuda" in sys.modules:  # the user imported numba.cuda first: it has already decided
-        from numba import config
+        from numba import config  # numba: only when the user imported it already
 
         return bool(config.ENABLE_CUDASIM)
     simulator = _driver_problem() is not None
     if simulator:
         os.environ[_ENV] = "1"
     if "numba" in sys.modules:
-        from numba.core import config
+        from numba.core import config  # numba: only when the user imported it already
 
         config.reload_config()
     return simulator
@@ -88,7 +88,7 @@ def missing_toolkit() -> list[str]:
     """
     missing = []
     try:
-        from cuda import pathfinder
+        from cuda import pathfinder  # comes with the gpu extra only
     except Exception:
         return ["NVVM", "libdevice", "NVRTC"]
     for lib, label in (("nvvm", "NVVM"), ("nvrtc", "NVRTC")):
@@ -97,7 +97,7 @@ def missing_toolkit() -> list[str]:
         except Exception:
             missing.append(label)
     try:
-        from numba.cuda import cuda_paths
+        from numba.cuda import cuda_paths  # numba-cuda's private module: may change
 
         found = cuda_paths._get_libdevice_path().info
         if not (found and os.path.isfile(found)):

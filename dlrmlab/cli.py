@@ -14,14 +14,21 @@ import platform
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from dlrmlab import __version__
+from dlrmlab import __version__, hotness, paper_data, validate
+from dlrmlab.bench import results
+from dlrmlab.bench.results import append_results, check_results_dir, default_dir
 from dlrmlab.config import KERNEL_MODES, json_object
+from dlrmlab.device import family
+from dlrmlab.dlrm.command import add_arguments as add_dlrm_arguments
 from dlrmlab.errors import EXIT_BROKEN_PIPE, EXIT_INCORRECT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DlrmlabError
+from dlrmlab.host_command import add_arguments as add_host_arguments
+from dlrmlab.shard.command import add_arguments as add_shard_arguments
 from dlrmlab.validate import MAX_BATCHES, MAX_IDS, MAX_REPEATS, SEED_MAX, SHRINK_HINT, arg_int, arg_seconds
 from dlrmlab.validate import integer as check_integer
 from dlrmlab.validate import seconds as check_seconds
-from dlrmlab.workload import MAX_BATCH, MAX_DIM, MAX_ROWS, MAX_TABLES
+from dlrmlab.workload import MAX_BATCH, MAX_DIM, MAX_ROWS, MAX_TABLES, Workload, preset
 
 EXIT_CODES_HELP = (
     "exit status: 0 ok; 1 a result was incorrect (a variant's output did not match the NumPy reference, or an "
@@ -68,7 +75,7 @@ def _command(name: str):
 
 
 def info_dict() -> dict:
-    from dlrmlab import backend, cudart, device, tuned
+    from dlrmlab import backend, cudart, device, tuned  # numba (backend): not loaded by --help or a usage error
 
     versions = {"dlrmlab": __version__, "python": platform.python_version(), **cudart.package_versions()}
     out: dict = {"mode": backend.mode(), "versions": versions, "fast_path_knobs": tuned.describe(device.family())}
@@ -116,24 +123,17 @@ def _info(args: argparse.Namespace) -> int:
 
 def _preset(args: argparse.Namespace) -> str:
     """The one --preset default rule: ``auto`` is paper on a GPU, tiny in the simulator."""
-    from dlrmlab import backend
+    from dlrmlab import backend  # numba (backend): not loaded by --help or a usage error
 
     return backend.default_preset() if args.preset in (None, "auto") else args.preset
 
 
 def _out_dir(args: argparse.Namespace):
     """Every command writes under ``<--out>/<gpu family>/`` (``simulator`` without a GPU)."""
-    from pathlib import Path
-
-    from dlrmlab.bench.results import default_dir
-    from dlrmlab.device import family
-
     return (Path(args.out).expanduser() if args.out else default_dir()) / family()
 
 
 def _stage_from_args(args: argparse.Namespace):
-    from dlrmlab.workload import preset
-
     over = {}
     for key, name in (("rows", "rows"), ("tables", "tables"), ("batch", "batch_size"), ("dim", "sparse_feature_size")):
         v = getattr(args, key, None)
@@ -149,9 +149,6 @@ def _stage_from_args(args: argparse.Namespace):
 
 
 def workload_describe(args: argparse.Namespace) -> dict:
-    from dlrmlab import hotness, validate
-    from dlrmlab.workload import Workload
-
     # Hotness is a CPU analysis: ``auto`` is the paper's shape on any machine (no kernel runs here).
     args = argparse.Namespace(**{**vars(args), "preset": "paper" if args.preset in (None, "auto") else args.preset})
     stage = _stage_from_args(args)
@@ -187,8 +184,6 @@ def _workload(args: argparse.Namespace) -> int:
 
 @_command("data")
 def _data(args: argparse.Namespace) -> int:
-    from dlrmlab import paper_data
-
     return paper_data.command(args)
 
 
@@ -198,7 +193,7 @@ def _data(args: argparse.Namespace) -> int:
 @_command("reproduce")
 def _reproduce(args: argparse.Namespace) -> int:
     from dlrmlab.bench.results import default_dir
-    from dlrmlab.reproduce import reproduce
+    from dlrmlab.reproduce import reproduce  # numba (backend): not loaded by --help or a usage error
 
     return reproduce(
         preset=args.preset, out=args.out or default_dir(), only=_names(args.only) or None,
@@ -212,8 +207,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 @_command("profile")
 def _profile(args: argparse.Namespace) -> int:
-    from dlrmlab.bench import ncu
-    from dlrmlab.bench.results import append_results, check_results_dir
+    from dlrmlab.bench import ncu  # numba (backend): not loaded by --help or a usage error
 
     knobs = json_object(args.knobs, "--knobs") if args.knobs is not None else {}
     dtype = {"table_dtype": args.table_dtype} if args.table_dtype else {}
@@ -257,8 +251,8 @@ def _positive(option: str, value: float | int | None) -> None:
 
 
 def _list_variants() -> int:
-    from dlrmlab import backend
-    from dlrmlab.variants import VARIANTS
+    from dlrmlab import backend  # numba (backend): not loaded by --help or a usage error
+    from dlrmlab.variants import VARIANTS  # numba (backend): not loaded by --help or a usage error
 
     for name in sorted(VARIANTS):
         spec = VARIANTS[name]
@@ -271,7 +265,7 @@ def _list_variants() -> int:
 
 @_command("tune")
 def _tune(args: argparse.Namespace) -> int:
-    from dlrmlab import tune, tuned
+    from dlrmlab import tune, tuned  # numba (backend): not loaded by --help or a usage error
     from dlrmlab.bench.results import append_results, check_results_dir
     from dlrmlab.workload import preset
 
@@ -318,8 +312,8 @@ def _tune(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     if args.list:
         return _list_variants()
-    from dlrmlab import backend
-    from dlrmlab.bench import schema, sweep, text
+    from dlrmlab import backend  # numba (backend): not loaded by --help or a usage error
+    from dlrmlab.bench import schema, sweep, text  # numba (backend): not loaded by --help or a usage error
 
     variants, datasets = _unique(_names(args.variant), "--variant"), _unique(_names(args.dataset), "--dataset")
     _non_negative("--warmup", args.warmup)
@@ -365,9 +359,9 @@ def _quantize(args: argparse.Namespace) -> int:
     if not datasets:
         raise DlrmlabError(f"--dataset is required: {DATASETS_HELP}")
     stage, out = _stage_from_args(args), check_results_dir(_out_dir(args))
-    if args.quantize_command == "accuracy":
-        from dlrmlab import accuracy
+    from dlrmlab import accuracy  # torch (the DLRM model): not loaded by --help or a usage error
 
+    if args.quantize_command == "accuracy":
         _positive("--batches", args.batches)
         formats = _names(args.format) or list(accuracy.DEFAULT_FORMATS)
         df = accuracy.accuracy(accuracy.check_formats(formats), datasets, stage, seed=args.seed,
@@ -387,7 +381,8 @@ def _quantize(args: argparse.Namespace) -> int:
         os.environ["DLRMLAB_CUEMBED_DIR"] = args.cuembed_dir
     formats = _names(args.format) or list(quantized.DEFAULT_FORMATS)
     df = quantized.run_quantized(formats, datasets[0], stage, seed=args.seed, repeats=args.repeats,
-                                 warmup_s=args.warmup, accuracy=not args.no_accuracy, out=out,
+                                 warmup_s=args.warmup,
+                                 accuracy=None if args.no_accuracy else accuracy.with_accuracy, out=out,
                                  progress=not args.quiet)  # fmt: skip
     cols = ["variant", "format", "correct", "median_ms", "rows_per_s", "row_bytes", "row_bytes_per_s",
             "speedup_vs_fp32", "error"]  # fmt: skip
@@ -404,21 +399,21 @@ def _quantize(args: argparse.Namespace) -> int:
 
 @_command("dlrm")
 def _dlrm(args: argparse.Namespace) -> int:
-    from dlrmlab.dlrm.command import run_command
+    from dlrmlab.dlrm.command import run_command  # three modules' run_command: each where it is called
 
     return run_command(args, _out_dir(args))
 
 
 @_command("host-tables")
 def _host_tables(args: argparse.Namespace) -> int:
-    from dlrmlab.host_command import run_command
+    from dlrmlab.host_command import run_command  # three modules' run_command: each where it is called
 
     return run_command(args, _out_dir(args), _preset(args))
 
 
 @_command("shard")
 def _shard(args: argparse.Namespace) -> int:
-    from dlrmlab.shard.command import run_command
+    from dlrmlab.shard.command import run_command  # three modules' run_command: each where it is called
 
     return run_command(args, _out_dir(args) if hasattr(args, "out") else None)
 
@@ -596,18 +591,12 @@ def _add_bench_dlrm(sub) -> None:
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.add_argument("--list", action="store_true", help="list the registered variants and exit")
 
-    from dlrmlab.dlrm.command import add_arguments as add_dlrm_arguments
-
     p = sub.add_parser("dlrm", help="DLRM end to end: stage breakdown and speedups with a pluggable embedding stage")
     add_dlrm_arguments(p)
-
-    from dlrmlab.host_command import add_arguments as add_host_arguments
 
     p = sub.add_parser("host-tables", help="tables in host memory behind an HBM cache: the host link's rates, then "
                        "every placement and cache budget against its bound")
     add_host_arguments(p)
-
-    from dlrmlab.shard.command import add_arguments as add_shard_arguments
 
     p = sub.add_parser("shard", help="the embedding stage sharded over ranks (torch.distributed): plan, run, predict")
     add_shard_arguments(p)
@@ -630,8 +619,6 @@ def _one_line_warnings(show: Callable) -> Callable:
 
 
 def _saved_since(mark: int) -> list[tuple]:
-    from dlrmlab.bench import results
-
     totals: dict = {}
     for path, n in results.APPENDED[mark:]:
         totals[path] = totals.get(path, 0) + n
@@ -658,8 +645,6 @@ def _stdout_closed() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status (see :data:`EXIT_CODES_HELP`)."""
-    from dlrmlab.bench import results
-
     ap = build_parser()
     try:
         args = ap.parse_args(argv)

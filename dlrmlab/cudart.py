@@ -29,20 +29,20 @@ def _check(result: Any, what: str) -> Any:
 
 
 def _driver():
-    from cuda.bindings import driver
+    from cuda.bindings import driver  # cuda-python at the first call: importing cudart stays cheap
 
     return driver
 
 
 def _runtime():
-    from cuda.bindings import runtime
+    from cuda.bindings import runtime  # cuda-python at the first call: importing cudart stays cheap
 
     return runtime
 
 
 def _ensure_context() -> None:
     """Make Numba create/activate the primary context so driver calls have one."""
-    from numba import cuda
+    from numba import cuda  # numba.cuda at the first call: importing cudart stays cheap
 
     cuda.current_context()
 
@@ -114,7 +114,7 @@ def package_versions() -> dict[str, str | None]:
             out[pkg] = None
     if out["torch"] is None:  # torch used from a checkout or an image without dist-info
         try:
-            import torch
+            import torch  # torch: optional and slow to import
 
             out["torch"] = torch.__version__
         except Exception:

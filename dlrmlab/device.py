@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from dlrmlab.cudart import device_properties
+
 #: NVIDIA H100 80GB HBM3 (sm_90), as cudaGetDeviceProperties reports it (../results/h100).
 H100_LIMITS: dict = {
     "name": "simulated (H100 limits)",
@@ -41,11 +43,10 @@ def limits() -> dict:
 
 @lru_cache(maxsize=1)
 def _limits() -> dict:
-    from dlrmlab import backend
+    from dlrmlab import backend  # numba (backend): the CLI's parser imports device
 
     if backend.SIMULATOR:
         return dict(H100_LIMITS)
-    from dlrmlab.cudart import device_properties
 
     return device_properties()
 
@@ -53,7 +54,7 @@ def _limits() -> dict:
 def family(name: str | None = None) -> str:
     """Short lower-case GPU family (``h100``, ``a100``, ...) of ``name`` or of this GPU; ``simulator``
     without one. Results directories and the shipped tuning table are keyed by it."""
-    from dlrmlab import backend
+    from dlrmlab import backend  # numba (backend): the CLI's parser imports device
 
     if name is None:
         if backend.SIMULATOR:

@@ -22,7 +22,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from dlrmlab import backend, l2model, occupancy
+from dlrmlab.bench.sweep import run_bench
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.report import style
+from dlrmlab.report.claims import CLAIMS
+from dlrmlab.report.context import Context, resolve_datasets, resolve_preset, run_environment
+from dlrmlab.reproduce import run_claim
+from dlrmlab.variants import get
 
 #: Variants the explore notebook offers: those that run one table at a time in both modes, and the fast path.
 EXPLORE_VARIANTS = ("baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf", "l2p", "combined", "fast")
@@ -36,8 +43,6 @@ def variant_params(variant: str, max_registers: int | None = None, prefetch_dist
                    hot_rows: int | None = None) -> dict:
     """The knobs among these that ``variant`` takes (a cap of 0 or None means no cap; the prefetch distance only
     for variants that prefetch; the hot-set size only for pinning variants)."""
-    from dlrmlab.variants import get
-
     v = get(variant)
     params: dict[str, Any] = {}
     prefetching = v.fixed.get("paper", {}).get("prefetch", "none") != "none"
@@ -54,9 +59,6 @@ def in_flight(variant: str, registers: int, prefetch_distance: int, threads_per_
     """Warps per SM the register count allows (occupancy calculator) and the row bytes that many warps can keep
     in flight: one warp load per row in flight (1 + the prefetch distance for prefetching variants; 8 rows of
     512 B for the fast kernel, its shipped unroll)."""
-    from dlrmlab import occupancy
-    from dlrmlab.variants import get
-
     occ = occupancy.occupancy_table([int(registers)], threads_per_block).iloc[0]
     v = get(variant)
     if "fast" in v.families:
@@ -71,8 +73,6 @@ def in_flight(variant: str, registers: int, prefetch_distance: int, threads_per_
 
 @lru_cache(maxsize=8)
 def _trace(dataset: str, preset: str):
-    from dlrmlab import l2model
-
     stage, cfg, _ = l2model.teaching_setup(preset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -82,8 +82,6 @@ def _trace(dataset: str, preset: str):
 def l2_hit_rates(dataset: str, hot_rows: int, preset: str = "tiny") -> pd.DataFrame:
     """The CPU L2 model's predicted hit rate and DRAM traffic of PyTorch's access order without pinning and with
     ``hot_rows`` rows pinned per table (``tiny``: the paper's workload and L2 at a quarter of the scale)."""
-    from dlrmlab import l2model
-
     trace, cfg = _trace(dataset, preset)
     pin = l2model.POLICIES["per-table+l2p"].with_(name=f"pin {int(hot_rows):,} rows/table", hot_rows=int(hot_rows))
     return l2model.hit_rate_table({dataset: trace}, ["per-table", pin], 512, cfg, warmup_batches=1)
@@ -93,9 +91,6 @@ def run_small(variant: str, params: dict, dataset: str = "medium", preset: str |
               repeats: int | None = None) -> pd.DataFrame:
     """Harness rows of ``variant`` (with ``params``) beside PyTorch's kernel (``baseline``) and torch, on
     ``dataset`` (in the simulator: outputs checked, one round, nothing timed)."""
-    from dlrmlab import backend
-    from dlrmlab.bench.sweep import run_bench
-
     preset = preset or backend.default_preset()
     specs = [("baseline", {})] + ([(variant, params)] if variant != "baseline" or params else [])
     kw: dict[str, Any] = {"repeats": repeats or (1 if backend.SIMULATOR else 20)}
@@ -109,9 +104,6 @@ def run_small(variant: str, params: dict, dataset: str = "medium", preset: str |
 def explore(variant: str = "rpf", max_registers: int = 0, prefetch_distance: int = 2, hot_rows: int = 15_000,
             dataset: str = "medium", preset: str | None = None, repeats: int | None = None) -> Figure:
     """Run and draw one configuration (see the module docstring); returns the figure (three panels)."""
-    from dlrmlab import backend
-    from dlrmlab.report import style
-
     if variant not in EXPLORE_VARIANTS:
         raise DlrmlabError(f"unknown variant {variant!r} for explore; valid: {', '.join(EXPLORE_VARIANTS)}")
     preset = preset or backend.default_preset()
@@ -174,7 +166,7 @@ def explore(variant: str = "rpf", max_registers: int = 0, prefetch_distance: int
 
 def show(**values: Any) -> None:
     """:func:`explore`, displayed (for ``ipywidgets.interactive_output``, which shows what its function displays)."""
-    from IPython.display import display
+    from IPython.display import display  # IPython: notebooks only
 
     display(explore(**values))
 
@@ -185,8 +177,6 @@ def show(**values: Any) -> None:
 def claim_context(preset: str | None = None, datasets: list[str] | None = None, command: str = "notebook") -> Any:
     """A :class:`dlrmlab.report.context.Context` for running claims from a notebook: ``preset`` None is ``tiny``
     without a GPU and ``paper`` with one; datasets as ``dlrmlab reproduce --datasets`` takes them."""
-    from dlrmlab.report.context import Context, resolve_datasets, resolve_preset, run_environment
-
     usable, skipped = resolve_datasets(datasets)
     return Context(resolve_preset(preset), usable, skipped, env=run_environment(command))
 
@@ -213,10 +203,7 @@ def committed_claim(name: str, results_dir: str | Path = "../results/h100") -> t
 def show_claim(name: str, ctx: Any) -> Any:
     """Run claim ``name`` as ``dlrmlab reproduce`` does and show, in a notebook, its verdict beside the paper's,
     its figure and its table; returns the result."""
-    from IPython.display import Markdown, display
-
-    from dlrmlab.report.claims import CLAIMS
-    from dlrmlab.reproduce import run_claim
+    from IPython.display import Markdown, display  # IPython: notebooks only
 
     claim = CLAIMS[name]
     res, seconds = run_claim(claim, ctx)
@@ -230,7 +217,7 @@ def show_claim(name: str, ctx: Any) -> Any:
 
 def show_committed_claim(name: str, results_dir: str | Path = "../results/h100") -> None:
     """Show, in a notebook, claim ``name``'s section and figure from the committed report (:func:`committed_claim`)."""
-    from IPython.display import Image, Markdown, display
+    from IPython.display import Image, Markdown, display  # IPython: notebooks only
 
     text, png = committed_claim(name, results_dir)
     display(Markdown(text))

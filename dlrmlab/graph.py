@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from dlrmlab import backend
+from dlrmlab import backend, cudart
 from dlrmlab.backend import cuda
 from dlrmlab.errors import DlrmlabError
 
@@ -34,7 +34,6 @@ class StageGraph:
         """Record what ``enqueue(stream)`` launches (run once first, outside capture, to compile it)."""
         if backend.SIMULATOR:
             raise DlrmlabError("CUDA graphs need a CUDA GPU (simulator mode)")
-        from dlrmlab import cudart
 
         stream = stream or cuda.stream()
         enqueue(stream)
@@ -48,8 +47,6 @@ class StageGraph:
 
     def replay(self, current_inputs: Sequence[Any] | None = None) -> None:
         """Launch the graph on its stream. Pass the arrays you mean to use to have them checked."""
-        from dlrmlab import cudart
-
         if self._exe is None:
             raise DlrmlabError("graph was destroyed")
         if current_inputs is not None and self._fp(current_inputs) != self._fingerprint:
@@ -57,8 +54,6 @@ class StageGraph:
         cudart.graph_launch(self._exe, self.stream)
 
     def close(self) -> None:
-        from dlrmlab import cudart
-
         if self._exe is not None:
             cudart.graph_destroy(self._exe, self._graph)
             self._exe = None

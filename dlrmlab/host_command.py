@@ -7,7 +7,10 @@ import argparse
 import sys
 from typing import Any
 
+from dlrmlab.bench.results import check_results_dir
+from dlrmlab.datasets import canonical_name, trace_path
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.workload import preset
 
 #: the GPU shape: 8 tables of 15M rows x 128 fp32 (61 GB), the paper's batch and pooling
 HOST_TABLES, HOST_ROWS = 8, 15_000_000
@@ -40,8 +43,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def stage(args: argparse.Namespace, preset_name: str) -> Any:
     """The stage shape of the command's options (paper: the host-table shape)."""
-    from dlrmlab.workload import preset
-
     over: dict = {}
     if preset_name == "paper":
         over = {"tables": HOST_TABLES, "rows": HOST_ROWS}
@@ -57,10 +58,8 @@ def stage(args: argparse.Namespace, preset_name: str) -> Any:
 
 
 def run_command(args: argparse.Namespace, out_dir: Any, preset_name: str) -> int:
-    from dlrmlab import backend, hostbench, hostreport
-    from dlrmlab.bench.results import check_results_dir
-    from dlrmlab.datasets import canonical_name, trace_path
-    from dlrmlab.placement import parse_budget
+    from dlrmlab import backend, hostbench, hostreport  # numba: the CLI's parser imports this module
+    from dlrmlab.placement import parse_budget  # numba: the CLI's parser imports this module
 
     budgets = [parse_budget(b) for b in args.budgets.split(",") if b.strip()]
     if not budgets or any(not 0 < b <= 1 for b in budgets):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ import pandas as pd
 from dlrmlab import backend, hotness, l2model, launch, reference
 from dlrmlab.backend import cuda
 from dlrmlab.bench.env import environment
+from dlrmlab.bench.results import append_results
 from dlrmlab.config import table_dtype
 from dlrmlab.datasets import canonical_name
 from dlrmlab.errors import DlrmlabError
@@ -37,8 +39,9 @@ from dlrmlab.fused import PackedTables, configure_here, fused_forward
 from dlrmlab.hbmcache import CacheStats, HbmCache, geometry, segments
 from dlrmlab.kernels import gather
 from dlrmlab.pipeline import CachedStage, host_packed
-from dlrmlab.placement import HostTables, Placement
+from dlrmlab.placement import HostTables, Placement, host_tables
 from dlrmlab.workload import EmbeddingStage, JaggedBatch, Workload
+from dlrmlab.workload import preset as make_preset
 
 LINK_ROW_BYTES = (128, 256, 512, 1024)
 SPREAD_MULTIPLIER, SPREAD_OFFSET = 1_000_003, 7_919
@@ -290,9 +293,6 @@ def run(stage: EmbeddingStage, datasets: Sequence[str], budgets: Sequence[float]
         progress: Callable[[str], None] = print, command: str = "") -> pd.DataFrame:
     """The whole measurement: pin and fill the tables, the link's rates (``host_link.csv``), then every
     placement on every dataset (``host_tables.csv``), rows appended as each run finishes."""
-    from dlrmlab.bench.results import append_results
-    from dlrmlab.placement import host_tables
-
     env = {**environment(), "command": command}
     rb = stage.embedding_dim * stage.element_bytes
     t0 = time.perf_counter()
@@ -396,8 +396,6 @@ def bound_gbps(hit_rate: Any, hbm_gbps: float, host_gbps: float) -> Any:
 def measured_rates(results_dir: Any = "results/h100") -> tuple[dict, str]:
     """``({"hbm": GB/s, "host": GB/s}, note)`` from a committed ``host_link.csv`` (512-byte rows), else the
     spec sheet's (:data:`NOMINAL_GBPS`)."""
-    from pathlib import Path
-
     path = Path(results_dir) / "host_link.csv"
     if path.is_file():
         df = pd.read_csv(path)
@@ -417,8 +415,6 @@ def teaching_setup(preset: str | None = None) -> tuple[EmbeddingStage, int, dict
     of 15M x 128 fp32 (61 GB) and the H100's L2 (planning millions of ids a batch on the CPU: minutes);
     ``tiny`` (default without a GPU): 4 tables of 200,000 rows, batch 512 x 50, and an L2 scaled with the
     tables, so every level holds the same share of the data as at full size."""
-    from dlrmlab.workload import preset as make_preset
-
     if preset is None:
         preset = backend.default_preset()
     full = make_preset("paper", tables=8, rows=15_000_000)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrmlab.datasets import read_trace
 from dlrmlab.errors import DlrmlabError
 
 DEFAULT_KS = (1000, 5000, 60000)
@@ -95,8 +96,6 @@ def hot_set(ids: np.ndarray, k: int, rows: int | None = None) -> np.ndarray:
 
 def read_hot_rows(path: str | Path, rows: int | None = None) -> np.ndarray:
     """Read a hot-row file in the artifact's format (one row id per line)."""
-    from dlrmlab.datasets import read_trace
-
     hot = read_trace(path)
     if rows is not None and hot.size and hot.max() >= rows:
         raise DlrmlabError(f"{path}: hot row {int(hot.max())} is out of range for {rows} rows")

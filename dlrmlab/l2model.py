@@ -90,9 +90,13 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
+from dlrmlab import backend
 from dlrmlab.datasets import DATA_DIR_ENV, PAPER_TRACES
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.l2window import split_budget as window_split
 from dlrmlab.variants import VARIANTS
+from dlrmlab.workload import Workload
+from dlrmlab.workload import preset as make_preset
 
 #: H100 (80 GB HBM3) L2: 52,428,800 bytes; ``persistingL2CacheMaxSize`` 32,768,000 bytes.
 H100_L2_BYTES = 52_428_800
@@ -229,8 +233,6 @@ class Trace:
     @classmethod
     def from_workload(cls, stage: Any = "paper", dataset: str = "random", seed: int = 0, n_batches: int = 1) -> Trace:
         """``n_batches`` batches of ``Workload(stage, dataset, seed)``, as the benchmarks draw them."""
-        from dlrmlab.workload import Workload
-
         wl = Workload(stage, dataset, seed=seed)
         n = _int("n_batches", n_batches, minimum=1)
         return cls.of(list(wl.batches(n)), wl.stage.embedding_sizes, name=wl.dataset)
@@ -340,8 +342,6 @@ def split_budget(counts: Sequence[np.ndarray], row_bytes: int, budget_bytes: int
     """Rows of each table to keep persisting within ``budget_bytes``: the rows of all tables taken in
     order of accesses (same row size), only rows that were accessed -- :func:`dlrmlab.l2window.split_budget`,
     which the window variants use, over each table's counts ranked hottest first."""
-    from dlrmlab.l2window import split_budget as window_split
-
     ranked = [np.sort(np.asarray(c, np.int64))[::-1] for c in counts]
     return window_split(ranked, [int(row_bytes)] * len(ranked), int(budget_bytes))
 
@@ -1019,8 +1019,6 @@ def ncu_predictions(
     The workload is ``Workload(preset, dataset, seed).batches(n_batches)``, as ``ncu_target`` draws it;
     ``traces`` may give it instead, per dataset. One row per (variant, dataset, warm state).
     """
-    from dlrmlab.workload import preset as make_preset
-
     stage = make_preset(preset)
     cfg = config or L2Config()
     rb = stage.embedding_dim * stage.element_bytes
@@ -1183,11 +1181,7 @@ def teaching_setup(preset: str | None = None) -> tuple[Any, L2Config, str]:
     synthetic datasets over fewer rows is not quite the same). ``None``: ``tiny`` without a CUDA GPU,
     ``paper`` with one.
     """
-    from dlrmlab.workload import preset as make_preset
-
     if preset is None:
-        from dlrmlab import backend
-
         preset = backend.default_preset()
     full = L2Config()
     if preset == "paper":

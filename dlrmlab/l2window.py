@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dlrmlab import backend
+from dlrmlab import backend, cudart
+from dlrmlab.cudart import device_properties
 from dlrmlab.errors import DlrmlabError
 
 
@@ -27,7 +28,6 @@ def l2_limits() -> dict:
     """``persisting_l2_max_bytes`` and ``access_policy_max_window_bytes`` of the GPU."""
     if backend.SIMULATOR:
         raise DlrmlabError("L2 persistence needs a CUDA GPU (simulator mode has no L2)")
-    from dlrmlab.cudart import device_properties
 
     p = device_properties()
     if p["persisting_l2_max_bytes"] <= 0 or p["access_policy_max_window_bytes"] <= 0:
@@ -62,8 +62,6 @@ class PersistingL2:
 
     def set_window(self, stream, base_ptr: int, num_bytes: int, hit_ratio: float = 1.0) -> None:
         """Window for kernels launched on ``stream`` from now on (hits persist, misses stream)."""
-        from dlrmlab import cudart
-
         if not 0 <= num_bytes <= self.max_window:
             raise DlrmlabError(f"window of {num_bytes} bytes is over the device maximum {self.max_window}")
         if not 0.0 <= hit_ratio <= 1.0:
@@ -76,8 +74,6 @@ class PersistingL2:
 @contextlib.contextmanager
 def persisting_l2(limit_bytes: int) -> Iterator[PersistingL2]:
     """Set the persisting-L2 carve-out for the block; restore everything on exit."""
-    from dlrmlab import cudart
-
     p = l2_limits()
     if not 0 < limit_bytes <= p["persisting_l2_max_bytes"]:
         raise DlrmlabError(

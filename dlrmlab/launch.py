@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dlrmlab import backend
+from dlrmlab.kernels.paper import build
 
 #: The simulator runs one Python thread per CUDA thread: a grid-stride kernel gives identical results
 #: with a couple of blocks, in a fraction of the time.
@@ -24,6 +25,4 @@ def cover(work_items: int, per_block: int, cap: int | None = None) -> int:
 def paper(cfg, weight_flat, dim: int, indices, offsets, psw, padding_idx: int, out, stream=0) -> None:
     """Launch a paper-family kernel (:mod:`dlrmlab.kernels.paper`) on ``stream``; arguments are validated
     device arrays (a 1-D table, CSR ids and offsets, weights or a 1-element dummy)."""
-    from dlrmlab.kernels.paper import build
-
     build(cfg)[grid(cfg.grid), cfg.block, stream](weight_flat, dim, indices, offsets, psw, padding_idx, out)

@@ -13,7 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from dlrmlab import device
+import pandas as pd
+
+from dlrmlab import backend, device
 from dlrmlab.errors import DlrmlabError
 
 REG_ALLOC_UNIT = 256  # registers are allocated per warp in units of 256
@@ -76,8 +78,6 @@ def compiled(kernel: Any) -> Any:
 def kernel_resources(kernel: Any) -> dict:
     """Registers per thread, static shared memory and local (spill) bytes of a compiled kernel
     (all None in the simulator, which has no registers)."""
-    from dlrmlab import backend
-
     out = {"registers": None, "shared_bytes": None, "local_bytes": None}
     if backend.SIMULATOR:
         return out
@@ -93,8 +93,6 @@ def kernel_resources(kernel: Any) -> dict:
 
 def occupancy_table(registers, threads_per_block: int = 256, smem_per_block: int = 0, limits: dict | None = None):
     """Theoretical occupancy and its limiter for each register count (a tidy DataFrame)."""
-    import pandas as pd
-
     rows = []
     for r in registers:
         o = theoretical(int(r), threads_per_block, smem_per_block, limits)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from dlrmlab import backend
+from dlrmlab import backend, cudart
 from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
 from dlrmlab.config import table_dtype
@@ -179,8 +179,6 @@ def pinned_host(nbytes: int, what: str = "host tables") -> Iterator[HostBuffer]:
     if backend.SIMULATOR:
         buf = HostBuffer(nbytes, _array=np.zeros(nbytes, np.uint8))
     else:
-        from dlrmlab import cudart
-
         try:
             ptr = cudart.host_alloc_mapped(nbytes)
         except cudart.CudaError as e:
@@ -197,8 +195,6 @@ def pinned_host(nbytes: int, what: str = "host tables") -> Iterator[HostBuffer]:
     finally:
         _LIVE.pop(id(buf), None)
         if buf._array is None:
-            from dlrmlab import cudart
-
             cuda.synchronize()  # no kernel may still read the pages being unmapped
             cudart.host_free(buf.host_ptr)
         buf._array = None

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from dlrmlab.config import table_dtype
+from dlrmlab.config import TABLE_DTYPES, table_dtype
 from dlrmlab.errors import DlrmlabError
 
 #: Rows of a packed buffer start on this boundary (FBGEMM's inference TBE ``row_alignment`` on GPUs).
@@ -330,3 +330,15 @@ def dequantize_torch(rows: Any, fmt: str, dim: int) -> Any:
     if f.bits == 4:
         codes = torch.stack([codes & 0xF, codes >> 4], dim=2).reshape(codes.shape[0], -1)[:, :dim]
     return codes.float() * meta[:, :1] + meta[:, 1:2]
+
+
+def storage(fmt: str, dim: int) -> dict:
+    """Bytes per row of a format (as stored: codes, scale and bias), its 16-byte-padded stride, bits a value,
+    and the 32-byte sectors a lookup of it reads."""
+    if fmt in FORMATS:
+        f = row_format(fmt)
+        row, stride, bits = f.row_bytes(dim), f.row_stride(dim), f.bits
+    else:
+        row, stride, bits = dim * TABLE_DTYPES[fmt].bytes, dim * TABLE_DTYPES[fmt].bytes, 8 * TABLE_DTYPES[fmt].bytes
+    return {"row_bytes": row, "row_stride": stride, "bits_per_value": bits,
+            "sectors_per_row": sectors_per_row(row, stride)}

@@ -26,13 +26,16 @@ from pathlib import Path
 import pandas as pd
 
 from dlrmlab import backend
+from dlrmlab.bench.results import check_results_dir, default_dir
+from dlrmlab.device import family
 from dlrmlab.errors import EXIT_INCORRECT, EXIT_OK, DlrmlabError
+from dlrmlab.report import writer
+from dlrmlab.report.claims import CLAIMS, NOT_MEASURED, ClaimResult
+from dlrmlab.report.context import ClaimSkipped, Context, resolve_datasets, resolve_preset, run_environment
 
 
 def select_claims(only: list[str] | None) -> dict:
     """The claims to run, in report order; unknown names are refused with the list of valid ones."""
-    from dlrmlab.report.claims import CLAIMS
-
     if not only:
         return dict(CLAIMS)
     unknown = [n for n in only if n not in CLAIMS]
@@ -44,9 +47,6 @@ def select_claims(only: list[str] | None) -> dict:
 def run_claim(claim, ctx):
     """Run one experiment; an exception becomes a ``failed`` result (with its message and where it was raised),
     :class:`ClaimSkipped` a ``skipped`` one. Returns (result, seconds)."""
-    from dlrmlab.report.claims import NOT_MEASURED, ClaimResult
-    from dlrmlab.report.context import ClaimSkipped
-
     t0 = time.perf_counter()
     try:
         res = claim.run(ctx)
@@ -82,12 +82,6 @@ def reproduce(
     command: str | None = None,
 ) -> int:
     """Run the suite and write the report (see the module docstring); 0 if all went well, 1 otherwise."""
-    from dlrmlab.bench.results import check_results_dir, default_dir
-    from dlrmlab.device import family
-    from dlrmlab.report import writer
-    from dlrmlab.report.claims import CLAIMS
-    from dlrmlab.report.context import Context, resolve_datasets, resolve_preset, run_environment
-
     claims = select_claims(only)
     chosen = resolve_preset(preset)
     if repeats is not None and (isinstance(repeats, bool) or int(repeats) != repeats or int(repeats) < 1):
@@ -103,7 +97,7 @@ def reproduce(
     status = EXIT_OK
     steps = claims.values()
     if not quiet:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # tqdm.auto looks for IPython and ipywidgets when imported
 
         steps = tqdm(list(steps), desc="reproduce", unit="claim")
     for claim in steps:

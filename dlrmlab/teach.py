@@ -23,9 +23,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from dlrmlab.backend import cuda
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.report import style
+from dlrmlab.report.style import new_figure
 
 WARP = 32
 SECTOR_BYTES = 32
@@ -209,8 +212,6 @@ def transaction_summary(loads: pd.DataFrame) -> pd.DataFrame:
 
 
 def _figure(width: float, height: float) -> Figure:
-    from dlrmlab.report.style import new_figure
-
     return new_figure(width, height)
 
 
@@ -218,8 +219,6 @@ def plot_warp_request(loads: pd.DataFrame, dim: int = 128, element_bytes: int = 
                       instruction: int = 0) -> Figure:
     """One panel per layout: the table's rows (y) as their 32-byte sectors (x, 128-byte lines framed), the
     sectors that warp ``warp``'s load ``instruction`` touches filled and labelled with the lanes reading them."""
-    from matplotlib.patches import Rectangle
-
     layouts = list(dict.fromkeys(loads["layout"]))
     row_bytes = dim * element_bytes
     sectors_per_row = -(-row_bytes // SECTOR_BYTES)
@@ -271,8 +270,6 @@ def plot_warp_request(loads: pd.DataFrame, dim: int = 128, element_bytes: int = 
 def plot_transactions(summary: pd.DataFrame) -> Figure:
     """Per layout: warp load instructions and 32-byte sectors to read the whole batch (left), and the bytes
     fetched against the bytes requested (right)."""
-    import numpy as np
-
     fig = _figure(10, 3.6)
     ax1, ax2 = fig.subplots(1, 2)
     x = np.arange(len(summary))
@@ -352,8 +349,6 @@ def plot_littles_law(table: pd.DataFrame, latency_ns: float, peak_gbps: float, s
     """The bandwidth Little's law allows for each number of bytes in flight per SM (curve, capped at
     ``peak_gbps``), with each profiled kernel placed at its achieved bandwidth and the bytes in flight that
     needs; a second axis marks what one load per resident warp would give."""
-    from dlrmlab.report import style
-
     fig = _figure(8.5, 4.2)
     ax = fig.add_subplot()
     x = np.linspace(0, max(64_000, float(table["needed_bytes_per_sm"].max()) * 1.3), 400)

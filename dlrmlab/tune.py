@@ -22,10 +22,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dlrmlab import backend, device, tuned
+from dlrmlab import backend, device, occupancy, tuned, variants
+from dlrmlab.bench.case import BenchCase
+from dlrmlab.bench.comparison import compare
 from dlrmlab.config import Combine, json_object
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.fused import configure
 from dlrmlab.kernels.fused import KNOBS
+from dlrmlab.kernels.paper import PaperConfig, build
+from dlrmlab.variants import VARIANTS
 
 FAST_SPACE = {"unroll": [8, 10, 12, 15], "bags_per_block": [2, 4, 8], "split": [1, 2], "chunk": [160],
               "max_registers": [64, 80]}
@@ -73,12 +78,6 @@ def tune_fast(
     its times, so the winner is the one that does best across them (e.g. several reuse levels), and only
     configurations correct on all of them count. A ``+window`` variant tunes the split-hot layout's entry.
     """
-    from dlrmlab import variants
-    from dlrmlab.bench.case import BenchCase
-    from dlrmlab.bench.comparison import compare
-    from dlrmlab.fused import configure
-    from dlrmlab.variants import VARIANTS
-
     datasets = [d.strip() for d in dataset.split(",")] if isinstance(dataset, str) else list(dataset)
     if variant not in VARIANTS or "fast" not in VARIANTS[variant].families:
         raise DlrmlabError(f"tune fast needs a fast-path variant, got {variant!r}")
@@ -158,11 +157,6 @@ def tune_register_cap(
     repeats: int | None = None, progress: bool = False,
 ) -> pd.DataFrame:
     """OptMT sweep: time, registers and theoretical occupancy per register cap (best first)."""
-    from dlrmlab import occupancy, variants
-    from dlrmlab.bench.case import BenchCase
-    from dlrmlab.bench.comparison import compare
-    from dlrmlab.kernels.paper import PaperConfig, build
-
     caps = list(caps or REGISTER_CAPS)
     knobs = [variants.knobs_for(variant, {"max_registers": c})["paper"] for c in caps]  # the cap is the only change
     for k in knobs:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from dlrmlab.datasets import SYNTHETIC_PREFIX, canonical_name
 from dlrmlab.errors import DlrmlabError
 
 # --- numbers -----------------------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ def available_host_bytes() -> int | None:
     """Host memory free for a new allocation (None: unknown)."""
     free = None
     try:
-        import psutil
+        import psutil  # psutil: optional
 
         free = int(psutil.virtual_memory().available)
     except Exception:
@@ -164,7 +165,7 @@ def available_host_bytes() -> int | None:
 
 def available_device_bytes() -> int | None:
     """Free memory of the current GPU (None in the simulator, where device arrays are host memory)."""
-    from dlrmlab import backend
+    from dlrmlab import backend  # numba (backend): the CLI's parser imports validate
 
     if backend.SIMULATOR:
         return None
@@ -180,7 +181,7 @@ SHRINK_HINT: ContextVar[str] = ContextVar(
 
 def check_memory(what: str, host: float = 0, device: float = 0) -> None:
     """Refuse ``what`` when its estimated ``host`` or ``device`` bytes exceed what is free, naming both."""
-    from dlrmlab import backend
+    from dlrmlab import backend  # numba (backend): the CLI's parser imports validate
 
     if backend.SIMULATOR:  # simulated device arrays are NumPy arrays
         host, device = host + device, 0
@@ -201,7 +202,6 @@ def stream_bytes(stage: Any, dataset: str | None) -> int:
     """Host memory a synthetic stream keeps per table size (its CDF and rank-to-row permutation)."""
     if dataset is None:
         return 0
-    from dlrmlab.datasets import SYNTHETIC_PREFIX, canonical_name
 
     try:
         name = canonical_name(dataset)

@@ -44,7 +44,7 @@ from dlrmlab.workload import preset
 PRESET = PRESET or backend.default_preset()
 stage = preset(PRESET)
 formats = ["float32", "float16", "fp8", "int8", "int4"]
-pd.DataFrame([{"format": f, **accuracy.storage(f, stage.embedding_dim)} for f in formats])
+pd.DataFrame([{"format": f, **quant.storage(f, stage.embedding_dim)} for f in formats])
 
 # %% [markdown]
 # ## 1. The bytes are FBGEMM's, and the kernel adds exactly what they hold

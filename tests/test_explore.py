@@ -65,13 +65,12 @@ def shown(monkeypatch):
 def test_show_claim_shows_verdict_figure_and_table(shown, monkeypatch):
     import pandas as pd
 
-    from dlrmlab import reproduce
     from dlrmlab.report.claims import CLAIMS
 
     data = pd.DataFrame({"dataset": ["random"], "speedup": [1.5], "extra": [0]})
     res = type("R", (), {"ours": "1.50x", "reproduced": "yes", "text": "Why.", "error": "", "figure": "FIG",
                          "data": data, "key_columns": ["dataset", "speedup"]})()  # fmt: skip
-    monkeypatch.setattr(reproduce, "run_claim", lambda claim, ctx: (res, 2.0))
+    monkeypatch.setattr(explore, "run_claim", lambda claim, ctx: (res, 2.0))
     assert explore.show_claim("optmt", ctx=None) is res
     verdict, figure, table = shown
     assert CLAIMS["optmt"].paper in verdict.data and "**Here:** 1.50x" in verdict.data and "(2 s)" in verdict.data

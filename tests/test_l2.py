@@ -68,6 +68,7 @@ def cudart_untouchable(monkeypatch):
     for name in ("set_persisting_l2_limit", "get_persisting_l2_limit", "reset_persisting_l2",
                  "set_access_policy_window", "device_properties"):  # fmt: skip
         monkeypatch.setattr(cudart, name, forbid(name))
+    monkeypatch.setattr(l2window, "device_properties", forbid("device_properties"))
     return calls
 
 
@@ -121,7 +122,7 @@ def test_gpu_without_l2_persistence_is_refused_before_any_state_change(monkeypat
 
     monkeypatch.setattr(backend, "SIMULATOR", False)
     props = {"name": "Old GPU", "persisting_l2_max_bytes": 0, "access_policy_max_window_bytes": 0}
-    monkeypatch.setattr(cudart, "device_properties", lambda device=0: props)
+    monkeypatch.setattr(l2window, "device_properties", lambda device=0: props)
     for name in (
         "set_persisting_l2_limit",
         "set_access_policy_window",

@@ -335,7 +335,6 @@ def _profile_rows(variant: str, dataset: str, preset: str = "tiny", seed: int = 
 def test_cli_profile_appends_under_the_gpu_family(capsys, tmp_path, monkeypatch):
     """``dlrmlab profile`` appends its rows to ``<out>/<gpu family>/profile.csv`` through the one atomic,
     strict results path (no stray temp files; every variant's rows in one table)."""
-    from dlrmlab import device
     from dlrmlab.bench import results
 
     calls = []
@@ -416,7 +415,7 @@ def test_cli_profile_knobs_are_checked_before_anything_runs(capsys, tmp_path, mo
         assert rc == 2 and message in capsys.readouterr().err
     assert not seen and not out.exists()
     monkeypatch.setattr(ncu, "check_profilable", lambda *a: None)
-    monkeypatch.setattr(device, "family", lambda: "gpu")
+    monkeypatch.setattr(cli, "family", lambda: "gpu")
     rc = cli.main(["profile", "--variant", "fast", "--dataset", "random", "--preset", "tiny", "--out", str(out),
                    "--knobs", '{"unroll": 8, "load_hint": "L2::256B"}'])
     assert rc == 0 and seen == [{"knobs": {"unroll": 8, "load_hint": "L2::256B"}}]

@@ -91,7 +91,7 @@ def ctx(monkeypatch):
                               "kernel_ms": 0.9 if c is None else 0.85, "median_ms": 1.0, "correct": True,
                               "error": None, "timing_valid": True} for c in caps])  # fmt: skip
 
-    monkeypatch.setattr("dlrmlab.tune.tune_register_cap", fake_tune)
+    monkeypatch.setattr(claims, "tune_register_cap", fake_tune)
     return c
 
 

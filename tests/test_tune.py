@@ -370,12 +370,12 @@ def test_tune_register_cap_two_caps(cache_dir):
 
 @pytest.mark.parametrize("caps", [[None, 8], [32, 300], [40.5]])
 def test_tune_register_cap_invalid_cap_before_any_run(monkeypatch, caps):
-    from dlrmlab.bench import case, comparison
+    from dlrmlab.bench import case
 
     def boom(*a, **k):
         raise AssertionError("nothing may run before the caps are validated")
 
-    monkeypatch.setattr(comparison, "compare", boom)
+    monkeypatch.setattr(tune, "compare", boom)
     monkeypatch.setattr(case.BenchCase, "create", boom)
     with pytest.raises(DlrmlabError, match="register cap"):
         tune.tune_register_cap("tiny", "medium", caps=caps)

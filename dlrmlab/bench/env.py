@@ -12,14 +12,12 @@ import subprocess
 from functools import lru_cache
 from typing import Any
 
-from dlrmlab import backend
+from dlrmlab import backend, cudart
 
 
 @lru_cache(maxsize=1)
 def _bus_id() -> str | None:
     try:
-        from dlrmlab import cudart
-
         return cudart.pci_bus_id(backend.cuda.get_current_device().id)
     except Exception:  # best effort: the clock reader then falls back to the first GPU
         return None
@@ -29,7 +27,7 @@ def _bus_id() -> str | None:
 def _nvml_handle() -> Any:
     """NVML handle of the GPU Numba uses (matched by PCI bus id), or None without pynvml."""
     try:
-        import pynvml
+        import pynvml  # pynvml: optional
     except Exception:
         return None
     try:
@@ -76,7 +74,7 @@ def _sm_clock(nvml_query: str, smi_field: str) -> int | None:
     src = clock_source()
     try:
         if src == "nvml":
-            import pynvml
+            import pynvml  # pynvml: optional
 
             return int(getattr(pynvml, nvml_query)(_nvml_handle(), pynvml.NVML_CLOCK_SM))
         if src == "nvidia-smi":
@@ -101,7 +99,7 @@ def max_sm_clock_mhz() -> int | None:
 def _driver_version() -> str | None:
     if _nvml_handle() is not None:
         try:
-            import pynvml
+            import pynvml  # pynvml: optional
 
             v = pynvml.nvmlSystemGetDriverVersion()
             return v.decode() if isinstance(v, bytes) else str(v)
@@ -113,8 +111,6 @@ def _driver_version() -> str | None:
 @lru_cache(maxsize=1)
 def environment() -> dict:
     """Constant per process: device, versions. Column names are those of the result rows."""
-    from dlrmlab import cudart
-
     versions = cudart.package_versions()
     gpu = ("gpu_name", "compute_capability", "sms", "l2_bytes", "driver_version", "cuda_driver_version",
            "cuda_runtime_version")

@@ -36,7 +36,12 @@ from typing import Any
 
 import numpy as np
 
+from dlrmlab import backend, variants
+from dlrmlab.bench.case import BenchCase, _to_device
+from dlrmlab.bench.comparison import check_result
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.peers import PeerUnavailable, cuembed
+from dlrmlab.workload import Batch, EmbeddingStage, Pooling, TableBatch
 
 DTYPES = ("float32", "float16", "bfloat16")
 COMBINES = (("sum", False), ("sum", True), ("mean", False))
@@ -170,7 +175,6 @@ def case_spec(seed: int, index: int, size: Size, pool: Sequence[Profile]) -> Cas
 def _mean_bag(pooling: str) -> float:
     if pooling.startswith("longtail:"):
         return max(8.0, int(pooling.split(":")[1]) / 64)  # about the long tail's mean (see _long_tail)
-    from dlrmlab.workload import Pooling
 
     return max(1.0, Pooling.parse(pooling).mean)
 
@@ -186,9 +190,6 @@ def _long_tail(rng: np.random.Generator, n: int, longest: int) -> np.ndarray:
 
 def build_case(spec: CaseSpec) -> Any:
     """The :class:`~dlrmlab.bench.case.BenchCase` of ``spec`` (two batches), tables on the device."""
-    from dlrmlab.bench.case import BenchCase, _to_device
-    from dlrmlab.workload import Batch, EmbeddingStage, TableBatch
-
     p = spec.profile
     long_tail = spec.pooling.startswith("longtail:")
     pooling = f"poisson:{_mean_bag(spec.pooling):g}" if long_tail else spec.pooling
@@ -244,9 +245,6 @@ def select_variants(requested: Sequence[str] | None = None) -> tuple[list[str], 
     """The variants to fuzz (every registered one, or those ``requested``) and those that cannot run here
     at all, with the reason (GPU-only ones in the simulator, torch without PyTorch, cuEmbed without its
     directory or nvcc)."""
-    from dlrmlab import variants
-    from dlrmlab.peers import cuembed
-
     names = list(requested) if requested else variants.names()
     for n in names:
         variants.get(n)  # an unknown name is refused with the valid ones
@@ -268,10 +266,6 @@ def _fail(tally: Tally, spec: CaseSpec, variant: str, error: str, seed: int) -> 
 
 def run_variant(case: Any, spec: CaseSpec, name: str, knobs: dict, tally: Tally, seed: int) -> None:
     """Prepare ``name`` on ``case``, check its batches, close it; record what happened in ``tally``."""
-    from dlrmlab import variants
-    from dlrmlab.bench.comparison import check_result
-    from dlrmlab.peers import PeerUnavailable
-
     t0 = time.perf_counter()
     row = {"case": spec.index, "variant": name, "status": "ok", "max_rel_err": math.nan, "error": ""}
     try:
@@ -319,8 +313,6 @@ def run_variant(case: Any, spec: CaseSpec, name: str, knobs: dict, tally: Tally,
 def fuzz(cases: int | Sequence[int], seed: int = 0, size: str = "auto", variant_names: Sequence[str] | None = None,
          n_profiles: int | None = None, progress: bool = True, max_failures: int = MAX_FAILURES) -> Tally:
     """Run ``cases`` random cases (a count, or the case indices to run) of ``seed``; return the tally."""
-    from dlrmlab import backend
-
     sz = resolve_size(size)
     if n_profiles is not None:
         if int(n_profiles) < 1:
@@ -360,8 +352,6 @@ def fuzz(cases: int | Sequence[int], seed: int = 0, size: str = "auto", variant_
 
 
 def size_name(size: str) -> str:
-    from dlrmlab import backend
-
     if size == "auto":
         return "tiny" if backend.SIMULATOR else "gpu"
     return size

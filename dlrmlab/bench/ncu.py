@@ -27,7 +27,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from dlrmlab import backend
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.variants import get, knobs_for
+from dlrmlab.workload import preset as make_preset
 
 if TYPE_CHECKING:
     from dlrmlab.workload import EmbeddingStage
@@ -321,8 +324,6 @@ def profile(
 def default_kernel_regex(variant: str) -> str:
     """Kernel-name filter when the user gives none: the variant's embedding kernel (its table entry says
     which: torch's ``EmbeddingBag_*``, cuEmbed's, or ours), never a pin kernel launched beside it."""
-    from dlrmlab.variants import get
-
     return get(variant).kernels
 
 
@@ -339,10 +340,6 @@ def check_profilable(variant: str, preset: str, knobs: dict | None = None, table
                      ) -> EmbeddingStage:
     """The stage of ``preset``, or the reason ``variant`` (with ``knobs``) cannot be profiled here (before any
     GPU work, and before the CLI creates anything under ``--out``)."""
-    from dlrmlab import backend
-    from dlrmlab.variants import knobs_for
-    from dlrmlab.workload import preset as make_preset
-
     stage = make_preset(preset, **({"dtype": table_dtype} if table_dtype else {}))
     if backend.SIMULATOR:
         raise DlrmlabError(f"profiling needs a CUDA GPU and Nsight Compute; this is {backend.describe_mode()}")

@@ -14,7 +14,12 @@ import json
 import sys
 from collections.abc import Sequence
 
+from dlrmlab.backend import cuda
+from dlrmlab.bench.case import BenchCase
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.variants import get as get_variant
+from dlrmlab.variants import prepare as prepare_variant
+from dlrmlab.workload import preset as make_preset
 
 
 def run_target(
@@ -22,12 +27,6 @@ def run_target(
     knobs: dict | None = None, table_dtype: str | None = None,
 ) -> str | None:
     """Prepare ``variant`` (with ``knobs``), run ``iters`` batches, synchronize; return its kernel-name regex."""
-    from dlrmlab.backend import cuda
-    from dlrmlab.bench.case import BenchCase
-    from dlrmlab.variants import get as get_variant
-    from dlrmlab.variants import prepare as prepare_variant
-    from dlrmlab.workload import preset as make_preset
-
     if iters < 1 or n_batches < 1:
         raise DlrmlabError(f"need iters >= 1 and n_batches >= 1, got {iters} and {n_batches}")
     stage = make_preset(preset, **({"dtype": table_dtype} if table_dtype else {}))

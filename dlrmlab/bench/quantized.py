@@ -5,8 +5,9 @@ One case of fp32 tables is generated; the others are the same tables and batches
 (quantized once, with torch on the GPU when there is one: NumPy takes minutes at the paper shape). Each case
 is timed in the serving loop (:func:`dlrmlab.bench.comparison.compare`), one case after the other in the same
 process; ``speedup_vs_fp32`` is fp32 ``fast_graph``'s median stage time over the row's. Rows also carry
-effective rows/s and bytes/s (a row's stored bytes: codes, scale and bias), and, with ``accuracy``, the
-format's error against fp32 (:func:`dlrmlab.accuracy.accuracy`, on the DLRM's own seeded tables).
+effective rows/s and bytes/s (a row's stored bytes: codes, scale and bias), and, with
+``accuracy=dlrmlab.accuracy.with_accuracy``, the format's error against fp32 (on the DLRM's own seeded tables;
+passed in, since the accuracy check runs the DLRM model, a layer above measurement).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def plan(formats: Sequence[str], simulator: bool) -> list[tuple[str, list[str]]]
 
 def run_quantized(
     formats: Sequence[str] = DEFAULT_FORMATS, dataset: str = "random", stage: Any = None, *, seed: int = 0,
-    n_batches: int = 4, repeats: int | None = None, warmup_s: float | None = None, accuracy: bool = True,
+    n_batches: int = 4, repeats: int | None = None, warmup_s: float | None = None, accuracy: Any = None,
     out: Any = None, progress: bool = False,
 ) -> pd.DataFrame:
     """Time every format (see the module docstring); rows appended to ``out``/quantized.csv when given."""
@@ -83,12 +84,8 @@ def run_quantized(
         frames.append(res.rows.assign(format=dtype))
         del case
     df = with_rates(pd.concat(frames, ignore_index=True, sort=False), stage)
-    if accuracy:
-        from dlrmlab.accuracy import accuracy as measure
-
-        acc = measure(["float16", *formats], [dataset], stage, seed=seed)
-        acc = pd.concat([acc, pd.DataFrame([{"format": "float32", **dict.fromkeys(ACCURACY_COLUMNS, 0.0)}])])
-        df = df.merge(acc[["format", *ACCURACY_COLUMNS]], on="format", how="left")
+    if accuracy is not None:
+        df = accuracy(df, ["float16", *formats], dataset, stage, seed)
     if out is not None:
         results.append_results(df, RESULTS_NAME, out)
     return df
@@ -97,12 +94,10 @@ def run_quantized(
 def with_rates(df: pd.DataFrame, stage: Any) -> pd.DataFrame:
     """Rows/s, stored bytes per row and bytes/s of each row, and its speedup over fp32 ``fast_graph``
     (``fast`` in the simulator)."""
-    from dlrmlab.accuracy import storage
-
     df = df.copy()
     lookups = stage.lookups_per_batch()
     ms = pd.to_numeric(df["median_ms"], errors="coerce")
-    info = [storage(f, stage.embedding_dim) for f in df["format"]]
+    info = [quant.storage(f, stage.embedding_dim) for f in df["format"]]
     df["row_bytes"] = [i["row_bytes"] for i in info]
     df["row_stride"] = [i["row_stride"] for i in info]
     df["rows_per_s"] = lookups / (ms / 1e3)

@@ -187,6 +187,7 @@ def append_results(df: pd.DataFrame, name: str, results_dir: str | os.PathLike =
 
 def _write_parquet(csv: Path) -> None:
     try:
+        # pyarrow: optional, for the parquet copy only
         import pyarrow  # noqa: F401
     except Exception:
         return

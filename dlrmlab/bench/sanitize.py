@@ -29,7 +29,14 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+import dlrmlab
+from dlrmlab import backend, variants
+from dlrmlab.bench.case import BenchCase
+from dlrmlab.bench.comparison import check_result
+from dlrmlab.bench.fuzz import select_variants
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.peers import PeerUnavailable
+from dlrmlab.workload import EmbeddingStage
 
 TOOLS = ("memcheck", "racecheck", "synccheck", "initcheck")
 DEFAULT_TOOLS = ("memcheck", "racecheck")
@@ -63,12 +70,6 @@ def parse_combo(text: str) -> tuple[str, int, str, str, bool]:
 def run_target(variant: str, combos: Sequence[str] = DEFAULT_COMBOS, batches: int = 2, say=print) -> int:
     """Prepare ``variant`` on each combo's stage, run and check ``batches`` batches, close; 0 if all matched
     the reference (a combination the variant refuses up front is reported and passed over), else 1."""
-    from dlrmlab import variants
-    from dlrmlab.bench.case import BenchCase
-    from dlrmlab.bench.comparison import check_result
-    from dlrmlab.peers import PeerUnavailable
-    from dlrmlab.workload import EmbeddingStage
-
     status = 0
     for combo in combos:
         dtype, dim, idx, mode, weighted = parse_combo(combo)
@@ -100,6 +101,7 @@ def run_target(variant: str, combos: Sequence[str] = DEFAULT_COMBOS, batches: in
 def _wheel_dir() -> Path | None:
     """The ``nvidia-cuda-sanitizer-api`` wheel's folder (``bin/compute-sanitizer``, ``lib/``), if installed."""
     try:
+        # an optional wheel (nvidia-cuda-sanitizer-api)
         import nvidia.cuda_sanitizer_api as pkg  # type: ignore[import-not-found]
     except ImportError:
         return None
@@ -197,8 +199,6 @@ class Outcome:
 def child_env() -> dict[str, str]:
     """The runner's environment: the same dlrmlab on PYTHONPATH, torch without its caching allocator (so
     memcheck sees each allocation's real bounds)."""
-    import dlrmlab
-
     root = str(Path(dlrmlab.__file__).resolve().parents[1])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
@@ -226,8 +226,6 @@ def sanitize(variant_names: Sequence[str] | None, tools: Sequence[str], sanitize
              combos: Sequence[str] | None = None, timeout: float = 1800.0, out: str | Path | None = None,
              say=print) -> list[Outcome]:
     """Every (variant, tool) run, ``jobs`` at a time; their outcomes, in variant then tool order."""
-    from dlrmlab.bench.fuzz import select_variants
-
     names, skipped = select_variants(variant_names)
     for n, why in sorted(skipped.items()):
         say(f"sanitize: {n}: skipped: {why}")
@@ -248,8 +246,6 @@ def sanitize(variant_names: Sequence[str] | None, tools: Sequence[str], sanitize
 
 def gpu_missing() -> str | None:
     """Why there is nothing here for compute-sanitizer to check (simulator mode), or None."""
-    from dlrmlab import backend
-
     return f"{backend.describe_mode()}: compute-sanitizer needs a CUDA GPU" if backend.SIMULATOR else None
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
+from dlrmlab import rules  # the harness's rows are all this needs; keep the import beside its one use
 from dlrmlab.bench.sweep import run_bench
 from dlrmlab.report import style
 from dlrmlab.workload import Pooling, preset
@@ -130,8 +131,6 @@ def rule_regret(rows: pd.DataFrame, limits: dict) -> pd.DataFrame:
     """How far :func:`dlrmlab.rules.derive_knobs`' choice is from the best configuration a sweep measured,
     per point and layout (``regret`` = rule's time / best time; 1.0: the rule found the best), beside the
     untuned default's (``config_source == "default"``) where the sweep ran it."""
-    from dlrmlab import rules  # the harness's rows are all this needs; keep the import beside its one use
-
     fast = rows[rows["variant"].isin(["fast_graph", "fast_graph+window"]) & rows["correct"].astype(bool)].copy()
     fast["p"] = fast["params"].map(lambda p: json.loads(p) if isinstance(p, str) and p.startswith("{") else {})
     out, keys = [], ("split", "bags_per_block", "unroll")

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numba import uint32
 
-from dlrmlab import backend, device
+from dlrmlab import backend, cudart, device
 from dlrmlab.backend import cuda
 from dlrmlab.intrinsics import load16
 
@@ -144,8 +144,6 @@ class L2Flusher:
             if backend.SIMULATOR:
                 nbytes = 256  # the simulator has no L2: exercise the code path only
             else:
-                from dlrmlab import cudart
-
                 nbytes = 2 * int(cudart.device_properties()["l2_bytes"])
         self.nbytes = int(nbytes)
         self.buf = cuda.device_array(max(1, self.nbytes // 4), np.uint32)

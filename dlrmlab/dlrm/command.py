@@ -7,6 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
+from dlrmlab.bench.results import append_results, check_results_dir
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.published import PUBLISHED
 from dlrmlab.validate import arg_int, arg_seconds
@@ -46,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _batch_sizes(text: str | None) -> list[int] | None:
-    from dlrmlab.dlrm.measure import SWEEP_BATCH_SIZES
+    from dlrmlab.dlrm.measure import SWEEP_BATCH_SIZES  # torch: optional; the CLI's parser imports this module
 
     if not text:
         return None
@@ -76,7 +79,7 @@ def write_plots(df, out_dir: Path) -> list[Path]:
     """The three figures from every row of the results file (the latest measurement of each pipeline,
     dataset and batch size), so separate runs (datasets at 2048, a sweep on one dataset) add up. The sweep
     figure only once some dataset has several batch sizes."""
-    from dlrmlab.dlrm import plots
+    from dlrmlab.dlrm import plots  # torch: optional; the CLI's parser imports this module
 
     made = [(plots.stage_breakdown(df), PLOTS["breakdown"]), (plots.speedup_by_dataset(df), PLOTS["speedup"])]
     if df.groupby("dataset")["batch_size"].nunique().max() > 1:
@@ -90,14 +93,14 @@ def write_plots(df, out_dir: Path) -> list[Path]:
 
 def run_command(args: argparse.Namespace, out_dir: Path) -> int:
     """Parse the names, check the output directory, run, print, append, plot."""
-    from dlrmlab import backend
-    from dlrmlab.bench.results import append_results, check_results_dir
+    from dlrmlab import backend  # numba: the CLI's parser imports this module
 
     try:
+        # torch: optional; asked here whether it is installed
         import torch  # noqa: F401
     except Exception as e:
         raise DlrmlabError(f"dlrmlab dlrm needs PyTorch (pip install -e '.[torch]'): {e}") from None
-    from dlrmlab.dlrm.measure import best_pipelines, run_dlrm
+    from dlrmlab.dlrm.measure import best_pipelines, run_dlrm  # torch: optional; the CLI's parser imports this module
 
     names = [x.strip() for x in args.embedding.split(",") if x.strip()]
     datasets = [x.strip() for x in args.dataset.split(",") if x.strip()]
@@ -127,8 +130,6 @@ def run_command(args: argparse.Namespace, out_dir: Path) -> int:
             print(best.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         notes.append(f"appended {len(df)} row(s) to {path}")
         if args.plots and len(df) and df["latency_ms"].notna().any():
-            import pandas as pd
-
             notes += [f"wrote {p}" for p in write_plots(pd.read_csv(path), out_dir)]
     if backend.SIMULATOR:
         notes.append("simulator: outputs checked; no times shown (the CSV's times have timing_valid=False and "

@@ -38,6 +38,7 @@ from dlrmlab.config import KERNEL_MODES, Combine
 from dlrmlab.dlrm.kjt import KeyedJaggedTensor
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels.paper import PaperConfig
+from dlrmlab.placement import Placement
 
 #: Kinds of variant this module runs itself: ``torch`` one ``F.embedding_bag`` per table, ``paper`` one
 #: dlrmlab kernel per table, ``fast`` one launch for all tables.
@@ -109,7 +110,7 @@ def numba_view(t: torch.Tensor) -> Any:
     if bf16:
         t = t.view(torch.int16)
     if backend.SIMULATOR:
-        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray  # the simulator's array type: simulator only
 
         a = t.detach().numpy()
         return FakeCUDAArray(a.view(np.uint16) if bf16 else a)
@@ -525,12 +526,10 @@ class EmbeddingBagCollection(torch.nn.Module):
 
 def _placed_tables(ebc: EmbeddingBagCollection, placement: Any, impl: str, dtype: Any, weight: Any, seed: int) -> Any:
     """``None`` for tables in HBM (``placement="device"``), else their pinned host home."""
-    from dlrmlab.placement import Placement
-
     p = Placement.parse(placement)
     if p.kind == "device":
         return None
-    from dlrmlab.dlrm.placed import PlacedTables
+    from dlrmlab.dlrm.placed import PlacedTables  # import cycle: dlrm.placed builds on this module
 
     name, execution = resolve(impl)
     return PlacedTables(ebc.embedding_sizes, ebc.embedding_dim, dtype_name(dtype), p, ebc.mode, name, execution,

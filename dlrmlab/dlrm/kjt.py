@@ -28,7 +28,7 @@ from dlrmlab.errors import DlrmlabError
 
 def _torch():
     try:
-        import torch
+        import torch  # torch: optional and slow to import
     except Exception as e:  # torch is an optional extra
         raise DlrmlabError(f"dlrmlab.dlrm needs PyTorch, which does not import: {e}") from None
     return torch

@@ -21,6 +21,7 @@ from dlrmlab import backend
 from dlrmlab.dlrm.embedding import EmbeddingBagCollection
 from dlrmlab.dlrm.kjt import KeyedJaggedTensor
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.workload import preset
 
 #: The paper artifact's dense layers: 256 dense features -> 128 -> 128 (= the embedding width); top MLP
 #: (interaction width ->) 128 -> 64 -> 1.
@@ -70,8 +71,6 @@ class DLRM(torch.nn.Module):
         d = self.arch_mlp_bot[-1] if arch_sparse_feature_size is None else int(arch_sparse_feature_size)
         if isinstance(embedding, str):
             if embedding_sizes is None:
-                from dlrmlab.workload import preset
-
                 embedding_sizes = preset("paper").embedding_sizes
             embedding = EmbeddingBagCollection(embedding_sizes, d, embedding, mode=mode, dtype=dtype, device=device,
                                               seed=seed)

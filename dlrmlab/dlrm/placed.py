@@ -21,8 +21,11 @@ import torch
 from dlrmlab import backend
 from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
+from dlrmlab.dlrm.embedding import numba_view
 from dlrmlab.dlrm.kjt import KeyedJaggedTensor
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.fused import fused_forward
+from dlrmlab.pipeline import CachedStage, host_packed
 from dlrmlab.placement import Placement, host_tables
 from dlrmlab.workload import JaggedBatch
 
@@ -68,8 +71,6 @@ class PlacedTables:
 
     def _stage(self, batch: JaggedBatch) -> Any:
         """The cached stage, sized for this batch (remade, cache state lost, when a larger batch comes)."""
-        from dlrmlab.pipeline import CachedStage
-
         n_ids, n_bags = int(batch.indices.size), int(batch.offsets.size) - 1
         if self.stage is None or n_ids > self.stage.max_ids or n_bags > self.stage.max_bags:
             if self.stage is not None:
@@ -88,10 +89,6 @@ class PlacedTables:
 
     def forward(self, sparse: KeyedJaggedTensor, out: torch.Tensor, out_nb: Any) -> None:
         """Fill ``out`` (T*B, dim) with the pooled rows of ``sparse`` (``out_nb``: its Numba view)."""
-        from dlrmlab.dlrm.embedding import numba_view
-        from dlrmlab.fused import fused_forward
-        from dlrmlab.pipeline import host_packed
-
         if self.placement.kind == "host":
             dev = "cpu" if backend.SIMULATOR else "cuda"
             s = sparse.to(dev)

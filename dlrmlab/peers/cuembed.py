@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from dlrmlab import backend
+from dlrmlab import backend, cudart
+from dlrmlab.backend import cuda
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.graph import captured
 from dlrmlab.peers import PeerUnavailable
@@ -163,8 +164,6 @@ def nvcc_version(nvcc: str) -> str:
 def gpu_arch(props: Mapping[str, Any] | None = None) -> str:
     """The GPU's compute capability as nvcc spells it: ``"90"`` on the H100 (sm_90)."""
     if props is None:
-        from dlrmlab import cudart
-
         props = cudart.device_properties()
     return f"{int(props['major'])}{int(props['minor'])}"
 
@@ -437,8 +436,6 @@ def _forward_args(case: Any, layout: str, hots: int, outs: list[Any]) -> tuple[l
 
     Also the device arrays made for them (weights in the table dtype), which must live as long as the variant.
     """
-    from dlrmlab.backend import cuda
-
     batch, dim = case.stage.batch_size, case.dim
     table_code, index_bytes = _TABLE_DTYPES[case.dtype][0], _INDEX_DTYPES[case.stage.index_dtype][0]
     mode = _MODES[case.mode]
@@ -472,9 +469,6 @@ def _prepare(case: Any, graph: bool, layout: str = "csr", cuembed_dir: str | os.
     if not ok:
         raise PeerUnavailable(why)
     lib, b = load(cuembed_dir, case.dtype, case.stage.index_dtype)
-
-    from dlrmlab import cudart
-    from dlrmlab.backend import cuda
 
     batch, dim, stream = case.stage.batch_size, case.dim, case.stream
     out_dtype = np.float32 if case.dtype == "float32" else np.float16

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dlrmlab import backend, quant
+from dlrmlab import backend, cudart, quant
 from dlrmlab.peers import PeerUnavailable
 from dlrmlab.prepared import Prepared, event_pairs
 
@@ -66,8 +66,6 @@ class _Sources(NamedTuple):
 def _sources(torch, case, on_gpu: bool) -> _Sources:
     """On a GPU the case's own device arrays and stream (timed like every Numba variant), else its host arrays."""
     if on_gpu:
-        from dlrmlab import cudart
-
         device = torch.device("cuda", backend.cuda.get_current_device().id)
         stream = torch.cuda.ExternalStream(cudart.stream_ptr(case.stream), device=device)
         return _Sources(partial(_as_cuda, torch, device=device), case.dev_tables, case.dev_batches, stream, device)

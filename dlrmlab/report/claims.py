@@ -24,13 +24,21 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from dlrmlab import device, l2model
+from dlrmlab import hotness as hot
+from dlrmlab import occupancy as occ
 from dlrmlab.bench import shapes
 from dlrmlab.bench.results import load_results
 from dlrmlab.bench.schema import BASELINE, SKIPPED_PREFIX
+from dlrmlab.config import Combine
+from dlrmlab.errors import DlrmlabError
+from dlrmlab.kernels.paper import PaperConfig, build
 from dlrmlab.published import PUBLISHED, PUBLISHED_COVERAGE, up_to
 from dlrmlab.report import figures, style
 from dlrmlab.report.context import ClaimSkipped, Context
-from dlrmlab.variants import VARIANTS
+from dlrmlab.tune import tune_register_cap
+from dlrmlab.variants import VARIANTS, knobs_for, prepare
+from dlrmlab.workload import Workload
 
 YES, PARTLY, NO = "yes", "partly", "no"
 NOT_MEASURED = style.SIMULATOR_NOTE
@@ -147,9 +155,6 @@ def _skip_notes(ctx: Context, skipped: dict[str, str]) -> list[str]:
 def hotness(ctx: Context) -> ClaimResult:
     """How skewed each dataset is over one paper batch: the hottest 5K and 60K rows' share of lookups, beside
     the artifact traces' published figures (a CPU analysis: the same in both modes)."""
-    from dlrmlab import hotness as hot
-    from dlrmlab.workload import Workload
-
     rows = []
     stand_ins = [f"synthetic-{lv}" for lv in PUBLISHED_COVERAGE if f"trace:{lv}" in ctx.skipped_datasets
                  and f"synthetic-{lv}" not in ctx.datasets]  # a missing trace's fitted stand-in, a CPU analysis
@@ -259,10 +264,7 @@ def end_to_end(ctx: Context) -> ClaimResult:
 
 def _compiled(ctx: Context, variant: str) -> dict:
     """Registers, shared memory and theoretical occupancy of ``variant``'s kernel as compiled here (a GPU)."""
-    from dlrmlab import occupancy
-    from dlrmlab.config import Combine
-    from dlrmlab.kernels.paper import PaperConfig, build
-    from dlrmlab.variants import knobs_for, prepare
+    from dlrmlab import occupancy  # the module: this module's name ``occupancy`` is the claim below
 
     case = ctx.case(ctx.profile_dataset())
     p = prepare(variant, case)
@@ -280,8 +282,6 @@ def _compiled(ctx: Context, variant: str) -> dict:
 
 def _achieved(ctx: Context, variant: str, notes: list[str]) -> dict:
     """Registers and occupancy of ``variant``'s first profiled kernel from Nsight Compute, or {} (reason noted)."""
-    from dlrmlab.errors import DlrmlabError
-
     try:
         p = ctx.ncu(variant).iloc[0]
     except (ClaimSkipped, DlrmlabError) as e:
@@ -294,9 +294,6 @@ def _achieved(ctx: Context, variant: str, notes: list[str]) -> dict:
 def occupancy(ctx: Context) -> ClaimResult:
     """Registers, theoretical and achieved occupancy of PyTorch's kernel (``baseline``; torch's own from ncu),
     on the occupancy calculator's curve."""
-    from dlrmlab import device
-    from dlrmlab import occupancy as occ
-
     curve = occ.occupancy_table(range(16, 129), 256)
     lim = device.limits()
     notes: list[str] = []
@@ -351,8 +348,6 @@ def occupancy(ctx: Context) -> ClaimResult:
 
 def stalls(ctx: Context) -> ClaimResult:
     """Warp stall breakdown of PyTorch's kernel (``baseline``, and torch's own) from Nsight Compute."""
-    from dlrmlab.errors import DlrmlabError
-
     parts = []
     notes: list[str] = []
     for variant, name in (("baseline", "PyTorch's kernel (baseline)"), ("torch", "torch's own")):
@@ -407,8 +402,6 @@ def _speedup_result(ctx: Context, rows: pd.DataFrame, ref: str, **kw) -> dict:
 
 def optmt(ctx: Context) -> ClaimResult:
     """OptMT: the register-cap sweep of PyTorch's kernel (:func:`dlrmlab.tune.tune_register_cap`)."""
-    from dlrmlab.tune import tune_register_cap
-
     paper = PUBLISHED["optmt"]
     caps = [None, 42] if ctx.simulator else [None, 24, 32, 40, 42, 48, 56, 64]
     parts = []
@@ -497,8 +490,6 @@ def l2_predictions(ctx: Context) -> tuple[pd.DataFrame, str]:
     warms the cache, the next is counted."""
 
     def make():
-        from dlrmlab import l2model
-
         stage, cfg, _ = l2model.teaching_setup("tiny")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

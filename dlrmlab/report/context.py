@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dlrmlab import backend, cudart
+from dlrmlab import backend, cudart, paper_data
 from dlrmlab.bench import env as benv
 from dlrmlab.bench import ncu
 from dlrmlab.bench.case import BenchCase
@@ -210,12 +210,9 @@ class Context:
     def hot_params(self, dataset: str) -> dict:
         """Pinning knobs of the artifact for ``dataset``: its own 60K hot-row list for the public traces
         (paper preset; the tiny tables are smaller than the list's row ids), else the case's hottest rows."""
-        from dlrmlab.datasets import PAPER_TRACES
-
         level = dataset[6:] if dataset.startswith("trace:") else None
         if self.preset != "paper" or level not in PAPER_TRACES:
             return {}
-        from dlrmlab import paper_data
 
         path = paper_data.paper_file(f"hot60K:{level}").find()
         return {"hot_file": str(path)} if path else {}
@@ -243,7 +240,7 @@ class Context:
         """One DLRM end-to-end run for every dataset (shared by ``embedding_share`` and ``end_to_end``)."""
 
         def make():
-            from dlrmlab.dlrm.measure import run_dlrm
+            from dlrmlab.dlrm.measure import run_dlrm  # torch: optional and slow to import
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -19,11 +19,13 @@ display inline in Jupyter (:class:`ReportFigure`, also used by :mod:`dlrmlab.dlr
 from __future__ import annotations
 
 import colorsys
+from io import BytesIO
 from pathlib import Path
 
 from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 
+from dlrmlab.datasets import PAPER_TRACES
 from dlrmlab.variants import TECHNIQUES, VARIANTS, Technique
 
 #: Stages of a DLRM batch: the embedding stage in gold (no technique's colour), the rest in greys.
@@ -81,8 +83,6 @@ def shades(variant: str, n: int) -> list[tuple[float, float, float]]:
 
 def _trace_level(spec: str) -> str | None:
     """``low``/``medium`` when a trace spec names one of the artifact's traces (by level or file name)."""
-    from dlrmlab.datasets import PAPER_TRACES
-
     spec = spec.replace("\\", "/").strip()
     for level, f in PAPER_TRACES.items():
         name = spec.rsplit("/", 1)[-1]
@@ -119,8 +119,6 @@ class ReportFigure(Figure):
     """A Figure that shows itself in Jupyter without pyplot (IPython looks for ``_repr_png_``)."""
 
     def _repr_png_(self) -> bytes:
-        from io import BytesIO
-
         buf = BytesIO()
         self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
         return buf.getvalue()

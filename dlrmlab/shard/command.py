@@ -20,9 +20,17 @@ import argparse
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
+
+from dlrmlab.bench.results import append_results, check_results_dir
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.shard import campaign, planner, report
+from dlrmlab.shard import predict as spredict
+from dlrmlab.shard.plan import ShardingPlan
+from dlrmlab.workload import preset
 
 RESULTS_NAME, SCALING_NAME, ALLTOALL_NAME = "shard", "shard_scaling", "shard_alltoall"
 PLAN_HELP = ("auto (the planner), table_wise (round-robin), row_wise, column_wise, data_parallel, a spec "
@@ -111,8 +119,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _stage(args: argparse.Namespace):
-    from dlrmlab import backend
-    from dlrmlab.workload import preset
+    from dlrmlab import backend  # numba: the CLI's parser imports this module
 
     name = backend.default_preset() if args.preset in (None, "auto") else args.preset
     over = {k: v for k, v in (("tables", args.tables), ("rows", args.rows), ("sparse_feature_size", args.dim),
@@ -123,8 +130,6 @@ def _stage(args: argparse.Namespace):
 
 
 def _plan_report(plan, w, cost) -> str:
-    from dlrmlab.shard import planner
-
     lines = [f"plan {plan.name}: {plan.spec()}", "", planner.describe(plan, w).to_string(index=False), "",
              cost.per_rank().to_string(index=False, float_format=lambda v: f"{v:.4g}"), ""]  # fmt: skip
     s = cost.summary()
@@ -134,8 +139,6 @@ def _plan_report(plan, w, cost) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from dlrmlab.shard import planner
-
     if args.world < 1:
         raise DlrmlabError(f"--world must be at least 1, got {args.world}")
     if not 0 <= args.hit_rate <= 1:
@@ -152,9 +155,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from dlrmlab.shard import planner
-    from dlrmlab.shard.plan import ShardingPlan
-
     plan = ShardingPlan.load(args.file)
     w = planner.Workload.from_stage(_stage(args))
     print(_plan_report(plan, w, planner.evaluate(plan, w)))
@@ -175,8 +175,8 @@ def _torchrun_argv(args: argparse.Namespace, run_id: str) -> list[str]:
 
 
 def _configs(args: argparse.Namespace) -> list:
-    from dlrmlab import backend
-    from dlrmlab.shard.run import RunConfig
+    from dlrmlab import backend  # numba: the CLI's parser imports this module
+    from dlrmlab.shard.run import RunConfig  # torch: optional; the CLI's parser imports this module
 
     name = backend.default_preset() if args.preset in (None, "auto") else args.preset
     embeddings = [e.strip() for e in args.embedding.split(",") if e.strip()]
@@ -189,13 +189,8 @@ def _configs(args: argparse.Namespace) -> list:
 
 
 def cmd_run(args: argparse.Namespace, out_dir: Path) -> int:
-    from datetime import UTC, datetime
-
-    import pandas as pd
-
-    from dlrmlab.bench.results import append_results, check_results_dir
-    from dlrmlab.shard import dist as sdist
-    from dlrmlab.shard import run as srun
+    from dlrmlab.shard import dist as sdist  # torch: optional; the CLI's parser imports this module
+    from dlrmlab.shard import run as srun  # torch: optional; the CLI's parser imports this module
 
     cfgs = _configs(args)
     check_results_dir(out_dir)
@@ -228,11 +223,6 @@ def cmd_run(args: argparse.Namespace, out_dir: Path) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, out_dir: Path) -> int:
-    import pandas as pd
-
-    from dlrmlab.bench.results import append_results, check_results_dir
-    from dlrmlab.shard import predict as spredict
-
     worlds = [int(x) for x in args.world.split(",") if x.strip()]
     if not worlds or min(worlds) < 1:
         raise DlrmlabError(f"--world needs positive GPU counts, got {args.world!r}")
@@ -254,10 +244,7 @@ def cmd_predict(args: argparse.Namespace, out_dir: Path) -> int:
 
 
 def cmd_alltoall(args: argparse.Namespace, out_dir: Path) -> int:
-    import pandas as pd
-
-    from dlrmlab.bench.results import append_results, check_results_dir
-    from dlrmlab.shard import run as srun
+    from dlrmlab.shard import run as srun  # torch: optional; the CLI's parser imports this module
 
     try:
         sizes = [float(x) for x in args.sizes_mb.split(",") if x.strip()]
@@ -274,8 +261,6 @@ def cmd_alltoall(args: argparse.Namespace, out_dir: Path) -> int:
 
 
 def cmd_campaign(args: argparse.Namespace, out_dir: Path) -> int:
-    from dlrmlab.shard import campaign
-
     stage = _stage(args)
     counts = [int(x) for x in args.counts.split(",")] if args.counts else None
     root = str(out_dir.parent)
@@ -295,10 +280,6 @@ def cmd_campaign(args: argparse.Namespace, out_dir: Path) -> int:
 
 
 def cmd_report(args: argparse.Namespace, out_dir: Path) -> int:
-    import pandas as pd
-
-    from dlrmlab.shard import report
-
     d = out_dir.parent / args.family if args.family else out_dir
     pred_path, meas_path = d / f"{SCALING_NAME}.csv", d / f"{RESULTS_NAME}.csv"
     if not pred_path.is_file():
@@ -313,6 +294,7 @@ def cmd_report(args: argparse.Namespace, out_dir: Path) -> int:
 
 def run_command(args: argparse.Namespace, out_dir: Path) -> int:
     try:
+        # torch: optional; asked here whether it is installed
         import torch  # noqa: F401
     except Exception as e:
         raise DlrmlabError(f"dlrmlab shard needs PyTorch (pip install -e '.[torch]'): {e}") from None

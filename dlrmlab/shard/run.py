@@ -16,6 +16,7 @@ Rank 0 gathers every rank's rows. Timings in the simulator or on CPU tensors are
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -146,8 +147,6 @@ def _check(cfg: RunConfig, g: Group, b: dict) -> dict:
         else:
             ref = [o[sl] for o in m.embedding(b["kjt"])]
         if cfg.fail_rank == g.rank:
-            import os
-
             os._exit(17)  # a rank dying mid-step: the others must fail clearly, not hang
         got = b["sharded"](b["local"])
         out = {"stage_rel_err": _rel_err(got, ref)}

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dlrmlab import backend, l2pin, l2window
+from dlrmlab import backend, cudart, l2pin, l2window
 from dlrmlab.backend import cuda
 from dlrmlab.config import positive_int
 
@@ -40,8 +40,6 @@ def pinned(
         yield pin
     finally:
         if not backend.SIMULATOR:
-            from dlrmlab import cudart
-
             cudart.reset_persisting_l2()
 
 
