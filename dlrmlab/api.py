@@ -168,16 +168,7 @@ def embedding_bag(
     n_bags = int(getattr(offsets, "shape", (1,))[0]) - (1 if include_last_offset else 0)
     cfg = kernel_config(variant, dim, dtype, combine, n_ids / max(n_bags, 1), **kernel_params)
     if validate:
-        checks.integer_array(input, "input", "integer ids")
-        checks.integer_array(offsets, "offsets")
-        checks.per_sample_weights(per_sample_weights, n_ids)
-        checks.contiguous(weight, "weight")
-        host_side = sum(int(x.nbytes) for x in (weight, input, offsets, per_sample_weights)
-                        if isinstance(x, np.ndarray))  # fmt: skip
-        what = f"embedding_bag over a {rows:,} x {dim:,} table ({n_ids:,} ids, {n_bags:,} bags)"
-        device = host_side + (max(n_bags, 0) * dim * 4 if out is None else 0)
-        checks.check_memory(what, device=device)
-        checks.check_simulator_work(n_ids * dim, what, device)
+        _check_call(weight, input, offsets, per_sample_weights, out, (rows, dim, n_ids, n_bags))
     if validate or not include_last_offset:
         host_off = checks.offsets(checks.host_copy(offsets), n_ids, include_last_offset)
         if validate:
@@ -195,6 +186,20 @@ def embedding_bag(
             out.copy_to_host(stream=s)
         )
     return out
+
+
+def _check_call(weight: Any, input: Any, offsets: Any, psw: Any, out: Any, sizes: tuple[int, int, int, int]) -> None:
+    """Dtypes, contiguity, and the memory (and simulator time) a call needs, before anything is allocated."""
+    rows, dim, n_ids, n_bags = sizes
+    checks.integer_array(input, "input", "integer ids")
+    checks.integer_array(offsets, "offsets")
+    checks.per_sample_weights(psw, n_ids)
+    checks.contiguous(weight, "weight")
+    host_side = sum(int(x.nbytes) for x in (weight, input, offsets, psw) if isinstance(x, np.ndarray))
+    what = f"embedding_bag over a {rows:,} x {dim:,} table ({n_ids:,} ids, {n_bags:,} bags)"
+    device = host_side + (max(n_bags, 0) * dim * 4 if out is None else 0)
+    checks.check_memory(what, device=device)
+    checks.check_simulator_work(n_ids * dim, what, device)
 
 
 def _array_like(x: Any, name: str, optional: bool) -> None:

@@ -324,9 +324,10 @@ class Page:
             By.XPATH, f"//div[contains(@class, '{css}')][.//label[normalize-space()='{label}']]"))
         return found[0]
 
-    def move_slider(self, label: str, key: str = Keys.ARROW_RIGHT) -> str:
-        """Move the slider ``label`` one step with the keyboard, as a user would after clicking its handle; its
-        new readout."""
+    def move_slider(self, label: str, key: str | None = None) -> str:
+        """Move the slider ``label`` one step with the keyboard (default: the right arrow), as a user would after
+        clicking its handle; its new readout."""
+        key = key or Keys.ARROW_RIGHT  # selenium is optional: nothing of it is evaluated at import
         slider = self.widget("slider", label)
         readout = slider.find_element(By.CSS_SELECTOR, ".widget-readout")
         before = readout.text
