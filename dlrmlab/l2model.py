@@ -94,6 +94,7 @@ from dlrmlab import backend
 from dlrmlab.datasets import DATA_DIR_ENV, PAPER_TRACES
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.l2window import split_budget as window_split
+from dlrmlab.validate import integer
 from dlrmlab.variants import VARIANTS
 from dlrmlab.workload import Workload
 from dlrmlab.workload import preset as make_preset
@@ -114,15 +115,8 @@ _HASH_ONE = 1 << 32  # hit-ratio threshold meaning "every pinned line"
 
 
 def _int(name: str, value: Any, minimum: int | None = 0) -> int:
-    """``value`` as an int, or a DlrmlabError naming the argument (bools and fractional numbers refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
-        raise DlrmlabError(f"{name} must be an integer, got {value!r}")
-    if isinstance(value, (float, np.floating)) and (not math.isfinite(value) or value != int(value)):
-        raise DlrmlabError(f"{name} must be an integer, got {value!r}")
-    v = int(value)
-    if minimum is not None and v < minimum:
-        raise DlrmlabError(f"{name} must be >= {minimum}, got {value!r}")
-    return v
+    """``value`` as an int, or a DlrmlabError naming the argument (:func:`dlrmlab.validate.integer`)."""
+    return integer(name, value, minimum)
 
 
 def _one_of(what: str, value: Any, valid: Sequence[str]) -> None:
