@@ -22,14 +22,18 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from dlrmlab import backend, l2model, occupancy
+from dlrmlab import backend, device, l2model, occupancy, rules
+from dlrmlab.bench import shapes
+from dlrmlab.bench.results import load_results
 from dlrmlab.bench.sweep import run_bench
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.fused import configure_here
 from dlrmlab.report import style
 from dlrmlab.report.claims import CLAIMS
 from dlrmlab.report.context import Context, resolve_datasets, resolve_preset, run_environment
 from dlrmlab.reproduce import run_claim
 from dlrmlab.variants import get
+from dlrmlab.workload import Pooling, Workload, preset
 
 #: Variants the explore notebook offers: those that run one table at a time in both modes, and the fast path.
 EXPLORE_VARIANTS = ("baseline", "optmt", "rpf", "rpf_l1", "rpf_shared", "optmt_rpf", "l2p", "combined", "fast")
@@ -236,10 +240,6 @@ def shape_choice(dim: int, batch: int, pooling: int, dataset: str = "random", dt
     """The layout and knobs ``fast_graph`` gives this shape on this GPU, as a fresh install would: the layout
     from one batch's hot share (:func:`dlrmlab.rules.choose_layout`), the knobs from the tuned table or the rule.
     Computed on the host from the ids alone: no kernel runs, so it answers at once, with or without a GPU."""
-    from dlrmlab import device, rules
-    from dlrmlab.fused import configure_here
-    from dlrmlab.workload import Pooling, Workload, preset
-
     stage = preset("paper", sparse_feature_size=int(dim), batch_size=int(batch), pooling=Pooling("fixed", pooling),
                    dtype=dtype, tables=int(tables), rows=int(rows))
     with warnings.catch_warnings():
@@ -256,10 +256,6 @@ def explore_shape(dim: int = 128, batch: int = 2048, pooling: int = 150, dataset
                   results_dir: str | Path = "../results/h100") -> Figure:
     """The shape picker's figure: the configuration :func:`shape_choice` gives (as text) above the committed
     grid's heatmap (``shapes_grid.csv`` of ``results_dir``), where it exists."""
-    from dlrmlab.bench import shapes
-    from dlrmlab.bench.results import load_results
-    from dlrmlab.report import style
-
     c = shape_choice(dim, batch, pooling, dataset)
     grid = Path(results_dir) / "shapes_grid.csv"
     head = (f"width {dim}, batch {batch}, pooling {pooling}, {style.dataset_label(dataset)}: {c['layout']} rows "

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from dlrmlab import device, l2model
+from dlrmlab import backend, device, l2model
 from dlrmlab import hotness as hot
 from dlrmlab import occupancy as occ
 from dlrmlab.bench import shapes
@@ -321,8 +321,6 @@ def occupancy(ctx: Context) -> ClaimResult:
     if ctx.simulator or pd.isna(base["registers"]):
         fig = figures.occupancy_curve(curve, data, title="Occupancy against registers per thread (calculator)",
                                       stamp=ctx.stamp)  # fmt: skip
-        from dlrmlab import backend
-
         missing = backend.missing_toolkit()
         toolkit = (f" (compiling them to machine code needs NVIDIA's toolkit, the `gpu` extra; missing here: "
                    f"{', '.join(missing)})" if missing else "")

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from dlrmlab import backend, cudart, paper_data
 from dlrmlab.bench import env as benv
-from dlrmlab.bench import ncu
+from dlrmlab.bench import ncu, shapes
 from dlrmlab.bench.case import BenchCase
 from dlrmlab.bench.comparison import compare
 from dlrmlab.datasets import PAPER_TRACES, canonical_name, trace_path
@@ -202,8 +202,6 @@ class Context:
     def shape_grid(self, datasets: list[str]) -> pd.DataFrame:
         """Harness rows of the shape grid's batch-2048 row (:mod:`dlrmlab.bench.shapes`): four widths, torch,
         cuEmbed's two layouts and ``fast_graph`` as a fresh install configures it."""
-        from dlrmlab.bench import shapes  # the grid's module imports the report's style: keep this edge one-way
-
         return shapes.run_grid(datasets=datasets, stages=shapes.grid_stages(batches=((2048, 150),)),
                                repeats=self.n_repeats, progress=self.progress)
 
