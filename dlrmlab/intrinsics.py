@@ -13,6 +13,8 @@
 * ``load32(a, i)`` — one 4-byte read-only load (``ld.global.nc.u32``) of a byte array at byte ``i`` (4-byte
   aligned): a quantized row's scale and bias, as a uint32 bit pattern.
 * ``f32_from_bits(u)``, ``f32_from_f16_bits(u)`` — reinterpret bits (bf16 is the upper half of an fp32).
+* ``byte_perm(x, y, s)`` — PTX ``prmt.b32`` (libdevice ``__nv_byte_perm``): byte ``k`` of the result is byte
+  ``(s >> 4k) & 7`` of the eight bytes of ``y:x``; one instruction puts a code byte into a float's mantissa.
 
 On the GPU these are Numba intrinsics emitting inline PTX; in the simulator, plain Python doing the same
 arithmetic (prefetches become no-ops: they change timing, never results).
@@ -80,11 +82,19 @@ if SIMULATOR:
     def f32_from_f16_bits(u):
         return np.float32(np.asarray(np.uint16(u)).view(np.float16)[()])
 
+    @cuda.jit(device=True)
+    def byte_perm(x, y, s):
+        b = (int(x) & 0xFFFFFFFF) | ((int(y) & 0xFFFFFFFF) << 32)
+        r = sum(((b >> (8 * ((int(s) >> (4 * k)) & 7))) & 0xFF) << (8 * k) for k in range(4))
+        return np.asarray(np.uint32(r)).view(np.int32)[()]  # libdevice's type: int32
+
 else:
     from llvmlite import ir
     from numba import types
-    from numba.cuda import cgutils
+    from numba.cuda import cgutils, libdevice
     from numba.cuda.extending import intrinsic
+
+    byte_perm = libdevice.byte_perm
 
     def _element_pointer(context, builder, arrty, arr, idx):
         ary = context.make_array(arrty)(context, builder, value=arr)

@@ -12,7 +12,11 @@ shape, the ids' hotness and the GPU's properties.
   cap from the row width, pooling and the GPU (registers and threads per SM, memory bandwidth per SM). Its
   constants come from the same sweep: over its 66 (point, layout) pairs the rule's configuration took 1.03x
   the best candidate's time (geometric mean; at most 1.17x), where the fixed untuned default took 1.21x
-  (plain) and 1.09x (split-hot), at most 1.66x (``dlrmlab.bench.shapes.rule_regret``).
+  (plain) and 1.09x (split-hot), at most 1.66x (``dlrmlab.bench.shapes.rule_regret``). Quantized rows hold
+  many sums per lane (16 for int8, 32 for int4), so their register cap and rows in flight are chosen together
+  (:func:`quantized_registers`), and their staged ids are sized so that shared memory does not cut the blocks
+  per SM (:func:`chunk_for`): with the float rules an int8 stage ran at 44% occupancy, limited by shared
+  memory, with DRAM at 61% of peak (``results/h100/profile_int8_random.csv``).
 
 Both are data-free and cheap: the harness, the API and the DLRM module call them per stage, and every
 result row records what they chose and why.
@@ -41,6 +45,10 @@ IDS_PER_GROUP_FACTOR = 3
 STAGED_BYTES = 12 * 1024
 #: The H100 the constants were measured on: bytes per second of HBM per SM.
 _H100_BW_PER_SM = 3.35e12 / 132
+#: Registers a thread of the fused kernel needs besides its rows in flight and its sums (ids, offsets, loops).
+BASE_REGISTERS = 20
+#: Register caps the rule weighs for quantized rows, whose packed rows in flight share registers with many sums.
+QUANTIZED_CAPS = (64, 96, 128)
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,34 @@ def register_cap(limits: dict) -> int:
     return int(max(32, min(128, cap // 8 * 8)))
 
 
+def quantized_registers(vectors: int, sums: int, target: int, limits: dict) -> tuple[int, int]:
+    """(register cap, rows in flight) for quantized rows: the pair that keeps the most rows in flight per SM.
+
+    A lane holds a row in flight as ``4 * vectors`` words of codes plus its scale and bias words, and keeps
+    ``sums`` fp32 sums (16 for an int8 row slice, 32 for int4): at the float rows' cap of 64 registers an int4
+    lane fits one row in flight, so a higher cap with fewer threads keeps more bytes in flight. Rows in flight
+    never exceed ``target`` (what float rows of that width get); a cap that fits fewer than 2 is not taken."""
+    held = 4 * vectors + 2
+    best = (0, register_cap(limits), 2)
+    for cap in QUANTIZED_CAPS:
+        fit = (cap - BASE_REGISTERS - sums) // held
+        if fit < 2:
+            continue
+        unroll = min(target, fit)
+        threads = min(limits["threads_per_sm"], limits["regs_per_sm"] // cap)
+        best = max(best, (threads * unroll, -cap, unroll))
+    return (-best[1] if best[0] else best[1]), best[2]
+
+
+def chunk_for(pooling_mean: float, groups: int, parts_bytes: int, limits: dict, block_threads: int) -> int:
+    """Ids staged per lane group and pass: a whole bag up to 160, in shared memory that does not cut the
+    blocks per SM below what the register cap allows (8-byte row offsets per id, beside the split's sums)."""
+    blocks = max(1, limits["threads_per_sm"] // 2 // block_threads)
+    budget = limits.get("smem_per_sm", 233472) // blocks - limits.get("smem_reserved_per_block", 1024) - parts_bytes
+    fit = max(32, budget // (8 * groups) // 32 * 32)
+    return int(min(160, max(32, -(-int(np.ceil(pooling_mean)) // 32) * 32), fit))
+
+
 def derive_knobs(dim: int, dtype: str, pooling_mean: float, split_hot: bool, limits: dict) -> dict:
     """The fused kernel's knobs for a shape on a GPU without a tuned entry (see the module doc)."""
     vec = quant.vector_values(dtype) if dim % quant.vector_values(dtype) == 0 else 1
@@ -121,14 +157,20 @@ def derive_knobs(dim: int, dtype: str, pooling_mean: float, split_hot: bool, lim
         lanes *= 2
     vectors = -(-dim // (vec * lanes))
     unroll = int(np.clip(round(VECTORS_IN_FLIGHT[split_hot] * bandwidth_factor(limits) / vectors), 2, 16))
+    cap = register_cap(limits)
+    sums = vectors * vec + (1 if quant.is_quantized(dtype) and quant.row_format(dtype).has_bias else 0)
+    if quant.is_quantized(dtype):
+        cap, unroll = quantized_registers(vectors, sums, unroll, limits)
     unroll = min(unroll, max(1, int(np.ceil(pooling_mean))))  # short bags: no slots that re-read a row
     split = 1
     if not split_hot:
         while split < 4 and pooling_mean / (2 * split) >= IDS_PER_GROUP_FACTOR * unroll:
             split *= 2
     bags = max(1, BLOCK_THREADS // (lanes * split))
-    # a bag's ids staged in one go up to 160; at most ~12 KB of staged ids and weights per block
-    chunk = int(min(160, max(32, -(-int(np.ceil(pooling_mean)) // 32) * 32), max(32, STAGED_BYTES // (bags * 12))))
-    chunk -= chunk % 32 if chunk > 32 else 0
-    return {"unroll": unroll, "split": split, "bags_per_block": bags, "chunk": chunk,
-            "max_registers": register_cap(limits)}
+    if quant.is_quantized(dtype):
+        parts = bags * split * lanes * sums * 4 if split > 1 else 0
+        chunk = chunk_for(pooling_mean, bags * split, parts, limits, bags * split * lanes)
+    else:  # a bag's ids staged in one go up to 160; at most ~12 KB of staged ids and weights per block
+        chunk = int(min(160, max(32, -(-int(np.ceil(pooling_mean)) // 32) * 32), max(32, STAGED_BYTES // (bags * 12))))
+        chunk -= chunk % 32 if chunk > 32 else 0
+    return {"unroll": unroll, "split": split, "bags_per_block": bags, "chunk": chunk, "max_registers": cap}

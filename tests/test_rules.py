@@ -65,3 +65,27 @@ def test_the_gpu_moves_the_rule():
     assert rules.derive_knobs(256, "float32", 150, False, h200)["unroll"] > 5
     l40s = {**H100, "threads_per_sm": 1536, "mem_clock_khz": None}
     assert rules.register_cap(l40s) == 80 and rules.bandwidth_factor(l40s) == 1.0
+
+
+@pytest.mark.parametrize("dim", [16, 32, 64, 128, 256, 512])
+@pytest.mark.parametrize("pooling", [1, 20, 150, 500])
+@pytest.mark.parametrize("dtype", ["int8", "int4", "fp8"])
+def test_quantized_knobs_fit_registers_and_shared_memory(dim, pooling, dtype):
+    """Quantized rows: the rows in flight and the sums fit the chosen register cap (no spills by the rule's
+    count), and staged ids plus the split's sums leave the blocks per SM that the cap allows."""
+    k = rules.derive_knobs(dim, dtype, pooling, False, H100)
+    cfg = configure(dim, dtype, tuned_params=k)
+    assert k["max_registers"] in rules.QUANTIZED_CAPS and cfg.threads <= 1024
+    assert cfg.unroll * cfg.held + cfg.accumulators + rules.BASE_REGISTERS <= k["max_registers"] or cfg.unroll <= 2
+    parts = cfg.threads * cfg.accumulators * 4 if cfg.split > 1 else 0
+    blocks = min(H100["threads_per_sm"], H100["regs_per_sm"] // k["max_registers"]) // cfg.threads
+    smem = cfg.bags_per_block * cfg.split * cfg.chunk * 8 + parts + H100["smem_reserved_per_block"]
+    assert smem * blocks <= H100["smem_per_sm"] or cfg.chunk == 32
+
+
+def test_int4_rows_take_a_higher_register_cap_than_floats():
+    """An int4 lane's 33 sums leave room for one row in flight at 64 registers; the rule takes a higher cap."""
+    fp32, int4 = rules.derive_knobs(128, "float32", 150, False, H100), rules.derive_knobs(128, "int4", 150, False, H100)
+    assert fp32["max_registers"] == 64 and int4["max_registers"] > 64 and int4["unroll"] >= 8
+    assert rules.quantized_registers(1, 33, 10, H100) == (128, 10)
+    assert rules.quantized_registers(1, 17, 10, H100) == (96, 9)

@@ -137,6 +137,12 @@ class FastConfig:
         return -(-self.dim // (self.vec * self.lanes))
 
     @property
+    def accumulators(self) -> int:
+        """fp32 sums a lane keeps per bag: one per value it covers, plus a bias slot for rows that have one."""
+        bias = self.quantized and quantized.bias_slot(self)
+        return self.vectors * self.vec + int(bias)
+
+    @property
     def threads(self) -> int:
         return self.lanes * self.bags_per_block * self.split
 
@@ -278,7 +284,7 @@ def _combiner(cfg: FastConfig):
 def _writer(cfg: FastConfig):
     """``write_bag(out, bag, acc, rows, nonzero)``: mean's division, then the lane's columns."""
     DIM, VEC, LANES, SLICES = cfg.dim, cfg.vec, cfg.lanes, cfg.vectors
-    MEAN = cfg.combine.mean
+    MEAN, BIAS, ACC = cfg.combine.mean, cfg.accumulators > cfg.vectors * cfg.vec, cfg.vectors * cfg.vec
     COUNT_NONZERO = cfg.combine.padded and not cfg.combine.weighted  # a mean skips padding rows
 
     @cuda.jit(device=True, inline=True)
@@ -293,7 +299,7 @@ def _writer(cfg: FastConfig):
             for q in range(VEC):
                 col = (v * LANES + lane) * VEC + q
                 if col < DIM:
-                    out[bag, col] = acc[v * VEC + q] * scale
+                    out[bag, col] = ((acc[v * VEC + q] + acc[ACC]) if BIAS else acc[v * VEC + q]) * scale
 
     return write_bag
 
@@ -347,21 +353,25 @@ def _part_from_registers(cfg: FastConfig):
 def build(cfg: FastConfig):
     """Compile (at first launch) the fast kernel for ``cfg``."""
     LANES, BAGS, IDS, SPLIT = cfg.lanes, cfg.bags_per_block, cfg.chunk, cfg.split
-    GROUPS, IN_FLIGHT, ACC = cfg.bags_per_block * cfg.split, cfg.unroll, cfg.vectors * cfg.vec
+    GROUPS, IN_FLIGHT, ACC = cfg.bags_per_block * cfg.split, cfg.unroll, cfg.accumulators
     HELD, HELD_TYPE = cfg.held, uint32 if cfg.quantized else float32
     FACTORS, IN_REGISTERS = cfg.combine.factors or cfg.checked, cfg.ids is IdStaging.REGISTERS
     table_of_bag, row_offset, factor = _table_of_bag(), _addresser(cfg), _factor(cfg)
     in_bounds = _checker(cfg)
     load_row_slice, add_row, write_bag = _slice_loader(cfg), _combiner(cfg), _writer(cfg)
     sum_part = _part_from_registers(cfg)
+    STAGED = (1, 1) if IN_REGISTERS else (GROUPS, IDS)
+    STAGED_FACTORS = STAGED if FACTORS else (1, 1)
+    PARTS = (GROUPS, LANES, ACC) if SPLIT > 1 else (1, 1, 1)
 
     @backend.jit(max_registers=cfg.max_registers)
     def embedding_bag_fast(packed, row_base, hot_rows, hot_base, indices, offsets, table_offsets, psw,
                            padding_idx, out, table_rows, errors):
-        rows_s = cuda.shared.array((GROUPS, IDS), int64)  # staged row offsets, per group of the tile
-        factors_s = cuda.shared.array((GROUPS, IDS), float32)
-        parts_s = cuda.shared.array((GROUPS, LANES, ACC), float32)  # partial sums of split bags
-        counts_s = cuda.shared.array(GROUPS, int64)
+        # shared memory limits occupancy: an array a configuration does not use takes one element
+        rows_s = cuda.shared.array(STAGED, int64)  # staged row offsets, per group of the tile
+        factors_s = cuda.shared.array(STAGED_FACTORS, float32)
+        parts_s = cuda.shared.array(PARTS, float32)  # partial sums of split bags
+        counts_s = cuda.shared.array(PARTS[0], int64)
         vals = cuda.local.array((IN_FLIGHT, HELD), HELD_TYPE)  # rows in flight (packed, for quantized rows)
         acc = cuda.local.array(ACC, float32)
         ids = cuda.local.array(IN_FLIGHT, int64)  # prefetched ids (ids="registers")

@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 from numba import float32, int64
 
+from dlrmlab import quant
 from dlrmlab.backend import cuda
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels import elements
 from dlrmlab.kernels import fused as fk
+from dlrmlab.kernels import quantized as qk
 from dlrmlab.prefetch import L1Prefetch, NoPrefetch, RegisterPrefetch, SharedStaging, _row_factor
 from dlrmlab.workload import cast_table
 
@@ -364,3 +366,41 @@ def test_part_from_registers_sums_a_bag(dtype, dim, unroll, mode, weighted, padd
         assert (nonzero[b] == int((f[sel] != 0).sum())).all(), b
     bad = np.flatnonzero(~good)
     assert errors.tolist() == ([bad.size, int(bad[0])] if checked else [0, 2**62])
+
+
+# --- quantized rows (kernels/quantized.py) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fmt", "dim"), [("int8", 16), ("fp8", 16), ("int4", 32)])
+def test_quantized_combiner_dequantizes_every_code(fmt, dim):
+    """Every code of the format, held packed as the loader holds it (four words of codes, then scale and bias
+    bits), comes out as the NumPy reference's ``scale * q + bias``; fp8's subnormals and signs included."""
+    cfg = fk.FastConfig(dim=dim, dtype=fmt)
+    add_row, held_n, acc_n = qk.combiner(cfg), cfg.held, cfg.accumulators
+    f = quant.row_format(fmt)
+    codes = np.arange(256, dtype=np.uint8)
+    if fmt == "fp8":
+        codes = codes[(codes & 0x7F) != 0x7F]  # E4M3FN's two NaN codes are never written
+    codes = np.resize(codes, -(-codes.size // 16) * 16).reshape(-1, 16)  # 16 bytes of codes per row
+    scale, bias = np.float32(0.375), np.float32(-1.25)
+    meta = np.array([scale, bias], f.meta_dtype).view(np.uint8)
+    held = np.zeros((codes.shape[0], held_n), np.uint32)
+    held[:, :4] = codes.view(np.uint32)
+    held[:, 4] = np.resize(meta, 8)[:4].view(np.uint32)[0]
+    held[:, 5] = np.resize(meta, 8)[4:].view(np.uint32)[0]
+
+    @cuda.jit
+    def kernel(held, out):
+        acc = cuda.local.array(acc_n, float32)
+        for slot in range(held.shape[0]):
+            for a in range(acc_n):
+                acc[a] = 0.0
+            add_row(acc, held, slot, float32(1.0), True)
+            for a in range(acc_n):
+                out[slot, a] = acc[a]
+
+    out = np.zeros((codes.shape[0], acc_n), np.float32)
+    kernel[1, 1](held, out)
+    values = out[:, :dim] + (out[:, dim:] if acc_n > dim else 0)
+    rows = np.concatenate([codes, np.tile(meta[: f.meta_bytes], (codes.shape[0], 1))], axis=1)
+    np.testing.assert_array_equal(values, quant.dequantize(rows, fmt, dim))
