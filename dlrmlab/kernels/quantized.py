@@ -112,18 +112,18 @@ def combiner(cfg):
                 if INT4:  # nibbles 2k and 2k+1 of the word into byte k of two words
                     lo, hi = word & _LOW_NIBBLES, (word >> 4) & _LOW_NIBBLES
                     for k in range(BYTES):
-                        q0 = f32_from_bits(byte_perm(int32(lo), _TWO_POW_23_BITS, _TO_MANTISSA | k)) - _TWO_POW_23
-                        q1 = f32_from_bits(byte_perm(int32(hi), _TWO_POW_23_BITS, _TO_MANTISSA | k)) - _TWO_POW_23
+                        q0 = f32_from_bits(byte_perm(int32(lo), _TWO_POW_23_BITS, int32(_TO_MANTISSA | k))) - _TWO_POW_23
+                        q1 = f32_from_bits(byte_perm(int32(hi), _TWO_POW_23_BITS, int32(_TO_MANTISSA | k))) - _TWO_POW_23
                         acc[(i * BYTES + k) * 2] += q0 * scale
                         acc[(i * BYTES + k) * 2 + 1] += q1 * scale
                 elif FP8:
                     for k in range(BYTES):
-                        top = int64(byte_perm(int32(word), int32(0), _TO_TOP | (k << 12)))
+                        top = int64(byte_perm(int32(word), int32(0), int32(_TO_TOP | (k << 12))))
                         x = f32_from_bits((top >> 4) & _FP8_KEEP) * _E4M3_RESCALE
                         acc[i * BYTES + k] += x * scale
                 else:
                     for k in range(BYTES):
-                        q = f32_from_bits(byte_perm(int32(word), _TWO_POW_23_BITS, _TO_MANTISSA | k)) - _TWO_POW_23
+                        q = f32_from_bits(byte_perm(int32(word), _TWO_POW_23_BITS, int32(_TO_MANTISSA | k))) - _TWO_POW_23
                         acc[i * BYTES + k] += q * scale
             if BIAS:
                 acc[ACC] += bias
