@@ -29,6 +29,12 @@ _LOW_NIBBLES = uint32(0x0F0F0F0F)
 _FP8_KEEP = 0x87FFFFFF
 
 
+@cuda.jit(device=True, inline=True)
+def _code(word, k):
+    """Byte ``k`` of ``word`` as a float: written into the mantissa of 2**23, which one subtraction removes."""
+    return f32_from_bits(byte_perm(int32(word), _TWO_POW_23_BITS, int32(_TO_MANTISSA | k))) - _TWO_POW_23
+
+
 def words_per_load(vector: bool) -> int:
     """uint32 words a lane holds per load: a 16-byte vector, or one byte."""
     return 4 if vector else 1
@@ -112,10 +118,8 @@ def combiner(cfg):
                 if INT4:  # nibbles 2k and 2k+1 of the word into byte k of two words
                     lo, hi = word & _LOW_NIBBLES, (word >> 4) & _LOW_NIBBLES
                     for k in range(BYTES):
-                        q0 = f32_from_bits(byte_perm(int32(lo), _TWO_POW_23_BITS, int32(_TO_MANTISSA | k))) - _TWO_POW_23
-                        q1 = f32_from_bits(byte_perm(int32(hi), _TWO_POW_23_BITS, int32(_TO_MANTISSA | k))) - _TWO_POW_23
-                        acc[(i * BYTES + k) * 2] += q0 * scale
-                        acc[(i * BYTES + k) * 2 + 1] += q1 * scale
+                        acc[(i * BYTES + k) * 2] += _code(lo, k) * scale
+                        acc[(i * BYTES + k) * 2 + 1] += _code(hi, k) * scale
                 elif FP8:
                     for k in range(BYTES):
                         top = int64(byte_perm(int32(word), int32(0), int32(_TO_TOP | (k << 12))))
@@ -123,8 +127,7 @@ def combiner(cfg):
                         acc[i * BYTES + k] += x * scale
                 else:
                     for k in range(BYTES):
-                        q = f32_from_bits(byte_perm(int32(word), _TWO_POW_23_BITS, int32(_TO_MANTISSA | k))) - _TWO_POW_23
-                        acc[i * BYTES + k] += q * scale
+                        acc[i * BYTES + k] += _code(word, k) * scale
             if BIAS:
                 acc[ACC] += bias
         return 1 if present and f != 0 else 0
