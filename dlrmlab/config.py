@@ -3,6 +3,7 @@
 * :data:`TABLE_DTYPES` — the one table of table storage types (NumPy storage, bytes, 16-byte vector width).
 * :class:`Combine` — how a bag's rows are combined: PyTorch's ``mode``, ``per_sample_weights``,
   ``padding_idx``.
+* :class:`BoundsCheck` — what the fast kernel does with an id outside its table (FBGEMM's ``BoundsCheckMode``).
 * :func:`json_object`, :func:`positive_int`, :func:`register_cap` — a user's knobs and numbers, checked.
 
 Which knobs each kernel family takes lives with the family (``KNOBS`` of :mod:`dlrmlab.kernels.paper`,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -74,6 +76,40 @@ class Combine:
 
     def params(self) -> dict:
         return {"mode": self.mode, "weighted": self.weighted, "padded": self.padded}
+
+
+class BoundsCheck(StrEnum):
+    """What the fast kernel does with an id outside its table, by the names of FBGEMM's ``BoundsCheckMode``.
+
+    The kernel knows only whether it checks (:attr:`checks`: one compile-time flag, one compiled kernel for
+    every checking mode): a bad id is not read, adds nothing to its bag, and is counted with its first position;
+    the host decides what the count means. Unlike FBGEMM, whose WARNING and IGNORE read row 0 in its place, a
+    skipped id adds nothing (as a ``padding_idx`` row does)."""
+
+    #: no device check (the fastest): every id is trusted and read
+    NONE = "none"
+    #: check, and raise a DlrmlabError after the launch naming how many ids were bad and the first
+    FATAL = "fatal"
+    #: check, skip bad ids, and warn once per launch with how many and the first position
+    WARNING = "warning"
+    #: check and skip bad ids silently (the counters are not read back: no sync)
+    IGNORE = "ignore"
+
+    @property
+    def checks(self) -> bool:
+        """The kernel checks every id against its table's rows."""
+        return self is not BoundsCheck.NONE
+
+    @classmethod
+    def parse(cls, value: BoundsCheck | str | bool) -> BoundsCheck:
+        """A user's mode by name; ``True`` is :attr:`FATAL` and ``False`` :attr:`NONE` (the earlier
+        ``checked`` switch)."""
+        if isinstance(value, bool):
+            return cls.FATAL if value else cls.NONE
+        if value not in tuple(cls):
+            raise DlrmlabError(f"bounds_check must be one of {', '.join(repr(v.value) for v in cls)} (or True for "
+                               f"'fatal', False for 'none'), got {value!r}")
+        return cls(value)
 
 
 def json_object(text: str, option: str) -> dict:

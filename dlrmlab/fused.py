@@ -11,6 +11,7 @@ The kernel's configuration is a pure function of the shape, dtype, pooling, GPU 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -21,7 +22,7 @@ import numpy as np
 from dlrmlab import backend, device, hotness, l2window, launch, quant, rules, tuned
 from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
-from dlrmlab.config import Combine, TableDType, table_dtype
+from dlrmlab.config import BoundsCheck, Combine, TableDType, table_dtype
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels.fused import KNOBS, FastConfig, build
 
@@ -31,6 +32,12 @@ MAX_GRID = 2**31 - 1
 DEFAULT_BLOCK_THREADS = 128
 #: What the kernel can write (it accumulates in fp32 either way).
 OUT_DTYPES = ("float32", "float16")
+#: Knobs that change what the kernel checks, not how fast it is: giving one keeps the tuned configuration.
+DEBUG_KNOBS = frozenset({"bounds_check"})
+
+
+class BoundsWarning(UserWarning):
+    """Ids outside their table were skipped (``bounds_check="warning"``): how many, and the first."""
 
 
 def configure(
@@ -45,7 +52,7 @@ def configure(
         raise DlrmlabError(f"unknown fast-kernel knobs: {', '.join(sorted(unknown))}; valid: "
                            f"{', '.join(sorted(KNOBS))}")
     vec_ok = dim % quant.vector_values(dtype) == 0
-    tuning = set(overrides) - {"checked"}  # a debugging switch does not make a configuration hand-tuned
+    tuning = set(overrides) - DEBUG_KNOBS  # a debugging switch does not make a configuration hand-tuned
     knobs = {"vector": vec_ok, **((tuned_params or {}) if not tuning else {}), **overrides}
     lanes = FastConfig(dim=dim, dtype=dtype, vector=bool(knobs["vector"])).lanes
     knobs.setdefault("bags_per_block", max(1, DEFAULT_BLOCK_THREADS // lanes))
@@ -84,7 +91,7 @@ def configure_here(dim: int, dtype: str, pooling_mean: float, **kwargs: Any) -> 
     params, source = t.params, t.source
     if source == "default":
         params, source = rules.derive_knobs(dim, dtype, pooling_mean, split_hot, device.limits()), "rule"
-    if any(k in KNOBS - {"checked"} for k in kwargs):
+    if any(k in KNOBS - DEBUG_KNOBS for k in kwargs):
         source = "explicit"
     return configure(dim, dtype, tuned_params=params, **kwargs), source
 
@@ -262,8 +269,10 @@ def fused_forward(
     table count, per_sample_weights' length, the output, the memory a new output needs. ``"full"`` also reads
     ids and offsets on the host (a device copy and a sync): offsets from 0, non-decreasing, within the ids;
     every table's ids within its rows. ``False`` (``"off"``): nothing (trusted hot loops). The knob
-    ``checked=True`` checks every id on the device instead (no host copy of the ids): a bad id is not read,
-    and a DlrmlabError after the launch (a sync) names how many there were and the first one.
+    ``bounds_check`` (:class:`dlrmlab.config.BoundsCheck`) checks every id on the device instead (no host copy
+    of the ids): a bad id is not read and adds nothing; after the launch (a sync), ``"fatal"`` raises a
+    DlrmlabError naming how many there were and the first one, ``"warning"`` warns so (a :class:`BoundsWarning`),
+    ``"ignore"`` says nothing (and does not sync).
     """
     level = checks.Validation.parse(validate)
     if level is not checks.Validation.OFF:
@@ -293,15 +302,22 @@ def fused_forward(
         raise DlrmlabError(f"out must be float32 or float16, got {out.dtype}")
     hot_rows = tables.hot_rows if tables.split else tables.row_base  # read, unused, by the plain addresser
     hot_base = tables.hot_base if tables.split else tables.row_base
-    errors = _bounds_errors(stream) if config.checked else _no_errors()
-    build(config)[grid_for(config, num_bags), config.threads, stream](
+    report = config.bounds_check in (BoundsCheck.FATAL, BoundsCheck.WARNING)
+    errors = _bounds_errors(stream) if report else _no_errors()
+    build(_compiled(config))[grid_for(config, num_bags), config.threads, stream](
         tables.packed, tables.row_base, hot_rows, hot_base, indices, offsets, table_offsets,
         _no_weights() if psw is None else psw, -1 if padding_idx is None else int(padding_idx), out,
         tables.table_rows, errors,
     )
-    if config.checked:
-        _report_bad_ids(errors.copy_to_host(stream=stream), indices)
+    if report:
+        _report_bad_ids(errors.copy_to_host(stream=stream), indices, config.bounds_check)
     return out
+
+
+def _compiled(config: FastConfig) -> FastConfig:
+    """The configuration the kernel is compiled for: every checking mode is one kernel (it only knows whether
+    it checks; what a bad id means is decided here, on the host)."""
+    return replace(config, bounds_check=BoundsCheck.FATAL) if config.checked else config
 
 
 def _bounds_errors(stream: Any) -> Any:
@@ -314,12 +330,17 @@ def _no_errors() -> Any:
     return cuda.device_array(2, np.int64)
 
 
-def _report_bad_ids(errors: np.ndarray, indices: Any) -> None:
+def _report_bad_ids(errors: np.ndarray, indices: Any, mode: BoundsCheck) -> None:
+    """Raise (``fatal``) or warn (``warning``) with how many ids were bad and the first one."""
     count, first = int(errors[0]), int(errors[1])
-    if count:
-        bad = int(indices[first : first + 1].copy_to_host()[0]) if hasattr(indices, "copy_to_host") else None
-        raise DlrmlabError(f"indices: {count:,} id(s) out of their table's range (checked on the device); the "
-                           f"first at position {first:,}" + (f" is {bad:,}" if bad is not None else ""))
+    if not count:
+        return
+    bad = int(indices[first : first + 1].copy_to_host()[0]) if hasattr(indices, "copy_to_host") else None
+    text = (f"indices: {count:,} id(s) out of their table's range (checked on the device); the first at position "
+            f"{first:,}" + (f" is {bad:,}" if bad is not None else ""))  # fmt: skip
+    if mode is BoundsCheck.FATAL:
+        raise DlrmlabError(text)
+    warnings.warn(f"{text}; skipped (they add nothing to their bags)", BoundsWarning, stacklevel=3)
 
 
 def check_jagged(tables: PackedTables, jagged: Any, full: bool = False) -> None:

@@ -34,7 +34,7 @@ from dlrmlab import (
 )
 from dlrmlab import validate as checks
 from dlrmlab.backend import cuda
-from dlrmlab.config import KERNEL_MODES, Combine
+from dlrmlab.config import KERNEL_MODES, BoundsCheck, Combine
 from dlrmlab.dlrm.kjt import KeyedJaggedTensor
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels.paper import PaperConfig
@@ -75,6 +75,20 @@ def resolve(name: str) -> tuple[str, str]:
                 raise DlrmlabError(f"{name!r}: torch.compile applies to the all-PyTorch pipeline only (torch_compile)")
             return base, execution
     raise DlrmlabError(f"unknown embedding {name!r}; valid: {', '.join(embedding_names())}")
+
+
+def _check_bounds_mode(ebc: EmbeddingBagCollection, impl: str) -> None:
+    """Refuse a device bounds check where the fast kernel does not read device tables, and a read-back mode
+    (``fatal``, ``warning``: a sync after each launch) where the launch is captured into a CUDA graph."""
+    mode = ebc.bounds_check
+    if not mode.checks:
+        return
+    if ebc.kind != "fast" or ebc._placed is not None:
+        raise DlrmlabError(f"bounds_check={mode.value!r} is the fast kernel's device check (fast, fast_graph, tables "
+                           f"on the device), not {impl!r}; validate=True checks the ids on the host for any impl")
+    if ebc.execution == "graph" and mode is not BoundsCheck.IGNORE:
+        raise DlrmlabError(f"bounds_check={mode.value!r} reads its counters back after each launch, which a CUDA "
+                           f"graph cannot hold: use 'ignore' with {impl!r}, or impl 'fast'")
 
 
 def dtype_name(dtype: Any) -> str:
@@ -156,16 +170,23 @@ class EmbeddingBagCollection(torch.nn.Module):
     and a sync on a GPU; skipped while a CUDA graph is being captured) and refuses ids outside their table
     and malformed offsets (:mod:`dlrmlab.validate`). Set it False for batches already checked (a trusted
     serving loop); shapes, dtypes and devices are always checked.
+
+    ``bounds_check`` (the fast implementations, tables on the device; :class:`dlrmlab.config.BoundsCheck`, as
+    FBGEMM's ``bounds_check_mode``): ``"none"`` (default) trusts the ids; ``"fatal"``, ``"warning"`` and
+    ``"ignore"`` check every id on the device instead, with no host copy of the ids (so with ``validate=False``):
+    a bad id adds nothing, and after the launch ``fatal`` raises, ``warning`` warns, ``ignore`` says nothing.
     """
 
     def __init__(
         self, embedding_sizes: Sequence[int], embedding_dim: int, impl: str = "torch", *, mode: str = "sum",
         dtype: Any = "float32", device: Any = None, seed: int = 0, keys: Sequence[str] | None = None,
         include_last_offset: bool = True, weight: torch.Tensor | None = None, validate: bool = True,
-        placement: Any = "device",
+        placement: Any = "device", bounds_check: BoundsCheck | str | bool = "none",
     ) -> None:
         super().__init__()
         self.validate = bool(validate)
+        #: what the fast kernel does with an id outside its table (checked in :func:`_check_bounds_mode`)
+        self.bounds_check = BoundsCheck.parse(bounds_check)
         self.embedding_sizes = tuple(int(n) for n in embedding_sizes)
         self.embedding_dim = int(embedding_dim)
         if not self.embedding_sizes or min(self.embedding_sizes) <= 0 or self.embedding_dim <= 0:
@@ -201,6 +222,7 @@ class EmbeddingBagCollection(torch.nn.Module):
         if self.table_format is not None and self.kind != "fast":
             raise DlrmlabError(f"{self.table_format} tables are read by the fast kernel only (fast, fast_graph), "
                                f"not {impl!r}")
+        _check_bounds_mode(self, impl)
         self._cache: dict = {}
 
     def _init_tables(self, shape: tuple[int, int], dtype: torch.dtype, device: Any, seed: int) -> torch.Tensor:
@@ -475,7 +497,8 @@ class EmbeddingBagCollection(torch.nn.Module):
 
         def make():
             return fused.configure_here(self.embedding_dim, self.table_dtype, pooling_mean,
-                                        combine=Combine(self.mode, weighted, False))[0]  # fmt: skip
+                                        combine=Combine(self.mode, weighted, False),
+                                        bounds_check=self.bounds_check)[0]  # fmt: skip
 
         return self._cached(("fastcfg", round(pooling_mean, 3), weighted), make)
 

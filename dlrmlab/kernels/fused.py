@@ -22,8 +22,9 @@ Addresser / Combiner templates):
   such block too: its missing slots re-read a row and add nothing (one memory latency, not one per row).
   Quantized rows (int8, int4, fp8; :mod:`dlrmlab.kernels.quantized`) stay packed in flight, dequantized
   when added.
-* **bounds check** (``checked``, a debugging mode) — an id outside its table is not read: it counts, the
-  first bad position is recorded, and the row adds nothing; the host then reports it.
+* **bounds check** (``checked``: every ``bounds_check`` mode but ``none``) — an id outside its table is not
+  read: it counts, the first bad position is recorded, and the row adds nothing; the host then acts on it
+  (:class:`dlrmlab.config.BoundsCheck`).
 * **combine** — add the rows (scaled by their factor when weighted or padded); **write** — the mean's
   division and the store of the lane's columns.
 """
@@ -38,7 +39,7 @@ from numba import float32, int64, uint32
 
 from dlrmlab import backend
 from dlrmlab.backend import cuda
-from dlrmlab.config import Combine, positive_int, table_dtype
+from dlrmlab.config import BoundsCheck, Combine, positive_int, table_dtype
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels import quantized
 from dlrmlab.kernels.elements import check_load_hint, load16_hinted, scalar_loader, unpack_hi, unpack_lo
@@ -77,8 +78,8 @@ class FastConfig:
     split_hot: bool = False
     #: where ids wait before their rows are loaded (:class:`IdStaging`; given as its string)
     ids: IdStaging = IdStaging.SHARED
-    #: check every id against its table's rows on the device (report instead of reading out of bounds)
-    checked: bool = False
+    #: what to do with an id outside its table (:class:`BoundsCheck`; given as its string, or a bool)
+    bounds_check: BoundsCheck = BoundsCheck.NONE
     #: PTX cache qualifiers of the 16-byte row loads (``elements.LOAD_HINTS``)
     load_hint: str = ""
 
@@ -98,8 +99,14 @@ class FastConfig:
         if self.ids not in tuple(IdStaging):
             raise DlrmlabError(f"ids must be {' or '.join(repr(v.value) for v in IdStaging)}, got {self.ids!r}")
         object.__setattr__(self, "ids", IdStaging(self.ids))  # frozen: the parsed value replaces the string
+        object.__setattr__(self, "bounds_check", BoundsCheck.parse(self.bounds_check))
         positive_int("bags_per_block", self.bags_per_block, 1, 1024 // (self.lanes * self.split))
         check_load_hint(self.load_hint)
+
+    @property
+    def checked(self) -> bool:
+        """The kernel checks every id on the device (the one compile-time flag of every checking mode)."""
+        return self.bounds_check.checks
 
     @property
     def quantized(self) -> bool:
@@ -152,8 +159,8 @@ class FastConfig:
             "dim": self.dim, "dtype": self.dtype, **self.combine.params(), "vector": self.vector,
             "unroll": self.unroll, "bags_per_block": self.bags_per_block, "split": self.split, "chunk": self.chunk,
             "max_registers": self.max_registers, "split_hot": self.split_hot, "ids": self.ids.value,
-            "checked": self.checked, "load_hint": self.load_hint, "lanes": self.lanes, "vectors": self.vectors,
-            "threads": self.threads,
+            "bounds_check": self.bounds_check.value, "load_hint": self.load_hint, "lanes": self.lanes,
+            "vectors": self.vectors, "threads": self.threads,
         }  # fmt: skip
 
 

@@ -195,7 +195,7 @@ def test_addresser(split_hot):
 
 @pytest.mark.parametrize("checked", [False, True])
 def test_checker_counts_bad_ids_and_keeps_the_first(checked):
-    in_bounds = fk._checker(fk.FastConfig(dim=4, checked=checked))
+    in_bounds = fk._checker(fk.FastConfig(dim=4, bounds_check=checked))
 
     @cuda.jit
     def kernel(ids, tables, table_rows, record, errors, ok):
@@ -325,7 +325,7 @@ def test_part_from_registers_sums_a_bag(dtype, dim, unroll, mode, weighted, padd
     """The ids="registers" loop: rows ``begin..end`` of a bag added into ``acc`` with their factors, full
     blocks of ``unroll`` rows and a shorter tail; with ``checked``, bad ids add nothing and are reported."""
     cfg = fk.FastConfig(dim=dim, dtype=dtype, vector=dim % 8 == 0, unroll=unroll, ids="registers",
-                        combine=Combine(mode, weighted, padded), checked=checked)  # fmt: skip
+                        combine=Combine(mode, weighted, padded), bounds_check=checked)  # fmt: skip
     sum_part, ACC, IN_FLIGHT = fk._part_from_registers(cfg), cfg.vectors * cfg.vec, cfg.unroll
 
     @cuda.jit

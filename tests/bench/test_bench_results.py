@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
+from helpers import ROOT
 
 from dlrmlab.bench.results import append_results, check_columns, check_results_dir, load_results
 from dlrmlab.errors import DlrmlabError
@@ -89,10 +92,6 @@ def test_load_errors(tmp_path):
 def test_old_files_upgrade_without_the_modules_that_write_them(tmp_path):
     """The upgrades are a declared table: a process that imported only the results store still appends to
     an older bench file (no timing_mode) and an older profile file (no params, no dram_read_bytes)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     old_bench = pd.DataFrame({"variant": ["a"], "dataset": ["random"], "n_batches": [4], "cold_l2": [True]})
     old_bench.to_csv(tmp_path / "bench.csv", index=False)
     old_profile = pd.DataFrame({"variant": ["a"], "dataset": ["random"], "kernel_regex": ["k"],
@@ -106,8 +105,7 @@ def test_old_files_upgrade_without_the_modules_that_write_them(tmp_path):
         "results.append_results(results.upgrade(pd.read_csv(d + '/profile.csv')), 'profile', d)\n"
         "assert not [m for m in sys.modules if m.startswith(('dlrmlab.bench.comparison', 'dlrmlab.bench.ncu'))]\n"
     )
-    root = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=root)
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=ROOT)
     bench = pd.read_csv(tmp_path / "bench.csv")
     assert list(bench["timing_mode"]) == ["cold_l2", "cold_l2"] and list(bench["trace_wraps"]) == [0, 0]
     profile = pd.read_csv(tmp_path / "profile.csv")

@@ -89,7 +89,7 @@ def test_checked_mode_and_fp16_output():
     bad = ids.copy()
     bad[7] = 20
     with pytest.raises(DlrmlabError, match="1 id\\(s\\) out of their table's range.*position 7"):
-        fused_forward(packed, jag(bad), checked=True, validate=False, unroll=2)
+        fused_forward(packed, jag(bad), bounds_check="fatal", validate=False, unroll=2)
     with pytest.raises(DlrmlabError, match="out_dtype"):
         fused_forward(packed, jag(ids), out_dtype="bfloat16")
 

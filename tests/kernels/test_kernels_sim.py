@@ -251,5 +251,5 @@ def test_id_staging_is_parsed_once_and_recorded_as_its_string():
     with pytest.raises(DlrmlabError, match="ids must be 'shared' or 'registers', got 'global'"):
         FastConfig(dim=8, ids="global")
     # the knobs are FastConfig's fields but those the shape and layout decide
-    assert KNOBS == {"unroll", "bags_per_block", "split", "chunk", "ids", "max_registers", "vector", "checked",
+    assert KNOBS == {"unroll", "bags_per_block", "split", "chunk", "ids", "max_registers", "vector", "bounds_check",
                      "load_hint"}

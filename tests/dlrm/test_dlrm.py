@@ -270,3 +270,26 @@ def test_best_pipelines_reports_targets_and_the_paper():
     high = best[best["dataset"] == "synthetic-high"].iloc[0]
     assert high["best"] == "fast_graph" and high["speedup_vs_torch"] == pytest.approx(3.0)
     assert high["target_vs_torch"] == 2.5 and high["paper_end_to_end"] == 1.77
+
+
+def test_embedding_module_bounds_check_modes():
+    """``bounds_check`` on the torch module: the fast kernel skips a bad id (ignore) or raises naming it
+    (fatal), with ``validate=False`` (no host copy of the ids); refused where the fast kernel does not read."""
+    ebc = lambda impl="fast", **kw: EmbeddingBagCollection([6, 5], 8, impl, device=DEV, validate=False, **kw)  # noqa: E731
+    ids = torch.tensor([0, 5, 7, 1, 4, 2], device=DEV)  # 7 is outside table 0 (6 rows)
+    kjt = KeyedJaggedTensor.from_lengths(["t0", "t1"], ids, torch.tensor([2, 1, 2, 1]))
+    good = KeyedJaggedTensor.from_lengths(["t0", "t1"], torch.tensor([0, 5, 0, 1, 4, 2], device=DEV),
+                                          torch.tensor([2, 1, 2, 1]))  # fmt: skip
+    want = [t.clone() for t in ebc()(good)]
+    want[0][1] -= ebc().weight[0]  # the bad id's bag: row 0 stood in for it in ``good``
+    got = ebc(bounds_check="ignore")(kjt)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.cpu().numpy(), w.cpu().numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(DlrmlabError, match=r"1 id\(s\) out of their table's range .* position 2 is 7"):
+        ebc(bounds_check="fatal")(kjt)
+    with pytest.raises(DlrmlabError, match="the fast kernel's device check"):
+        ebc("torch", bounds_check="fatal")
+    with pytest.raises(DlrmlabError, match="cannot hold: use 'ignore'"):
+        ebc("fast_graph", bounds_check="warning")
+    with pytest.raises(DlrmlabError, match="bounds_check must be one of"):
+        ebc(bounds_check="strict")

@@ -38,7 +38,7 @@ def _inject_preset(nb) -> None:
         return
     for cell in nb.cells:
         if "parameters" in cell.metadata.get("tags", []):
-            cell.source += f"\nPRESET = {preset!r}  # injected by tests/test_notebooks.py"
+            cell.source += f"\nPRESET = {preset!r}  # injected by tests/notebooks/test_notebooks.py"
             return
 
 

@@ -84,7 +84,7 @@ def test_exit_codes_in_readme():
 def test_readme_documents_cpu_torch_notebooks_and_traces():
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in readme
-    assert "jupyter lab notebooks/" in readme and "pytest tests/test_notebooks.py" in readme
+    assert "jupyter lab notebooks/" in readme and "pytest tests/notebooks/test_notebooks.py" in readme
     assert "**Trace format**" in readme and "one non-negative integer row id per line" in readme
     assert "dropped_ids" in readme and "trace_wraps" in readme
 

@@ -142,7 +142,7 @@ def test_validation_levels_parse_at_the_boundary():
     tables = fused.PackedTables.from_arrays([W, W[:5].copy()])
     with pytest.raises(DlrmlabError, match="validate must be"):  # before the launch
         fused.fused_forward(tables, _jagged([1, 7], [0, 1, 2], [0, 1, 2]), validate="everything")
-    # "shapes" reads no ids: the bad id of table 1 is not looked for (the checked knob would find it on the device)
+    # "shapes" reads no ids: the bad id of table 1 is not looked for (the bounds_check knob would find it on the device)
     with pytest.raises(DlrmlabError, match="table_offsets has 1 table"):
         fused.fused_forward(tables, _jagged([1], [0, 1], [0, 1]), validate="shapes")
 
