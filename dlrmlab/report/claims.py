@@ -176,14 +176,15 @@ def hotness(ctx: Context) -> ClaimResult:
         ok = bool((traces["difference_60000"].abs() <= 0.005).all())
         reproduced = YES if ok else NO
     else:
-        reproduced = PARTLY if not compared.empty else "not checked (the artifact's traces were not found)"
+        reproduced = PARTLY if not compared.empty else "not checked (the artifact's traces could not be had here)"
     shares = ", ".join(f"{r.label} {r.top_60000:.1%}" for r in df.itertuples())
     text = (f"Over one paper batch the hottest 60K rows take {shares} of the lookups; the artifact's traces are "
             f"published at {PUBLISHED_COVERAGE['low'][60_000]:.1%} (low reuse) and "
             f"{PUBLISHED_COVERAGE['medium'][60_000]:.1%} (medium reuse). This skew is what L2 pinning and the window "
             "can exploit: on uniform random ids no small hot set exists.")  # fmt: skip
-    why = "" if reproduced == YES else ("the artifact's traces were not found here (`dlrmlab data fetch`), so their "
-                                        "published coverage could not be checked")  # fmt: skip
+    why = "" if reproduced == YES else ("the artifact's traces were neither here nor downloadable (`dlrmlab data "
+                                        "fetch` where the network allows), so their published coverage could not be "
+                                        "checked; the synthetic sets fitted to them stand in")  # fmt: skip
     title = "How skewed the datasets are: share of lookups served by the hottest 60K rows"
     return ClaimResult(df, figures.coverage_bars(df, title=title, stamp=ctx.stamp), text, shares, reproduced, why,
                        notes=[f"{style.dataset_label(k)} skipped: {v}" for k, v in ctx.skipped_datasets.items()],
