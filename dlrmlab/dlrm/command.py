@@ -17,6 +17,9 @@ from dlrmlab.workload import MAX_BATCH
 
 DEFAULT_EMBEDDINGS = "torch,torch_compile,optmt,rpf,fast,fast_graph"
 RESULTS_NAME = "dlrm"
+#: The headline table (markdown) written beside the figures: best dlrmlab pipeline against eager and the
+#: strongest all-PyTorch form of the same run, per dataset at batch 2048.
+BEST_TABLE = "dlrm_best.md"
 PLOTS = {"breakdown": "dlrm_breakdown.png", "speedup": "dlrm_speedup.png", "sweep": "dlrm_latency_throughput.png"}
 
 
@@ -82,7 +85,7 @@ def format_rows(df) -> str:
 def write_plots(df, out_dir: Path) -> list[Path]:
     """The three figures from every row of the results file (the latest measurement of each pipeline,
     dataset and batch size), so separate runs (datasets at 2048, a sweep on one dataset) add up. The sweep
-    figure only once some dataset has several batch sizes."""
+    figure only once some dataset has several batch sizes. On a GPU also the headline table (:data:`BEST_TABLE`)."""
     from dlrmlab.dlrm import plots  # torch: optional; the CLI's parser imports this module
 
     made = [(plots.stage_breakdown(df), PLOTS["breakdown"]), (plots.speedup_by_dataset(df), PLOTS["speedup"])]
@@ -92,6 +95,11 @@ def write_plots(df, out_dir: Path) -> list[Path]:
     for fig, name in made:
         fig.savefig(out_dir / name, dpi=120, bbox_inches="tight")
         paths.append(out_dir / name)
+    if df["timing_valid"].astype(bool).any():
+        from dlrmlab.dlrm.measure import best_markdown  # torch: optional; the CLI's parser imports this module
+
+        (out_dir / BEST_TABLE).write_text(best_markdown(df))
+        paths.append(out_dir / BEST_TABLE)
     return paths
 
 
