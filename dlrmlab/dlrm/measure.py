@@ -461,7 +461,8 @@ def best_markdown(df: pd.DataFrame, batch_size: int = 2048) -> str:
     from dlrmlab.report.style import dataset_label  # figure and table labels (no torch)
 
     d = df[(df["batch_size"] == batch_size) & df["timing_valid"].astype(bool)]
-    latest = d.groupby("dataset")["run_id"].transform("max")
+    label = d["dataset"].map(dataset_label)  # older rows name a trace by its path
+    latest = d.groupby(label)["run_id"].transform("max")
     best = best_pipelines(d[d["run_id"] == latest], batch_size)
     goal = lambda v: f" ({v:g}x)" if v is not None and pd.notna(v) else ""  # noqa: E731
     lines = ["| dataset | eager torch ms | strongest torch (form) ms | best dlrmlab (pipeline) ms | vs eager (goal) "
