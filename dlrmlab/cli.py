@@ -421,7 +421,7 @@ def _shard(args: argparse.Namespace) -> int:
 # --- parser ----------------------------------------------------------------------------------------------
 
 
-DATASETS_HELP = ("trace:low, trace:medium (the artifact's traces; dlrmlab data fetch), trace:PATH, random, "
+DATASETS_HELP = ("trace:low, trace:medium (the artifact's traces, downloaded on first use), trace:PATH, random, "
                  "synthetic-low, synthetic-medium, synthetic-high, zipf:ALPHA")
 PRESET_HELP = "stage shape: paper, tiny or auto (default auto: paper on a GPU, tiny in the simulator)"
 OUT_HELP = ("results directory; rows go under OUT/<gpu family>/ (default: $DLRMLAB_RESULTS_DIR, else "

@@ -22,7 +22,8 @@ Reuse-level claims use the real traces (``trace:low``, ``trace:medium``); the sy
 shapes and skews the traces do not cover, and say so in their label.
 
 ``trace:low`` and ``trace:medium`` are looked up in :func:`data_dirs` (``$DLRMLAB_DATA_DIR``, then
-``$DLRMLAB_CACHE_DIR/data``, default ``~/.cache/dlrmlab/data``); ``dlrmlab data fetch`` puts them there. A
+``$DLRMLAB_CACHE_DIR/data``, default ``~/.cache/dlrmlab/data``); ``dlrmlab data fetch`` puts them there, and the
+first command that wants one downloads it there (``$DLRMLAB_OFFLINE=1`` turns that off). A
 file in the working directory that happens to be called ``low`` is ``trace:./low``.
 
 Trace streams follow the artifact's rule: read sequentially and circularly, ids >= the table's rows
@@ -39,13 +40,18 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from dlrmlab import download
 from dlrmlab.errors import DlrmlabError
 
 # --- the paper's files: where they are looked for ----------------------------------------------------------
@@ -69,10 +75,13 @@ def data_dirs() -> list[Path]:
 
 @dataclass(frozen=True)
 class ArtifactFile:
-    """One of the artifact's data files: its local name, and its path under the artifact's ``datasets/``."""
+    """One of the artifact's data files: its local name, its path under the artifact's ``datasets/``, and what
+    a good copy is (sha256, bytes)."""
 
     file: str
     repo_path: str
+    sha256: str
+    size: int
 
     def find(self) -> Path | None:
         """The first copy in :func:`data_dirs`, under its local name or the artifact's own layout."""
@@ -94,22 +103,59 @@ class ArtifactFile:
             f"{dirs[0] / self.file} (or set ${DATA_DIR_ENV} to the directory that holds it)"
         )
 
+    def _not_here(self, why: str) -> str:
+        dirs = data_dirs()
+        return (f"{self.file} is not in {' or '.join(str(d) for d in dirs)} ({why}); run `dlrmlab data fetch` where "
+                f"the network allows, or download {self.url()} as {dirs[0] / self.file}")  # fmt: skip
+
+    def obtain(self, opener: download.Opener | None = None, progress: Callable[[str], None] | None = None) -> Path:
+        """The local copy (:meth:`find`), downloaded on first use into the first of :func:`data_dirs` (where
+        ``dlrmlab data fetch`` writes) when it is nowhere: checked by sha256, bounded in time. Where the
+        download cannot be made (no network, ``$DLRMLAB_OFFLINE``), a one-line DlrmlabError says how to get
+        it. ``progress`` gets one line before and one after (default: stderr, beside any progress bar)."""
+        found = self.find()
+        if found is not None:
+            return found
+        dest = data_dirs()[0]
+        if download.offline():
+            raise DlrmlabError(self._not_here(f"not downloaded: ${download.OFFLINE_ENV} is set"))
+        say = progress or _say
+        host = self.url().split("/")[2]
+        say(f"dlrmlab: {self.file} ({self.size / 1e6:.1f} MB) is not here yet: downloading it from {host} into "
+            f"{dest} (once; ${download.OFFLINE_ENV}=1 turns this off)")  # fmt: skip
+        started = time.monotonic()
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            download.download(self.url(), dest / self.file, self.sha256, opener=opener)
+        except download.NETWORK_ERRORS as e:
+            raise DlrmlabError(self._not_here(f"could not download it: {getattr(e, 'reason', None) or e}")) from None
+        say(f"dlrmlab: {self.file} downloaded and checked (sha256) in {time.monotonic() - started:.1f} s")
+        return dest / self.file
+
+
+def _say(line: str) -> None:
+    """A line of its own on stderr, also where a progress bar is being drawn."""
+    tqdm.write(line, file=sys.stderr)
+
 
 #: The artifact's public traces by reuse level. The high-reuse trace is not public (only its hot list is).
 PAPER_TRACES: dict[str, ArtifactFile] = {
-    "low": ArtifactFile("reuse_low_500K.txt", "reuse_low/table_500K.txt"),
-    "medium": ArtifactFile("reuse_medium_500K.txt", "reuse_medium/table_500K.txt"),
-}
+    "low": ArtifactFile("reuse_low_500K.txt", "reuse_low/table_500K.txt",
+                        "108ed75d9472b4a6dc72a62cdc7c2baf51915ee41c5abfdcef8a7a253afb4c7b", 2_574_283),
+    "medium": ArtifactFile("reuse_medium_500K.txt", "reuse_medium/table_500K.txt",
+                           "628524ab361ec19617039adffab8618701a9a220fda90a1de66289a83e3a6e9e", 2_914_546),
+}  # fmt: skip
 
 
 def trace_path(spec: str) -> Path:
-    """The file behind ``trace:SPEC``: a paper trace by level (``low``, ``medium``) or a path."""
+    """The file behind ``trace:SPEC``: a paper trace by level (``low``, ``medium``; downloaded on first use,
+    see :meth:`ArtifactFile.obtain`) or a path."""
     spec = spec.strip()
     if spec in PAPER_TRACES:
-        found = PAPER_TRACES[spec].find()
-        if found is None:
-            raise DlrmlabError(f"trace:{spec}: {PAPER_TRACES[spec].how_to_get()}")
-        return found
+        try:
+            return PAPER_TRACES[spec].obtain()
+        except DlrmlabError as e:
+            raise DlrmlabError(f"trace:{spec}: {e}") from None
     if spec == "high":
         raise DlrmlabError(
             "trace:high: the artifact's high-reuse trace is not public (only its hot-row list is); "

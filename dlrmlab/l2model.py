@@ -1116,8 +1116,12 @@ def _resolve_dataset(ds: str, data_dir: str | os.PathLike | None) -> str | None:
     datasets are returned unchanged."""
     if not ds.startswith("trace:"):
         return ds
-    if ds[6:] in PAPER_TRACES:  # trace:low, trace:medium: found by the datasets module, or nowhere
-        return ds if PAPER_TRACES[ds[6:]].find() is not None else None
+    if ds[6:] in PAPER_TRACES:  # trace:low, trace:medium: found (or downloaded) by the datasets module, or nowhere
+        try:
+            PAPER_TRACES[ds[6:]].obtain()
+        except DlrmlabError:
+            return None
+        return ds
     p = Path(ds[6:])
     if p.is_file():
         return ds

@@ -5,18 +5,36 @@ its threads, its registers (allocated per warp in 256-register units), its share
 per-block reservation) and a block slot. The scarcest resource is the limiter. PyTorch's kernel is
 register-limited on A100; capping registers (``max_registers``, the paper's ``-maxrregcount 42``) trades
 possible spills for more warps in flight to hide memory latency.
+
+Without a GPU, :func:`ptxas_resources` still gets the paper kernels' registers, shared memory and spills:
+Numba compiles them to PTX for ``sm_90`` and NVIDIA's ``ptxas`` assembles it (``-v``), where the toolkit's
+wheels are installed (the ``gpu`` extra: nvidia-cuda-nvcc holds NVVM, libdevice and ptxas). The driver
+links with LTO, so a GPU's own count can differ by a register or two.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dlrmlab import backend, device
+from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.kernels.paper import PaperConfig, build
+from dlrmlab.variants import knobs_for
 
 REG_ALLOC_UNIT = 256  # registers are allocated per warp in units of 256
 SMEM_ALLOC_UNIT = 128
@@ -99,3 +117,108 @@ def occupancy_table(registers, threads_per_block: int = 256, smem_per_block: int
         rows.append({"registers": int(r), "threads_per_block": threads_per_block, "blocks_per_sm": o.blocks_per_sm,
                      "warps_per_sm": o.warps_per_sm, "theoretical_occupancy": o.theoretical, "limiter": o.limiter})
     return pd.DataFrame(rows)
+
+
+# --- register counts without a GPU: Numba -> PTX -> ptxas ------------------------------------------------
+
+#: The architecture ptxas compiles for where no GPU says its own: the H100's (the reference GPU's).
+PTXAS_CC = (9, 0)
+_PTXAS_LINE = re.compile(r"Used (\d+) registers")
+_SPILL_LINE = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+_SMEM = re.compile(r"(\d+) bytes smem")
+
+
+def ptxas_path() -> str | None:
+    """``ptxas`` from NVIDIA's toolkit wheels (nvidia-cuda-nvcc, the ``gpu`` extra) or else the PATH."""
+    try:
+        from cuda import pathfinder  # comes with the gpu extra only
+
+        found = pathfinder.find_nvidia_binary_utility("ptxas")
+        if found:
+            return str(found)
+    except Exception:  # no pathfinder, or one without the utility finder
+        pass
+    return shutil.which("ptxas")
+
+
+def why_no_ptxas() -> str | None:
+    """Why the kernels cannot be compiled to machine code here without a GPU (None: they can)."""
+    missing = backend.missing_toolkit()  # NVVM and libdevice make the PTX; numba-cuda asks NVRTC for the archs
+    if ptxas_path() is None:
+        missing.append("ptxas")
+    if not missing:
+        return None
+    return (f"NVIDIA's toolkit wheels are not installed here (missing: {', '.join(missing)}); "
+            'pip install -e ".[gpu]" installs them (about 450 MB installed, no GPU needed)')  # fmt: skip
+
+
+def parse_ptxas(text: str) -> dict:
+    """Registers, static shared memory and spill bytes from ``ptxas -v``'s report of one kernel."""
+    regs = _PTXAS_LINE.search(text)
+    if regs is None:
+        raise DlrmlabError(f"ptxas -v printed no register count: {text.strip()[:200]!r}")
+    spill = _SPILL_LINE.search(text)
+    smem = _SMEM.search(text)
+    return {"registers": int(regs.group(1)), "shared_bytes": int(smem.group(1)) if smem else 0,
+            "local_bytes": int(spill.group(1)) if spill else 0}  # fmt: skip
+
+
+def _paper_signature(dtype: str, index_dtype: str) -> tuple:
+    """The paper kernel's argument types as a launch passes them (:func:`dlrmlab.launch.paper`)."""
+    from numba import typeof  # numba: the child process compiles with the real CUDA target
+
+    args = (np.zeros(1, dtype), 0, np.zeros(1, index_dtype), np.zeros(2, np.int64), np.zeros(1, np.float32), -1,
+            np.zeros((1, 1), np.float32))  # fmt: skip
+    return tuple(typeof(a) for a in args)
+
+
+def _ptxas_child() -> None:
+    """In a child process with the real CUDA target and no GPU: each requested paper variant's kernel to PTX
+    (Numba) and through ``ptxas -v``; prints one JSON row per variant. Numba asks the current device for its
+    compute capability when it types a call to a device function: a stand-in answers ``cc``."""
+    from numba import cuda  # numba: the child process compiles with the real CUDA target
+    from numba.cuda import dispatcher  # numba-cuda's module: its device query, answered without a GPU
+
+    req = json.load(sys.stdin)
+    cc = tuple(req["cc"])
+    dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=cc)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in req["variants"]:
+            cfg = PaperConfig.from_knobs(req["dtype"], Combine(req["mode"], req["weighted"]),
+                                         **knobs_for(variant, {})["paper"])  # fmt: skip
+            ptx, _ = cuda.compile_ptx(build(cfg).py_func, _paper_signature(req["dtype"], req["index_dtype"]), cc=cc)
+            src = Path(tmp) / f"{variant}.ptx"
+            src.write_text(ptx)
+            cap = ["-maxrregcount", str(cfg.max_registers)] if cfg.max_registers else []
+            arch = f"sm_{cc[0]}{cc[1]}"
+            done = subprocess.run([req["ptxas"], f"-arch={arch}", "-v", *cap, str(src), "-o", str(src) + ".cubin"],
+                                  capture_output=True, text=True, timeout=60)  # fmt: skip
+            if done.returncode != 0:
+                raise DlrmlabError(f"ptxas failed on {variant}: {done.stderr.strip()[:300]}")
+            rows.append({"variant": variant, "arch": arch, "threads_per_block": cfg.block[0] * cfg.block[1],
+                         **parse_ptxas(done.stdout + done.stderr)})  # fmt: skip
+    print(json.dumps(rows))
+
+
+def ptxas_resources(variants: list[str], dtype: str = "float32", index_dtype: str = "int64", mode: str = "sum",
+                    weighted: bool = False, cc: tuple[int, int] = PTXAS_CC, timeout: float = 300) -> pd.DataFrame:
+    """Registers, shared memory and spill bytes of paper-family ``variants``' kernels as ptxas compiles them
+    for ``cc``, on a machine without a GPU (a child process with Numba's real CUDA target, since this one may
+    run the simulator). Raises DlrmlabError saying why where the toolkit is missing or a step fails."""
+    why = why_no_ptxas()
+    if why:
+        raise DlrmlabError(why)
+    req = {"variants": list(variants), "dtype": dtype, "index_dtype": index_dtype, "mode": mode,
+           "weighted": weighted, "cc": list(cc), "ptxas": ptxas_path()}  # fmt: skip
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
+    code = "from dlrmlab import occupancy; occupancy._ptxas_child()"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], input=json.dumps(req), capture_output=True, text=True,
+                              env=env, timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise DlrmlabError(f"compiling the kernels to PTX took over {timeout:g} s") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise DlrmlabError(f"compiling the kernels for sm_{cc[0]}{cc[1]} without a GPU failed: {last}")
+    return pd.DataFrame(json.loads(done.stdout.strip().splitlines()[-1]))

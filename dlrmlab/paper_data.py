@@ -5,7 +5,8 @@ low- and medium-reuse traces and the 60K "hot" row lists of the low, medium and 
 high trace itself is not public). :data:`PAPER_FILES` lists them with what a good copy holds; the
 published figures are those of ``shared/data/README.md``. Nothing here is committed to the project: the
 files are looked up in :func:`dlrmlab.datasets.data_dirs` (``$DLRMLAB_DATA_DIR``, then
-``~/.cache/dlrmlab/data``), and ``dlrmlab data fetch`` downloads them there.
+``~/.cache/dlrmlab/data``), and ``dlrmlab data fetch`` downloads them there (a command that wants one of them
+downloads it there on first use: :meth:`dlrmlab.datasets.ArtifactFile.obtain`).
 
 ``dlrmlab data list | verify [PATH|NAME] | fetch [--dest DIR]`` is :func:`command`.
 """
@@ -14,17 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dlrmlab import hotness
+from dlrmlab import download, hotness
 from dlrmlab.datasets import (
     ARTIFACT_COMMIT,
     ARTIFACT_REPO,
@@ -44,7 +41,7 @@ COVERAGE_TOLERANCE = 0.0005  # published shares are rounded to 0.1%
 
 @dataclass(frozen=True)
 class PaperFile:
-    """One of the artifact's files and what a good copy of it holds."""
+    """One of the artifact's files and what a good copy of it holds (its sha256 and size: ``source``)."""
 
     name: str  # how commands name it: trace:low, hot60K:low
     kind: str  # "trace" or "hot rows"
@@ -52,7 +49,6 @@ class PaperFile:
     ids: int  # lines holding an id
     distinct: int
     max_id: int
-    sha256: str
     coverage: dict[int, float] = field(default_factory=dict)  # published share of the hottest K rows
     trace: str | None = None  # hot rows: the trace whose hottest 60K rows they are
 
@@ -60,35 +56,36 @@ class PaperFile:
     def file(self) -> str:
         return self.source.file
 
+    @property
+    def sha256(self) -> str:
+        return self.source.sha256
+
     def find(self) -> Path | None:
         return self.source.find()
 
 
 PAPER_FILES: tuple[PaperFile, ...] = (
+    PaperFile("trace:low", "trace", PAPER_TRACES["low"], 379_910, 231_073, 499_999, PUBLISHED_COVERAGE["low"]),
+    PaperFile("trace:medium", "trace", PAPER_TRACES["medium"], 429_951, 102_524, 499_997, PUBLISHED_COVERAGE["medium"]),
     PaperFile(
-        "trace:low", "trace", PAPER_TRACES["low"], 379_910, 231_073, 499_999,
-        "108ed75d9472b4a6dc72a62cdc7c2baf51915ee41c5abfdcef8a7a253afb4c7b", PUBLISHED_COVERAGE["low"],
-    ),
-    PaperFile(
-        "trace:medium", "trace", PAPER_TRACES["medium"], 429_951, 102_524, 499_997,
-        "628524ab361ec19617039adffab8618701a9a220fda90a1de66289a83e3a6e9e", PUBLISHED_COVERAGE["medium"],
-    ),
-    PaperFile(
-        "hot60K:low", "hot rows", ArtifactFile("hot60K_low.txt", "pinned_indices/rj_60K_low_hot_indices.txt"),
-        60_000, 60_000, 499_994, "822ea259699adf49caccf93d6a247e004a0d7a754897ec121c91d7344a455be3",
-        trace="trace:low",
+        "hot60K:low", "hot rows",
+        ArtifactFile("hot60K_low.txt", "pinned_indices/rj_60K_low_hot_indices.txt",
+                     "822ea259699adf49caccf93d6a247e004a0d7a754897ec121c91d7344a455be3", 406_638),
+        60_000, 60_000, 499_994, trace="trace:low",
     ),
     PaperFile(
         "hot60K:medium", "hot rows",
-        ArtifactFile("hot60K_medium.txt", "pinned_indices/rj_60K_medium_hot_indices.txt"),
-        60_000, 60_000, 499_996, "663a97b2bc7ed39e62919feeaea31c09fe59caa2600b24c29a3e7b008b17d956",
-        trace="trace:medium",
+        ArtifactFile("hot60K_medium.txt", "pinned_indices/rj_60K_medium_hot_indices.txt",
+                     "663a97b2bc7ed39e62919feeaea31c09fe59caa2600b24c29a3e7b008b17d956", 406_695),
+        60_000, 60_000, 499_996, trace="trace:medium",
     ),
     PaperFile(
-        "hot60K:high", "hot rows", ArtifactFile("hot60K_high.txt", "pinned_indices/rj_60K_high_hot_indices.txt"),
-        60_000, 60_000, 499_981, "38ea7fbbe3a8f58c03fbf4bc5d91960b9454c3a6cc7a82dd783579d8bed6fd17",
+        "hot60K:high", "hot rows",
+        ArtifactFile("hot60K_high.txt", "pinned_indices/rj_60K_high_hot_indices.txt",
+                     "38ea7fbbe3a8f58c03fbf4bc5d91960b9454c3a6cc7a82dd783579d8bed6fd17", 390_173),
+        60_000, 60_000, 499_981,
     ),
-)
+)  # fmt: skip
 
 
 def paper_file(name: str) -> PaperFile:
@@ -187,9 +184,6 @@ def _print_checks(title: str, checks: list[Check]) -> None:
 
 # --- fetch -------------------------------------------------------------------------------------------------
 
-Opener = Callable[..., object]
-
-
 def default_dest() -> Path:
     """Where ``fetch`` writes by default: the first directory the files are looked up in."""
     return data_dirs()[0]
@@ -207,30 +201,9 @@ def how_to_get_by_hand(dest: Path) -> str:
     return "\n".join(lines)
 
 
-def _download(pf: PaperFile, dest: Path, opener: Opener, timeout: float) -> None:
-    """Download one file into ``dest`` atomically (a temporary file renamed once its sha256 is right)."""
-    url = pf.source.url()
-    fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{pf.file}.", suffix=".part")
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, opener(url, timeout=timeout) as resp:
-            while block := resp.read(1 << 20):
-                digest.update(block)
-                out.write(block)
-        if digest.hexdigest() != pf.sha256:
-            raise DlrmlabError(
-                f"{url}: the download is not the artifact's file (sha256 {digest.hexdigest()[:12]}, expected "
-                f"{pf.sha256[:12]}); nothing was written"
-            )
-        os.replace(tmp, dest / pf.file)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def fetch(
     dest: str | Path | None = None,
-    opener: Opener | None = None,
+    opener: download.Opener | None = None,
     timeout: float = 60.0,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
@@ -238,7 +211,6 @@ def fetch(
     the right content are kept. Each file is written atomically and only if its sha256 is the artifact's.
     Offline, raises :class:`DlrmlabError` saying how to get them by hand. Returns name -> path."""
     dest = Path(dest).expanduser() if dest is not None else default_dest()
-    opener = opener or urllib.request.urlopen
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -253,8 +225,9 @@ def fetch(
             if progress:
                 progress(f"{pf.name:14s} downloading {pf.source.url()}")
             try:
-                _download(pf, dest, opener, timeout)
-            except (urllib.error.URLError, OSError, TimeoutError, ConnectionError) as e:
+                download.download(pf.source.url(), target, pf.sha256, opener=opener, timeout=timeout,
+                                  deadline=max(download.DEADLINE_S, 4 * timeout))
+            except download.NETWORK_ERRORS as e:
                 why = getattr(e, "reason", None) or e
                 raise DlrmlabError(
                     f"cannot download {pf.source.url()} ({why}).\n{how_to_get_by_hand(dest)}"

@@ -2,6 +2,8 @@
 
 * ``gpu`` tests are skipped in simulator mode, ``torch`` tests when PyTorch is not importable; ``browser``
   tests are deselected unless ``-m`` names them (``pytest -m browser``: a step of its own in CI).
+* No test reaches the network: ``DLRMLAB_OFFLINE=1`` (set here, so subprocesses and notebooks inherit it) turns
+  off downloading the paper's files on first use; tests of the download pass a fake opener.
 * Every test runs with ``DLRMLAB_CACHE_DIR`` in a temporary directory (one per xdist worker): no test reads
   or writes the user's tuning cache, so kernel configurations depend on the code and the shipped table only.
 * Hypothesis: the ``ci`` profile (chosen where ``CI=true``, as CI services set it) draws fewer examples per
@@ -24,7 +26,9 @@ import pytest
 from helpers import HYPOTHESIS_EXAMPLES
 from hypothesis import HealthCheck, settings
 
-from dlrmlab import backend
+from dlrmlab import backend, download
+
+os.environ[download.OFFLINE_ENV] = "1"  # before any test, worker or subprocess starts: never the network
 
 # --- Hypothesis profiles ----------------------------------------------------------------------------------
 

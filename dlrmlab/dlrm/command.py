@@ -17,15 +17,18 @@ from dlrmlab.workload import MAX_BATCH
 
 DEFAULT_EMBEDDINGS = "torch,torch_compile,optmt,rpf,fast,fast_graph"
 RESULTS_NAME = "dlrm"
+#: The headline table (markdown) written beside the figures: best dlrmlab pipeline against eager and the
+#: strongest all-PyTorch form of the same run, per dataset at batch 2048.
+BEST_TABLE = "dlrm_best.md"
 PLOTS = {"breakdown": "dlrm_breakdown.png", "speedup": "dlrm_speedup.png", "sweep": "dlrm_latency_throughput.png"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding", default=DEFAULT_EMBEDDINGS,
                    help="embedding pipelines, comma-separated: torch, a paper variant (baseline, optmt, rpf, rpf_l1, "
-                   "rpf_shared, optmt_rpf), fast; NAME_graph = whole batch in one CUDA graph; torch_compile. torch "
-                   "and torch_compile are always added as peers; fast@PLACEMENT reads the tables from host memory: "
-                   "fast@host, fast@cached:10%%:lru (default %(default)s)")  # fmt: skip
+                   "rpf_shared, optmt_rpf), fast; NAME_graph = whole batch in one CUDA graph; torch_compile. torch, "
+                   "torch_graph and torch_compile are always added as peers (on a GPU); fast@PLACEMENT reads the "
+                   "tables from host memory: fast@host, fast@cached:10%%:lru (default %(default)s)")  # fmt: skip
     p.add_argument("--dataset", default="random", help="comma-separated: random, low, medium, high, zipf:A, trace:PATH")
     p.add_argument("--preset", default="auto", help="paper or tiny (default: paper on a GPU, tiny in the simulator)")
     p.add_argument("--batch-sizes", help="comma-separated batch sizes, or 'sweep' for 256,...,16384 "
@@ -42,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table-dtype", help="table storage: float32 (default), float16, bfloat16, or quantized rows "
                    "int8, int4, fp8: the fast pipelines read those rows, the others (torch's) the fp32 values they "
                    "hold, so outputs still compare exactly")  # fmt: skip
-    p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile peer (slow to compile)")
+    p.add_argument("--no-compile", action="store_true",
+                   help="leave out the torch.compile and torch_graph peers (compiling is slow)")
     p.add_argument("--plots", action="store_true", help="also write the figures (PNG) beside the CSV")
     p.add_argument("--json", action="store_true", help="print the rows as JSON records")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -65,20 +69,23 @@ def _batch_sizes(text: str | None) -> list[int] | None:
 
 
 def format_rows(df) -> str:
-    """The CLI's table; rows not timed on a GPU (``timing_valid`` False) show correctness only, no times."""
+    """The CLI's table; rows not timed on a GPU (``timing_valid`` False) show correctness only, no times. The
+    last ratio is against the strongest all-PyTorch form of the run (``best_torch``, when ``df`` has it:
+    :func:`dlrmlab.dlrm.measure.strongest_torch`)."""
     if not df.empty and not df["timing_valid"].astype(bool).any():
         cols = [c for c in ("pipeline", "dataset", "batch_size", "correct", "error") if c in df and df[c].notna().any()]
         return df[cols].to_string(index=False, na_rep="-")
     cols = ["pipeline", "dataset", "batch_size", "latency_ms", "samples_per_s", "bottom_mlp_ms", "embedding_ms",
-            "interaction_ms", "top_mlp_ms", "embedding_share", "speedup_vs_torch", "speedup_vs_torch_compile",
-            "correct"]  # fmt: skip
+            "interaction_ms", "top_mlp_ms", "embedding_share", "speedup_vs_torch", "speedup_vs_best_torch",
+            "best_torch", "correct"]  # fmt: skip
+    cols = [c for c in cols if c in df]
     return df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
 def write_plots(df, out_dir: Path) -> list[Path]:
     """The three figures from every row of the results file (the latest measurement of each pipeline,
     dataset and batch size), so separate runs (datasets at 2048, a sweep on one dataset) add up. The sweep
-    figure only once some dataset has several batch sizes."""
+    figure only once some dataset has several batch sizes. On a GPU also the headline table (:data:`BEST_TABLE`)."""
     from dlrmlab.dlrm import plots  # torch: optional; the CLI's parser imports this module
 
     made = [(plots.stage_breakdown(df), PLOTS["breakdown"]), (plots.speedup_by_dataset(df), PLOTS["speedup"])]
@@ -88,6 +95,11 @@ def write_plots(df, out_dir: Path) -> list[Path]:
     for fig, name in made:
         fig.savefig(out_dir / name, dpi=120, bbox_inches="tight")
         paths.append(out_dir / name)
+    if df["timing_valid"].astype(bool).any():
+        from dlrmlab.dlrm.measure import best_markdown  # torch: optional; the CLI's parser imports this module
+
+        (out_dir / BEST_TABLE).write_text(best_markdown(df))
+        paths.append(out_dir / BEST_TABLE)
     return paths
 
 
@@ -100,7 +112,11 @@ def run_command(args: argparse.Namespace, out_dir: Path) -> int:
         import torch  # noqa: F401
     except Exception as e:
         raise DlrmlabError(f"dlrmlab dlrm needs PyTorch (pip install -e '.[torch]'): {e}") from None
-    from dlrmlab.dlrm.measure import best_pipelines, run_dlrm  # torch: optional; the CLI's parser imports this module
+    from dlrmlab.dlrm.measure import (  # torch: optional; the CLI's parser imports this module
+        best_pipelines,
+        run_dlrm,
+        strongest_torch,
+    )
 
     names = [x.strip() for x in args.embedding.split(",") if x.strip()]
     datasets = [x.strip() for x in args.dataset.split(",") if x.strip()]
@@ -122,11 +138,12 @@ def run_command(args: argparse.Namespace, out_dir: Path) -> int:
     if args.json:
         print(df.to_json(orient="records"))
     else:
-        print(format_rows(df))
+        print(format_rows(strongest_torch(df) if len(df) else df))
         best = best_pipelines(df) if not backend.SIMULATOR else df.iloc[:0]
         if not best.empty:
-            print(f"\nbest dlrmlab pipeline at batch 2048 (dlrmlab's targets; the paper's best: "
-                  f"{PUBLISHED['end_to_end']}x on A100):")
+            print(f"\nbest dlrmlab pipeline at batch 2048, against eager torch and the strongest all-PyTorch form "
+                  f"measured in this run (best_torch: eager, its whole-model CUDA graph or torch.compile), with "
+                  f"dlrmlab's targets; the paper's best: {PUBLISHED['end_to_end']}x on A100:")
             print(best.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         notes.append(f"appended {len(df)} row(s) to {path}")
         if args.plots and len(df) and df["latency_ms"].notna().any():

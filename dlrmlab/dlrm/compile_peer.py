@@ -6,9 +6,14 @@ ones a user tries: the modes (``reduce-overhead``, ``max-autotune``, ``max-autot
 over the whole model (``torch.cuda.graph`` around eager or compiled code: no launch gaps between stages).
 :func:`compare_settings` times them all, interleaved with eager, after a correctness check against eager,
 on the same inputs; ``python -m dlrmlab.dlrm.compile_peer --out OUT`` writes the rows
-(``OUT/<gpu family>/compile_peer.csv``) and names the fastest. The setting the ``torch_compile`` peer uses
-is data (``compile_peer`` in ``dlrmlab/tuned/defaults.json``, per GPU family: :func:`peer_setting`), chosen
-from those rows.
+(``OUT/<gpu family>/compile_peer.csv``) and names the fastest compiled setting, recorded in the user's tuning
+cache. The setting the ``torch_compile`` peer uses is data (:func:`peer_setting`: that cache, else
+``compile_peer`` in ``dlrmlab/tuned/defaults.json``, per GPU family). Compile (and autotuning) time is kept
+out of the timings and recorded apart (``compile_s``).
+
+Every ratio ``dlrmlab dlrm`` prints against PyTorch's best is against the fastest all-PyTorch form of the
+same run: eager, eager in one whole-model CUDA graph (``torch_graph``) or this peer
+(:func:`dlrmlab.dlrm.measure.strongest_torch`).
 
 Without a GPU the settings that need one (CUDA graphs, ``reduce-overhead``, ``max-autotune``) are skipped
 with the reason and the others run on the CPU, correctness only (``timing_valid=False``).
@@ -29,7 +34,8 @@ import numpy as np
 import pandas as pd
 import torch  # this module is the torch peer: torch is its subject
 
-from dlrmlab import backend
+from dlrmlab import backend, tuned
+from dlrmlab.bench import env as benv
 from dlrmlab.bench.schema import BASELINE
 from dlrmlab.datasets import canonical_name
 from dlrmlab.device import family
@@ -70,14 +76,15 @@ SLOW = ("max-autotune+static",)
 
 
 def peer_setting(gpu_family: str | None = None) -> str:
-    """The setting the ``torch_compile`` peer uses on ``gpu_family`` (shipped data, measured by this module's
-    command); ``reduce-overhead`` where none was measured."""
-    from dlrmlab.tuned import SHIPPED
-
-    table = json.loads(SHIPPED.read_text()).get("compile_peer", {})
-    name = table.get(gpu_family or family(), {}).get("setting", "reduce-overhead")
-    if name not in SETTINGS:
-        raise DlrmlabError(f"compile_peer setting {name!r} in {SHIPPED.name} is not one of {', '.join(SETTINGS)}")
+    """The setting the ``torch_compile`` peer uses on ``gpu_family``: the fastest compiled setting this module's
+    command measured here (the user's tuning cache), else the shipped one; ``reduce-overhead`` where none was
+    measured."""
+    entry = tuned.compile_peer_entry(gpu_family or family())
+    name = entry.params.get("setting", "reduce-overhead") if entry else "reduce-overhead"
+    if name not in SETTINGS or SETTINGS[name].compile is None:
+        where = tuned.cache_path() if entry and entry.source == "user-cache" else tuned.SHIPPED.name
+        raise DlrmlabError(f"compile_peer setting {name!r} in {where} is not a compiled setting; valid: "
+                           f"{', '.join(n for n, s in SETTINGS.items() if s.compile is not None)}")  # fmt: skip
     return name
 
 
@@ -183,11 +190,14 @@ def _one_dataset(model: Any, wl: Any, names: list[str], compiled: dict, n_batche
             err = float((run(0) - ref).abs().max())
         except Exception as e:  # one setting that does not compile must not hide the others
             info[name] = {"correct": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+            print(f"compile_peer: {name} failed: {info[name]['error']}", file=sys.stderr, flush=True)
             continue
         closers += close
         ok = err <= OUT_ATOL
         info[name] = {"correct": ok, "max_abs_err": err, "compile_s": time.perf_counter() - t0,
                       "error": None if ok else "outputs differ from eager's"}
+        print(f"compile_peer: {name} ready in {info[name]['compile_s']:.1f} s (compile and warm-up, not timed)",
+              file=sys.stderr, flush=True)  # fmt: skip
         if ok:
             runs[name] = run
     try:
@@ -209,15 +219,39 @@ def _one_dataset(model: Any, wl: Any, names: list[str], compiled: dict, n_batche
     return rows
 
 
-def best_setting(df: pd.DataFrame) -> str | None:
-    """The compiled setting with the lowest geometric-mean latency over the datasets, among those correct on
-    every dataset and timed on a GPU (None if there is none)."""
+def _geomeans(df: pd.DataFrame) -> pd.Series:
+    """Geometric-mean latency over the datasets of each compiled setting correct on every dataset and timed on
+    a GPU."""
     d = df[(df["setting"] != "eager") & df["timing_valid"].astype(bool)]
     d = d[~d["setting"].str.startswith("eager")]
     ok = d.groupby("setting").filter(lambda g: g["correct"].astype(bool).all() and g["latency_ms"].notna().all())
-    if ok.empty:
+    return ok.groupby("setting")["latency_ms"].apply(lambda v: float(np.exp(np.log(v).mean())))
+
+
+def best_setting(df: pd.DataFrame) -> str | None:
+    """The compiled setting with the lowest geometric-mean latency over the datasets, among those correct on
+    every dataset and timed on a GPU (None if there is none)."""
+    g = _geomeans(df)
+    return None if g.empty else str(g.idxmin())
+
+
+def record_best(df: pd.DataFrame, command: str) -> tuple[str, Path] | None:
+    """Record the fastest compiled setting of ``df`` in the user's tuning cache, unless a faster one measured
+    on the same datasets is recorded there already (runs of a few settings each add up). Returns the setting
+    recorded, and where; None when nothing was timed correct here."""
+    g = _geomeans(df)
+    if g.empty:
         return None
-    return str(ok.groupby("setting")["latency_ms"].apply(lambda v: float(np.exp(np.log(v).mean()))).idxmin())
+    best, ms, datasets = str(g.idxmin()), float(g.min()), sorted(set(df["dataset"]))
+    prev = tuned.compile_peer_entry(family())
+    if prev is not None and prev.source == "user-cache" and prev.params.get("datasets") == datasets \
+            and prev.params.get("geomean_ms", np.inf) <= ms and prev.params.get("setting") in SETTINGS:
+        return str(prev.params["setting"]), tuned.cache_path()
+    t = df[df["setting"] == best]
+    measured = (f"{benv.environment().get('gpu_name')}, {time.strftime('%Y-%m-%d')}: {command}; "
+                + ", ".join(f"{r.dataset} {r.latency_ms:.3f} ms" for r in t.itertuples()))  # fmt: skip
+    entry = {"setting": best, "geomean_ms": ms, "datasets": datasets, "measured": measured}
+    return best, tuned.store_compile_peer(family(), entry)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,8 +281,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         cols = [c for c in cols if c not in ("latency_ms", "speedup_vs_eager")]
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"appended {len(df)} row(s) to {append_results(df, 'compile_peer', out)}")
-    best = best_setting(df)
-    print(f"fastest torch.compile setting: {best}" if best else "no setting timed here (no GPU): nothing chosen")
+    command = f"python -m dlrmlab.dlrm.compile_peer {' '.join(argv if argv is not None else sys.argv[1:])}"
+    recorded = record_best(df, command)
+    if recorded:
+        print(f"fastest torch.compile setting measured here: {recorded[0]} (in {recorded[1]}: the torch_compile "
+              "peer of `dlrmlab dlrm` uses it)")
+    else:
+        print("no compiled setting timed correct here (or no GPU): nothing chosen")
     return 0 if df.loc[df["error"].isna(), "correct"].astype(bool).all() else 1
 
 

@@ -152,6 +152,16 @@ def _pack(tables: Sequence[torch.Tensor], dtype: torch.dtype, device: Any) -> to
     return packed
 
 
+def stream_capturing() -> bool:
+    """Whether torch's current CUDA stream is being captured into a graph (then the content checks, which read
+    the batch on the host, are left out). Under torch.compile the question is not asked: dynamo cannot trace
+    it (the query returns a bool, not a tensor: a graph break, which ``fullgraph=True`` refuses), and what
+    dynamo traces is never inside a capture: torch.compile's CUDA graphs capture the compiled code later."""
+    if torch.compiler.is_compiling() or not torch.cuda.is_available():
+        return False
+    return torch.cuda.is_current_stream_capturing()
+
+
 class EmbeddingBagCollection(torch.nn.Module):
     """Pooled embeddings of K tables for a batch of B samples: ``forward(kjt) -> [ (B, dim) ] * K``, fp32.
 
@@ -354,7 +364,7 @@ class EmbeddingBagCollection(torch.nn.Module):
         self._check_devices(sparse.values.device)
         if sparse.weights is not None and self.mode != "sum":
             raise DlrmlabError("per-sample weights need mode 'sum' (as in torch)")
-        capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+        capturing = stream_capturing()
         if self.validate and not capturing:
             self.check_values(sparse)
 
@@ -420,7 +430,7 @@ class EmbeddingBagCollection(torch.nn.Module):
         if any(w is not None for w in psw) and self.mode != "sum":
             raise DlrmlabError("per-sample weights need mode 'sum' (as in torch)")
         outs = []
-        capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+        capturing = stream_capturing()
         for t in range(self.num_tables):
             ids, off = indices[t], offsets[t]
             self._check_devices(ids.device)

@@ -87,7 +87,8 @@ def coverage_bars(df: pd.DataFrame, *, title: str, stamp: str) -> Figure:
     ax.set_ylabel("lookups served by the hottest 60K rows (%)")
     traces = df["dataset"].astype(str).str.startswith("trace:").any()
     ax.set_xlabel("dataset (one paper batch: 12 x 2048 x 150 ids, 500K rows)"
-                  + ("" if traces else "\nthe artifact's traces were not found here (dlrmlab data fetch)"))
+                  + ("" if traces else "\nthe artifact's traces could not be downloaded here: the synthetic sets "
+                                       "fitted to them stand in"))
     ax.set_title(title, fontsize=10)
     style.legend(ax)
     return style.finish(fig, stamp)

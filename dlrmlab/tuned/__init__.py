@@ -71,10 +71,29 @@ def fast_entry(
 
 def store_fast(family: str, dim: int, dtype: str, pooling_mean: float, entry: dict, split_hot: bool = False) -> Path:
     """Write a tuning result to the user cache (atomically)."""
+    return _store(_key(family, dim, dtype, pooling_mean, split_hot), entry)
+
+
+def compile_peer_entry(family: str, user_cache: dict | None = None) -> Tuned | None:
+    """The torch.compile setting measured fastest on this GPU family (``{"setting": NAME, "measured": ...}``):
+    the user's cache first (``python -m dlrmlab.dlrm.compile_peer`` writes it), then the shipped table."""
+    cache = load_user_cache() if user_cache is None else user_cache
+    if f"compile_peer|{family}" in cache:
+        return Tuned(dict(cache[f"compile_peer|{family}"]), "user-cache")
+    entry = json.loads(SHIPPED.read_text()).get("compile_peer", {}).get(family)
+    return Tuned(dict(entry), "shipped") if entry else None
+
+
+def store_compile_peer(family: str, entry: dict) -> Path:
+    """Record the fastest torch.compile setting measured here in the user cache (atomically)."""
+    return _store(f"compile_peer|{family}", entry)
+
+
+def _store(key: str, entry: dict) -> Path:
     p = cache_path()
     p.parent.mkdir(parents=True, exist_ok=True)
     data = load_user_cache()
-    data[_key(family, dim, dtype, pooling_mean, split_hot)] = entry
+    data[key] = entry
     tmp = p.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     tmp.replace(p)

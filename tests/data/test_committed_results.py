@@ -64,3 +64,16 @@ def test_the_committed_profile_has_what_the_l2_model_comparison_needs():
     ncu = pd.read_csv(_need(H100 / "profile.csv"))
     assert {"variant", "dataset", "l2_hit_rate", "l1_hit_rate", "preset", "seed"} <= set(ncu.columns)
     assert any(l2model._has_policy(v) for v in ncu["variant"])
+
+
+@pytest.mark.torch
+def test_the_dlrm_headline_table_is_the_one_the_rows_give():
+    """results/README.md's DLRM table and h100/dlrm_best.md are what the committed rows give (ratios against the
+    strongest all-PyTorch form of each run, no number typed by hand)."""
+    from dlrmlab.dlrm.measure import best_markdown
+
+    table = best_markdown(pd.read_csv(_need(H100 / "dlrm.csv")))
+    assert (_need(H100 / "dlrm_best.md")).read_text() == table
+    readme = (RESULTS / "README.md").read_text()
+    shown = readme.split("<!-- dlrm_best.md (begin) -->\n")[1].split("<!-- dlrm_best.md (end) -->")[0]
+    assert shown == table

@@ -293,3 +293,23 @@ def test_embedding_module_bounds_check_modes():
         ebc("fast_graph", bounds_check="warning")
     with pytest.raises(DlrmlabError, match="bounds_check must be one of"):
         ebc(bounds_check="strict")
+
+
+def test_ratios_are_against_the_strongest_torch_form_of_the_same_run():
+    from dlrmlab.dlrm.measure import best_pipelines, strongest_torch
+
+    rows = []
+    for run, (eager, graph, compiled) in (("r1", (1.5, 1.2, 1.6)), ("r2", (1.5, np.nan, 1.0))):
+        for name, emb, lat, ok in (("torch", "torch", eager, True), ("torch_graph", "torch", graph, True),
+                                   ("torch_compile", "torch", compiled, run == "r1"),
+                                   ("fast_graph", "fast", 0.6, True)):
+            rows.append({"run_id": run, "pipeline": name, "embedding": emb, "dataset": f"random-{run}",
+                         "batch_size": 2048, "latency_ms": lat, "correct": ok, "speedup_vs_torch": eager / lat})
+    d = strongest_torch(pd.DataFrame(rows)).set_index(["run_id", "pipeline"])
+    assert d.loc[("r1", "fast_graph"), "best_torch"] == "torch_graph"  # faster than eager and compile
+    assert d.loc[("r1", "fast_graph"), "speedup_vs_best_torch"] == pytest.approx(1.2 / 0.6)
+    # r2: compile was fastest but wrong, the graph not measured: eager is the strongest correct form
+    assert d.loc[("r2", "fast_graph"), "best_torch"] == "torch"
+    best = best_pipelines(pd.DataFrame(rows)).set_index("dataset")
+    assert best.loc["random-r1", "speedup_vs_best_torch"] == pytest.approx(2.0)
+    assert pd.isna(best.loc["random-r1", "target_vs_best_torch"])  # no target for this dataset

@@ -190,8 +190,8 @@ def test_verify_crlf_copy_passes_with_sha256_for_information(paper_dir, tmp_path
 def _fake_registry(monkeypatch) -> dict[str, bytes]:
     contents = {"a.txt": b"5\n1\n5\n", "b.txt": b"7\n"}
     files = tuple(
-        PaperFile(f"trace:{name[0]}", "trace", ArtifactFile(name, f"dir/{name}"), len(c.split()),
-                  len(set(c.split())), max(int(x) for x in c.split()), hashlib.sha256(c).hexdigest())
+        PaperFile(f"trace:{name[0]}", "trace", ArtifactFile(name, f"dir/{name}", hashlib.sha256(c).hexdigest(), len(c)),
+                  len(c.split()), len(set(c.split())), max(int(x) for x in c.split()))
         for name, c in contents.items()
     )
     monkeypatch.setattr(paper_data, "PAPER_FILES", files)
@@ -236,7 +236,7 @@ def test_fetch_to_dest(capsys, tmp_path, monkeypatch, empty_data_dir):
 def test_fetch_refuses_a_wrong_download(tmp_path, monkeypatch, empty_data_dir):
     served = _fake_registry(monkeypatch)
     served[RAW + "dir/b.txt"] = b"8\n"
-    with pytest.raises(paper_data.DlrmlabError, match="not the artifact's file"):
+    with pytest.raises(paper_data.DlrmlabError, match="not the expected file"):
         paper_data.fetch(tmp_path / "d", opener=_Opener(served))
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["a.txt"]  # b.txt neither written nor left over
 

@@ -58,7 +58,7 @@ def test_hotness_figure_draws_the_paper_figure_only_where_it_has_one():
                        "top_60000": [0.2, 0.97], "paper_top_60000": [np.nan, np.nan]})
     fig = figures.coverage_bars(df, title="t", stamp="s")
     assert _legend_labels(fig) == ["measured here"]
-    assert "traces were not found" in fig.axes[0].get_xlabel()
+    assert "traces could not be downloaded here" in fig.axes[0].get_xlabel()
     df["dataset"] = ["trace:low", "random"]
     df["paper_top_60000"] = [0.487, np.nan]
     fig = figures.coverage_bars(df, title="t", stamp="s")

@@ -54,7 +54,7 @@ def test_tiny_suite_writes_every_section_and_figure(tmp_path, capsys):
         assert f"]({name}.png)" in report
         assert (d / f"{name}.csv").is_file()
     # the datasets: the missing traces are skipped with the reason; --datasets defaults honoured
-    assert "trace not found: run `dlrmlab data fetch`" in report
+    assert "not downloaded: $DLRMLAB_OFFLINE is set); run `dlrmlab data fetch` where the network allows" in report
     hot = pd.read_csv(d / "hotness.csv")
     # ... and stood in for, in the hotness analysis, by their fitted synthetic sets (at the paper's scale)
     assert list(hot["dataset"]) == ["synthetic-high", "random", "synthetic-low", "synthetic-medium"]
@@ -104,7 +104,7 @@ def test_a_crashing_experiment_is_reported_and_the_rest_go_on(tmp_path, monkeypa
         (["--only", "occupancy,nonsense"], "unknown claim(s) 'nonsense' in --only; valid: hotness, embedding_share"),
         (["--datasets", "nonsense"], "unknown dataset 'nonsense'"),
         (["--datasets", "random,trace:/no/such/file.txt"], "trace file not found"),
-        (["--datasets", "trace:low"], "no dataset can run here (trace:low: trace not found: run `dlrmlab data fetch`)"),
+        (["--datasets", "trace:low"], "no dataset can run here (trace:low: reuse_low_500K.txt is not in"),
         (["--preset", "paper"], "--preset paper needs a CUDA GPU"),
         (["--repeats", "0"], "--repeats must be positive"),
     ],
@@ -151,7 +151,7 @@ def test_a_real_trace_is_found_and_compared_with_the_paper(tmp_path, monkeypatch
     assert hot.loc["trace:low", "paper_top_60000"] == pytest.approx(0.487)
     assert hot.loc["trace:low", "label"] == "low-reuse trace"
     report = (d / REPORT).read_text()
-    assert "medium-reuse trace: trace not found" in report
+    assert "medium-reuse trace: reuse_medium_500K.txt is not in" in report
     assert "| Datasets: how skewed the lookups are |" in report and "| no |" in report  # 1,000 rows take 100%
 
 

@@ -62,3 +62,51 @@ def test_compiled_settings_match_eager_on_a_gpu():
     df = compare_settings(["random"], "tiny", settings=["reduce-overhead+static", "default+static+cuda_graph"],
                           repeats=3)  # fmt: skip
     assert df["correct"].astype(bool).all() and df["latency_ms"].gt(0).all()
+
+
+
+@pytest.mark.parametrize("compiling", [True, False])
+def test_the_capture_query_is_not_asked_under_compile(monkeypatch, compiling):
+    """The stream-capture query returns a bool from torch: traced by dynamo it is a graph break, which
+    fullgraph=True refuses ("torch.* op returned non-Tensor" on a GPU). Under torch.compile it is not asked
+    (the GPU test above compiles the DLRM forward with fullgraph=True)."""
+    import torch
+
+    from dlrmlab.dlrm.embedding import stream_capturing
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the GPU path, without one
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert stream_capturing() is (not compiling)
+
+
+def test_the_measured_fastest_setting_is_the_peer(tmp_path, monkeypatch):
+    from dlrmlab import tuned
+    from dlrmlab.dlrm.compile_peer import peer_setting
+
+    monkeypatch.setenv("DLRMLAB_CACHE_DIR", str(tmp_path))
+    shipped = peer_setting("h100")
+    tuned.store_compile_peer("h100", {"setting": "max-autotune-no-cudagraphs+static", "measured": "here"})
+    assert peer_setting("h100") == "max-autotune-no-cudagraphs+static" and shipped != ""
+    tuned.store_compile_peer("h100", {"setting": "eager+cuda_graph"})  # not a torch.compile setting
+    with pytest.raises(DlrmlabError, match="not a compiled setting"):
+        peer_setting("h100")
+
+
+def test_runs_of_a_few_settings_each_keep_the_fastest(tmp_path, monkeypatch):
+    from dlrmlab.device import family
+    from dlrmlab.dlrm.compile_peer import peer_setting, record_best
+
+    monkeypatch.setenv("DLRMLAB_CACHE_DIR", str(tmp_path))
+
+    def rows(**ms):
+        return pd.DataFrame([{"dataset": "random", "setting": k.replace("_", "-"), "latency_ms": v, "correct": True,
+                              "timing_valid": True} for k, v in ms.items()])  # fmt: skip
+
+    assert record_best(rows(eager=1.4).assign(timing_valid=False), "x") is None  # nothing timed: nothing kept
+    assert record_best(rows(eager=1.4, reduce_overhead=1.5), "first")[0] == "reduce-overhead"
+    assert peer_setting(family()) == "reduce-overhead"
+    # a later run of slower settings keeps the faster one recorded; a faster one replaces it
+    assert record_best(rows(eager=1.4, **{"max-autotune+static": 1.6}), "second")[0] == "reduce-overhead"
+    assert record_best(rows(eager=1.4, **{"default+static": 1.1}), "third")[0] == "default+static"
+    assert peer_setting(family()) == "default+static"
