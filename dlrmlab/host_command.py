@@ -34,8 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ways", type=int, default=32, help="cache associativity (default %(default)s)")
     p.add_argument("--warmup", type=int, help="batches served before timing (default 4; 1 in the simulator)")
     p.add_argument("--batches", type=int, help="timed batches (default 10; 2 in the simulator)")
-    p.add_argument("--threads", type=int, default=16, help="CPU threads planning the cache (the sets split "
-                   "among them; default %(default)s)")  # fmt: skip
+    p.add_argument("--threads", type=int, default=16, help="CPU threads filling the host tables (the cache is "
+                   "managed on the GPU; default %(default)s)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the ids and tables (default %(default)s)")
     p.add_argument("--out", help="results directory; rows go to OUT/<gpu family>/host_tables.csv and host_link.csv "
                    "(default: $DLRMLAB_RESULTS_DIR, else ./dlrmlab-results)")  # fmt: skip
