@@ -41,8 +41,9 @@ from dlrmlab.placement import HostTables, Placement, check_device_fits
 COUNTERS = ("lookups", "unique_rows", "hits", "misses", "inserts", "evictions", "staged", "lookup_hits")
 _NEVER = -(2**62)  # a batch tick no batch has
 _BIG = 2**62  # sorts after every real key
-#: bytes of GPU memory the plan's temporaries take per id of the largest batch (a dozen int64 arrays)
-PLAN_BYTES_PER_ID = 160
+#: bytes of GPU memory the plan's temporaries take per id of the largest batch (a dozen int64 arrays) and
+#: per slot (the victim order: keys, orders, frequencies)
+PLAN_BYTES_PER_ID, PLAN_BYTES_PER_SLOT = 160, 40
 
 
 def set_hash(row: Any, n_sets: Any) -> Any:
@@ -174,7 +175,7 @@ class HbmCache:
             raise DlrmlabError(f"an HBM cache serves fewer than 2**32 rows and 2**31 buffer rows; got "
                                f"{host.total_rows:,} rows and {self.buffer_rows:,} buffer rows")
         if on_device:
-            state = 32 * (g.slots + 1) + 8 * (g.sets + 1) + 4 * (host.total_rows + 1)
+            state = (32 + PLAN_BYTES_PER_SLOT) * (g.slots + 1) + 8 * (g.sets + 1) + 4 * (host.total_rows + 1)
             check_device_fits(self.buffer_rows * host.row_bytes + state + PLAN_BYTES_PER_ID * self.stage_rows,
                               f"an HBM cache of {g.slots:,} rows ({checks.fmt_bytes(self.cache_bytes)}) "
                               f"with its state and staging for {self.stage_rows:,} rows a batch")
@@ -332,7 +333,9 @@ class HbmCache:
                            stream)
 
     def stats(self) -> CacheStats:
-        """Every batch's counters so far, summed (waits for the stream the last plan ran on)."""
+        """Every batch's counters so far, summed (waits for the GPU)."""
+        if self.device == "cuda":
+            torch_module().cuda.synchronize()
         return CacheStats.of(self.totals)
 
     def resident(self) -> np.ndarray:

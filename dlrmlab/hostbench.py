@@ -255,13 +255,15 @@ def run_cached(ht: HostTables, batches: list[JaggedBatch], placement: Placement,
 
 def unique_rows(batches: list[JaggedBatch], rows: Sequence[int]) -> int:
     """Distinct rows of each batch (tables apart), summed over ``batches``: what crosses the host link at
-    least once when every row is read zero-copy."""
+    least once when every row is read zero-copy (counted by torch, on the GPU where there is one)."""
+    torch = torch_module()
+    dev = "cpu" if backend.SIMULATOR else "cuda"
     base = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
     total = 0
     for b in batches:
         seg = segments(b.offsets, b.table_offsets)
         g = np.asarray(b.indices, np.int64) + np.repeat(base, np.diff(seg))
-        total += int(np.unique(g).size)
+        total += int(torch.unique(torch.as_tensor(g, device=dev)).numel())
     return total
 
 

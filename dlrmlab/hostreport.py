@@ -88,9 +88,9 @@ def section(runs: pd.DataFrame, link: pd.DataFrame) -> str:
         rb = "-" if pd.isna(r.row_bytes) else str(int(r.row_bytes))
         lines.append(f"| {r.measure} | {rb} | {r.gbps:.1f} |")
     maps = sorted({m for m in runs["id_map"].dropna() if m != "none"})
-    lines += ["", "Bound (the fastest a batch can be, from its counters and the rates above): `cached`, the missed rows "
-              "at the host gather rate (how the cache fetches them) and every lookup at the fused kernel's HBM rate, "
-              "summed when serial, the larger of the two when pipelined (batch i+1's fill overlaps batch i's "
+    lines += ["", "Bound (the fastest a batch can be, from its counters and the rates above): `cached`, the missed "
+              "rows at the host gather rate (how the cache fetches them) and every lookup at the fused kernel's "
+              "HBM rate, summed when serial, the larger of the two when pipelined (batch i+1's fill overlaps batch i's "
               "kernel); `host`, each batch's distinct rows at the best zero-copy rate measured at that row size "
               "(repeats of a row may come from L2). "
               f"Target: {TARGET_SHARE:.0%} of the bound on skewed ids, pipelined. Hit rate: lookups that needed no "

@@ -1,18 +1,21 @@
 """Serving batches from host tables: ``host`` (every row read zero-copy) and ``cached`` (an HBM cache with
 a prefetch pipeline), each one launch of the fused kernel per batch.
 
-The pipeline (as FBGEMM's prefetch): while batch i computes on the compute stream, batch i+1 is planned
-on the GPU (:meth:`dlrmlab.hbmcache.HbmCache.plan`: ids looked up in the cache, victims chosen, locations
-written) and its missed rows are copied into the cache, all on a side stream. The CPU only enqueues work;
-the synchronisation, all explicit, with two of every per-batch buffer (k = batch parity):
+The pipeline (as FBGEMM's prefetch): while batch i computes on the compute stream, batch i+1 is uploaded
+and planned on the GPU (:meth:`dlrmlab.hbmcache.HbmCache.plan`: ids looked up in the cache, victims
+chosen, locations written) on the plan stream, and its missed rows are copied into the cache on the fill
+stream, so batch i+1's plan also overlaps batch i's fill. The CPU only enqueues work. The synchronisation,
+all explicit, with two of every per-batch buffer (k = batch parity):
 
 1. before writing batch i+1 into the pinned upload buffers k, the CPU waits for ``uploaded[k]`` (batch
    i-1's upload out of them is done: it was enqueued a whole batch earlier, so this rarely waits);
-2. the side stream waits for ``computed[k]``, the event after batch i-1's kernel: the device buffers k, the
-   staging area k and the ways batch i+1 may overwrite are no longer read; batch i's ways are locked by
-   the plan (``lock_previous``), so batch i runs on undisturbed;
-3. on the side stream: the upload (then ``uploaded[k]``), the plan, the fill, then ``filled[k]``;
-4. the compute stream waits for ``filled[k]``, launches batch i+1's kernel, records ``computed[k]``.
+2. the plan stream waits for ``computed[k]``, the event after batch i-1's kernel (which itself waited for
+   batch i-1's fill): the device buffers k, the staging area k and the ways batch i+1 may overwrite are no
+   longer read; batch i's ways are locked by the plan (``lock_previous``), so batch i's fill and kernel run
+   on undisturbed;
+3. on the plan stream: the upload (then ``uploaded[k]``), the plan (then ``planned[k]``);
+4. the fill stream waits for ``planned[k]``, copies the missed rows, records ``filled[k]``;
+5. the compute stream waits for ``filled[k]``, launches batch i+1's kernel, records ``computed[k]``.
 
 Serial mode (``pipelined=False``) uploads, plans, fills and computes each batch on the compute stream
 and waits for it. In the simulator everything runs in order as it is enqueued (torch on the CPU).
@@ -73,7 +76,7 @@ class CachedStage:
     ``max_ids``/``max_bags``: the largest batch it will serve (sizes every buffer once, up front);
     ``compute``: the Numba stream kernels run on (default a new one; torch's current stream to order
     outputs with torch ops). ``time_side``: timing events around each batch's plan and fill on the side
-    stream (:meth:`side_ms`).
+    and fill streams (:meth:`side_ms`).
     """
 
     def __init__(self, host: HostTables, placement: Placement | str, max_ids: int, max_bags: int,
@@ -87,22 +90,24 @@ class CachedStage:
         self.compute = cuda.stream() if compute is None else compute
         if backend.SIMULATOR:
             self.side, self._side_torch = self.compute, None
-        else:
+        else:  # the plan stream: torch's ops and Numba's launches on one CUDA stream
             self._side_torch = torch.cuda.Stream() if self.pipelined else torch.cuda.ExternalStream(int(self.compute))
             self.side = cuda.external_stream(self._side_torch.cuda_stream)
+        self.fill_stream = cuda.stream() if self.pipelined and not backend.SIMULATOR else self.side
         T = len(host.rows)
         self.packed = PackedTables(self.cache.rows, cuda.to_device(np.zeros(T, np.int64)),
                                    (self.cache.buffer_rows,) * T, host.dim, host.dtype)
         dev = self.cache.device
         self._h = [self._buffers(torch, "cpu", pin=dev == "cuda") for _ in range(2)]
         self._d = [self._buffers(torch, dev) for _ in range(2)]
+        self.planned = [_sync_event() for _ in range(2)]
         self.filled = [_sync_event() for _ in range(2)]
         self.computed = [_sync_event() for _ in range(2)]
         self.uploaded = [_sync_event() for _ in range(2)]
         self._issued = [False, False]
         self.enqueue_seconds = 0.0  # CPU time spent enqueueing uploads, plans and fills
         self.time_side = time_side
-        self._side_events: list[tuple[Any, Any, Any]] = []  # per batch: before the plan, after it, after the fill
+        self._side_events: list[tuple[Any, ...]] = []  # per batch: around the plan, around the fill
 
     def _buffers(self, torch: Any, device: str, pin: bool = False) -> dict:
         n, b, T = self.max_ids, self.max_bags, len(self.host.rows)
@@ -117,12 +122,12 @@ class CachedStage:
         return d
 
     def _side_context(self) -> Any:
-        """torch ops on the side stream (the simulator's torch runs on the CPU, in order)."""
+        """torch ops on the plan stream (the simulator's torch runs on the CPU, in order)."""
         return contextlib.nullcontext() if self._side_torch is None else torch_module().cuda.stream(self._side_torch)
 
     def prefetch(self, batch: JaggedBatch) -> Prefetched:
-        """Upload ``batch``, plan it and start its fill on the side stream (returns without waiting for the
-        GPU)."""
+        """Upload and plan ``batch`` on the plan stream, fill on the fill stream (returns without waiting for
+        the GPU)."""
         n_ids, n_bags, T = int(batch.indices.shape[0]), int(batch.offsets.shape[0]) - 1, len(self.host.rows)
         if n_ids > self.max_ids or n_bags > self.max_bags:
             raise DlrmlabError(f"a batch of {n_ids:,} ids and {n_bags:,} bags is larger than this stage was "
@@ -143,21 +148,25 @@ class CachedStage:
             h[name][:n].numpy()[:] = values
         if self._issued[k]:
             self.computed[k].wait(self.side)  # (2) batch i-1's kernel no longer reads buffers k and its ways
-        with self._side_context():  # (3) upload, plan, fill
+        marks = [backend.event() for _ in range(4)] if self.time_side else None
+        with self._side_context():  # (3) upload, plan
             for name, _, n in parts:
                 d[name][:n].copy_(h[name][:n], non_blocking=True)
             self.uploaded[k].record(self.side)
-            marks = [backend.event() for _ in range(3)] if self.time_side else None
             if marks:
                 marks[0].record(self.side)
             seg = d["offsets"][d["table_offsets"][: T + 1]]
             plan = self.cache.plan(d["ids"][:n_ids], seg, lock_previous=self.pipelined, out=d)
             if marks:
                 marks[1].record(self.side)
-            self.cache.fill(plan, stream=self.side)
-        self.filled[k].record(self.side)
+        self.planned[k].record(self.side)
+        self.planned[k].wait(self.fill_stream)  # (4) fill
         if marks:
-            marks[2].record(self.side)
+            marks[2].record(self.fill_stream)
+        self.cache.fill(plan, stream=self.fill_stream)
+        self.filled[k].record(self.fill_stream)
+        if marks:
+            marks[3].record(self.fill_stream)
             self._side_events.append(tuple(marks))
         self.enqueue_seconds += time.perf_counter() - t0
         return Prefetched(k, n_ids, n_bags, plan, weighted, self.filled[k])
@@ -165,7 +174,7 @@ class CachedStage:
     def forward(self, pre: Prefetched, out: Any = None) -> Any:
         """Batch ``pre``'s embedding bags on the compute stream, once its fill is done (returns at once)."""
         d = self._d[pre.k]
-        self.filled[pre.k].wait(self.compute)  # (4) the rows are in place
+        self.filled[pre.k].wait(self.compute)  # (5) the rows are in place
         jagged = tuple(numba_view(t) for t in (pre.plan.locs, d["offsets"][: pre.n_bags + 1], d["table_offsets"]))
         jagged += (numba_view(d["psw"][: pre.n_ids]) if pre.weighted else None,)
         if self.config is None:  # one configuration for the stage, from its first batch's pooling
@@ -196,14 +205,15 @@ class CachedStage:
 
     def side_ms(self, first: int = 0) -> tuple[float, float]:
         """GPU milliseconds of the plans and of the fills of batches ``first`` on, summed (``time_side``
-        only; waits for the side stream)."""
-        self.side.synchronize()
+        only; waits for the streams)."""
+        self.synchronize()
         marks = self._side_events[first:]
-        return (sum(a.elapsed_time(b) for a, b, _ in marks), sum(b.elapsed_time(c) for _, b, c in marks))
+        return (sum(m[0].elapsed_time(m[1]) for m in marks), sum(m[2].elapsed_time(m[3]) for m in marks))
 
     def synchronize(self) -> None:
         self.compute.synchronize()
         self.side.synchronize()
+        self.fill_stream.synchronize()
 
 
 @contextlib.contextmanager

@@ -196,23 +196,24 @@ class _Logged:
 
 
 def test_pipeline_synchronisation_is_explicit_and_ordered():
-    """Batch i+1's upload, plan and fill wait (on the side stream) for batch i-1's kernel, never batch i's;
-    its kernel waits (on the compute stream) for its fill; the CPU waits only for batch i-1's upload."""
+    """Batch i+1's upload and plan wait (on the plan stream) for batch i-1's kernel, never batch i's; its
+    fill (on the fill stream) for its plan; its kernel (on the compute stream) for its fill; the CPU only
+    for batch i-1's upload."""
     rows = (16,)
     rng = np.random.default_rng(3)
     log: list = []
     with host_tables(rows, DIM) as ht, cached_stage(ht, "cached:50%:2-way", max_ids=32, max_bags=4) as stage:
-        streams = {id(stage.side): "side", id(stage.compute): "compute"}
-        if stage.side is stage.compute:  # the simulator has one stream: name the two roles apart
-            stage.side = cuda.stream()
-            streams = {id(stage.side): "side", id(stage.compute): "compute"}
-        for name in ("uploaded", "filled", "computed"):
+        if stage.side is stage.compute:  # the simulator has one stream: give each role its own
+            stage.side, stage.fill_stream = cuda.stream(), cuda.stream()
+        streams = {id(stage.side): "plan", id(stage.fill_stream): "fill", id(stage.compute): "compute"}
+        for name in ("uploaded", "planned", "filled", "computed"):
             setattr(stage, name, [_Logged(log, name, k, streams) for k in range(2)])
         list(stage.serve([_batch(rng, rows) for _ in range(4)]))
 
     def prefetch(k, first):
-        waits = [] if first else [("uploaded", k, "cpu_wait", None), ("computed", k, "wait", "side")]
-        return [*waits, ("uploaded", k, "record", "side"), ("filled", k, "record", "side")]
+        waits = [] if first else [("uploaded", k, "cpu_wait", None), ("computed", k, "wait", "plan")]
+        return [*waits, ("uploaded", k, "record", "plan"), ("planned", k, "record", "plan"),
+                ("planned", k, "wait", "fill"), ("filled", k, "record", "fill")]
 
     def forward(k):
         return [("filled", k, "wait", "compute"), ("computed", k, "record", "compute")]
@@ -304,3 +305,55 @@ def test_interrupt_mid_pipeline_drains_and_unpins():
                 if i == 1:
                     raise KeyboardInterrupt
     assert placement.live_pinned_bytes() == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("spec", ["cached:30%:lru:2-way", "cached:25%:lfu:per-table:4-way:serial"])
+def test_gpu_plan_equals_the_cpu_plan_and_the_model(spec):
+    """The same torch code on CUDA and CPU tensors: same locations, misses, victims and counters as each
+    other and as the model, batch after batch."""
+    rng = np.random.default_rng(5)
+    rows = (200, 120)
+    p = Placement.parse(spec)
+    with host_tables(rows, DIM) as ht:
+        gpu = HbmCache(ht, p, max_ids=400)
+        cpu = HbmCache(ht, p, max_ids=400, on_device=False)
+        model = ModelCache([0, rows[0]], gpu.geometry, p.policy == "lfu")
+        for _ in range(6):
+            b = _batch(rng, rows, bags=20, pooling=8, skew=True)
+            seg = hbmcache.segments(b.offsets, b.table_offsets)
+            got, got_stats = gpu.plan_arrays(b.indices, seg, p.pipelined)
+            want, want_stats = cpu.plan_arrays(b.indices, seg, p.pipelined)
+            assert got_stats == want_stats
+            assert got_stats.as_dict() | model.batch([b.table(t).indices for t in range(2)], gpu.tick,
+                                                     gpu.tick - 1 if p.pipelined else gpu.tick) == got_stats.as_dict()
+            for a, w in ((got.locs, want.locs), (got.src, want.src), (got.dst, want.dst), (gpu.tags, cpu.tags)):
+                assert a.cpu().tolist() == w.tolist()
+
+
+@pytest.mark.gpu
+def test_gpu_pipeline_enqueues_without_waiting_for_the_gpu():
+    """Uploading and planning a batch asks torch for no synchronisation (torch's sync debug mode raises on
+    one); outputs and counters stay right."""
+    import torch
+
+    rng = np.random.default_rng(6)
+    rows = (5000, 3000)
+    weights = [rng.standard_normal((r, DIM * 4)).astype(np.float32) for r in rows]
+    batches = [_batch(rng, rows, bags=64, pooling=20, skew=True) for _ in range(6)]
+    with host_tables(rows, DIM * 4, fill=weights) as ht, cached_stage(ht, "cached:5%:lru:8-way", max_ids=4096,
+                                                                       max_bags=256) as stage:
+        outs = []
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for out, _ in stage.serve(batches):
+                outs.append(out)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        stage.synchronize()
+        for out, b in zip(outs, batches, strict=True):
+            np.testing.assert_allclose(out.copy_to_host(), _expected(weights, b), rtol=1e-5, atol=1e-5)
+        cpu = HbmCache(ht, "cached:5%:lru:8-way", max_ids=4096, on_device=False)
+        for b in batches:
+            cpu.plan_arrays(b.indices, hbmcache.segments(b.offsets, b.table_offsets), True)
+        assert stage.cache.stats() == cpu.stats() and cpu.stats().evictions > 0
