@@ -38,12 +38,12 @@ def test_cached_run_row_and_its_bound():
     rng = np.random.default_rng(0)
     rows = (40, 30)
     stage = preset("tiny", tables=2, rows=40, sparse_feature_size=DIM, batch_size=2)
-    batches = _batches(rng, rows, 4)
+    batches = _batches(rng, rows, 3)
     p = Placement.parse("cached:20%:lru:per-table:2-way")
     with host_tables(rows, DIM, fill=[rng.standard_normal((r, DIM)).astype(np.float32) for r in rows]) as ht:
-        res = hostbench.run_cached(ht, batches, p, warmup=2)
+        res = hostbench.run_cached(ht, batches, p, warmup=1)
     assert res["max_abs_err"] < 1e-5
-    assert res["lookups"] == sum(b.indices.size for b in batches[2:])
+    assert res["lookups"] == sum(b.indices.size for b in batches[1:])
     assert res["plan_gpu_ms"] >= 0 and res["fill_gpu_ms"] >= 0
     row = hostbench.result_row(stage, "zipf", "none", p, hostbench._complete(res), 2, 2, _rates(), None, {})
     want = max(res["lookups"] * 16 / 1000.0, res["misses"] * 16 / 10.0) / 1e6 / 2  # pipelined: overlapped
@@ -101,7 +101,7 @@ def test_host_tables_command_refuses_bad_options(argv, capsys, tmp_path):
 
 
 def test_host_tables_larger_than_host_memory_are_refused_naming_both_sizes(capsys, tmp_path):
-    assert cli.main(["host-tables", "--out", str(tmp_path), "--rows", "100000000000"]) == 2
+    assert cli.main(["host-tables", "--out", str(tmp_path), "--rows", "100000000000", "--dataset", "random"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dlrmlab: error: 3 host table(s) of 300,000,000,000 rows")
     assert "of host memory, more than" in err
@@ -143,3 +143,14 @@ def test_host_tables_command_end_to_end_on_the_gpu(tmp_path):
     assert len(runs) == 2 * 6 and (runs["max_abs_err"] < 1e-3).all()
     assert (link["gbps"] > 0).all() and set(link["measure"]) >= {"bulk_h2d", "host_gather", "hbm_gather", "hbm_fused"}
     assert (out / "host_tables.md").is_file()
+
+
+def test_a_default_trace_that_is_not_here_is_left_out_with_a_warning(monkeypatch, capsys, tmp_path):
+    from dlrmlab import host_command
+    from dlrmlab.errors import DlrmlabError
+
+    monkeypatch.setattr(host_command, "trace_path", lambda spec: tmp_path / "missing.txt")
+    assert host_command._datasets(None) == ["random", "zipf:1.05"]
+    assert capsys.readouterr().err.startswith("dlrmlab: warning: trace:medium is not on this machine")
+    with pytest.raises(DlrmlabError, match="no such trace file"):
+        host_command._datasets("random,trace:medium")  # asked for by name: refused
