@@ -25,6 +25,8 @@ A pure-Python model of the same policy checks this one in the tests.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -158,12 +160,13 @@ class HbmCache:
     """The cache's state (torch tensors) and rows (device) for a set of :class:`~dlrmlab.placement.HostTables`.
 
     ``max_ids``: the most ids one batch may hold (sizes the staging areas). ``on_device=False``: no rows,
-    state on the CPU, only the cache's decisions and counters (a model at any scale; ``host`` then needs
-    only its shape). Refused before anything is allocated when the cache does not fit in the free GPU memory.
+    only the cache's decisions and counters (a model at any scale; ``host`` then needs only its shape), its
+    state on ``model_device`` (default the CPU). Refused before anything is allocated when the cache does
+    not fit in the free GPU memory.
     """
 
     def __init__(self, host: HostTables, placement: Placement | str, max_ids: int, stream: Any = 0,
-                 on_device: bool = True) -> None:
+                 on_device: bool = True, model_device: str = "cpu") -> None:
         torch = torch_module()
         self.placement = Placement.parse(placement)
         if self.placement.kind != "cached":
@@ -179,7 +182,7 @@ class HbmCache:
             check_device_fits(self.buffer_rows * host.row_bytes + state + PLAN_BYTES_PER_ID * self.stage_rows,
                               f"an HBM cache of {g.slots:,} rows ({checks.fmt_bytes(self.cache_bytes)}) "
                               f"with its state and staging for {self.stage_rows:,} rows a batch")
-        self.device = "cuda" if on_device and not backend.SIMULATOR else "cpu"
+        self.device = ("cuda" if not backend.SIMULATOR else "cpu") if on_device else model_device
         dev, i64 = self.device, torch.int64
         # one spare entry at the end of each: masked lanes of a batch write there (never read)
         self.tags = torch.full((g.slots + 1,), -1, dtype=i64, device=dev)  # the global row a slot holds
@@ -217,6 +220,10 @@ class HbmCache:
         n = int(ids.shape[0])
         if n > self.stage_rows:
             raise DlrmlabError(f"a batch of {n:,} ids is more than this cache was sized for ({self.stage_rows:,})")
+        with _one_cpu_thread(torch, self.device):
+            return self._plan(torch, ids, seg, n, lock_previous, out)
+
+    def _plan(self, torch: Any, ids: Any, seg: Any, n: int, lock_previous: bool, out: dict | None) -> Plan:
         self.tick += 1
         out = out or {"locs": torch.empty(n, dtype=torch.int32, device=self.device),
                       "src": torch.empty(n, dtype=torch.int64, device=self.device),
@@ -349,6 +356,21 @@ class HbmCache:
         plan = self.plan(torch.as_tensor(np.ascontiguousarray(ids, np.int64), device=self.device),
                          torch.as_tensor(np.asarray(seg, np.int64) - int(seg[0]), device=self.device), lock_previous)
         return plan, plan.stats()
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(torch: Any, device: str) -> Iterator[None]:
+    """On the CPU, torch's ops of a plan in one thread: a plan is many small ops, whose intra-op threads
+    cost more in handing work over than they save (ten times slower on two busy cores)."""
+    if device != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def segments(offsets: np.ndarray, table_offsets: np.ndarray) -> np.ndarray:

@@ -443,7 +443,7 @@ def hit_rate_sweep(stage: EmbeddingStage, batches: list[JaggedBatch], budgets: S
                    policies: Sequence[str] = ("lru", "lfu"), ways: int = 32, warmup: int = 2) -> pd.DataFrame:
     """The HBM cache's decisions alone (no rows, on the CPU) at each budget and policy: measured counters
     of the batches after ``warmup``, beside the LRU and LFU models' and the skew curve's predictions (the
-    same torch code as on the GPU, run on CPU tensors)."""
+    same torch code as the serving path, on the GPU where there is one)."""
     shape = HostTables(None, stage.embedding_sizes, stage.embedding_dim, stage.dtype)
     rb = shape.row_bytes
     max_ids = max(int(b.indices.size) for b in batches)
@@ -452,7 +452,7 @@ def hit_rate_sweep(stage: EmbeddingStage, batches: list[JaggedBatch], budgets: S
         pred = None
         for policy in policies:
             p = Placement("cached", budget=float(budget), policy=policy, ways=ways, shared=False)
-            cache = HbmCache(shape, p, max_ids, on_device=False)
+            cache = HbmCache(shape, p, max_ids, on_device=False, model_device="cpu" if backend.SIMULATOR else "cuda")
             total = CacheStats()
             for i, b in enumerate(batches):
                 _, stats = cache.plan_arrays(b.indices, segments(b.offsets, b.table_offsets), True)
