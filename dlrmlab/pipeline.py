@@ -75,8 +75,9 @@ class CachedStage:
 
     ``max_ids``/``max_bags``: the largest batch it will serve (sizes every buffer once, up front);
     ``compute``: the Numba stream kernels run on (default a new one; torch's current stream to order
-    outputs with torch ops). ``time_side``: timing events around each batch's plan and fill on the side
-    and fill streams (:meth:`side_ms`).
+    outputs with torch ops). The compute and plan streams have a higher priority than the fill stream: the
+    fill's many short blocks (waiting on the host link) then never hold back a kernel or a plan.
+    ``time_side``: timing events around each batch's plan and fill (:meth:`side_ms`).
     """
 
     def __init__(self, host: HostTables, placement: Placement | str, max_ids: int, max_bags: int,
@@ -87,11 +88,17 @@ class CachedStage:
         self.host, self.mode, self.config = host, mode, config
         self.max_ids, self.max_bags = int(max_ids), int(max_bags)
         self.pipelined = self.placement.pipelined
-        self.compute = cuda.stream() if compute is None else compute
         if backend.SIMULATOR:
+            self.compute = cuda.stream() if compute is None else compute
             self.side, self._side_torch = self.compute, None
-        else:  # the plan stream: torch's ops and Numba's launches on one CUDA stream
-            self._side_torch = torch.cuda.Stream() if self.pipelined else torch.cuda.ExternalStream(int(self.compute))
+        else:  # torch's streams (a priority each) seen by Numba; the plan stream runs torch's ops and Numba's
+            self._torch_streams = [torch.cuda.Stream(priority=-1) for _ in range(2)]
+            if compute is None:
+                compute_torch = self._torch_streams[0]
+                self.compute = cuda.external_stream(compute_torch.cuda_stream)
+            else:
+                self.compute, compute_torch = compute, torch.cuda.ExternalStream(int(compute))
+            self._side_torch = self._torch_streams[1] if self.pipelined else compute_torch
             self.side = cuda.external_stream(self._side_torch.cuda_stream)
         self.fill_stream = cuda.stream() if self.pipelined and not backend.SIMULATOR else self.side
         T = len(host.rows)
