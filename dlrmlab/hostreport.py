@@ -96,10 +96,11 @@ def section(runs: pd.DataFrame, link: pd.DataFrame) -> str:
               f"Target: {TARGET_SHARE:.0%} of the bound on skewed ids, pipelined. Hit rate: lookups that needed no "
               "fetch (a missed row's later lookups in the same batch count as hits, as in the models). Predicted: "
               "the L2 model's LRU core at the cache's size for LRU runs; for LFU runs the hottest rows' share "
-              "less their first fetches. GPU plan and fill ms: the side stream's time per batch managing the "
-              "cache (unique ids, probe, victims, counters) and copying the missed rows; pipelined, both overlap "
-              "the previous batch's kernel."
-              + (f" Trace ids are spread over the tables' rows by {', '.join(maps)}." if maps else ""), ""]
+              "less their first fetches. GPU plan and fill ms: the GPU's time per batch managing the "
+              "cache (unique ids, probe, victims, counters) and copying the missed rows, each on a stream of its "
+              "own; pipelined, a batch's plan overlaps the previous batch's fill, and both the previous kernel."
+              + (f" Trace ids are spread over the tables' rows by {', '.join(maps)}." if maps else ""), "",
+              *target_lines(runs)]
     for ds, d in runs.groupby("dataset", sort=False):
         lines += [f"### {style.dataset_label(ds)}", "",
                   "| placement | ms/batch | samples/s | GB/s | hit rate | predicted | GPU plan ms | fill ms | "
@@ -111,6 +112,19 @@ def section(runs: pd.DataFrame, link: pd.DataFrame) -> str:
                 f"{_fmt_ms(r.fill_gpu_ms_per_batch)} | {_fmt_pct(r.share_of_bound)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def target_lines(runs: pd.DataFrame) -> list[str]:
+    """Per skewed dataset (every one but uniform random), the pipelined cached run nearest its bound, against
+    :data:`TARGET_SHARE` (a bullet list, and a blank line after it)."""
+    cached = runs[(runs["placement"] == "cached") & _flag(runs["pipelined"]) & (runs["dataset"] != "random")]
+    lines = []
+    for ds, d in cached.groupby("dataset", sort=False):
+        best = d.loc[d["share_of_bound"].idxmax()]
+        verdict = "met" if best["share_of_bound"] >= TARGET_SHARE else "missed"
+        lines.append(f"- {style.dataset_label(ds)}: best {_fmt_pct(best['share_of_bound'])} of the bound "
+                     f"({best['placement_spec']}, {best['effective_gbps']:.1f} GB/s): target {verdict}")
+    return [*lines, ""] if lines else []
 
 
 def _predicted(r: Any) -> Any:

@@ -129,6 +129,7 @@ def test_report_section_and_figure_from_tidy_rows(tmp_path):
     assert "NVIDIA H100; 2 tables of 1,000 rows x 4 float32" in text
     assert "| cached:10%:lru:shared:32-way:pipelined |" in text and "| host |" in text
     assert len(hostreport.headline(runs)) == 3  # the per-table LRU sweep and host
+    assert "of the bound (cached:" in text and ("target met" in text or "target missed" in text)
     assert len(hostreport.figure(runs).axes[0].lines) == 3  # cached, bound, host
 
 
