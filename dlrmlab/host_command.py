@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 from dlrmlab.bench.results import check_results_dir
@@ -99,9 +100,11 @@ def run_command(args: argparse.Namespace, out_dir: Any, preset_name: str) -> int
         raise DlrmlabError("--warmup must be >= 0; --batches, --threads and --ways positive")
     st = stage(args, preset_name)
     out = check_results_dir(out_dir)
+    t0 = time.perf_counter()
     df = hostbench.run(st, datasets, budgets, out, warmup=warmup, timed=timed, ways=args.ways,
                        threads=args.threads, seed=args.seed, command=" ".join(["dlrmlab", *sys.argv[1:]]))
-    print(f"appended {len(df)} row(s) to {out}/host_tables.csv, the link's rates to {out}/host_link.csv")
+    print(f"appended {len(df)} row(s) to {out}/host_tables.csv, the link's rates to {out}/host_link.csv "
+          f"({time.perf_counter() - t0:.0f} s, pinning and unpinning included)")
     written = hostreport.write(out)
     print(f"wrote {', '.join(str(p) for p in written)}")
     bad = df[df["max_abs_err"] > TOLERANCE]

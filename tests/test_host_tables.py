@@ -244,7 +244,7 @@ def test_a_batch_never_evicts_a_row_it_reads():
         plan, stats = cache.plan_arrays(np.array([5, 1, 6, 2]), seg, lock_previous=False)
         assert (stats.hits, stats.misses, stats.staged, stats.evictions) == (2, 2, 2, 0)
         assert list(cache.resident()) == [1, 2]
-        assert (np.asarray(plan.locs)[[0, 2]] >= cache.geometry.slots).all()  # 5 and 6 read from staging
+        assert (plan.locs.cpu().numpy()[[0, 2]] >= cache.geometry.slots).all()  # 5 and 6 read from staging
 
 
 def test_placement_specs():
