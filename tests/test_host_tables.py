@@ -357,3 +357,22 @@ def test_gpu_pipeline_enqueues_without_waiting_for_the_gpu():
         for b in batches:
             cpu.plan_arrays(b.indices, hbmcache.segments(b.offsets, b.table_offsets), True)
         assert stage.cache.stats() == cpu.stats() and cpu.stats().evictions > 0
+
+
+@pytest.mark.parametrize("dtype,width", [(np.float32, 8), (np.float32, 6), (np.float16, 8)])
+def test_gather_copies_rows_and_skips_negative_targets(dtype, width):
+    """The fill's kernel: the 16-byte path (float32, rows of a multiple of four) and the element path give
+    the same copies; a target of -1 (the miss list's padding) copies nothing."""
+    from dlrmlab import launch
+    from dlrmlab.kernels import gather
+
+    rng = np.random.default_rng(7)
+    src = rng.standard_normal(10 * width).astype(dtype)
+    dst = np.full(5 * width, -9, dtype)
+    src_rows, dst_rows = np.array([7, 2, 9, 0]), np.array([3, -1, 0, 4])
+    assert gather.vectorizable(src, dst, width) == (dtype == np.float32 and width % 4 == 0)
+    d = cuda.to_device(dst)
+    launch.gather_rows(cuda.to_device(src), cuda.to_device(src_rows), d, cuda.to_device(dst_rows), 4, width)
+    want = dst.reshape(5, width).copy()
+    want[[3, 0, 4]] = src.reshape(10, width)[[7, 9, 0]]
+    np.testing.assert_array_equal(d.copy_to_host().reshape(5, width), want)
