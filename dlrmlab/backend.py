@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 _ENV = "NUMBA_ENABLE_CUDASIM"
 #: The user's own setting of NUMBA_ENABLE_CUDASIM at import (None: not set), to say why we are in the simulator.
 _USER_ENV: str | None = os.environ.get(_ENV)
@@ -161,3 +163,24 @@ class HostEvent:
 def event() -> Any:
     """A timing event: ``cuda.event(timing=True)`` on a GPU, :class:`HostEvent` in the simulator."""
     return HostEvent() if SIMULATOR else cuda.event(timing=True)
+
+
+# --- torch tensors seen by Numba -------------------------------------------------------------------------
+
+
+def numba_view(t: Any) -> Any:
+    """A Numba device array over torch tensor ``t``'s memory, no copy: CUDA tensors through
+    ``__cuda_array_interface__`` (v2: no stream, so no implicit sync), CPU tensors (simulator) by wrapping
+    their NumPy view. (Takes a tensor without importing torch: torch is an optional dependency.)"""
+    bf16 = str(t.dtype) == "torch.bfloat16"
+    if bf16:
+        import torch  # heavy optional dependency: already imported by whoever made the tensor
+
+        t = t.view(torch.int16)
+    if SIMULATOR:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray  # the simulator's array type: simulator only
+
+        a = t.detach().numpy()
+        return FakeCUDAArray(a.view(np.uint16) if bf16 else a)
+    a = cuda.as_cuda_array(t.detach())
+    return a.view(np.uint16) if bf16 else a

@@ -1,168 +1,73 @@
 """An HBM cache of host-table rows: set-associative, LRU or LFU, one shared budget or one per table.
 
-Design (as FBGEMM's ``MANAGED_CACHING`` prefetch):
+Design (as FBGEMM's ``MANAGED_CACHING`` prefetch), the management on the GPU:
 
-* **Management on the host** (``numba.njit`` on the CPU, :func:`_plan`; the sets split among threads):
-  for each batch the ids are looked up in the cache's tags once per row (a row-to-slot map makes a lookup
-  one load), duplicates are served by the first lookup's slot, each missed row gets a victim way of its
-  set, and every id becomes a *location*: its row in the device buffer (FBGEMM's
-  ``lxu_cache_locations``). Counters per batch: hits, misses, inserts, evictions (and rows staged, below),
-  per unique row and per lookup.
+* **The plan** (:meth:`HbmCache.plan`) is torch tensor ops on the stream the caller makes current, every
+  array of a size the host knows (the batch's ids), so nothing waits for the GPU: the batch's rows sorted
+  into unique rows (each with its count and first and last lookup); each probed in a row -> slot map;
+  hits touched (last lookup, batch, frequency); the misses of each set, in order of their first lookup,
+  given the set's free ways first, then its open ways in victim order, and staged when none is left;
+  tags, map, ages, frequencies and the counters updated; and every id given a *location*, its row of the
+  device buffer (FBGEMM's ``lxu_cache_locations``). The same code runs on CPU tensors: the simulator, and
+  a model of the cache's decisions at any scale (``on_device=False``).
+* **Victim order**: LRU, the way looked up longest ago (by the sequence number of its last lookup); LFU,
+  the way with the fewest lookups since it was filled, ties by LRU. A way is *locked* (never a victim)
+  when this batch looks it up or fills it, or (pipelined) when the previous batch, which may still be
+  computing, did. So a batch's misses never evict a row the same batch reads.
 * **The device buffer** holds the cache's slots followed by two staging areas (one per batch in flight):
-  a missed row whose set has no free way (every way in use by a batch in flight) is staged there for this
-  batch only. So every id has a location, and the embedding kernel reads every row from HBM with the
-  plain addresser over this buffer: where a row is read from was decided here.
+  a missed row whose set has no way left is staged there for this batch only.
 * **The fill** copies the missed rows from the pinned host tables (read zero-copy over the host link)
-  into their slots with the gather kernel (:mod:`dlrmlab.kernels.gather`), on whatever stream the
-  pipeline (:mod:`dlrmlab.pipeline`) gives it.
-* **Locking**: a way used by a batch that may still be computing is never a victim: ``lock_from`` is this
-  batch's tick (serial mode) or the previous batch's (pipelined: batch i+1's fill runs while batch i reads).
+  into their slots with the gather kernel (:mod:`dlrmlab.kernels.gather`), on the same stream.
 
-LRU evicts the way used longest ago (per lookup); LFU the way with the fewest lookups since it was filled,
-ties by LRU. Sets are picked by a multiplicative hash of the row (so ranked or strided ids spread).
+Sets are picked by a multiplicative hash of the row (:func:`set_hash`, so ranked or strided ids spread).
+A pure-Python model of the same policy checks this one in the tests.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from dlrmlab import backend, launch
 from dlrmlab import validate as checks
-from dlrmlab.backend import cuda
+from dlrmlab.backend import cuda, numba_view
 from dlrmlab.config import table_dtype
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.kernels import gather
 from dlrmlab.placement import HostTables, Placement, check_device_fits
 
-#: counters of :func:`_plan`, in its ``out`` order
+#: the counters of one batch, in the order of :meth:`HbmCache.plan`'s counter tensor
 COUNTERS = ("lookups", "unique_rows", "hits", "misses", "inserts", "evictions", "staged", "lookup_hits")
-_NEVER = np.iinfo(np.int64).min // 2  # a batch tick no batch has
+_NEVER = -(2**62)  # a batch tick no batch has
+_BIG = 2**62  # sorts after every real key
+#: bytes of GPU memory the plan's temporaries take per id of the largest batch (a dozen int64 arrays) and
+#: per slot (the victim order: keys, orders, frequencies)
+PLAN_BYTES_PER_ID, PLAN_BYTES_PER_SLOT = 160, 40
 
 
-@njit(cache=True, inline="always")
-def set_hash(row, n_sets):
-    """The set of global row ``row`` among ``n_sets`` (Knuth's multiplicative hash)."""
+def set_hash(row: Any, n_sets: Any) -> Any:
+    """The set of global row ``row`` among ``n_sets`` (Knuth's multiplicative hash); Python ints, NumPy
+    arrays and torch tensors alike (rows under 2**32: no int64 overflow)."""
     return ((row * 2654435761) % 4294967296) % n_sets
 
 
-# columns of a slot's state (one cache line per slot: a hit touches one line)
-STAMP, BATCH, INSERTED, FREQ = 0, 1, 2, 3
-
-
-@njit(cache=True, nogil=True)
-def _sets_of(ids, seg, row_base, set_start, set_count, parts, lo, hi, sets, part_of):  # pragma: no cover - compiled
-    """The set of each id in ``lo..hi`` and the part that owns it (a pass before the parts run)."""
-    for t in range(seg.shape[0] - 1):
-        for e in range(max(seg[t], lo), min(seg[t + 1], hi)):
-            st = set_start[t] + set_hash(row_base[t] + ids[e], set_count[t])
-            sets[e] = st
-            part_of[e] = st % parts
-
-
-@njit(cache=True, nogil=True)
-def _plan(ids, seg, row_base, sets, part_of, ways, lfu, tick, lock_from, seq0, part, parts, tags, meta, filled,
-          slot_of, locs, miss_src, miss_dst, staged, out):  # pragma: no cover - compiled
-    """One batch through the sets ``set % parts == part`` of the cache (state updated in place); returns
-    ``(missed rows, rows staged)``. Parts touch disjoint sets, so they run in parallel threads and decide
-    exactly what one pass over every set would (each lookup's sequence number is its place in the batch).
-
-    ``ids[seg[t]:seg[t+1]]`` are table t's ids; ``row_base[t]`` its first global row; ``sets``/``part_of``
-    each id's set and part (:func:`_sets_of`). ``tags[slot]``: the
-    global row a slot holds; ``meta[slot]``: its last lookup's sequence number, last batch, the batch that
-    filled it, its lookups since; ``filled[set]``: ways in use (a set fills in way order and never empties).
-    Fills ``locs`` (a device-buffer row per id of this part; ``-1 - (k * parts + part)`` for this part's
-    k-th staged row, placed later by :func:`_place_staged`), this part's ``miss_src``/``miss_dst`` (global
-    row -> buffer row) and ``out`` (:data:`COUNTERS`).
-    """
-    n_miss = 0
-    n_staged = 0
-    big = np.iinfo(np.int64).max
-    first = seg[0]
-    for t in range(seg.shape[0] - 1):
-        for e in range(seg[t], seg[t + 1]):
-            if part_of[e] != part:
-                continue
-            g = row_base[t] + ids[e]
-            st = sets[e]
-            seq = seq0 + (e - first) + 1
-            out[0] += 1
-            s = slot_of[g]
-            if s >= 0:
-                m = meta[s]
-                if m[BATCH] != tick:  # the row's first lookup in this batch
-                    out[1] += 1
-                    out[2] += 1
-                    m[BATCH] = tick
-                if m[INSERTED] != tick:
-                    out[7] += 1
-                m[STAMP] = seq
-                m[FREQ] += 1
-                locs[e] = s
-                continue
-            if s <= -2:  # staged earlier in this batch
-                locs[e] = -1 - ((-2 - s) * parts + part)
-                continue
-            out[1] += 1
-            out[3] += 1
-            base = st * ways
-            v = -1
-            if filled[st] < ways:  # a free way first
-                v = base + filled[st]
-                filled[st] += 1
-            else:
-                best_f, best_s = big, big
-                for x in range(base, base + ways):
-                    if meta[x, BATCH] >= lock_from:  # read by a batch that may be in flight
-                        continue
-                    f = meta[x, FREQ] if lfu else 0
-                    if f < best_f or (f == best_f and meta[x, STAMP] < best_s):
-                        v, best_f, best_s = x, f, meta[x, STAMP]
-                if v >= 0:
-                    out[5] += 1
-                    slot_of[tags[v]] = -1
-            if v >= 0:
-                out[4] += 1
-                tags[v] = g
-                slot_of[g] = v
-                meta[v, STAMP] = seq
-                meta[v, BATCH] = tick
-                meta[v, INSERTED] = tick
-                meta[v, FREQ] = 1
-                dst = v
-            else:  # every way locked: stage the row for this batch only
-                out[6] += 1
-                slot_of[g] = -2 - n_staged
-                staged[n_staged] = g
-                dst = -1 - (n_staged * parts + part)
-                n_staged += 1
-            miss_src[n_miss] = g
-            miss_dst[n_miss] = dst
-            n_miss += 1
-            locs[e] = dst
-    for k in range(n_staged):
-        slot_of[staged[k]] = -1
-    return n_miss, n_staged
-
-
-@njit(cache=True, nogil=True)
-def _place_staged(a, stage_base, first_of_part, parts):  # pragma: no cover - compiled
-    """Staged rows' codes in ``a`` (locations or fill targets) -> rows of the staging area, the parts' rows
-    one after another."""
-    for i in range(a.shape[0]):
-        if a[i] < 0:
-            c = -1 - a[i]
-            a[i] = stage_base + first_of_part[c % parts] + c // parts
+def torch_module() -> Any:
+    """torch, imported on first use: a heavy optional dependency that only the cached placement needs."""
+    try:
+        import torch  # heavy optional dependency (the cached placement's cache management)
+    except ImportError:
+        raise DlrmlabError("the cached placement needs PyTorch (pip install 'dlrmlab[torch]')") from None
+    return torch
 
 
 @dataclass(frozen=True)
 class CacheStats:
-    """One batch's counters. Per unique row: ``hits`` + ``misses`` = ``unique_rows``; ``inserts`` +
-    ``staged`` = ``misses``. Per lookup: ``lookup_hits`` of ``lookups`` were resident before the batch."""
+    """Counters (of one batch or summed). Per unique row: ``hits`` + ``misses`` = ``unique_rows``;
+    ``inserts`` + ``staged`` = ``misses``. Per lookup: ``lookup_hits`` of ``lookups`` were resident before
+    the batch."""
 
     lookups: int = 0
     unique_rows: int = 0
@@ -172,6 +77,12 @@ class CacheStats:
     evictions: int = 0
     staged: int = 0
     lookup_hits: int = 0
+
+    @classmethod
+    def of(cls, counters: Any) -> CacheStats:
+        """From a counter tensor or sequence in :data:`COUNTERS` order (a device tensor waits for its stream)."""
+        values = counters.tolist() if hasattr(counters, "tolist") else list(counters)
+        return cls(*(int(v) for v in values))
 
     @property
     def hit_rate(self) -> float:
@@ -190,6 +101,9 @@ class CacheStats:
 
     def __add__(self, other: CacheStats) -> CacheStats:
         return CacheStats(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True)))
+
+    def __sub__(self, other: CacheStats) -> CacheStats:
+        return CacheStats(*(a - b for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True)))
 
     def as_dict(self) -> dict:
         return {**asdict(self), "hit_rate": self.hit_rate, "resident_rate": self.resident_rate,
@@ -227,43 +141,67 @@ def geometry(rows: tuple[int, ...], row_bytes: int, placement: Placement) -> Geo
     return Geometry(ways, tuple(int(s) for s in starts), tuple(counts))
 
 
-class HbmCache:
-    """The cache's state (host) and rows (device) for a set of :class:`~dlrmlab.placement.HostTables`.
+@dataclass
+class Plan:
+    """One batch's plan (tensors on the cache's device, written on the current stream): ``locs[i]`` the
+    buffer row of id i; ``src``/``dst`` the missed rows (global row -> buffer row), misses first, then
+    ``dst = -1`` to the batch's length; ``counters`` in :data:`COUNTERS` order."""
 
-    ``max_ids``: the most ids one batch may hold (sizes the staging areas). ``threads``: the sets are split
-    among that many planning threads (the same decisions as one). ``on_device=False``: no rows, only the
-    cache's decisions and counters (a CPU model at any scale; ``host`` then needs only its shape).
-    Refused before anything is allocated when the buffer does not fit in the free GPU memory.
+    locs: Any
+    src: Any
+    dst: Any
+    counters: Any
+
+    def stats(self) -> CacheStats:
+        return CacheStats.of(self.counters)
+
+
+class HbmCache:
+    """The cache's state (torch tensors) and rows (device) for a set of :class:`~dlrmlab.placement.HostTables`.
+
+    ``max_ids``: the most ids one batch may hold (sizes the staging areas). ``on_device=False``: no rows,
+    only the cache's decisions and counters (a model at any scale; ``host`` then needs only its shape), its
+    state on ``model_device`` (default the CPU). Refused before anything is allocated when the cache does
+    not fit in the free GPU memory.
     """
 
     def __init__(self, host: HostTables, placement: Placement | str, max_ids: int, stream: Any = 0,
-                 threads: int = 1, on_device: bool = True) -> None:
+                 on_device: bool = True, model_device: str = "cpu") -> None:
+        torch = torch_module()
         self.placement = Placement.parse(placement)
         if self.placement.kind != "cached":
             raise DlrmlabError(f"an HBM cache needs a 'cached' placement, got {self.placement.kind!r}")
         self.host = host
-        self.geometry = geometry(host.rows, host.row_bytes, self.placement)
+        self.geometry = g = geometry(host.rows, host.row_bytes, self.placement)
         self.stage_rows = int(max_ids)
-        buffer_rows = self.geometry.slots + 2 * self.stage_rows
-        storage = table_dtype(host.dtype).storage
+        if host.total_rows >= 2**32 or self.buffer_rows >= 2**31:
+            raise DlrmlabError(f"an HBM cache serves fewer than 2**32 rows and 2**31 buffer rows; got "
+                               f"{host.total_rows:,} rows and {self.buffer_rows:,} buffer rows")
         if on_device:
-            check_device_fits(buffer_rows * host.row_bytes + 8 * (2 * self.stage_rows),
-                              f"an HBM cache of {self.geometry.slots:,} rows ({checks.fmt_bytes(self.cache_bytes)}) "
-                              f"with staging for {self.stage_rows:,} rows a batch")
-        slots = self.geometry.slots
-        self.tags = np.full(slots, -1, np.int64)
-        self.meta = np.zeros((slots, 4), np.int64)
-        self.meta[:, BATCH] = self.meta[:, INSERTED] = _NEVER
-        self.filled = np.zeros(self.geometry.sets, np.int64)
-        self.slot_of = np.full(host.total_rows, -1, np.int64)
-        self._parts: list = []
-        self._pool: ThreadPoolExecutor | None = None
-        self._row_base = np.concatenate([[0], np.cumsum(host.rows)[:-1]]).astype(np.int64)
+            state = (32 + PLAN_BYTES_PER_SLOT) * (g.slots + 1) + 8 * (g.sets + 1) + 4 * (host.total_rows + 1)
+            check_device_fits(self.buffer_rows * host.row_bytes + state + PLAN_BYTES_PER_ID * self.stage_rows,
+                              f"an HBM cache of {g.slots:,} rows ({checks.fmt_bytes(self.cache_bytes)}) "
+                              f"with its state and staging for {self.stage_rows:,} rows a batch")
+        self.device = ("cuda" if not backend.SIMULATOR else "cpu") if on_device else model_device
+        dev, i64 = self.device, torch.int64
+        # one spare entry at the end of each: masked lanes of a batch write there (never read)
+        self.tags = torch.full((g.slots + 1,), -1, dtype=i64, device=dev)  # the global row a slot holds
+        self.stamp = torch.zeros(g.slots + 1, dtype=i64, device=dev)  # its last lookup's sequence number
+        self.last = torch.full((g.slots + 1,), _NEVER, dtype=i64, device=dev)  # the last batch that used it
+        self.freq = torch.zeros(g.slots + 1, dtype=i64, device=dev)  # its lookups since it was filled
+        self.filled = torch.zeros(g.sets + 1, dtype=i64, device=dev)  # ways in use (in way order, never fewer)
+        self.slot_of = torch.full((host.total_rows + 1,), -1, dtype=torch.int32, device=dev)  # row -> slot
+        self.totals = torch.zeros(len(COUNTERS), dtype=i64, device=dev)  # every batch's counters, summed
+        self._row_base = torch.as_tensor(np.concatenate([[0], np.cumsum(host.rows)[:-1]]), dtype=i64, device=dev)
+        self._set_start = torch.as_tensor(g.set_start, dtype=i64, device=dev)
+        self._set_count = torch.as_tensor(g.set_count, dtype=i64, device=dev)
         self.tick = 0
         self._seq = 0
-        self.threads = int(threads)
         # the rows themselves; none for a model of the cache's decisions alone (any size, on the CPU)
-        self.rows = cuda.device_array(buffer_rows * host.dim, storage, stream=stream) if on_device else None
+        storage = table_dtype(host.dtype).storage
+        self.rows = cuda.device_array(self.buffer_rows * host.dim, storage, stream=stream) if on_device else None
+        if dev == "cuda":
+            torch.cuda.synchronize()  # the state is written before any other stream reads it
 
     @property
     def cache_bytes(self) -> int:
@@ -273,76 +211,166 @@ class HbmCache:
     def buffer_rows(self) -> int:
         return self.geometry.slots + 2 * self.stage_rows
 
-    def plan(self, ids: np.ndarray, seg: np.ndarray, locs: np.ndarray, miss_src: np.ndarray,
-             miss_dst: np.ndarray, lock_previous: bool) -> tuple[int, CacheStats]:
-        """Run one batch's ids (``ids[seg[t]:seg[t+1]]`` of table t) through the cache: fills ``locs``
-        and the missed rows' ``miss_src`` -> ``miss_dst``; returns how many rows to fetch and the counters.
-        ``lock_previous``: the previous batch may still be reading (pipelined), so its ways stay."""
-        if ids.shape[0] > self.stage_rows:
-            raise DlrmlabError(f"a batch of {ids.shape[0]:,} ids is more than this cache was sized for "
-                               f"({self.stage_rows:,})")
+    def plan(self, ids: Any, seg: Any, lock_previous: bool, out: dict | None = None) -> Plan:
+        """Run one batch (``ids[seg[t]:seg[t+1]]`` of table t, ``seg[0] == 0``; tensors on the cache's
+        device) through the cache, on torch's current stream, without waiting for it. ``lock_previous``:
+        the previous batch may still be reading (pipelined), so its ways stay. ``out``: tensors ``locs``
+        (int32), ``src``, ``dst`` (int64) of at least the batch's length to write into."""
+        torch = torch_module()
+        n = int(ids.shape[0])
+        if n > self.stage_rows:
+            raise DlrmlabError(f"a batch of {n:,} ids is more than this cache was sized for ({self.stage_rows:,})")
+        with _one_cpu_thread(torch, self.device):
+            return self._plan(torch, ids, seg, n, lock_previous, out)
+
+    def _plan(self, torch: Any, ids: Any, seg: Any, n: int, lock_previous: bool, out: dict | None) -> Plan:
         self.tick += 1
-        seg = np.asarray(seg, np.int64)
-        ids = np.ascontiguousarray(ids, np.int64)
-        n_ids = int(seg[-1] - seg[0])
-        lock_from = self.tick - 1 if lock_previous else self.tick
-        stage_base = self.geometry.slots + (self.tick % 2) * self.stage_rows
-        parts = max(1, min(self.threads, self.geometry.sets, 256))
-        g = self.geometry
-        scratch = self._scratch(parts, int(seg[-1]))
-        sets, part_of = self._sets[: int(seg[-1])], self._part_of[: int(seg[-1])]
-        outs = np.zeros((parts, len(COUNTERS)), np.int64)
-        set_start, set_count = np.asarray(g.set_start, np.int64), np.asarray(g.set_count, np.int64)
-        chunk = -(-n_ids // parts)
-
-        def sets_of(p: int) -> None:
-            lo = int(seg[0]) + p * chunk
-            _sets_of(ids, seg, self._row_base, set_start, set_count, parts, lo, lo + chunk, sets, part_of)
-
-        def part(p: int) -> tuple[int, int]:
-            src, dst, staged = scratch[p]
-            return _plan(ids, seg, self._row_base, sets, part_of, g.ways, self.placement.policy == "lfu", self.tick,
-                         lock_from, self._seq, p, parts, self.tags, self.meta, self.filled, self.slot_of, locs, src,
-                         dst, staged, outs[p])
-
-        if parts == 1:
-            sets_of(0)
-            done = [part(0)]
-        else:  # disjoint sets: the parts run in parallel threads (the cores release the GIL)
-            if self._pool is None or self._pool._max_workers != parts:
-                self._pool = ThreadPoolExecutor(parts, thread_name_prefix="hbmcache-plan")
-            list(self._pool.map(sets_of, range(parts)))
-            done = list(self._pool.map(part, range(parts)))
-        first_of_part = np.concatenate([[0], np.cumsum([k for _, k in done])[:-1]]).astype(np.int64)
-        n = 0
-        for p, (m, _) in enumerate(done):  # the parts' missed rows, one list
-            miss_src[n : n + m] = scratch[p][0][:m]
-            miss_dst[n : n + m] = scratch[p][1][:m]
-            n += m
-        if sum(k for _, k in done):
-            _place_staged(locs[seg[0] : seg[-1]], stage_base, first_of_part, parts)
-            _place_staged(miss_dst[:n], stage_base, first_of_part, parts)
-        self._seq += n_ids
-        return int(n), CacheStats(*(int(x) for x in outs.sum(axis=0)))
-
-    def _scratch(self, parts: int, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per part: missed rows' sources and targets, staged rows; per id: its set and part (all reused
-        from batch to batch)."""
-        if len(self._parts) != parts or self._parts[0][0].size < n:
-            self._parts = [tuple(np.zeros(max(n, 1), np.int64) for _ in range(3)) for _ in range(parts)]
-            self._sets, self._part_of = np.zeros(max(n, 1), np.int64), np.zeros(max(n, 1), np.int16)
-        return self._parts
-
-    def fill(self, miss_src: Any, miss_dst: Any, n: int, stream: Any = 0) -> None:
-        """Copy ``n`` missed rows from the host tables (zero-copy) into the device buffer, on ``stream``."""
+        out = out or {"locs": torch.empty(n, dtype=torch.int32, device=self.device),
+                      "src": torch.empty(n, dtype=torch.int64, device=self.device),
+                      "dst": torch.empty(n, dtype=torch.int64, device=self.device)}
+        locs, src, dst = out["locs"][:n], out["src"][:n], out["dst"][:n]
+        counters = torch.zeros(len(COUNTERS), dtype=torch.int64, device=self.device)
         if n:
-            blocks = launch.cover(n * gather.WARP, gather.BLOCK, cap=None if backend.SIMULATOR else 65535)
-            gather.build()[blocks, gather.BLOCK, stream](self.host.flat, miss_src, self.rows, miss_dst, n,
-                                                          self.host.dim)
+            seg = seg.to(torch.int64)
+            u = self._unique_rows(torch, ids[:n].to(torch.int64), seg - seg[0])
+            self._touch_hits(u)
+            m = self._place_misses(torch, u, self.tick - 1 if lock_previous else self.tick)
+            self._write(torch, u, m, locs, src, dst, counters)
+            self.totals += counters
+        self._seq += n
+        return Plan(locs, src, dst, counters)
+
+    def _unique_rows(self, torch: Any, ids: Any, seg: Any) -> dict:
+        """The batch's rows, sorted into runs of one row each (fixed-size arrays: entries past the number of
+        unique rows are masked by ``valid``), with each row's count, first and last lookup, set and slot."""
+        n, dev = ids.shape[0], self.device
+        pos = torch.arange(n, device=dev)
+        table = torch.searchsorted(seg[1:].contiguous(), pos, right=True).clamp_(max=seg.shape[0] - 2)
+        g = ids + self._row_base[table]
+        gs, perm = torch.sort(g, stable=True)
+        first = torch.ones(n, dtype=torch.bool, device=dev)
+        first[1:] = gs[1:] != gs[:-1]
+        run = torch.cumsum(first, 0) - 1  # each sorted lookup's unique row
+        valid = pos <= run[-1]
+        row = torch.zeros(n, dtype=torch.int64, device=dev).scatter_(0, run, gs)
+        count = torch.zeros(n, dtype=torch.int64, device=dev).scatter_add_(0, run, torch.ones_like(gs))
+        first_pos = torch.full((n,), n, dtype=torch.int64, device=dev).scatter_reduce_(0, run, perm, "amin")
+        last_pos = torch.full((n,), -1, dtype=torch.int64, device=dev).scatter_reduce_(0, run, perm, "amax")
+        t = table[first_pos.clamp(max=n - 1)]
+        sets = self._set_start[t] + set_hash(row, self._set_count[t])
+        slot = self.slot_of[torch.where(valid, row, self.host.total_rows)].to(torch.int64)
+        return {"n": n, "pos": pos, "perm": perm, "run": run, "valid": valid, "row": row, "count": count,
+                "first_pos": first_pos, "stamp": self._seq + last_pos + 1, "set": sets, "slot": slot,
+                "hit": valid & (slot >= 0), "miss": valid & (slot < 0)}
+
+    def _touch_hits(self, u: dict) -> None:
+        """Hit rows' slots: last lookup, this batch, lookups added (masked lanes write the spare slot)."""
+        s = u["slot"].where(u["hit"], self.geometry.slots)
+        self.stamp.scatter_(0, s, u["stamp"])
+        self.last.index_fill_(0, s, self.tick)
+        self.freq.scatter_add_(0, s, u["count"])
+
+    def _victim_order(self, torch: Any, lock_from: int) -> tuple[Any, Any]:
+        """Per set, its ways in victim order (open ways first) and how many are open: in use, and used by no
+        batch from ``lock_from`` on (this batch's hits are already marked)."""
+        g = self.geometry
+        open_ = (self.tags[:-1] >= 0) & (self.last[:-1] < lock_from)
+        key = self.stamp[:-1].where(open_, _BIG).view(g.sets, g.ways)
+        _, order = torch.sort(key, dim=1, stable=True)
+        if self.placement.policy == "lfu":  # fewest lookups first; the stable sort keeps LRU order in ties
+            f = self.freq[:-1].where(open_, _BIG).view(g.sets, g.ways).gather(1, order)
+            order = order.gather(1, torch.sort(f, dim=1, stable=True).indices)
+        return order, open_.view(g.sets, g.ways).sum(1)
+
+    def _place_misses(self, torch: Any, u: dict, lock_from: int) -> dict:
+        """Each missed row's way (free, then victim in order) or its staging row, misses sorted by (set,
+        first lookup) to the front; tags, map, ages, frequencies and fill counts updated."""
+        g, n, pos = self.geometry, u["n"], u["pos"]
+        order, n_open = self._victim_order(torch, lock_from)
+        mo = torch.sort(torch.where(u["miss"], u["set"] * n + u["first_pos"], _BIG)).indices
+        is_m = u["miss"][mo]
+        ms = u["set"][mo].where(is_m, 0)
+        new_set = torch.ones(n, dtype=torch.bool, device=self.device)
+        new_set[1:] = ms[1:] != ms[:-1]
+        rank = pos - torch.cummax(pos.where(new_set, 0), 0).values  # place among its set's misses
+        filled = self.filled[ms]
+        free = g.ways - filled
+        take_free = is_m & (rank < free)
+        j = rank - free
+        evict = is_m & ~take_free & (j < n_open[ms])
+        staged = is_m & ~take_free & ~evict
+        way = torch.where(take_free, filled + rank, order[ms, j.clamp(0, g.ways - 1)])
+        ins = take_free | evict
+        slot = torch.where(ins, ms * g.ways + way, g.slots)  # masked lanes: the spare slot
+        row = u["row"][mo]
+        spare_row = self.host.total_rows
+        self.slot_of.index_fill_(0, self.tags[slot].where(evict, spare_row), -1)
+        self.slot_of.scatter_(0, row.where(ins, spare_row), slot.to(torch.int32))
+        self.slot_of[spare_row] = -1
+        self.tags.scatter_(0, slot, row)
+        self.tags[g.slots] = -1
+        self.stamp.scatter_(0, slot, u["stamp"][mo])
+        self.last.index_fill_(0, slot, self.tick)
+        self.freq.scatter_(0, slot, u["count"][mo])
+        self.filled.scatter_add_(0, ms.where(take_free, g.sets), take_free.to(torch.int64))
+        stage_base = g.slots + (self.tick % 2) * self.stage_rows
+        target = torch.where(ins, slot, stage_base + torch.cumsum(staged, 0) - 1)
+        return {"order": mo, "is_miss": is_m, "row": row, "target": target, "ins": ins, "evict": evict,
+                "staged": staged}
+
+    def _write(self, torch: Any, u: dict, m: dict, locs: Any, src: Any, dst: Any, counters: Any) -> None:
+        """Every id's location, the miss list and the batch's counters."""
+        n = u["n"]
+        loc_u = torch.empty(n + 1, dtype=torch.int64, device=self.device)
+        loc_u[:n] = u["slot"]
+        loc_u.scatter_(0, m["order"].where(m["is_miss"], n), m["target"])
+        locs.scatter_(0, u["perm"], loc_u[u["run"]].to(torch.int32))
+        src.copy_(m["row"].where(m["is_miss"], 0))
+        dst.copy_(m["target"].where(m["is_miss"], -1))
+        hit = u["hit"]
+        counters[0] = n
+        counters[1:] = torch.stack([u["valid"].sum(), hit.sum(), m["is_miss"].sum(), m["ins"].sum(),
+                                    m["evict"].sum(), m["staged"].sum(), (u["count"] * hit).sum()])
+
+    def fill(self, plan: Plan, stream: Any = 0) -> None:
+        """Copy the plan's missed rows from the host tables (zero-copy) into the device buffer, on ``stream``
+        (the same stream the plan ran on, or one that waits for it)."""
+        n = int(plan.src.shape[0])
+        launch.gather_rows(self.host.flat, numba_view(plan.src), self.rows, numba_view(plan.dst), n, self.host.dim,
+                           stream)
+
+    def stats(self) -> CacheStats:
+        """Every batch's counters so far, summed (waits for the GPU)."""
+        if self.device == "cuda":
+            torch_module().cuda.synchronize()
+        return CacheStats.of(self.totals)
 
     def resident(self) -> np.ndarray:
-        """Global rows held in the cache now (tests, inspection)."""
-        return np.sort(self.tags[self.tags >= 0])
+        """Global rows held in the cache now (tests, inspection; waits for the GPU)."""
+        tags = self.tags[:-1].cpu().numpy()
+        return np.sort(tags[tags >= 0])
+
+    def plan_arrays(self, ids: np.ndarray, seg: np.ndarray, lock_previous: bool) -> tuple[Plan, CacheStats]:
+        """:meth:`plan` from NumPy arrays, waiting for the result (tests, CPU models)."""
+        torch = torch_module()
+        plan = self.plan(torch.as_tensor(np.ascontiguousarray(ids, np.int64), device=self.device),
+                         torch.as_tensor(np.asarray(seg, np.int64) - int(seg[0]), device=self.device), lock_previous)
+        return plan, plan.stats()
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(torch: Any, device: str) -> Iterator[None]:
+    """On the CPU, torch's ops of a plan in one thread: a plan is many small ops, whose intra-op threads
+    cost more in handing work over than they save (ten times slower on two busy cores)."""
+    if device != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def segments(offsets: np.ndarray, table_offsets: np.ndarray) -> np.ndarray:

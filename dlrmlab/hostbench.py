@@ -3,14 +3,14 @@ against their bound (``dlrmlab host-tables``).
 
 1. :func:`link_rates` measures what the bound is made of, at each row size: bulk host-to-device copies,
    zero-copy gathers of random rows from pinned host memory (the cache's fill), and the same gathers from
-   HBM (what a hit costs).
-   :func:`fused_hbm_rate` measures the fused kernel itself over tables in HBM (what a hit costs at best).
+   HBM. :func:`fused_hbm_rate` measures the fused kernel itself over tables in HBM (what a hit costs at
+   best), :func:`fused_host_rate` the fused kernel reading random rows zero-copy (the ``host`` placement).
 2. :func:`run_cached` serves batches through an HBM cache (:mod:`dlrmlab.pipeline`) and reports the time
-   per batch, the effective bandwidth (looked-up bytes over time), the counters, and the bound: every
-   lookup read at the fused kernel's HBM rate plus every missed row fetched at the host gather rate. Beside it,
-   the predicted hit rate: the L2 model's LRU core (:func:`dlrmlab.l2model.simulate`, one row per line)
-   run at the cache's size, and the skew curve's value there (the hottest rows' share of lookups, which
-   a frequency cache approaches).
+   per batch, the effective bandwidth (looked-up bytes over time), the counters, the side stream's GPU time
+   in plans and fills, and the share of the bound reached (:func:`bound_ms`: misses at the fill rate,
+   lookups at the HBM rate; ``host``: each batch's distinct rows at the zero-copy rate). Beside it, the
+   predicted hit rates (:func:`predicted_hit_rates`): the L2 model's LRU core run at the cache's size, and
+   the hottest rows' share of lookups less their first fetches (what an LFU cache approaches).
 
 Trace ids (under 500K) are spread over larger tables by a bijection, ``(id x 1,000,003 + 7,919 t) mod
 rows``: the same reuse, scattered through each table, different per table. (On tables of fewer rows than
@@ -19,6 +19,7 @@ the trace's 500K the map folds ids together: the tiny preset only exercises the 
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,8 +37,7 @@ from dlrmlab.config import table_dtype
 from dlrmlab.datasets import canonical_name
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.fused import PackedTables, configure_here, fused_forward
-from dlrmlab.hbmcache import CacheStats, HbmCache, geometry, segments
-from dlrmlab.kernels import gather
+from dlrmlab.hbmcache import CacheStats, HbmCache, geometry, segments, torch_module
 from dlrmlab.pipeline import CachedStage, host_packed
 from dlrmlab.placement import HostTables, Placement, host_tables
 from dlrmlab.workload import EmbeddingStage, JaggedBatch, Workload
@@ -105,11 +105,6 @@ def _time_ms(fn: Callable[[], None], repeats: int) -> float:
     return float(np.median(times))
 
 
-def _gather(src: Any, src_rows: Any, dst: Any, dst_rows: Any, n: int, dim: int) -> None:
-    blocks = launch.cover(n * gather.WARP, gather.BLOCK, cap=None if backend.SIMULATOR else 65535)
-    gather.build()[blocks, gather.BLOCK](src, src_rows, dst, dst_rows, n, dim)
-
-
 def link_rates(ht: HostTables, row_bytes: Sequence[int] = LINK_ROW_BYTES, nbytes: int = 256 << 20,
                repeats: int = 5, seed: int = 0) -> pd.DataFrame:
     """GB/s of bulk copies (pinned host -> device) and of random-row gathers from host memory (zero-copy)
@@ -129,7 +124,8 @@ def link_rates(ht: HostTables, row_bytes: Sequence[int] = LINK_ROW_BYTES, nbytes
         to = cuda.to_device(np.arange(n, dtype=np.int64))
         for name, src, src_rows in (("host_gather", host_words, elems // dim), ("hbm_gather", hbm_src, 4 * n)):
             idx = cuda.to_device(rng.integers(0, src_rows, n, dtype=np.int64))
-            ms = _time_ms(lambda src=src, idx=idx, to=to, n=n, dim=dim: _gather(src, idx, dst, to, n, dim), repeats)
+            ms = _time_ms(lambda src=src, idx=idx, to=to, n=n, dim=dim: launch.gather_rows(src, idx, dst, to, n, dim),
+                          repeats)
             rows.append({"measure": name, "row_bytes": int(rb), "bytes": n * int(rb), "ms": ms,
                          "gbps": n * int(rb) / ms / 1e6})
     return pd.DataFrame(rows)
@@ -152,6 +148,20 @@ def fused_hbm_rate(stage: EmbeddingStage, batch: JaggedBatch, rows: int = 1 << 2
     return {"measure": "hbm_fused", "row_bytes": dim * dt.bytes, "bytes": nbytes, "ms": ms, "gbps": nbytes / ms / 1e6}
 
 
+def fused_host_rate(ht: HostTables, batch: JaggedBatch, repeats: int = 5) -> dict:
+    """GB/s of the fused kernel reading every row zero-copy from the host tables, on ``batch``'s ids
+    (uniform random ones: no row read twice, so no help from L2): the zero-copy rate at the tables' row
+    size that the ``host`` placement runs at."""
+    jagged = (cuda.to_device(batch.indices), cuda.to_device(batch.offsets), cuda.to_device(batch.table_offsets),
+              None)
+    out = cuda.device_array((int(batch.offsets.size) - 1, ht.dim), np.float32)
+    packed = host_packed(ht)
+    cfg, _ = configure_here(ht.dim, ht.dtype, batch.indices.size / max(1, batch.offsets.size - 1))
+    ms = _time_ms(lambda: fused_forward(packed, jagged, out=out, config=cfg, validate=False), repeats)
+    nbytes = int(batch.indices.size) * ht.row_bytes
+    return {"measure": "host_fused", "row_bytes": ht.row_bytes, "bytes": nbytes, "ms": ms, "gbps": nbytes / ms / 1e6}
+
+
 def _rate(rates: pd.DataFrame, measure: str, row_bytes: int) -> float:
     """The measured GB/s of ``measure`` at the row size closest to ``row_bytes``."""
     r = rates[rates["measure"] == measure]
@@ -162,10 +172,18 @@ def _rate(rates: pd.DataFrame, measure: str, row_bytes: int) -> float:
 # --- predictions -------------------------------------------------------------------------------------------
 
 
+#: the predicted hit rates beside each cached run
+PREDICTIONS = ("predicted_hit_rate_lru", "predicted_hit_rate_lfu", "skew_curve_hit_rate")
+
+
 def predicted_hit_rates(batches: list[JaggedBatch], warmup: int, rows: int, row_bytes: int, cache_rows: int,
                         ways: int) -> dict:
-    """Table 0 through a cache of its share of the budget: the L2 model's LRU core (one row a line, sets
-    by row modulo) and the skew curve (the hottest ``cache_rows`` rows' share of the timed lookups)."""
+    """Table 0 through a cache of its share of the budget, over the batches after ``warmup``:
+
+    * ``lru``: the L2 model's LRU core (:func:`dlrmlab.l2model.simulate`, one row a line, sets by row modulo);
+    * ``skew_curve``: the hottest ``cache_rows`` rows' share of the lookups (a cache holding exactly them);
+    * ``lfu``: the same less one compulsory miss per hot row not looked up before (an LFU cache settles on
+      the most frequent rows, but must fetch each once)."""
     ids = [[b.table(0).indices] for b in batches]
     ways = max(1, min(ways, cache_rows))
     sets = max(1, cache_rows // ways)
@@ -177,8 +195,15 @@ def predicted_hit_rates(batches: list[JaggedBatch], warmup: int, rows: int, row_
     timed = np.concatenate([i[0] for i in ids[warmup:]])
     counts = hotness.counts(timed, rows)
     k = min(sets * ways, counts.size)
-    skew = float(np.partition(counts, counts.size - k)[counts.size - k :].sum() / max(1, timed.size))
-    return {"predicted_hit_rate_lru": lru.hit_rate, "skew_curve_hit_rate": skew}
+    hot = np.argpartition(counts, counts.size - k)[counts.size - k :]
+    hot = hot[counts[hot] > 0]
+    seen = np.zeros(rows, bool)
+    for i in ids[:warmup]:
+        seen[i[0]] = True
+    share = float(counts[hot].sum()) / max(1, timed.size)
+    first_fetches = int((~seen[hot]).sum())
+    return {"predicted_hit_rate_lru": lru.hit_rate, "skew_curve_hit_rate": share,
+            "predicted_hit_rate_lfu": share - first_fetches / max(1, timed.size)}
 
 
 # --- serving runs ------------------------------------------------------------------------------------------
@@ -198,33 +223,48 @@ def _check(ht: HostTables, batch: JaggedBatch, out: np.ndarray, mode: str) -> fl
     return err
 
 
-def run_cached(ht: HostTables, batches: list[JaggedBatch], placement: Placement, warmup: int, mode: str = "sum",
-               threads: int = 16) -> dict:
-    """Serve ``batches`` through an HBM cache; time the batches after ``warmup`` (wall clock, the CPU's
-    planning included: it is part of serving), and sum their counters."""
+def run_cached(ht: HostTables, batches: list[JaggedBatch], placement: Placement, warmup: int,
+               mode: str = "sum") -> dict:
+    """Serve ``batches`` through an HBM cache; time the batches after ``warmup`` (wall clock: the CPU's
+    enqueueing, the GPU's plans, fills and kernels), and sum their counters. Beside the time: the side
+    stream's GPU time in plans and in fills, and the CPU's time enqueueing them."""
     max_ids = max(int(b.indices.size) for b in batches)
     max_bags = max(int(b.offsets.size) - 1 for b in batches)
-    stage = CachedStage(ht, placement, max_ids, max_bags, mode=mode, threads=threads)
+    stage = CachedStage(ht, placement, max_ids, max_bags, mode=mode, time_side=True)
     try:
         out = cuda.device_array((max_bags, ht.dim), np.float32)
-        total, plan_s, t0 = CacheStats(), 0.0, time.perf_counter()
+        before, enqueued, t0 = CacheStats(), 0.0, time.perf_counter()
         pre = stage.prefetch(batches[0])
         for i in range(len(batches)):
             stage.forward(pre, out[: pre.n_bags])
-            if i >= warmup:
-                total += pre.stats
             if i == warmup - 1:
                 stage.synchronize()
-                t0, plan_s = time.perf_counter(), stage.plan_seconds
+                before, enqueued, t0 = stage.cache.stats(), stage.enqueue_seconds, time.perf_counter()
             if i + 1 < len(batches):
                 pre = stage.prefetch(batches[i + 1])
         stage.synchronize()
         seconds = time.perf_counter() - t0
+        plan_ms, fill_ms = stage.side_ms(first=warmup)
         err = _check(ht, batches[-1], out.copy_to_host()[: batches[-1].offsets.size - 1], mode)
-        return {"seconds": seconds, "plan_seconds": stage.plan_seconds - plan_s, "max_abs_err": err,
-                "cache_rows": stage.cache.geometry.slots, "ways": stage.cache.geometry.ways, **total.as_dict()}
+        return {"seconds": seconds, "host_seconds": stage.enqueue_seconds - enqueued, "plan_gpu_ms": plan_ms,
+                "fill_gpu_ms": fill_ms, "max_abs_err": err, "cache_rows": stage.cache.geometry.slots,
+                "ways": stage.cache.geometry.ways, **(stage.cache.stats() - before).as_dict()}
     finally:
         stage.synchronize()
+
+
+def unique_rows(batches: list[JaggedBatch], rows: Sequence[int]) -> int:
+    """Distinct rows of each batch (tables apart), summed over ``batches``: what crosses the host link at
+    least once when every row is read zero-copy (counted by torch, on the GPU where there is one)."""
+    torch = torch_module()
+    dev = "cpu" if backend.SIMULATOR else "cuda"
+    base = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
+    total = 0
+    for b in batches:
+        seg = segments(b.offsets, b.table_offsets)
+        g = np.asarray(b.indices, np.int64) + np.repeat(base, np.diff(seg))
+        total += int(torch.unique(torch.as_tensor(g, device=dev)).numel())
+    return total
 
 
 def run_host(ht: HostTables, batches: list[JaggedBatch], warmup: int, mode: str = "sum") -> dict:
@@ -242,42 +282,63 @@ def run_host(ht: HostTables, batches: list[JaggedBatch], warmup: int, mode: str 
     seconds = time.perf_counter() - t0
     lookups = sum(int(b.indices.size) for b in batches[warmup:])
     err = _check(ht, batches[-1], out.copy_to_host(), mode)
-    return {"seconds": seconds, "plan_seconds": 0.0, "max_abs_err": err, "lookups": lookups, "hit_rate": 0.0}
+    return {"seconds": seconds, "max_abs_err": err, "lookups": lookups, "hit_rate": 0.0,
+            "unique_rows": unique_rows(batches[warmup:], ht.rows)}
 
 
-def bound_ms(row: dict, row_bytes: int, hbm_gbps: float, host_gbps: float) -> float:
-    """The fastest a batch can be: its lookups' bytes at the HBM rate plus its missed rows' bytes at
-    the host gather rate (``host``: every lookup at the host rate)."""
-    n = row["timed_batches"]
+def bound_rates(rates: pd.DataFrame, row_bytes: int) -> dict:
+    """The measured GB/s a bound is made of, at ``row_bytes``: ``hbm`` (the fused kernel over HBM, else
+    the HBM gather), ``fill`` (the gather kernel from host memory: how the cache fetches its misses) and
+    ``zero_copy`` (the best measured rate of reading rows zero-copy: that gather or the fused kernel)."""
+    has = set(rates["measure"])
+    fill = _rate(rates, "host_gather", row_bytes)
+    return {"hbm": _rate(rates, "hbm_fused" if "hbm_fused" in has else "hbm_gather", row_bytes), "fill": fill,
+            "zero_copy": max(fill, _rate(rates, "host_fused", row_bytes)) if "host_fused" in has else fill}
+
+
+def bound_ms(row: dict, row_bytes: int, rates: dict) -> float:
+    """The fastest a batch can be, from the run's counters and the measured ``rates`` (:func:`bound_rates`).
+
+    ``host``: each batch's distinct rows cross the link once (repeats may come from L2) at the zero-copy
+    rate, and every lookup is read at least at the HBM rate: the larger of the two. ``cached``: the missed
+    rows fetched at the fill rate, and every lookup read from HBM: their sum, or (pipelined: batch i+1's
+    fill overlaps batch i's kernel) the larger."""
+    n, rb = row["timed_batches"], row_bytes
+    read = row["lookups"] * rb / rates["hbm"]
     if row["placement"] == "host":
-        return row["lookups"] * row_bytes / host_gbps / 1e6 / n
-    return (row["lookups"] * row_bytes / hbm_gbps + row["misses"] * row_bytes / host_gbps) / 1e6 / n
+        return max(row["unique_rows"] * rb / rates["zero_copy"], read) / 1e6 / n
+    fill = row["misses"] * rb / rates["fill"]
+    return (max(fill, read) if row["pipelined"] else fill + read) / 1e6 / n
 
 
 def result_row(stage: EmbeddingStage, dataset: str, id_map: str, placement: Placement, res: dict, warmup: int,
                timed: int, rates: pd.DataFrame, predicted: dict | None, env: dict) -> dict:
     """One tidy result row of a serving run."""
     rb = stage.embedding_dim * stage.element_bytes
-    fused = (rates["measure"] == "hbm_fused").any()
-    hbm, host = _rate(rates, "hbm_fused" if fused else "hbm_gather", rb), _rate(rates, "host_gather", rb)
+    r = bound_rates(rates, rb)
     row = {**env, "dataset": dataset, "id_map": id_map, **placement.params(),
            "placement_spec": str(placement), **stage.describe(), "table_bytes": stage.table_bytes(),
            "cache_bytes": (res.get("cache_rows") or 0) * rb, "warmup_batches": warmup, "timed_batches": timed, **res}
     row["ms_per_batch"] = res["seconds"] * 1e3 / timed
     row["samples_per_s"] = stage.batch_size * timed / res["seconds"]
     row["effective_gbps"] = res["lookups"] * rb / res["seconds"] / 1e9
-    row["plan_ms_per_batch"] = res["plan_seconds"] * 1e3 / timed
-    row["hbm_gbps"], row["host_gather_gbps"] = hbm, host
-    row["bound_ms"] = bound_ms(row, rb, hbm, host)
+    for key in ("plan_gpu_ms", "fill_gpu_ms"):
+        row[key.replace("_ms", "_ms_per_batch")] = None if res.get(key) is None else res[key] / timed
+    row["host_ms_per_batch"] = None if res.get("host_seconds") is None else res["host_seconds"] * 1e3 / timed
+    row["hbm_gbps"], row["host_gather_gbps"], row["zero_copy_gbps"] = r["hbm"], r["fill"], r["zero_copy"]
+    row["bound_ms"] = bound_ms(row, rb, r)
     row["share_of_bound"] = row["bound_ms"] / row["ms_per_batch"]
-    row.update(predicted or {"predicted_hit_rate_lru": None, "skew_curve_hit_rate": None})
+    row.update(predicted or dict.fromkeys(PREDICTIONS))
     return row
 
 
 def _free_pending() -> None:
-    """Free device buffers Numba has queued for release, so the next cache's memory check sees them free."""
+    """Free device memory the last run left (Numba's queued releases, torch's cached blocks), so the next
+    cache's memory check sees it free."""
     if not backend.SIMULATOR:
+        gc.collect()
         cuda.current_context().deallocations.clear()
+        torch_module().cuda.empty_cache()
 
 
 def placements(budgets: Sequence[float], ways: int) -> list[Placement]:
@@ -288,11 +349,23 @@ def placements(budgets: Sequence[float], ways: int) -> list[Placement]:
     return [*base, mid.with_(policy="lfu"), mid.with_(pipelined=False), mid.with_(shared=True), Placement("host")]
 
 
+def measure_link(ht: HostTables, stage: EmbeddingStage, seed: int = 0) -> pd.DataFrame:
+    """Every rate a bound is made of (:func:`link_rates`, :func:`fused_hbm_rate`, :func:`fused_host_rate`),
+    small and once each in the simulator (one Python thread per CUDA thread there)."""
+    small = backend.SIMULATOR
+    repeats = 1 if small else 5
+    rates = link_rates(ht, nbytes=16 << 10 if small else 256 << 20, repeats=repeats, seed=seed)
+    probe, _ = make_batches(stage, "random", 1, seed)
+    extra = [fused_hbm_rate(stage, probe[0], repeats=repeats), fused_host_rate(ht, probe[0], repeats=repeats)]
+    return pd.concat([rates, pd.DataFrame(extra)], ignore_index=True)
+
+
 def run(stage: EmbeddingStage, datasets: Sequence[str], budgets: Sequence[float], out_dir: Any, warmup: int = 4,
         timed: int = 10, ways: int = 32, threads: int = 16, seed: int = 0,
         progress: Callable[[str], None] = print, command: str = "") -> pd.DataFrame:
-    """The whole measurement: pin and fill the tables, the link's rates (``host_link.csv``), then every
-    placement on every dataset (``host_tables.csv``), rows appended as each run finishes."""
+    """The whole measurement: pin and fill the tables (``threads`` CPU threads), the link's rates
+    (``host_link.csv``), then every placement on every dataset (``host_tables.csv``), rows appended as each
+    run finishes. The tables are unpinned on every exit, Ctrl-C included."""
     env = {**environment(), "command": command}
     rb = stage.embedding_dim * stage.element_bytes
     t0 = time.perf_counter()
@@ -300,27 +373,25 @@ def run(stage: EmbeddingStage, datasets: Sequence[str], budgets: Sequence[float]
         pin_s = time.perf_counter() - t0
         fill_s = fill_tables(ht, seed, threads)
         progress(f"pinned {ht.nbytes / 1e9:.1f} GB of host tables in {pin_s:.1f} s, filled in {fill_s:.1f} s")
-        small = backend.SIMULATOR  # the simulator runs one Python thread per CUDA thread
-        rates = link_rates(ht, nbytes=16 << 10 if small else 256 << 20, repeats=1 if small else 5, seed=seed)
-        probe, _ = make_batches(stage, "random", 1, seed)
-        rates = pd.concat([rates, pd.DataFrame([fused_hbm_rate(stage, probe[0], repeats=1 if small else 5)])],
-                          ignore_index=True)
-        link = rates.assign(**{k: v for k, v in env.items()}, table_bytes=ht.nbytes, pin_seconds=pin_s,
-                            fill_seconds=fill_s)
-        append_results(link, "host_link", out_dir)
+        rates = measure_link(ht, stage, seed)
+        append_results(rates.assign(**env, table_bytes=ht.nbytes, pin_seconds=pin_s, fill_seconds=fill_s),
+                       "host_link", out_dir)
         for r in rates.itertuples():
             progress(f"  {r.measure:12s} {'' if pd.isna(r.row_bytes) else int(r.row_bytes):>5} B rows: "
                      f"{r.gbps:8.1f} GB/s")
         rows = []
         for ds in datasets:
+            t1 = time.perf_counter()
             batches, id_map = make_batches(stage, ds, warmup + timed, seed)
+            progress(f"{canonical_name(ds)}: {warmup + timed} batches made in {time.perf_counter() - t1:.1f} s")
             predicted: dict = {}
             for p in placements(budgets, ways):
                 _free_pending()
+                pred = None
                 if p.kind == "host":
-                    res, pred = run_host(ht, batches, warmup), None
+                    res = run_host(ht, batches, warmup)
                 else:
-                    res = run_cached(ht, batches, p, warmup, threads=threads)
+                    res = run_cached(ht, batches, p, warmup)
                     if p.budget not in predicted:  # table 0's share of the budget (a shared cache's too)
                         g = geometry(ht.rows, rb, p.with_(shared=False))
                         predicted[p.budget] = predicted_hit_rates(batches, warmup, ht.rows[0], rb,
@@ -330,16 +401,24 @@ def run(stage: EmbeddingStage, datasets: Sequence[str], budgets: Sequence[float]
                                  rates, pred, env)
                 append_results(pd.DataFrame([row]), "host_tables", out_dir)
                 rows.append(row)
-                progress(f"{canonical_name(ds):>14s} {p!s:44s} {row['ms_per_batch']:8.2f} ms "
-                         f"{row['effective_gbps']:7.1f} GB/s  hit {row['hit_rate']:.3f} "
-                         f"(LRU model {_fmt(pred, 'predicted_hit_rate_lru')}, skew {_fmt(pred, 'skew_curve_hit_rate')})"
-                         f"  {row['share_of_bound']:.0%} of bound")
+                progress(_progress_line(row, pred))
+            del batches
         return pd.DataFrame(rows)
 
 
+def _progress_line(row: dict, pred: dict | None) -> str:
+    side = "" if row["plan_gpu_ms_per_batch"] is None else (
+        f" (GPU plan {row['plan_gpu_ms_per_batch']:.1f} ms, fill {row['fill_gpu_ms_per_batch']:.1f} ms)")
+    return (f"{row['dataset']:>14s} {row['placement_spec']:44s} {row['ms_per_batch']:8.2f} ms{side} "
+            f"{row['effective_gbps']:7.1f} GB/s  hit {row['hit_rate']:.3f} (LRU model "
+            f"{_fmt(pred, 'predicted_hit_rate_lru')}, LFU model {_fmt(pred, 'predicted_hit_rate_lfu')})  "
+            f"{row['share_of_bound']:.0%} of bound")
+
+
 def _complete(res: dict) -> dict:
-    """Every run's row has every counter (None where a placement has no cache)."""
-    return {**dict.fromkeys([*CacheStats().as_dict(), "cache_rows", "ways"]), **res}
+    """Every run's row has every counter and timing (None where a placement has no cache)."""
+    keys = [*CacheStats().as_dict(), "cache_rows", "ways", "host_seconds", "plan_gpu_ms", "fill_gpu_ms"]
+    return {**dict.fromkeys(keys), **res}
 
 
 def _fmt(pred: dict | None, key: str) -> str:
@@ -363,20 +442,20 @@ def skew_curve(ids: np.ndarray, row_bytes: int) -> pd.DataFrame:
 def hit_rate_sweep(stage: EmbeddingStage, batches: list[JaggedBatch], budgets: Sequence[float],
                    policies: Sequence[str] = ("lru", "lfu"), ways: int = 32, warmup: int = 2) -> pd.DataFrame:
     """The HBM cache's decisions alone (no rows, on the CPU) at each budget and policy: measured counters
-    of the batches after ``warmup``, beside the LRU model's and the skew curve's predictions."""
+    of the batches after ``warmup``, beside the LRU and LFU models' and the skew curve's predictions (the
+    same torch code as the serving path, on the GPU where there is one)."""
     shape = HostTables(None, stage.embedding_sizes, stage.embedding_dim, stage.dtype)
     rb = shape.row_bytes
     max_ids = max(int(b.indices.size) for b in batches)
-    locs, src, dst = np.zeros(max_ids, np.int32), np.zeros(max_ids, np.int64), np.zeros(max_ids, np.int64)
     rows = []
     for budget in budgets:
         pred = None
         for policy in policies:
             p = Placement("cached", budget=float(budget), policy=policy, ways=ways, shared=False)
-            cache = HbmCache(shape, p, max_ids, on_device=False)
+            cache = HbmCache(shape, p, max_ids, on_device=False, model_device="cpu" if backend.SIMULATOR else "cuda")
             total = CacheStats()
             for i, b in enumerate(batches):
-                _, stats = cache.plan(b.indices, segments(b.offsets, b.table_offsets), locs, src, dst, True)
+                _, stats = cache.plan_arrays(b.indices, segments(b.offsets, b.table_offsets), True)
                 total = total + stats if i >= warmup else total
             g = cache.geometry
             pred = pred or predicted_hit_rates(batches, warmup, stage.embedding_sizes[0], rb, g.set_count[0] * g.ways,

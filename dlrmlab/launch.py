@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dlrmlab import backend
+from dlrmlab.kernels import gather
 from dlrmlab.kernels.paper import build
 
 #: The simulator runs one Python thread per CUDA thread: a grid-stride kernel gives identical results
@@ -26,3 +27,14 @@ def paper(cfg, weight_flat, dim: int, indices, offsets, psw, padding_idx: int, o
     """Launch a paper-family kernel (:mod:`dlrmlab.kernels.paper`) on ``stream``; arguments are validated
     device arrays (a 1-D table, CSR ids and offsets, weights or a 1-element dummy)."""
     build(cfg)[grid(cfg.grid), cfg.block, stream](weight_flat, dim, indices, offsets, psw, padding_idx, out)
+
+
+def gather_rows(src, src_rows, dst, dst_rows, n: int, width: int, stream=0) -> None:
+    """Copy rows ``src[src_rows[i]]`` to ``dst[dst_rows[i]]`` for ``i < n`` (``width`` elements a row; a
+    negative ``dst_rows[i]`` skips one) with :mod:`dlrmlab.kernels.gather`: the 16-byte path where it
+    applies, one warp a row, at most 65,535 blocks (grid-stride beyond)."""
+    if n <= 0:
+        return
+    vector = gather.vectorizable(src, dst, width)
+    blocks = cover(n * gather.WARP, gather.BLOCK, cap=None if backend.SIMULATOR else 65535)
+    gather.build(vector)[blocks, gather.BLOCK, stream](src, src_rows, dst, dst_rows, n, width)

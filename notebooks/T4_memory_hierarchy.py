@@ -27,8 +27,8 @@
 # * `host`: the tables in pinned host memory mapped into the GPU's address space; the kernel reads every
 #   row over the host link (zero-copy);
 # * `cached`: the host tables plus an HBM cache (set-associative, LRU or LFU). For each batch the ids are
-#   looked up in the cache on the CPU, the missed rows fetched into it, and the kernel reads every row
-#   from HBM. With the pipeline, batch i+1's rows are fetched while batch i computes.
+#   looked up in the cache on the GPU (torch tensor ops), the missed rows fetched into it, and the kernel
+#   reads every row from HBM. With the pipeline, batch i+1's rows are fetched while batch i computes.
 #
 # The question at every level is the same: how much of the lookups do the hottest rows take? One curve,
 # the **skew curve**, answers it for all three. Everything here runs on the CPU (the cache's decisions
@@ -93,14 +93,15 @@ hier.pivot(index="level", columns="dataset", values=["skew_curve_share", "lru_hi
 #
 # Now the cache itself (`dlrmlab.hbmcache`): 32-way sets, one cache per table, a budget from 1% to 30% of
 # the tables, the pipeline's locking (the ways of the batch in flight are never evicted). It runs its
-# decisions only, on the CPU: the counters are exactly what the GPU run counts. Beside them, the LRU
-# model (the L2 model's core, one row per line) and the skew curve at the cache's size.
+# decisions only, on the CPU: the same torch code the GPU runs, so the counters are exactly what the GPU
+# run counts. Beside them, the LRU model (the L2 model's core, one row per line), the LFU model (the
+# hottest rows, less the first fetch of each) and the skew curve at the cache's size.
 
 # %%
 budgets = [0.01, 0.03, 0.1, 0.3]
 sweep = pd.concat([hostbench.hit_rate_sweep(stage, b, budgets).assign(dataset=name) for name, b in batches.items()])
-sweep[["dataset", "budget", "policy", "hit_rate", "resident_rate", "predicted_hit_rate_lru", "skew_curve_hit_rate",
-       "evictions", "staged"]].round(3)
+sweep[["dataset", "budget", "policy", "hit_rate", "resident_rate", "predicted_hit_rate_lru", "predicted_hit_rate_lfu",
+       "skew_curve_hit_rate", "evictions", "staged"]].round(3)
 
 # %%
 fig, axes = plt.subplots(1, len(batches), figsize=(12, 3.4), sharey=True)
@@ -109,6 +110,7 @@ for ax, (name, df) in zip(axes, sweep.groupby("dataset", sort=False), strict=Tru
         ax.plot(d["budget"] * 100, d["hit_rate"], marker="o", label=f"cache, {policy}")
     d = df[df["policy"] == "lru"]
     ax.plot(d["budget"] * 100, d["predicted_hit_rate_lru"], linestyle="--", label="LRU model")
+    ax.plot(d["budget"] * 100, d["predicted_hit_rate_lfu"], linestyle="-.", label="LFU model")
     ax.plot(d["budget"] * 100, d["skew_curve_hit_rate"], linestyle=":", color="k", label="skew curve")
     ax.set_xscale("log")
     ax.set_title(name)

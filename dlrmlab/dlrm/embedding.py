@@ -33,7 +33,7 @@ from dlrmlab import (
     variants,
 )
 from dlrmlab import validate as checks
-from dlrmlab.backend import cuda
+from dlrmlab.backend import cuda, numba_view  # numba_view: imported from here by the model code
 from dlrmlab.config import KERNEL_MODES, BoundsCheck, Combine
 from dlrmlab.dlrm.kjt import KeyedJaggedTensor
 from dlrmlab.errors import DlrmlabError
@@ -115,21 +115,6 @@ def quantized_weight(tables: Sequence[torch.Tensor], fmt: str, device: Any) -> t
         out[start : start + n, : q.shape[1]].copy_(q)
         start += n
     return out
-
-
-def numba_view(t: torch.Tensor) -> Any:
-    """A Numba device array over ``t``'s memory, no copy: CUDA tensors through ``__cuda_array_interface__``
-    (v2: no stream, so no implicit sync), CPU tensors (simulator) by wrapping their NumPy view."""
-    bf16 = t.dtype == torch.bfloat16
-    if bf16:
-        t = t.view(torch.int16)
-    if backend.SIMULATOR:
-        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray  # the simulator's array type: simulator only
-
-        a = t.detach().numpy()
-        return FakeCUDAArray(a.view(np.uint16) if bf16 else a)
-    a = cuda.as_cuda_array(t.detach())
-    return a.view(np.uint16) if bf16 else a
 
 
 def _check_table_memory(shape: tuple[int, int], dtype: torch.dtype, device: Any) -> None:

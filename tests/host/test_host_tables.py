@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dlrmlab import hbmcache, placement, reference
 from dlrmlab.backend import cuda
@@ -19,7 +21,9 @@ DIM = 4
 
 
 class ModelCache:
-    """The cache's policy written plainly: per set a list of ways, each ``None`` or a dict."""
+    """The cache's policy written plainly, one lookup at a time: per set a list of ways, each ``None`` or a
+    dict. A batch first touches its resident rows (they are locked for the batch), then takes its missed
+    rows in order of first lookup: a free way, else the open way first in victim order, else staged."""
 
     def __init__(self, row_base, geom: hbmcache.Geometry, lfu: bool) -> None:
         self.base, self.g, self.lfu = row_base, geom, lfu
@@ -29,44 +33,49 @@ class ModelCache:
 
     def batch(self, tables: list[np.ndarray], tick: int, lock_from: int) -> dict:
         c = dict.fromkeys(hbmcache.COUNTERS, 0)
-        staged: set[int] = set()
-        for t, ids in enumerate(tables):
-            for i in ids:
-                g = self.base[t] + int(i)
-                self.seq += 1
-                c["lookups"] += 1
-                if g in self.where:
-                    e = self.where[g]
-                    if e["tick"] != tick:
-                        c["unique_rows"] += 1
-                        c["hits"] += 1
-                        e["tick"] = tick
-                    c["lookup_hits"] += e["ins"] != tick
-                    e["stamp"], e["freq"] = self.seq, e["freq"] + 1
-                    continue
-                if g in staged:
-                    continue
-                c["unique_rows"] += 1
-                c["misses"] += 1
-                ways = self.sets[self.g.set_start[t] + set_hash(g, self.g.set_count[t])]
-                free = [w for w, e in enumerate(ways) if e is None]
-                if free:
-                    v = free[0]
-                else:
-                    open_ = [w for w, e in enumerate(ways) if e["tick"] < lock_from]
-                    v = min(open_, key=lambda w: ((ways[w]["freq"] if self.lfu else 0), ways[w]["stamp"]),
-                            default=None)
-                    if v is not None:
-                        c["evictions"] += 1
-                        del self.where[ways[v]["row"]]
-                if v is None:
-                    c["staged"] += 1
-                    staged.add(g)
-                    continue
-                c["inserts"] += 1
-                ways[v] = {"row": g, "stamp": self.seq, "tick": tick, "ins": tick, "freq": 1}
-                self.where[g] = ways[v]
+        rows = [(t, self.base[t] + int(i)) for t, ids in enumerate(tables) for i in ids]
+        count: dict[int, int] = {}
+        last: dict[int, int] = {}
+        table: dict[int, int] = {}
+        for p, (t, g) in enumerate(rows):
+            count[g] = count.get(g, 0) + 1
+            last[g] = self.seq + p + 1
+            table.setdefault(g, t)
+        self.seq += len(rows)
+        c["lookups"], c["unique_rows"] = len(rows), len(count)
+        for g in count:  # in order of first lookup (dicts keep insertion order)
+            if g in self.where:  # a hit: locked for the rest of the batch
+                e = self.where[g]
+                e["tick"], e["stamp"], e["freq"] = tick, last[g], e["freq"] + count[g]
+                c["hits"] += 1
+                c["lookup_hits"] += count[g]
+        hits = {g for g in count if g in self.where}
+        for g in count:
+            if g in hits:
+                continue
+            c["misses"] += 1
+            t = table[g]
+            ways = self.sets[self.g.set_start[t] + set_hash(g, self.g.set_count[t])]
+            free = [w for w, e in enumerate(ways) if e is None]
+            if free:
+                v = free[0]
+            else:
+                open_ = [w for w, e in enumerate(ways) if e["tick"] < lock_from]
+                v = min(open_, key=lambda w: ((ways[w]["freq"] if self.lfu else 0), ways[w]["stamp"]), default=None)
+                if v is not None:
+                    c["evictions"] += 1
+                    del self.where[ways[v]["row"]]
+            if v is None:
+                c["staged"] += 1
+                continue
+            c["inserts"] += 1
+            ways[v] = {"row": g, "stamp": last[g], "tick": tick, "freq": count[g]}
+            self.where[g] = ways[v]
         return c
+
+    def tags(self) -> list[int]:
+        """Each slot's row (-1 when free), slot = set x ways + way, as the cache's ``tags``."""
+        return [-1 if e is None else e["row"] for ways in self.sets for e in ways]
 
 
 def _batch(rng, rows, bags=3, pooling=4, skew=False) -> JaggedBatch:
@@ -84,36 +93,65 @@ def _expected(weights, batch: JaggedBatch, mode="sum") -> np.ndarray:
                                                    include_last_offset=True) for t, w in enumerate(weights)])
 
 
+def _check_plan(cache, plan, b, n_tables):
+    """Every id's location holds its row once the misses are copied: one place per row, each missed row
+    fetched once, into the place it is read from, every place inside the buffer."""
+    locs, src, dst = (np.asarray(a.cpu()) for a in (plan.locs, plan.src, plan.dst))
+    n_miss = int((dst >= 0).sum())
+    assert (dst[:n_miss] >= 0).all() and (dst[n_miss:] == -1).all()  # the misses first, then padding
+    base = np.asarray(cache._row_base.cpu())
+    gid = np.concatenate([base[t] + b.table(t).indices for t in range(n_tables)])
+    assert len(set(zip(gid, locs, strict=True))) == len(set(gid)) == len(set(locs))
+    assert sorted(src[:n_miss]) == sorted(set(src[:n_miss]))
+    where = dict(zip(gid, locs, strict=True))
+    assert all(where[r] == d for r, d in zip(src[:n_miss], dst[:n_miss], strict=True))
+    assert ((locs >= 0) & (locs < cache.buffer_rows)).all()
+    return n_miss
+
+
 @pytest.mark.parametrize("spec", ["cached:40%:lru:shared:4-way", "cached:30%:lfu:per-table:2-way",
                                   "cached:30%:lru:serial:2-way", "cached:10%:lfu:1-way"])
-def test_cache_counters_match_the_python_model(spec):
+def test_cache_decisions_match_the_python_model(spec):
+    """Same counters, same victims (every slot's row), same resident rows, batch after batch."""
     rng = np.random.default_rng(1)
     rows = (40, 24)
     p = Placement.parse(spec)
     with host_tables(rows, DIM) as ht:
-        cache = HbmCache(ht, p, max_ids=64, threads=3)  # the sets split among three planning threads
-        model = ModelCache(cache._row_base, cache.geometry, p.policy == "lfu")
+        cache = HbmCache(ht, p, max_ids=64)
+        model = ModelCache([0, rows[0]], cache.geometry, p.policy == "lfu")
         evicted = 0
         for _ in range(6):
             b = _batch(rng, rows, skew=True)
-            n = b.indices.size
-            locs, src, dst = np.zeros(n, np.int32), np.zeros(n, np.int64), np.zeros(n, np.int64)
-            n_miss, stats = cache.plan(b.indices, hbmcache.segments(b.offsets, b.table_offsets), locs, src, dst,
-                                       lock_previous=p.pipelined)
+            plan, stats = cache.plan_arrays(b.indices, hbmcache.segments(b.offsets, b.table_offsets),
+                                            lock_previous=p.pipelined)
             want = model.batch([b.table(t).indices for t in range(2)], cache.tick,
                                cache.tick - 1 if p.pipelined else cache.tick)
             assert stats.as_dict() | want == stats.as_dict()  # every counter equal
-            assert n_miss == stats.misses
+            assert cache.tags[:-1].tolist() == model.tags()  # the same victims, way for way
             assert sorted(model.where) == list(cache.resident())
+            assert _check_plan(cache, plan, b, 2) == stats.misses
             evicted += stats.evictions
-            # every location holds the id's row once the misses are copied
-            gid = np.concatenate([cache._row_base[t] + b.table(t).indices for t in range(2)])
-            assert len(set(zip(gid, locs, strict=True))) == len(set(gid)) == len(set(locs))  # one place per row
-            assert sorted(src[:n_miss]) == sorted(set(src[:n_miss]))  # each missed row fetched once
-            where = dict(zip(gid, locs, strict=True))
-            assert all(where[r] == d for r, d in zip(src[:n_miss], dst[:n_miss], strict=True))  # filled where read
-            assert ((locs >= 0) & (locs < cache.buffer_rows)).all()
     assert evicted > 0  # the budget is small enough that the policy decided something
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data(), spec=st.sampled_from(["cached:30%:lru:2-way", "cached:25%:lfu:per-table:4-way",
+                                             "cached:20%:lfu:serial:2-way", "cached:15%:lru:shared:1-way"]))
+def test_cache_matches_the_model_on_generated_id_streams(data, spec):
+    rows = (24, 16)
+    p = Placement.parse(spec)
+    ids = st.lists(st.integers(0, 15), min_size=0, max_size=12)
+    with host_tables(rows, DIM) as ht:
+        cache = HbmCache(ht, p, max_ids=24)
+        model = ModelCache([0, rows[0]], cache.geometry, p.policy == "lfu")
+        for _ in range(data.draw(st.integers(1, 5))):
+            tables = [np.array(data.draw(ids), np.int64) for _ in rows]
+            b = JaggedBatch.from_tables([TableBatch(t, np.array([0, t.size])) for t in tables])
+            plan, stats = cache.plan_arrays(b.indices, hbmcache.segments(b.offsets, b.table_offsets), p.pipelined)
+            want = model.batch(tables, cache.tick, cache.tick - 1 if p.pipelined else cache.tick)
+            assert stats.as_dict() | want == stats.as_dict()
+            assert cache.tags[:-1].tolist() == model.tags()
+            assert _check_plan(cache, plan, b, 2) == stats.misses
 
 
 @pytest.mark.parametrize("spec", ["host", "cached:25%:lru:pipelined", "cached:25%:lfu:serial:per-table",
@@ -134,22 +172,55 @@ def test_placements_match_the_reference(spec):
         with cached_stage(ht, p, max_ids=64, max_bags=8, mode="sum") as stage:
             served = list(stage.serve(batches))
             stage.synchronize()
-            for (out, stats), b in zip(served, batches, strict=True):
+            for (out, pre), b in zip(served, batches, strict=True):
                 np.testing.assert_allclose(out.copy_to_host(), _expected(weights, b), rtol=1e-5, atol=1e-6)
-                assert stats.lookups == b.indices.size
-            assert sum((s for _, s in served), hbmcache.CacheStats()).misses > 0
+                assert pre.stats.lookups == b.indices.size
+            assert sum((pre.stats for _, pre in served), hbmcache.CacheStats()) == stage.cache.stats()
+            assert stage.cache.stats().misses > 0
 
 
-def test_pipeline_orders_fill_after_the_batch_before_last(monkeypatch):
-    """Planning batch i+1 waits for batch i-1's kernel (the parity's event), never for batch i's."""
+class _Logged:
+    """An event that logs what is done with it: (name, parity, op, stream)."""
+
+    def __init__(self, log, name, k, streams):
+        self.log, self.name, self.k, self.streams = log, name, k, streams
+
+    def record(self, stream=0):
+        self.log.append((self.name, self.k, "record", self.streams.get(id(stream), stream)))
+
+    def wait(self, stream=0):
+        self.log.append((self.name, self.k, "wait", self.streams.get(id(stream), stream)))
+
+    def synchronize(self):
+        self.log.append((self.name, self.k, "cpu_wait", None))
+
+
+def test_pipeline_synchronisation_is_explicit_and_ordered():
+    """Batch i+1's upload and plan wait (on the plan stream) for batch i-1's kernel, never batch i's; its
+    fill (on the fill stream) for its plan; its kernel (on the compute stream) for its fill; the CPU only
+    for batch i-1's upload."""
     rows = (16,)
     rng = np.random.default_rng(3)
-    waited = []
+    log: list = []
     with host_tables(rows, DIM) as ht, cached_stage(ht, "cached:50%:2-way", max_ids=32, max_bags=4) as stage:
-        for k, ev in enumerate(stage.computed):
-            monkeypatch.setattr(ev, "synchronize", lambda k=k: waited.append(k), raising=False)
+        if stage.side is stage.compute:  # the simulator has one stream: give each role its own
+            stage.side, stage.fill_stream = cuda.stream(), cuda.stream()
+        streams = {id(stage.side): "plan", id(stage.fill_stream): "fill", id(stage.compute): "compute"}
+        for name in ("uploaded", "planned", "filled", "computed"):
+            setattr(stage, name, [_Logged(log, name, k, streams) for k in range(2)])
         list(stage.serve([_batch(rng, rows) for _ in range(4)]))
-    assert waited == [1, 0]  # batch 2 waited for batch 0 (ticks 1, 3: parity 1), batch 3 for batch 1 (parity 0)
+
+    def prefetch(k, first):
+        waits = [] if first else [("uploaded", k, "cpu_wait", None), ("computed", k, "wait", "plan")]
+        return [*waits, ("uploaded", k, "record", "plan"), ("planned", k, "record", "plan"),
+                ("planned", k, "wait", "fill"), ("filled", k, "record", "fill")]
+
+    def forward(k):
+        return [("filled", k, "wait", "compute"), ("computed", k, "record", "compute")]
+
+    want = [*prefetch(1, True), *forward(1), *prefetch(0, True), *forward(0), *prefetch(1, False), *forward(1),
+            *prefetch(0, False), *forward(0)]
+    assert log == want
 
 
 def test_pipelined_plan_never_evicts_the_previous_batch():
@@ -157,12 +228,23 @@ def test_pipelined_plan_never_evicts_the_previous_batch():
     with host_tables(rows, DIM) as ht:
         cache = HbmCache(ht, "cached:4-way:0.0625", max_ids=16)  # one set of 4 ways
         seg = np.array([0, 4])
-        buf = [np.zeros(16, np.int32), np.zeros(16, np.int64), np.zeros(16, np.int64)]
-        cache.plan(np.arange(4), seg, *buf, lock_previous=True)
-        _, stats = cache.plan(np.arange(4, 8), seg, *buf, lock_previous=True)
+        cache.plan_arrays(np.arange(4), seg, lock_previous=True)
+        _, stats = cache.plan_arrays(np.arange(4, 8), seg, lock_previous=True)
         assert stats.staged == 4 and stats.evictions == 0  # batch 1's ways are all in flight
-        _, stats = cache.plan(np.arange(8, 12), seg, *buf, lock_previous=False)
+        _, stats = cache.plan_arrays(np.arange(8, 12), seg, lock_previous=False)
         assert stats.evictions == 4 and stats.staged == 0
+
+
+def test_a_batch_never_evicts_a_row_it_reads():
+    """Misses that outnumber a set's open ways are staged, not given a way this batch hits."""
+    with host_tables((64,), DIM) as ht:
+        cache = HbmCache(ht, "cached:2-way:0.03125:serial", max_ids=16)  # one set of 2 ways
+        seg = np.array([0, 4])
+        cache.plan_arrays(np.array([1, 2]), np.array([0, 2]), lock_previous=False)
+        plan, stats = cache.plan_arrays(np.array([5, 1, 6, 2]), seg, lock_previous=False)
+        assert (stats.hits, stats.misses, stats.staged, stats.evictions) == (2, 2, 2, 0)
+        assert list(cache.resident()) == [1, 2]
+        assert (plan.locs.cpu().numpy()[[0, 2]] >= cache.geometry.slots).all()  # 5 and 6 read from staging
 
 
 def test_placement_specs():
@@ -223,3 +305,74 @@ def test_interrupt_mid_pipeline_drains_and_unpins():
                 if i == 1:
                     raise KeyboardInterrupt
     assert placement.live_pinned_bytes() == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("spec", ["cached:30%:lru:2-way", "cached:25%:lfu:per-table:4-way:serial"])
+def test_gpu_plan_equals_the_cpu_plan_and_the_model(spec):
+    """The same torch code on CUDA and CPU tensors: same locations, misses, victims and counters as each
+    other and as the model, batch after batch."""
+    rng = np.random.default_rng(5)
+    rows = (200, 120)
+    p = Placement.parse(spec)
+    with host_tables(rows, DIM) as ht:
+        gpu = HbmCache(ht, p, max_ids=400)
+        cpu = HbmCache(ht, p, max_ids=400, on_device=False)
+        model = ModelCache([0, rows[0]], gpu.geometry, p.policy == "lfu")
+        for _ in range(6):
+            b = _batch(rng, rows, bags=20, pooling=8, skew=True)
+            seg = hbmcache.segments(b.offsets, b.table_offsets)
+            got, got_stats = gpu.plan_arrays(b.indices, seg, p.pipelined)
+            want, want_stats = cpu.plan_arrays(b.indices, seg, p.pipelined)
+            assert got_stats == want_stats
+            assert got_stats.as_dict() | model.batch([b.table(t).indices for t in range(2)], gpu.tick,
+                                                     gpu.tick - 1 if p.pipelined else gpu.tick) == got_stats.as_dict()
+            for a, w in ((got.locs, want.locs), (got.src, want.src), (got.dst, want.dst), (gpu.tags, cpu.tags)):
+                assert a.cpu().tolist() == w.tolist()
+
+
+@pytest.mark.gpu
+def test_gpu_pipeline_enqueues_without_waiting_for_the_gpu():
+    """Uploading and planning a batch asks torch for no synchronisation (torch's sync debug mode raises on
+    one); outputs and counters stay right."""
+    import torch
+
+    rng = np.random.default_rng(6)
+    rows = (5000, 3000)
+    weights = [rng.standard_normal((r, DIM * 4)).astype(np.float32) for r in rows]
+    batches = [_batch(rng, rows, bags=64, pooling=20, skew=True) for _ in range(6)]
+    with host_tables(rows, DIM * 4, fill=weights) as ht, cached_stage(ht, "cached:5%:lru:8-way", max_ids=4096,
+                                                                       max_bags=256) as stage:
+        outs = []
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for out, _ in stage.serve(batches):
+                outs.append(out)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        stage.synchronize()
+        for out, b in zip(outs, batches, strict=True):
+            np.testing.assert_allclose(out.copy_to_host(), _expected(weights, b), rtol=1e-5, atol=1e-5)
+        cpu = HbmCache(ht, "cached:5%:lru:8-way", max_ids=4096, on_device=False)
+        for b in batches:
+            cpu.plan_arrays(b.indices, hbmcache.segments(b.offsets, b.table_offsets), True)
+        assert stage.cache.stats() == cpu.stats() and cpu.stats().evictions > 0
+
+
+@pytest.mark.parametrize("dtype,width", [(np.float32, 8), (np.float32, 6), (np.float16, 8)])
+def test_gather_copies_rows_and_skips_negative_targets(dtype, width):
+    """The fill's kernel: the 16-byte path (float32, rows of a multiple of four) and the element path give
+    the same copies; a target of -1 (the miss list's padding) copies nothing."""
+    from dlrmlab import launch
+    from dlrmlab.kernels import gather
+
+    rng = np.random.default_rng(7)
+    src = rng.standard_normal(10 * width).astype(dtype)
+    dst = np.full(5 * width, -9, dtype)
+    src_rows, dst_rows = np.array([7, 2, 9, 0]), np.array([3, -1, 0, 4])
+    assert gather.vectorizable(src, dst, width) == (dtype == np.float32 and width % 4 == 0)
+    d = cuda.to_device(dst)
+    launch.gather_rows(cuda.to_device(src), cuda.to_device(src_rows), d, cuda.to_device(dst_rows), 4, width)
+    want = dst.reshape(5, width).copy()
+    want[[3, 0, 4]] = src.reshape(10, width)[[7, 9, 0]]
+    np.testing.assert_array_equal(d.copy_to_host().reshape(5, width), want)
