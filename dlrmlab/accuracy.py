@@ -120,6 +120,13 @@ def accuracy(
 def with_accuracy(df: pd.DataFrame, formats: Sequence[str], dataset: str, stage: Any, seed: int = 0) -> pd.DataFrame:
     """Speed rows (:func:`dlrmlab.bench.quantized.run_quantized`) with each format's error against fp32 beside
     them (fp32 itself: 0), for ``run_quantized(..., accuracy=with_accuracy)``."""
-    acc = accuracy(list(formats), [dataset], stage, seed=seed)
+    return attach_accuracy(df, accuracy(list(formats), [dataset], stage, seed=seed), dataset)
+
+
+def attach_accuracy(df: pd.DataFrame, acc: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Speed rows with the error columns of ``acc`` (rows of :func:`accuracy`, e.g. computed on a CPU: the
+    numbers do not depend on the machine) for ``dataset`` joined by format; fp32 rows get 0."""
+    acc = acc[acc["dataset"] == dataset]
     acc = pd.concat([acc, pd.DataFrame([{"format": "float32", **dict.fromkeys(ACCURACY_COLUMNS, 0.0)}])])
-    return df.merge(acc[["format", *ACCURACY_COLUMNS]], on="format", how="left")
+    return df.drop(columns=[c for c in ACCURACY_COLUMNS if c in df]).merge(
+        acc[["format", *ACCURACY_COLUMNS]], on="format", how="left")

@@ -4,6 +4,7 @@ the accuracy table and the speed run's pieces (simulator, tiny sizes)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dlrmlab import accuracy, cli, quant, reference
@@ -68,8 +69,6 @@ def test_stored_case_and_rates():
     np.testing.assert_array_equal(q.host_tables[1], quant.quantize(base.host_tables[1], "int4"))
     half = quantized.stored_case(base, "float16")
     assert half.host_tables[0].dtype == np.float16 and len(half.dev_tables) == 3
-    import pandas as pd
-
     rows = pd.DataFrame({"variant": ["fast", "fast", "torch"], "format": ["float32", "int8", "float16"],
                          "median_ms": [2.0, 1.0, 4.0]})
     df = quantized.with_rates(rows, base.stage)
@@ -90,3 +89,17 @@ def test_accuracy_table_orders_the_formats():
     assert df.set_index("format")["row_bytes"].to_dict() == {"float16": 64, "int8": 40, "int4": 20}
     with pytest.raises(DlrmlabError, match="unknown table format"):
         accuracy.check_formats(["int2"])
+
+
+def test_accuracy_rows_join_speed_rows_by_format():
+    """Errors computed elsewhere (a CPU) join the speed rows of one dataset by format; fp32 rows get 0, and
+    columns already there are replaced, not duplicated."""
+    speed = pd.DataFrame({"format": ["float32", "int8", "int4"], "median_ms": [0.6, 0.3, 0.2],
+                          "prob_max_abs_diff": [9.0, 9.0, 9.0]})  # fmt: skip
+    cols = dict.fromkeys(quantized.ACCURACY_COLUMNS, 0.5)
+    acc = pd.DataFrame([{"format": "int8", "dataset": "random", **cols},
+                        {"format": "int8", "dataset": "zipf:1.05", **dict.fromkeys(cols, 7.0)}])  # fmt: skip
+    got = accuracy.attach_accuracy(speed, acc, "random").set_index("format")
+    assert list(got.columns).count("prob_max_abs_diff") == 1
+    assert got.loc["float32", "prob_max_abs_diff"] == 0.0 and got.loc["int8", "click_flip_share"] == 0.5
+    assert pd.isna(got.loc["int4", "pooled_max_abs_err"])  # no accuracy row for it: missing, not invented
