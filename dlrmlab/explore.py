@@ -246,7 +246,8 @@ def shape_choice(dim: int, batch: int, pooling: int, dataset: str = "random", dt
         warnings.simplefilter("ignore")
         ids = [t.indices for t in Workload(stage, dataset, seed).batch().tables]
     lim = device.limits()
-    choice = rules.choose_layout(ids, stage.embedding_dim * stage.element_bytes, lim["persisting_l2_max_bytes"])
+    choice = rules.choose_layout(ids, stage.embedding_dim * stage.element_bytes, lim["persisting_l2_max_bytes"],
+                                 pooling_mean=float(pooling))
     cfg, source = configure_here(stage.embedding_dim, dtype, float(pooling), split_hot=choice.split_hot)
     keys = ("split", "bags_per_block", "unroll", "chunk", "max_registers", "lanes", "vectors", "threads")
     return {**choice.params(), "config_source": source, **{k: cfg.params()[k] for k in keys}}
