@@ -101,6 +101,19 @@ def share_of_counts(counts: Sequence[np.ndarray], carveout_rows: int) -> float:
     return float(top.sum() / c.sum())
 
 
+def sampled_share(table_ids: Sequence[np.ndarray], carveout_rows: int, max_ids: int, seed: int = 0) -> float:
+    """:func:`hot_share` estimated from at most ``max_ids`` of a batch's ids (the same random fraction ``f`` of
+    every table's): the top ``k * f`` rows of the sample stand for the top ``k`` of the batch. Exact when the
+    batch has at most ``max_ids`` ids; an estimate otherwise (on uniform ids it reads high, as a sample's rows
+    repeat less), which is enough to tell a skewed batch from a flat one."""
+    n = sum(int(np.asarray(t).size) for t in table_ids)
+    if n <= max_ids:
+        return hot_share(table_ids, carveout_rows)
+    f, rng = max_ids / n, np.random.default_rng(seed)
+    sample = [np.asarray(t)[rng.random(np.asarray(t).size) < f] for t in table_ids]
+    return hot_share(sample, max(1, round(carveout_rows * f)))
+
+
 def choose_layout(table_ids: Sequence[np.ndarray], row_bytes: int, persisting_l2_bytes: int,
                   previous: LayoutChoice | None = None, counts: Sequence[np.ndarray] | None = None,
                   pooling_mean: float | None = None) -> LayoutChoice:
