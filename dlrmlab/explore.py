@@ -233,6 +233,8 @@ def show_committed_claim(name: str, results_dir: str | Path = "../results/h100")
 
 SHAPE_DIMS = (16, 32, 64, 128, 256, 512)
 SHAPE_BATCHES = (128, 512, 2048, 4096, 16384, 32768)
+#: Ids the picker offers: synthetic, so that it answers anywhere (a trace needs its file).
+SHAPE_DATASETS = ("random", "medium", "high", "zipf:1.1")
 
 
 def shape_choice(dim: int, batch: int, pooling: int, dataset: str = "random", dtype: str = "float32",
