@@ -268,7 +268,9 @@ def explore_shape(dim: int = 128, batch: int = 2048, pooling: int = 150, dataset
         fig = shapes.heatmap(shapes.summary(load_results(grid)), stamp=f"committed grid: {grid.parent.name}")
     else:
         fig = style.finish(style.new_figure(11, 1.5), "dlrmlab explore")
-    fig.text(0.01, 0.995, "\n".join(textwrap.wrap(head, 150)), fontsize=8, va="top")
+    # the choice as the title's first lines (constrained layout makes room for a title, not for free text)
+    grid_title = fig.get_suptitle()
+    fig.suptitle("\n".join(textwrap.wrap(head, 150)) + (f"\n\n{grid_title}" if grid_title else ""), fontsize=8)
     return fig
 
 
