@@ -233,6 +233,8 @@ def show_committed_claim(name: str, results_dir: str | Path = "../results/h100")
 
 SHAPE_DIMS = (16, 32, 64, 128, 256, 512)
 SHAPE_BATCHES = (128, 512, 2048, 4096, 16384, 32768)
+#: Ids the picker offers: synthetic, so that it answers anywhere (a trace needs its file).
+SHAPE_DATASETS = ("random", "medium", "high", "zipf:1.1")
 
 
 def shape_choice(dim: int, batch: int, pooling: int, dataset: str = "random", dtype: str = "float32",
@@ -246,7 +248,8 @@ def shape_choice(dim: int, batch: int, pooling: int, dataset: str = "random", dt
         warnings.simplefilter("ignore")
         ids = [t.indices for t in Workload(stage, dataset, seed).batch().tables]
     lim = device.limits()
-    choice = rules.choose_layout(ids, stage.embedding_dim * stage.element_bytes, lim["persisting_l2_max_bytes"])
+    choice = rules.choose_layout(ids, stage.embedding_dim * stage.element_bytes, lim["persisting_l2_max_bytes"],
+                                 pooling_mean=float(pooling))
     cfg, source = configure_here(stage.embedding_dim, dtype, float(pooling), split_hot=choice.split_hot)
     keys = ("split", "bags_per_block", "unroll", "chunk", "max_registers", "lanes", "vectors", "threads")
     return {**choice.params(), "config_source": source, **{k: cfg.params()[k] for k in keys}}
@@ -265,7 +268,9 @@ def explore_shape(dim: int = 128, batch: int = 2048, pooling: int = 150, dataset
         fig = shapes.heatmap(shapes.summary(load_results(grid)), stamp=f"committed grid: {grid.parent.name}")
     else:
         fig = style.finish(style.new_figure(11, 1.5), "dlrmlab explore")
-    fig.text(0.01, 0.995, "\n".join(textwrap.wrap(head, 150)), fontsize=8, va="top")
+    # the choice as the title's first lines (constrained layout makes room for a title, not for free text)
+    grid_title = fig.get_suptitle()
+    fig.suptitle("\n".join(textwrap.wrap(head, 150)) + (f"\n\n{grid_title}" if grid_title else ""), fontsize=8)
     return fig
 
 

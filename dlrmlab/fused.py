@@ -11,6 +11,7 @@ The kernel's configuration is a pure function of the shape, dtype, pooling, GPU 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ from dlrmlab.backend import cuda
 from dlrmlab.config import BoundsCheck, Combine, TableDType, table_dtype
 from dlrmlab.errors import DlrmlabError
 from dlrmlab.kernels.fused import KNOBS, FastConfig, build
+from dlrmlab.workload import JaggedBatch
 
 #: CUDA's limit on a grid's x dimension; tiles beyond it are walked grid-stride.
 MAX_GRID = 2**31 - 1
@@ -34,6 +36,9 @@ DEFAULT_BLOCK_THREADS = 128
 OUT_DTYPES = ("float32", "float16")
 #: Knobs that change what the kernel checks, not how fast it is: giving one keeps the tuned configuration.
 DEBUG_KNOBS = frozenset({"bounds_check"})
+#: The serving loop's defaults: re-decide the layout every this many batches, from at most this many ids.
+REDECIDE_EVERY = 64
+SAMPLE_IDS = 1 << 16
 
 
 class BoundsWarning(UserWarning):
@@ -369,3 +374,113 @@ def check_jagged(tables: PackedTables, jagged: Any, full: bool = False) -> None:
     for t in range(n_tables):
         lo, hi = int(off[toff[t]]), int(off[toff[t + 1]])
         checks.ids(ids[lo:hi], tables.rows[t], f"jagged indices of table {t}")
+
+
+# --- serving with a layout that follows the ids ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServedBatch:
+    """What served one batch: the layout in use and why, whether it was re-decided and re-packed at this
+    batch, and how many re-packs the server has done so far (the first packing not counted)."""
+
+    batch: int
+    layout: str
+    reason: str
+    hot_share: float
+    decided: bool
+    repacked: bool
+    repacks: int
+    config_source: str
+
+    def params(self) -> dict:
+        """As a result row's fields."""
+        return {"batch": self.batch, "layout": self.layout, "layout_reason": self.reason,
+                "hot_share": round(self.hot_share, 4), "redecided": self.decided, "repacked": self.repacked,
+                "repacks": self.repacks, "config_source": self.config_source}
+
+
+class AdaptiveServer:
+    """Serves jagged batches (:class:`dlrmlab.workload.JaggedBatch`) with one fused launch each, choosing the
+    row layout itself as the ids' distribution moves.
+
+    Every ``every`` batches (the first included) it samples at most ``sample_ids`` of the batch's ids
+    (:func:`dlrmlab.rules.sampled_share`) and re-decides the layout (:func:`dlrmlab.rules.decide_layout`,
+    with the previous choice for hysteresis). When the layout changes it re-packs the tables (plain, or
+    frequency-ranked by that batch's ids with every table's hot rows first) and swaps the kernel
+    configuration (:func:`configure_here` for the layout). On a GPU the split-hot rows sit behind a
+    persisting-L2 window, opened when that layout is chosen and closed (limit, window and persisting lines
+    restored) when it is left, on exit, or on an exception::
+
+        with AdaptiveServer(host_tables, every=64) as server:
+            for batch in batches:
+                out, served = server(batch)   # out: (T * B, dim) on the device; served: a ServedBatch
+    """
+
+    def __init__(self, tables: Sequence[np.ndarray], every: int = REDECIDE_EVERY, sample_ids: int = SAMPLE_IDS,
+                 mode: str = "sum", dtype: str | None = None, persisting_bytes: int | None = None,
+                 stream: Any = 0, seed: int = 0) -> None:
+        self.every, self.sample_ids = checks.integer("every", every, 1), checks.integer("sample_ids", sample_ids, 1)
+        self.host_tables, self.mode, self.stream, self.seed = list(tables), mode, stream, seed
+        self.dim, dt = PackedTables._check(self.host_tables, dtype)
+        self.dtype, self.row_bytes = dt.name, self.dim * dt.bytes
+        self.budget = int(persisting_bytes if persisting_bytes is not None
+                          else device.limits().get("persisting_l2_max_bytes") or 0)
+        self.choice: rules.LayoutChoice | None = None
+        self.tables: PackedTables | None = None
+        self.repacks, self.batches = 0, 0
+        self._config: tuple[FastConfig, str] | None = None
+        self._stack = contextlib.ExitStack()
+        self._window = contextlib.ExitStack()  # the split-hot layout's persisting L2, while it is in use
+
+    def __enter__(self) -> AdaptiveServer:
+        self._stack.callback(self._window.close)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.close()
+
+    def _pack(self, split_hot: bool, ids: Sequence[np.ndarray], pooling_mean: float, weighted: bool) -> None:
+        self._window.close()  # the old layout's window first (its buffer is about to go), limit restored
+        if split_hot:
+            ranks = [hotness.frequency_ranking(np.asarray(t, np.int64), len(w))
+                     for t, w in zip(ids, self.host_tables, strict=True)]
+            l2 = None if backend.SIMULATOR else self._window.enter_context(l2window.persisting_l2(self.budget))
+            self.tables = PackedTables.ranked_split(self.host_tables, ranks, l2.limit_bytes if l2 else self.budget,
+                                                    self.dtype, self.stream)
+            if l2 is not None:  # no L2 to steer in the simulator
+                nbytes = min(self.tables.hot_bytes, l2.max_window)
+                hit = min(1.0, l2.limit_bytes / nbytes) if nbytes else 0.0
+                l2.set_window(self.stream, self.tables.packed.device_ctypes_pointer.value, nbytes, hit)
+        else:
+            self.tables = PackedTables.from_arrays(self.host_tables, self.dtype, self.stream)
+        self._config = configure_here(self.dim, self.dtype, pooling_mean, split_hot=split_hot,
+                                      combine=Combine(self.mode, weighted))
+
+    def __call__(self, batch: JaggedBatch) -> tuple[Any, ServedBatch]:
+        ids = [batch.table(t).indices for t in range(batch.num_tables)]
+        if len(ids) != len(self.host_tables):
+            raise DlrmlabError(f"batch has {len(ids)} tables, the server {len(self.host_tables)}")
+        pooling = batch.indices.size / max(batch.offsets.size - 1, 1)
+        decided = self.batches % self.every == 0
+        repacked = False
+        if decided:
+            k = self.budget // max(self.row_bytes, 1)
+            share = rules.sampled_share(ids, k, self.sample_ids, self.seed + self.batches)
+            choice = rules.decide_layout(share, k, self.row_bytes, pooling, previous=self.choice)
+            if self.choice is None or choice.layout != self.choice.layout:
+                repacked = self.tables is not None
+                self.repacks += repacked
+                self._pack(choice.split_hot, ids, pooling, batch.per_sample_weights is not None)
+            self.choice = choice
+        indices = (np.concatenate([self.tables.remap_ids(t, i) for t, i in enumerate(ids)]) if self.tables.split
+                   else batch.indices)
+        w = batch.per_sample_weights
+        jagged = tuple(None if a is None else cuda.to_device(np.ascontiguousarray(a), self.stream)
+                       for a in (indices, batch.offsets, batch.table_offsets, w))
+        cfg, source = self._config
+        out = fused_forward(self.tables, jagged, mode=self.mode, stream=self.stream, config=cfg)
+        served = ServedBatch(self.batches, self.choice.layout, self.choice.reason, self.choice.hot_share, decided,
+                             repacked, self.repacks, source)
+        self.batches += 1
+        return out, served

@@ -8,6 +8,7 @@ shape, the ids' hotness and the GPU's properties.
   window won by 2-15% at 8 of the 11 points whose share of the batches' lookups was at least
   :data:`SPLIT_HOT_SHARE`, lost by 5-15% at the other 3 (width 256 at batch 2048, widths 32 and 64 at
   pooling 20), and lost by up to 32% at most points below it (the medium trace at width 256, share 18%).
+  Two of those three are short bags of narrow rows, which stay plain (:data:`MIN_BAG_BYTES`).
 * :func:`derive_knobs` — rows in flight, lane groups per bag, bags per block, staged ids and the register
   cap from the row width, pooling and the GPU (registers and threads per SM, memory bandwidth per SM). Its
   constants come from the same sweep: over its 66 (point, layout) pairs the rule's configuration took 1.03x
@@ -17,6 +18,19 @@ shape, the ids' hotness and the GPU's properties.
   (:func:`quantized_registers`), and their staged ids are sized so that shared memory does not cut the blocks
   per SM (:func:`chunk_for`): with the float rules an int8 stage ran at 44% occupancy, limited by shared
   memory, with DRAM at 61% of peak (``results/h100/profile_int8_random.csv``).
+
+Both together, scored at the 31 sweep points whose hot share the grid run recorded (the layout from the
+share and the bags' bytes, then the knobs; ``dlrmlab.bench.shapes.served_regret``): 1.026x the best measured
+configuration of either layout (geometric mean; 1.035x before the short-bag rules), at most 1.23x (width 32,
+batch 512, the medium trace: share 68%, below the threshold, where split-hot was 23% faster).
+
+**Why a derived rule and not a nearest-entry table.** Leave one shape out over the same 31 points
+(``dlrmlab.bench.shapes.nearest_vs_rule``): serving each shape the best configuration of its nearest measured
+neighbour (octaves of row bytes, batch and pooling, plus 4 x the hot shares' difference) took 1.059x the
+held-out shape's best (geometric mean over the 30 points where both choices were measured; worst 1.47x; the
+best at 11), the derived rule 1.026x (worst 1.23x; the best at 19). The rule's constants were read off the
+whole sweep, not refitted without each shape, so its score is optimistic; the gap (and the neighbour's
+1.47x, a layout carried across a share boundary) is why dlrmlab ships a rule plus tuned entries, not a grid.
 
 Both are data-free and cheap: the harness, the API and the DLRM module call them per stage, and every
 result row records what they chose and why.
@@ -33,6 +47,11 @@ from dlrmlab import quant
 
 #: Split-hot when the carve-out's rows take at least this share of a batch's lookups (see module doc).
 SPLIT_HOT_SHARE = 0.75
+#: Split-hot only when a bag reads at least this many bytes (pooling x row bytes). At pooling 20 on Zipf 1.1
+#: (shares 84-88%) plain rows were 18% faster at width 32 (2.5 KiB bags: 0.100 vs 0.118 ms) and 7% at width 64
+#: (5 KiB: 0.163 vs 0.174 ms), while split-hot won by 2.5% at width 128 (10 KiB: 0.289 vs 0.296 ms) and at
+#: every point of pooling 150 but one (bags of 19-150 KiB); 8 KiB lies between.
+MIN_BAG_BYTES = 8 * 1024
 #: Re-decide a layout only when the share moved by more than this (no flapping around the threshold).
 HYSTERESIS = 0.05
 #: 16-byte vectors each lane keeps in flight: plain rows mostly miss L2 and want more; split-hot rows hit.
@@ -41,6 +60,10 @@ VECTORS_IN_FLIGHT = {False: 10, True: 8}
 BLOCK_THREADS = 128
 #: A lane group should get at least this many rows in flight's worth of a bag's ids (else split less).
 IDS_PER_GROUP_FACTOR = 3
+#: Plain rows of bags this short (one 32-id staged chunk) get half the rows in flight in half-size blocks. At
+#: pooling 20, 5 rows in 64-thread blocks took 0.91x-1.04x the time of 10 rows in 128-thread blocks (geometric
+#: mean 0.98x over widths 32-128 and the three id sets; 0.91x at width 32 on Zipf 1.1, 1.04x at 64 on random).
+SHORT_BAG_IDS = 32
 #: Shared memory a block's staged ids may take (occupancy is register-limited only below this).
 STAGED_BYTES = 12 * 1024
 #: The H100 the constants were measured on: bytes per second of HBM per SM.
@@ -86,24 +109,51 @@ def share_of_counts(counts: Sequence[np.ndarray], carveout_rows: int) -> float:
     return float(top.sum() / c.sum())
 
 
+def sampled_share(table_ids: Sequence[np.ndarray], carveout_rows: int, max_ids: int, seed: int = 0) -> float:
+    """:func:`hot_share` estimated from at most ``max_ids`` of a batch's ids (the same random fraction ``f`` of
+    every table's): the top ``k * f`` rows of the sample stand for the top ``k`` of the batch. Exact when the
+    batch has at most ``max_ids`` ids; an estimate otherwise (on uniform ids it reads high, as a sample's rows
+    repeat less), which is enough to tell a skewed batch from a flat one."""
+    n = sum(int(np.asarray(t).size) for t in table_ids)
+    if n <= max_ids:
+        return hot_share(table_ids, carveout_rows)
+    f, rng = max_ids / n, np.random.default_rng(seed)
+    sample = [np.asarray(t)[rng.random(np.asarray(t).size) < f] for t in table_ids]
+    return hot_share(sample, max(1, round(carveout_rows * f)))
+
+
 def choose_layout(table_ids: Sequence[np.ndarray], row_bytes: int, persisting_l2_bytes: int,
-                  previous: LayoutChoice | None = None, counts: Sequence[np.ndarray] | None = None) -> LayoutChoice:
+                  previous: LayoutChoice | None = None, counts: Sequence[np.ndarray] | None = None,
+                  pooling_mean: float | None = None) -> LayoutChoice:
     """Plain or split-hot for a batch's ids (a sample is enough), given the GPU's persisting-L2 carve-out;
-    pass per-table access ``counts`` instead of ids when a ranking already has them.
+    pass per-table access ``counts`` instead of ids when a ranking already has them, and the bags' mean
+    length as ``pooling_mean`` (short bags of narrow rows stay plain: :data:`MIN_BAG_BYTES`).
 
     With ``previous``, the layout changes only when the share crossed the threshold by more than
     :data:`HYSTERESIS`, so a server re-deciding per batch does not flip on noise."""
     k = int(persisting_l2_bytes) // max(int(row_bytes), 1)
     share = share_of_counts(counts, k) if counts is not None else hot_share(table_ids, k)
-    if k == 0:
+    return decide_layout(share, k, row_bytes, pooling_mean, previous)
+
+
+def decide_layout(share: float, carveout_rows: int, row_bytes: int, pooling_mean: float | None = None,
+                  previous: LayoutChoice | None = None) -> LayoutChoice:
+    """:func:`choose_layout` from a hot share already measured (``carveout_rows``: the rows the carve-out
+    holds). The bag-size test is a fact of the shape, so it takes no hysteresis."""
+    k = int(carveout_rows)
+    if k <= 0:
         return LayoutChoice("plain", 0.0, 0, "this GPU has no persisting L2 carve-out")
+    if pooling_mean is not None and pooling_mean * row_bytes < MIN_BAG_BYTES:
+        return LayoutChoice("plain", share, k, f"bags of {pooling_mean:g} ids x {row_bytes} B read "
+                                               f"{pooling_mean * row_bytes / 1024:.1f} KiB each (< "
+                                               f"{MIN_BAG_BYTES // 1024} KiB): the window does not pay back")
     threshold = SPLIT_HOT_SHARE
     if previous is not None:
         threshold += HYSTERESIS if previous.layout == "plain" else -HYSTERESIS
     layout = "split-hot" if share >= threshold else "plain"
     cmp = ">=" if layout == "split-hot" else "<"
     return LayoutChoice(layout, share, k, f"the {k:,} hottest rows that fit the persisting L2 carve-out take "
-                                           f"{share:.0%} of lookups ({cmp} {threshold:.0%})")
+                                          f"{share:.0%} of lookups ({cmp} {threshold:.0%})")
 
 
 def bandwidth_factor(limits: dict) -> float:
@@ -157,16 +207,18 @@ def derive_knobs(dim: int, dtype: str, pooling_mean: float, split_hot: bool, lim
         lanes *= 2
     vectors = -(-dim // (vec * lanes))
     unroll = int(np.clip(round(VECTORS_IN_FLIGHT[split_hot] * bandwidth_factor(limits) / vectors), 2, 16))
-    cap = register_cap(limits)
+    threads, cap = BLOCK_THREADS, register_cap(limits)
     sums = vectors * vec + (1 if quant.is_quantized(dtype) and quant.row_format(dtype).has_bias else 0)
     if quant.is_quantized(dtype):
         cap, unroll = quantized_registers(vectors, sums, unroll, limits)
+    if not split_hot and pooling_mean <= SHORT_BAG_IDS:
+        unroll, threads = max(2, -(-unroll // 2)), BLOCK_THREADS // 2
     unroll = min(unroll, max(1, int(np.ceil(pooling_mean))))  # short bags: no slots that re-read a row
     split = 1
     if not split_hot:
         while split < 4 and pooling_mean / (2 * split) >= IDS_PER_GROUP_FACTOR * unroll:
             split *= 2
-    bags = max(1, BLOCK_THREADS // (lanes * split))
+    bags = max(1, threads // (lanes * split))
     if quant.is_quantized(dtype):
         parts = bags * split * lanes * sums * 4 if split > 1 else 0
         chunk = chunk_for(pooling_mean, bags * split, parts, limits, bags * split * lanes)

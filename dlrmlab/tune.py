@@ -95,8 +95,11 @@ def tune_fast(
         cands.append(p)
     if not cands:
         raise DlrmlabError("no valid configuration in the search space")
-    if backend.SIMULATOR:  # the graph variant is GPU-only; its plain twin runs the same kernel
-        variant, repeats = {"fast_graph": "fast"}.get(variant, variant), 1
+    if backend.SIMULATOR:
+        repeats = 1
+        if variant in ("fast_graph", "fast_graph+window", "fast+window"):
+            # graphs and windows are GPU-only; `fast` runs the same kernel on the same layout (no L2 to steer)
+            variant, fixed = "fast", {"layout": "split-hot" if split_hot else "plain"}
     why = variants.why_not_here(variant)
     if why:
         raise DlrmlabError(why)

@@ -52,6 +52,7 @@ controls = {
 ui = widgets.VBox([widgets.HBox([controls["variant"], controls["dataset"]]),
                    widgets.HBox([controls["max_registers"], controls["prefetch_distance"], controls["hot_rows"]])])
 out = widgets.interactive_output(explore.show, controls)
+out.add_class("explore-knobs")  # each widget output named, so that either can be found on the page
 display(ui, out)
 
 # %% [markdown]
@@ -64,6 +65,28 @@ explore.explore(variant="rpf", max_registers=0, prefetch_distance=2, hot_rows=15
                 preset=PRESET)
 
 # %% [markdown]
+# ## The shape picker: what the fused path chooses for your shape
+#
+# Pick a row width, batch, pooling and ids: the text above the figure says what `fast_graph` would serve that
+# shape with on this GPU, as a fresh install configures it (`dlrmlab.explore.shape_choice`): plain rows or the
+# split-hot layout behind an L2 window, and why (the share of lookups the rows that fit the persisting carve-out
+# take, and the bytes a bag reads), and the knobs (from a tuned entry, else the rule derived from the shape and
+# the GPU, `dlrmlab.rules`). Only the ids are generated: no kernel runs, so it answers at once, anywhere. Below
+# it, the committed H100 grid: the fused path against cuEmbed and torch at each measured shape.
+
+# %%
+shape = {
+    "dim": widgets.Dropdown(options=list(explore.SHAPE_DIMS), value=128, description="row width", **label),
+    "batch": widgets.Dropdown(options=list(explore.SHAPE_BATCHES), value=2048, description="batch", **label),
+    "pooling": widgets.IntSlider(value=150, min=1, max=500, description="pooling", **slide),
+    "dataset": widgets.Dropdown(options=list(explore.SHAPE_DATASETS), value="random", description="ids", **label),
+    "results_dir": widgets.fixed("../results/h100"),
+}
+shape_out = widgets.interactive_output(explore.show_shape, shape)
+shape_out.add_class("explore-shape")
+display(widgets.HBox([shape["dim"], shape["batch"], shape["pooling"], shape["dataset"]]), shape_out)
+
+# %% [markdown]
 # Things to try:
 #
 # * `optmt` with caps 32, 40, 48: the warps per SM step at 32 (64 warps), 40 (48) and 48 (40) registers
@@ -73,3 +96,5 @@ explore.explore(variant="rpf", max_registers=0, prefetch_distance=2, hot_rows=15
 # * `l2p` with 1,000 to 60,000 hot rows per table on `high` and `random`: the hit rate rises with the hot set
 #   on skewed data, while the pin kernel's DRAM traffic grows with it; on `random` there is no hot set to
 #   keep.
+# * the shape picker at width 32, batch 16384, pooling 20 on `zipf:1.1`: a skewed batch whose bags read only
+#   2.5 KiB each stays plain; at width 128 (10 KiB bags) it goes split-hot.

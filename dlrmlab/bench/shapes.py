@@ -123,10 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def rule_regret(rows: pd.DataFrame, limits: dict) -> pd.DataFrame:
     """How far :func:`dlrmlab.rules.derive_knobs`' choice is from the best configuration a sweep measured,
     per point and layout (``regret`` = rule's time / best time; 1.0: the rule found the best), beside the
@@ -151,3 +147,128 @@ def rule_regret(rows: pd.DataFrame, limits: dict) -> pd.DataFrame:
     r["regret"] = r["rule_ms"] / r["best_ms"]
     r["default_regret"] = r["default_ms"] / r["best_ms"]
     return r
+
+
+# --- the rule as a whole (layout + knobs) against a sweep, and against a nearest-entry table ----------------
+
+#: A point of a sweep: the shape and the ids.
+POINT = ("dim", "batch", "pooling", "dataset")
+#: A configuration, comparable across widths: the layout, lane groups per bag, threads per block, rows in
+#: flight per lane (bags per block follow from the threads and the width's lanes).
+CONFIG = ("layout", "split", "threads", "unroll")
+#: Nearest-entry distance: octaves of row bytes, batch and pooling, plus the hot shares' difference times this
+#: (a share 0.25 apart counts as one octave: the layout flips over about that range).
+SHARE_OCTAVES = 4.0
+
+
+def sweep_candidates(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (point, configuration) a sweep measured (the fastest where one ran twice), the dataset
+    as its label (a trace's path and its short name meet), with the width's ``lanes``."""
+    fast = rows[rows["variant"].isin(["fast_graph", "fast_graph+window"]) & rows["correct"].astype(bool)]
+    p = fast["params"].map(lambda v: json.loads(v) if isinstance(v, str) and v.startswith("{") else {})
+    c = pd.DataFrame({
+        "dim": fast["dim"].astype(int), "batch": fast["batch"].astype(int), "pooling": fast["pooling"].astype(int),
+        "dataset": fast["dataset"].map(style.dataset_label),
+        "layout": np.where(fast["variant"].str.endswith("+window") | p.map(lambda d: bool(d.get("split_hot"))),
+                           "split-hot", "plain"),
+        "split": p.map(lambda d: d.get("split")), "lanes": p.map(lambda d: d.get("lanes")),
+        "bags_per_block": p.map(lambda d: d.get("bags_per_block")), "unroll": p.map(lambda d: d.get("unroll")),
+        "median_ms": fast["median_ms"].astype(float),
+    })  # fmt: skip
+    c = c.dropna(subset=["split", "lanes", "bags_per_block", "unroll"])
+    c = c.astype({"split": int, "lanes": int, "bags_per_block": int, "unroll": int})
+    c["threads"] = c["lanes"] * c["split"] * c["bags_per_block"]
+    return c.groupby([*POINT, *CONFIG], as_index=False).agg(median_ms=("median_ms", "min"), lanes=("lanes", "first"))
+
+
+def _shares(shares: pd.DataFrame) -> dict:
+    s = shares.dropna(subset=["hot_share"])
+    return {(int(d), int(b), int(p), style.dataset_label(ds)): float(h)
+            for d, b, p, ds, h in s[[*POINT, "hot_share"]].itertuples(index=False)}
+
+
+def rule_config(dim: int, pooling: float, share: float, limits: dict, row_bytes: int | None = None) -> tuple:
+    """The configuration (:data:`CONFIG`) the rules serve a shape with, and the layout's reason."""
+    row_bytes = row_bytes or dim * 4
+    k = limits["persisting_l2_max_bytes"] // row_bytes
+    choice = rules.decide_layout(share, k, row_bytes, float(pooling))
+    knobs = rules.derive_knobs(int(dim), "float32", float(pooling), choice.split_hot, limits)
+    lanes = min(32, 1 << max(0, (-(-dim // 4) - 1).bit_length()))  # 16-byte vectors: dim / 4 lanes, <= 32
+    return (choice.layout, knobs["split"], lanes * knobs["split"] * knobs["bags_per_block"], knobs["unroll"]), choice
+
+
+def _ms(g: pd.DataFrame, config: tuple) -> float:
+    hit = g[(g[list(CONFIG)] == pd.Series(config, index=list(CONFIG))).all(axis=1)]
+    return float(hit["median_ms"].min()) if len(hit) else np.nan
+
+
+def _label(config: tuple) -> str:
+    layout, split, threads, unroll = config
+    return f"{layout} {split}x/{threads}t/{unroll}"
+
+
+def served_regret(rows: pd.DataFrame, shares: pd.DataFrame, limits: dict) -> pd.DataFrame:
+    """The whole rule (layout from the hot share and the bags' bytes, then the knobs) at each point of a
+    sweep: ``regret`` = the chosen configuration's time / the best time of either layout (NaN where the sweep
+    did not measure the rule's choice). ``shares``: the hot share per point (``summary`` of a grid run);
+    points without one are left out."""
+    cands, share = sweep_candidates(rows), _shares(shares)
+    out = []
+    for point, g in cands.groupby(list(POINT)):
+        if point not in share:
+            continue
+        config, choice = rule_config(point[0], point[2], share[point], limits)
+        best = g.loc[g["median_ms"].idxmin()]
+        out.append({**dict(zip(POINT, point, strict=True)), "hot_share": share[point], "rule": _label(config),
+                    "why": choice.reason, "rule_ms": _ms(g, config), "best": _label(tuple(best[list(CONFIG)])),
+                    "best_ms": float(best["median_ms"])})
+    r = pd.DataFrame(out)
+    if not r.empty:
+        r["regret"] = r["rule_ms"] / r["best_ms"]
+    return r
+
+
+def nearest_vs_rule(rows: pd.DataFrame, shares: pd.DataFrame, limits: dict) -> pd.DataFrame:
+    """Leave one shape out: at each point of a sweep, the nearest-entry rule serves the best configuration of
+    the nearest *other* measured point (distance: octaves of row bytes, batch and pooling, plus
+    :data:`SHARE_OCTAVES` x the hot shares' difference); the derived rule serves :func:`rule_config`. Each is
+    scored by that configuration's time at the held-out point / the point's best (``*_regret``); a choice the
+    sweep did not measure there is not scored (NaN, counted by :func:`compare_summary`). The derived rule's
+    constants are not refitted per point: they were read off the whole sweep, so its score is optimistic."""
+    cands, share = sweep_candidates(rows), _shares(shares)
+    points = {p: g for p, g in cands.groupby(list(POINT)) if p in share}
+    best = {p: tuple(g.loc[g["median_ms"].idxmin(), list(CONFIG)]) for p, g in points.items()}
+
+    def distance(a: tuple, b: tuple) -> float:
+        octaves = sum(abs(np.log2(a[i]) - np.log2(b[i])) for i in range(3))  # dim x 4 bytes: log2 row bytes
+        return float(octaves + SHARE_OCTAVES * abs(share[a] - share[b]))
+
+    out = []
+    for p, g in points.items():
+        near = min((q for q in points if q != p), key=lambda q, p=p: distance(p, q))
+        mine, _ = rule_config(p[0], p[2], share[p], limits)
+        best_ms = float(g["median_ms"].min())
+        out.append({**dict(zip(POINT, p, strict=True)), "hot_share": share[p], "best": _label(best[p]),
+                    "best_ms": best_ms, "nearest": "/".join(str(v) for v in near), "distance": distance(p, near),
+                    "nearest_choice": _label(best[near]), "nearest_regret": _ms(g, best[near]) / best_ms,
+                    "rule_choice": _label(mine), "rule_regret": _ms(g, mine) / best_ms})
+    return pd.DataFrame(out)
+
+
+def compare_summary(r: pd.DataFrame) -> pd.DataFrame:
+    """One row per rule: points scored (of all), geometric-mean and worst regret over the points both rules'
+    choices were measured at, and how often each found the best."""
+    both = r.dropna(subset=["nearest_regret", "rule_regret"])
+    out = []
+    for name in ("nearest", "rule"):
+        col = both[f"{name}_regret"]
+        out.append({"rule": {"nearest": "nearest entry", "rule": "derived rule"}[name],
+                    "scored": int(r[f"{name}_regret"].notna().sum()), "points": len(r), "compared": len(both),
+                    "geomean_regret": float(np.exp(np.log(col).mean())) if len(col) else np.nan,
+                    "worst_regret": float(col.max()) if len(col) else np.nan,
+                    "found_best": int((col <= 1.0 + 1e-9).sum())})
+    return pd.DataFrame(out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,10 +1,11 @@
 """Tuned kernel configurations are data: a table shipped per GPU family, and a user cache that overrides it.
 
 Host code reads them (:func:`fast_entry`); no kernel module does. ``dlrmlab tune fast`` writes the user
-cache (``$DLRMLAB_CACHE_DIR/tune.json``, default ``~/.cache/dlrmlab/tune.json``). An entry applies to a GPU
-family, row width, table dtype, pooling bucket (nearby pooling factors share a tuning) and row layout: plain
-tables, or the split-hot layout behind an L2 window (``split_hot``), whose rows mostly hit L2 and so want
-fewer rows in flight and more bags.
+cache (``$DLRMLAB_CACHE_DIR/tune.json``, default ``~/.cache/dlrmlab/tune.json``); a cache tuned on a new GPU
+becomes shipped entries with :func:`shipped_entries` and :func:`add_shipped` (``python -m dlrmlab.tuned``).
+An entry applies to a GPU family, row width, table dtype, pooling bucket (nearby pooling factors share a
+tuning) and row layout: plain tables, or the split-hot layout behind an L2 window (``split_hot``), whose rows
+mostly hit L2 and so want fewer rows in flight and more bags.
 """
 
 from __future__ import annotations
@@ -112,3 +113,48 @@ def describe(family: str, user_cache: dict | None = None) -> str:
         parts.append(f"{len(ship)} shipped entr{'y' if len(ship) == 1 else 'ies'} ({family})")
     rule = "the rule derived from the shape and this GPU's properties (dlrmlab.rules)"
     return (", then ".join(parts) + ", else " + rule) if parts else f"no tuned entry for {family}: {rule}"
+
+
+def _parse_key(key: str) -> dict | None:
+    """A cache key's fields (``fast|h200|dim=128|float32|pool~128|split-hot``), or None for another kind."""
+    parts = key.split("|")
+    if len(parts) < 5 or parts[0] != "fast" or not parts[2].startswith("dim=") or not parts[4].startswith("pool~"):
+        return None
+    try:
+        dim, pooling = int(parts[2][4:]), int(parts[4][5:])
+    except ValueError:
+        return None
+    return {"family": parts[1], "dim": dim, "dtype": parts[3], "pooling": pooling,
+            "split_hot": parts[5:] == ["split-hot"]}
+
+
+def shipped_entries(cache: dict, family: str, gpu: str) -> list[dict]:
+    """The fast-kernel entries of ``family`` in a tuning cache, as ``defaults.json`` holds them: the shape and
+    layout, the winning knobs, and a ``measured`` line naming the card (``gpu``), the date, the search and its
+    result. Pure: the cache is passed in."""
+    out = []
+    for key, e in sorted(cache.items()):
+        f = _parse_key(key)
+        if f is None or f["family"] != family or not isinstance(e, dict) or "params" not in e:
+            continue
+        variant = e.get("variant", "fast_graph")
+        when = f", {str(e['measured'])[:10]}" if e.get("measured") else ""
+        measured = (f"{gpu}{when}: dlrmlab tune fast --variant {variant} --dataset "
+                    f"{e.get('dataset', '?')}: geometric mean {float(e.get('median_ms', float('nan'))):.3f} ms per "
+                    f"batch, best of {e.get('candidates', '?')}")
+        out.append({**f, "params": dict(sorted(e["params"].items())), "measured": measured})
+    return out
+
+
+def add_shipped(entries: list[dict], path: Path = SHIPPED) -> Path:
+    """Add ``entries`` to the shipped table at ``path`` (an entry of the same family, shape and layout is
+    replaced), keeping its other sections; written atomically."""
+    data = json.loads(Path(path).read_text())
+    key = lambda e: _key(e["family"], e["dim"], e["dtype"], e["pooling"], e.get("split_hot", False))  # noqa: E731
+    new = {key(e) for e in entries}
+    data["fast"] = [e for e in data["fast"] if key(e) not in new] + list(entries)
+    tmp = Path(path).with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    shipped.cache_clear()
+    return Path(path)

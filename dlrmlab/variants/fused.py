@@ -71,7 +71,8 @@ def choose_layout(case: Any, knobs: dict[str, dict]) -> rules.LayoutChoice:
     persisting = device.limits()["persisting_l2_max_bytes"]
     budget = knobs.get("window", {}).get("l2_budget") or persisting
     row_bytes = case.stage.row_bytes
-    return rules.choose_layout([], row_bytes, budget, counts=[r.ranked_counts for r in case.rankings()])
+    return rules.choose_layout([], row_bytes, budget, counts=[r.ranked_counts for r in case.rankings()],
+                               pooling_mean=case.stage.pooling.mean)
 
 
 def prepare(case: Any, knobs: dict[str, dict], graph: bool = False) -> Prepared:

@@ -89,3 +89,26 @@ def test_int4_rows_take_a_higher_register_cap_than_floats():
     assert fp32["max_registers"] == 64 and int4["max_registers"] > 64 and int4["unroll"] >= 8
     assert rules.quantized_registers(1, 33, 10, H100) == (128, 10)
     assert rules.quantized_registers(1, 17, 10, H100) == (96, 9)
+
+
+def test_short_bags_of_narrow_rows_stay_plain_whatever_the_share():
+    """Bags under MIN_BAG_BYTES stay plain (no hysteresis: a fact of the shape); at or above it the share decides."""
+    short = rules.decide_layout(0.9, 1000, row_bytes=128, pooling_mean=20)  # 2.5 KiB bags
+    assert not short.split_hot and "2.5 KiB" in short.reason and short.hot_share == 0.9
+    assert rules.decide_layout(0.9, 1000, row_bytes=512, pooling_mean=20).split_hot  # 10 KiB bags
+    assert rules.decide_layout(0.9, 1000, row_bytes=128, pooling_mean=None).split_hot  # pooling unknown
+    split = rules.decide_layout(0.9, 1000, 512, 20)
+    assert not rules.decide_layout(0.9, 1000, 128, 20, previous=split).split_hot
+    ids = [np.repeat(np.arange(10), 100)]
+    assert not rules.choose_layout(ids, 8, 80, pooling_mean=20).split_hot
+    assert rules.choose_layout(ids, 8, 80, pooling_mean=2048).split_hot
+
+
+def test_short_plain_bags_get_half_the_rows_in_half_size_blocks():
+    """The H100 sweep's winners at pooling 20: 5 rows in flight in 64-thread blocks (1x8x5 at width 32,
+    1x4x5 at 64, 1x2x5 at 128); split-hot rows keep their knobs."""
+    for dim, bags in ((32, 8), (64, 4), (128, 2)):
+        k = rules.derive_knobs(dim, "float32", 20, False, H100)
+        assert (k["split"], k["bags_per_block"], k["unroll"]) == (1, bags, 5)
+    assert rules.derive_knobs(32, "float32", 20, True, H100)["bags_per_block"] == 16
+    assert rules.derive_knobs(32, "float32", 1, False, H100)["unroll"] == 1

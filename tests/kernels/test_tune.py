@@ -324,9 +324,12 @@ def test_tune_fast_window_variant_tunes_split_hot_layout(cache_dir):
 
 
 @simulator_only
-def test_tune_fast_window_variant_needs_a_gpu():
-    with pytest.raises(DlrmlabError, match="needs a CUDA GPU"):
-        tune.tune_fast("tiny", "zipf:1.15", variant="fast_graph+window")
+def test_tune_fast_window_variant_runs_the_split_hot_layout_in_the_simulator(cache_dir):
+    """No window or graph in the simulator: the same kernel on the same ranked layout, checked, not ranked."""
+    rows = tune.tune_fast("tiny", "zipf:1.15", space={"unroll": [2], "chunk": [8]}, variant="fast_graph+window").rows
+    assert rows["correct"].astype(bool).all() and len(rows) == 1
+    assert json.loads(rows["params"].iloc[0])["layout"] == "split-hot"
+    assert tuned.load_user_cache() == {}  # simulated times store nothing
 
 
 @pytest.mark.parametrize("text,match", [

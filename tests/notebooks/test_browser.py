@@ -449,7 +449,11 @@ def test_quickstart_runs_and_shows_figures(page):
     page.shot("quickstart-figure")
 
 
-WIDGET_OUTPUT = f"{PANEL} .widget-output .jp-OutputArea-output img"
+# The notebook names each widget output (``add_class``): the knobs' and the shape picker's are checked apart.
+KNOBS_OUTPUT = f"{PANEL} .widget-output.explore-knobs"
+WIDGET_OUTPUT = f"{KNOBS_OUTPUT} .jp-OutputArea-output img"
+SHAPE_OUTPUT = f"{PANEL} .widget-output.explore-shape"
+SHAPE_FIGURE = f"{SHAPE_OUTPUT} .jp-OutputArea-output img"
 
 
 def test_explore_widgets_redraw_the_figure(page):
@@ -463,7 +467,7 @@ def test_explore_widgets_redraw_the_figure(page):
                   ".filter(e => e.offsetParent && e.scrollWidth > e.clientWidth).map(e => e.textContent)", PANEL)
     assert not cut, f"explore: the descriptions of widgets {cut} are cut off"
 
-    page.count_redraws(f"{PANEL} .widget-output")
+    page.count_redraws(KNOBS_OUTPUT)
     dragged = int(page.drag_slider("prefetch dist.", 60))
     assert dragged > 2, f"explore: dragging the prefetch distance slider right gave {dragged}"
     moved = page.wait_redraw(WIDGET_OUTPUT, first, "dragging the prefetch distance slider")
@@ -476,6 +480,23 @@ def test_explore_widgets_redraw_the_figure(page):
     assert chosen != first and len(chosen) == 1
     page.show(page.driver.find_element(By.CSS_SELECTOR, WIDGET_OUTPUT))
     page.shot("explore-dataset-chosen")
+
+
+def test_explore_shape_picker_redraws_its_own_figure(page):
+    """The second widget cell: one figure of its own, redrawn with the choice it states; the knobs' untouched."""
+    if not page.driver.find_elements(By.CSS_SELECTOR, SHAPE_OUTPUT):  # run on its own: open and run the notebook
+        page.open_notebook("explore.ipynb")
+        page.run_all("explore.ipynb")
+    first, knobs = page.figures(SHAPE_FIGURE), page.figures(WIDGET_OUTPUT)
+    assert len(first) == 1, f"explore: the shape picker's output shows {len(first)} figures, not one"
+    now = first
+    for label, option in (("batch", "512"), ("row width", "32"), ("ids", "zipf:1.1")):
+        page.choose(label, option)
+        now = page.wait_redraw(SHAPE_FIGURE, now, f"choosing {label} {option} in the shape picker")
+        assert len(now) == 1, f"explore: the shape picker shows {len(now)} figures after choosing {label} {option}"
+    assert page.figures(WIDGET_OUTPUT) == knobs, "explore: the shape picker redrew the knobs' figure"
+    page.show(page.driver.find_element(By.CSS_SELECTOR, SHAPE_FIGURE))
+    page.shot("explore-shape-picked")
 
 
 def test_a_teaching_notebook_hides_its_answers_until_revealed(page):

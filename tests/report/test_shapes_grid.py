@@ -72,3 +72,51 @@ def test_the_shape_picker_answers_from_the_ids_alone():
     c = explore.shape_choice(32, 64, 10, "zipf:1.1", tables=2, rows=1000)
     assert c["layout"] in ("plain", "split-hot") and c["config_source"] in ("rule", "shipped", "user-cache")
     assert c["threads"] == c["lanes"] * c["split"] * c["bags_per_block"]
+
+
+def _sweep() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A tiny sweep: three shapes, each with a plain and a split-hot candidate (times made up), and their shares.
+    At the two wide shapes split-hot wins; the narrow short-bag shape has plain winning."""
+    cands = {  # (dim, batch, pooling, dataset, share): {(variant, split, bags, unroll): ms}
+        (128, 512, 150, "zipf:1.1", 0.9): {("fast_graph+window", 1, 4, 8): 1.0, ("fast_graph", 4, 1, 10): 1.2},
+        (128, 2048, 150, "zipf:1.1", 0.8): {("fast_graph+window", 1, 4, 8): 2.0, ("fast_graph", 4, 1, 10): 2.2},
+        (32, 16384, 20, "zipf:1.1", 0.9): {("fast_graph+window", 1, 16, 8): 3.3, ("fast_graph", 1, 8, 5): 3.0},
+    }
+    rows, shares = [], []
+    for (dim, batch, pooling, ds, share), c in cands.items():
+        lanes = min(32, dim // 4)
+        for (v, split, bags, unroll), ms in c.items():
+            p = {"split": split, "bags_per_block": bags, "unroll": unroll, "lanes": lanes, "split_hot": "+" in v}
+            rows.append({"variant": v, "dataset": ds, "dim": dim, "batch": batch, "pooling": pooling,
+                         "median_ms": ms, "correct": True, "params": json.dumps(p)})
+        shares.append({"dim": dim, "batch": batch, "pooling": pooling, "dataset": ds, "hot_share": share})
+    return pd.DataFrame(rows), pd.DataFrame(shares)
+
+
+def test_served_regret_scores_the_layout_and_the_knobs_together():
+    from dlrmlab import device
+
+    r = shapes.served_regret(*_sweep(), device.H100_LIMITS).set_index(["dim", "batch"])
+    assert r.loc[(128, 512), "rule"] == "split-hot 1x/128t/8" and r.loc[(128, 512), "regret"] == 1.0
+    assert r.loc[(32, 16384), "rule"] == "plain 1x/64t/5" and r.loc[(32, 16384), "regret"] == 1.0
+    assert "KiB" in r.loc[(32, 16384), "why"]
+
+
+def test_nearest_entry_and_the_rule_are_scored_on_the_held_out_shape():
+    from dlrmlab import device
+
+    rows, shares = _sweep()
+    r = shapes.nearest_vs_rule(rows, shares, device.H100_LIMITS).set_index(["dim", "batch"])
+    # the two wide shapes are each other's nearest (two octaves of batch + 4 x 0.1 of share), and agree
+    assert r.loc[(128, 512), "nearest"] == "128/2048/150/Zipf 1.1 (synthetic)"
+    assert r.loc[(128, 512), "nearest_regret"] == 1.0 and r.loc[(128, 2048), "distance"] == pytest.approx(2.4)
+    # the short-bag shape's nearest wants split-hot 1x/128t/8 at 32 lanes x 4 bags: measured here as 8 x 16
+    assert r.loc[(32, 16384), "nearest_choice"] == "split-hot 1x/128t/8"
+    assert r.loc[(32, 16384), "nearest_regret"] == pytest.approx(1.1) and r.loc[(32, 16384), "rule_regret"] == 1.0
+    s = shapes.compare_summary(r.reset_index()).set_index("rule")
+    assert s.loc["derived rule", "found_best"] == 3 and s.loc["nearest entry", "found_best"] == 2
+    assert s.loc["nearest entry", "geomean_regret"] == pytest.approx(1.1 ** (1 / 3))
+    # a choice the sweep did not measure at the held-out shape is not scored
+    rows = rows[~((rows["dim"] == 32) & (rows["variant"] == "fast_graph+window"))]
+    r = shapes.nearest_vs_rule(rows, shares, device.H100_LIMITS)
+    assert r["nearest_regret"].isna().sum() == 1 and shapes.compare_summary(r)["compared"].iloc[0] == 2
