@@ -33,6 +33,9 @@ import pandas as pd
 from dlrmlab import backend, device
 from dlrmlab.config import Combine
 from dlrmlab.errors import DlrmlabError
+from dlrmlab.fused import configure
+from dlrmlab.kernels.fused import FastConfig
+from dlrmlab.kernels.fused import build as build_fused
 from dlrmlab.kernels.paper import PaperConfig, build
 from dlrmlab.variants import knobs_for
 
@@ -172,45 +175,66 @@ def _paper_signature(dtype: str, index_dtype: str) -> tuple:
     return tuple(typeof(a) for a in args)
 
 
+def _fused_signature(cfg: FastConfig) -> tuple:
+    """The fused kernel's argument types as :func:`dlrmlab.fused.fused_forward` passes them."""
+    from numba import types  # numba: the child process compiles with the real CUDA target
+
+    table = types.uint8 if cfg.quantized else (types.float32 if cfg.dtype == "float32" else types.uint16)
+    i64 = types.Array(types.int64, 1, "C")
+    return (types.Array(table, 1, "C"), i64, i64, i64, i64, i64, i64, types.Array(types.float32, 1, "C"),
+            types.int64, types.Array(types.float32, 2, "C"), i64, i64)  # fmt: skip
+
+
+def _kernels(req: dict):
+    """(row label, Python kernel, signature, register cap, threads per block) of each requested kernel."""
+    for variant in req.get("variants", []):
+        cfg = PaperConfig.from_knobs(req["dtype"], Combine(req["mode"], req["weighted"]),
+                                     **knobs_for(variant, {})["paper"])  # fmt: skip
+        sig = _paper_signature(req["dtype"], req["index_dtype"])
+        yield {"variant": variant}, build(cfg).py_func, sig, cfg.max_registers, cfg.block[0] * cfg.block[1]
+    for dim, dtype, params in req.get("fused", []):
+        cfg = configure(dim, dtype, tuned_params=params)
+        label = {"variant": "fast", "dim": dim, "dtype": dtype, **{k: getattr(cfg, k) for k in sorted(params)}}
+        yield label, build_fused(cfg).py_func, _fused_signature(cfg), cfg.max_registers, cfg.threads
+
+
 def _ptxas_child() -> None:
-    """In a child process with the real CUDA target and no GPU: each requested paper variant's kernel to PTX
-    (Numba) and through ``ptxas -v``; prints one JSON row per variant. Numba asks the current device for its
-    compute capability when it types a call to a device function: a stand-in answers ``cc``."""
+    """In a child process with the real CUDA target and no GPU: each requested kernel (paper variants, fused
+    configurations) to PTX (Numba) and through ``ptxas -v``; prints one JSON row per kernel. Numba asks the
+    current device for its compute capability when it types a call to a device function: a stand-in answers."""
     from numba import cuda  # numba: the child process compiles with the real CUDA target
     from numba.cuda import dispatcher  # numba-cuda's module: its device query, answered without a GPU
 
     req = json.load(sys.stdin)
     cc = tuple(req["cc"])
     dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=cc)
-    rows = []
+    rows, arch = [], f"sm_{cc[0]}{cc[1]}"
     with tempfile.TemporaryDirectory() as tmp:
-        for variant in req["variants"]:
-            cfg = PaperConfig.from_knobs(req["dtype"], Combine(req["mode"], req["weighted"]),
-                                         **knobs_for(variant, {})["paper"])  # fmt: skip
-            ptx, _ = cuda.compile_ptx(build(cfg).py_func, _paper_signature(req["dtype"], req["index_dtype"]), cc=cc)
-            src = Path(tmp) / f"{variant}.ptx"
+        for n, (label, func, sig, max_registers, threads) in enumerate(_kernels(req)):
+            ptx, _ = cuda.compile_ptx(func, sig, cc=cc)
+            src = Path(tmp) / f"k{n}.ptx"
             src.write_text(ptx)
-            cap = ["-maxrregcount", str(cfg.max_registers)] if cfg.max_registers else []
-            arch = f"sm_{cc[0]}{cc[1]}"
+            cap = ["-maxrregcount", str(max_registers)] if max_registers else []
             done = subprocess.run([req["ptxas"], f"-arch={arch}", "-v", *cap, str(src), "-o", str(src) + ".cubin"],
                                   capture_output=True, text=True, timeout=60)  # fmt: skip
             if done.returncode != 0:
-                raise DlrmlabError(f"ptxas failed on {variant}: {done.stderr.strip()[:300]}")
-            rows.append({"variant": variant, "arch": arch, "threads_per_block": cfg.block[0] * cfg.block[1],
-                         **parse_ptxas(done.stdout + done.stderr)})  # fmt: skip
+                raise DlrmlabError(f"ptxas failed on {label}: {done.stderr.strip()[:300]}")
+            rows.append({**label, "arch": arch, "threads_per_block": threads, **parse_ptxas(done.stdout + done.stderr)})
     print(json.dumps(rows))
 
 
 def ptxas_resources(variants: list[str], dtype: str = "float32", index_dtype: str = "int64", mode: str = "sum",
-                    weighted: bool = False, cc: tuple[int, int] = PTXAS_CC, timeout: float = 300) -> pd.DataFrame:
-    """Registers, shared memory and spill bytes of paper-family ``variants``' kernels as ptxas compiles them
-    for ``cc``, on a machine without a GPU (a child process with Numba's real CUDA target, since this one may
-    run the simulator). Raises DlrmlabError saying why where the toolkit is missing or a step fails."""
+                    weighted: bool = False, cc: tuple[int, int] = PTXAS_CC, timeout: float = 300,
+                    fused: list[tuple[int, str, dict]] = ()) -> pd.DataFrame:
+    """Registers, shared memory and spill bytes of paper-family ``variants``' kernels, and of the fused kernel
+    at each ``fused`` (width, table dtype, knobs), as ptxas compiles them for ``cc``, on a machine without a GPU
+    (a child process with Numba's real CUDA target, since this one may run the simulator). Raises
+    DlrmlabError saying why where the toolkit is missing or a step fails."""
     why = why_no_ptxas()
     if why:
         raise DlrmlabError(why)
     req = {"variants": list(variants), "dtype": dtype, "index_dtype": index_dtype, "mode": mode,
-           "weighted": weighted, "cc": list(cc), "ptxas": ptxas_path()}  # fmt: skip
+           "weighted": weighted, "cc": list(cc), "ptxas": ptxas_path(), "fused": [list(f) for f in fused]}  # fmt: skip
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
     code = "from dlrmlab import occupancy; occupancy._ptxas_child()"
     try:

@@ -68,8 +68,13 @@ SHORT_BAG_IDS = 32
 STAGED_BYTES = 12 * 1024
 #: The H100 the constants were measured on: bytes per second of HBM per SM.
 _H100_BW_PER_SM = 3.35e12 / 132
-#: Registers a thread of the fused kernel needs besides its rows in flight and its sums (ids, offsets, loops).
-BASE_REGISTERS = 20
+#: Registers a thread of the fused kernel needs besides its rows in flight and its sums (ids, offsets, loops),
+#: and per row in flight besides its 16-byte vectors (scale, bias, the 64-bit row address). Read off ptxas
+#: (sm_90, ``occupancy.ptxas_resources``): at width 128 an int8 lane spills at 8 rows in flight under a cap of
+#: 96 and at 12 under 128, not at 4 and 8; an int4 lane at 8 under 96, not at 4 (96) or 8 (128).
+BASE_REGISTERS, REGISTERS_PER_ROW = 28, 4
+#: Static shared memory a kernel may declare (CUDA's limit without an opt-in).
+STATIC_SMEM = 48 * 1024
 #: Register caps the rule weighs for quantized rows, whose packed rows in flight share registers with many sums.
 QUANTIZED_CAPS = (64, 96, 128)
 
@@ -174,11 +179,11 @@ def register_cap(limits: dict) -> int:
 def quantized_registers(vectors: int, sums: int, target: int, limits: dict) -> tuple[int, int]:
     """(register cap, rows in flight) for quantized rows: the pair that keeps the most rows in flight per SM.
 
-    A lane holds a row in flight as ``4 * vectors`` words of codes plus its scale and bias words, and keeps
+    A lane holds a row in flight as ``4 * vectors`` words of codes plus its scale, bias and address, and keeps
     ``sums`` fp32 sums (16 for an int8 row slice, 32 for int4): at the float rows' cap of 64 registers an int4
     lane fits one row in flight, so a higher cap with fewer threads keeps more bytes in flight. Rows in flight
     never exceed ``target`` (what float rows of that width get); a cap that fits fewer than 2 is not taken."""
-    held = 4 * vectors + 2
+    held = 4 * vectors + REGISTERS_PER_ROW
     best = (0, register_cap(limits), 2)
     for cap in QUANTIZED_CAPS:
         fit = (cap - BASE_REGISTERS - sums) // held
@@ -190,11 +195,13 @@ def quantized_registers(vectors: int, sums: int, target: int, limits: dict) -> t
     return (-best[1] if best[0] else best[1]), best[2]
 
 
-def chunk_for(pooling_mean: float, groups: int, parts_bytes: int, limits: dict, block_threads: int) -> int:
+def chunk_for(pooling_mean: float, groups: int, parts_bytes: int, limits: dict, block_threads: int, cap: int) -> int:
     """Ids staged per lane group and pass: a whole bag up to 160, in shared memory that does not cut the
     blocks per SM below what the register cap allows (8-byte row offsets per id, beside the split's sums)."""
-    blocks = max(1, limits["threads_per_sm"] // 2 // block_threads)
-    budget = limits.get("smem_per_sm", 233472) // blocks - limits.get("smem_reserved_per_block", 1024) - parts_bytes
+    blocks = max(1, min(limits["threads_per_sm"], limits["regs_per_sm"] // cap) // block_threads)
+    per_block = min(limits.get("smem_per_sm", 233472) // blocks - limits.get("smem_reserved_per_block", 1024),
+                    STATIC_SMEM - 8 * groups)  # a kernel's static shared arrays: 48 KiB, the split's counts too
+    budget = per_block - parts_bytes
     fit = max(32, budget // (8 * groups) // 32 * 32)
     return int(min(160, max(32, -(-int(np.ceil(pooling_mean)) // 32) * 32), fit))
 
@@ -220,8 +227,11 @@ def derive_knobs(dim: int, dtype: str, pooling_mean: float, split_hot: bool, lim
             split *= 2
     bags = max(1, threads // (lanes * split))
     if quant.is_quantized(dtype):
+        group_bytes = lambda: 32 * 8 + 8 + (lanes * sums * 4 if split > 1 else 0)  # noqa: E731 (chunk 32)
+        while bags > 1 and bags * split * group_bytes() > STATIC_SMEM:  # narrow rows: many groups' sums
+            bags //= 2
         parts = bags * split * lanes * sums * 4 if split > 1 else 0
-        chunk = chunk_for(pooling_mean, bags * split, parts, limits, bags * split * lanes)
+        chunk = chunk_for(pooling_mean, bags * split, parts, limits, bags * split * lanes, cap)
     else:  # a bag's ids staged in one go up to 160; at most ~12 KB of staged ids and weights per block
         chunk = int(min(160, max(32, -(-int(np.ceil(pooling_mean)) // 32) * 32), max(32, STAGED_BYTES // (bags * 12))))
         chunk -= chunk % 32 if chunk > 32 else 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from dlrmlab import backend, cli, occupancy
+from dlrmlab import backend, cli, device, occupancy, rules
 from dlrmlab.errors import DlrmlabError
 
 #: ``ptxas -arch=sm_90 -v -maxrregcount 42`` on the paper kernel (name shortened).
@@ -33,6 +33,17 @@ def test_paper_kernels_through_ptxas_without_a_gpu():
     assert set(t["arch"]) == {"sm_90"} and (t["threads_per_block"] == 256).all()
     assert 24 <= t.loc["baseline", "registers"] <= 96  # the H100 compiled 45 (DEVICE.md)
     assert t.loc["optmt", "registers"] <= 42  # the paper's cap, passed to ptxas as -maxrregcount
+
+
+@pytest.mark.skipif(NO_PTXAS is not None, reason=f"cannot compile for sm_90 here: {NO_PTXAS}")
+def test_the_rules_quantized_configurations_do_not_spill():
+    """The register model of ``rules.quantized_registers`` checked against ptxas: what the rule picks for
+    quantized rows fits its register cap without spilling (measured: one more row in flight than the model
+    allows does spill for int8 and int4)."""
+    shapes = [(128, f, rules.derive_knobs(128, f, 150, False, device.H100_LIMITS)) for f in ("int8", "int4", "fp8")]
+    t = occupancy.ptxas_resources([], fused=shapes)
+    assert (t["local_bytes"] == 0).all(), t.to_string()
+    assert (t["registers"] <= t["max_registers"]).all()
 
 
 def test_missing_toolkit_is_said(monkeypatch):

@@ -76,19 +76,21 @@ def test_quantized_knobs_fit_registers_and_shared_memory(dim, pooling, dtype):
     k = rules.derive_knobs(dim, dtype, pooling, False, H100)
     cfg = configure(dim, dtype, tuned_params=k)
     assert k["max_registers"] in rules.QUANTIZED_CAPS and cfg.threads <= 1024
-    assert cfg.unroll * cfg.held + cfg.accumulators + rules.BASE_REGISTERS <= k["max_registers"] or cfg.unroll <= 2
+    per_row = 4 * cfg.vectors + rules.REGISTERS_PER_ROW
+    assert cfg.unroll * per_row + cfg.accumulators + rules.BASE_REGISTERS <= k["max_registers"] or cfg.unroll <= 2
     parts = cfg.threads * cfg.accumulators * 4 if cfg.split > 1 else 0
     blocks = min(H100["threads_per_sm"], H100["regs_per_sm"] // k["max_registers"]) // cfg.threads
     smem = cfg.bags_per_block * cfg.split * cfg.chunk * 8 + parts + H100["smem_reserved_per_block"]
     assert smem * blocks <= H100["smem_per_sm"] or cfg.chunk == 32
+    assert smem - H100["smem_reserved_per_block"] <= rules.STATIC_SMEM or cfg.chunk == 32
 
 
 def test_int4_rows_take_a_higher_register_cap_than_floats():
-    """An int4 lane's 33 sums leave room for one row in flight at 64 registers; the rule takes a higher cap."""
+    """An int4 lane's 33 sums leave no room for two rows in flight at 64 registers; the rule takes a higher cap."""
     fp32, int4 = rules.derive_knobs(128, "float32", 150, False, H100), rules.derive_knobs(128, "int4", 150, False, H100)
     assert fp32["max_registers"] == 64 and int4["max_registers"] > 64 and int4["unroll"] >= 8
-    assert rules.quantized_registers(1, 33, 10, H100) == (128, 10)
-    assert rules.quantized_registers(1, 17, 10, H100) == (96, 9)
+    assert rules.quantized_registers(1, 33, 10, H100) == (128, 8)
+    assert rules.quantized_registers(1, 17, 10, H100) == (128, 10)
 
 
 def test_short_bags_of_narrow_rows_stay_plain_whatever_the_share():
