@@ -123,9 +123,12 @@ def test_sigint_to_a_real_bench_process(tmp_path):
     t0 = time.time()
     while not csv.exists() and p.poll() is None and time.time() - t0 < 120:
         time.sleep(0.05)
+    finished_first = p.poll() is not None
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err
+    files = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*"))
+    assert p.returncode == 130, (f"finished before the signal: {finished_first}; files: {files}; stderr: {err!r}; "
+                                 f"SIGINT here: {signal.getsignal(signal.SIGINT)}")  # fmt: skip
     assert f"dlrmlab: interrupted: {len(pd.read_csv(csv))} row(s) saved to {csv}" in err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert 1 <= len(pd.read_csv(csv)) < 9
