@@ -127,8 +127,9 @@ def test_sigint_to_a_real_bench_process(tmp_path):
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     files = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*"))
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     assert p.returncode == 130, (f"finished before the signal: {finished_first}; files: {files}; stderr: {err!r}; "
-                                 f"SIGINT here: {signal.getsignal(signal.SIGINT)}")  # fmt: skip
+                                 f"SIGINT here: {signal.getsignal(signal.SIGINT)}, blocked: {blocked}")  # fmt: skip
     assert f"dlrmlab: interrupted: {len(pd.read_csv(csv))} row(s) saved to {csv}" in err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert 1 <= len(pd.read_csv(csv)) < 9
