@@ -1,9 +1,8 @@
 """Every notebook runs top to bottom (here: in simulator mode) and shows its figures.
 
-The notebooks of one test process share one Jupyter kernel, started as JupyterLab starts it (from
-``notebooks/``, figures inline), and each runs from an empty namespace (``%reset -f``): the kernel's start and
-its imports (numba, torch, pandas, matplotlib: about 5 s of CPU) are paid once per process, not once per
-notebook. A notebook that fails restarts the kernel, so the next one starts clean.
+Each notebook gets a kernel of its own, started as JupyterLab starts it: a kernel shared by the notebooks of
+one test process saved about 5 s of start-up each, but once left the test waiting on an idle kernel (after
+the gloo notebook) until killed, and a hang costs more than the start-ups.
 
 ``DLRMLAB_NOTEBOOK_PRESET=paper`` (on a GPU) runs them with that preset: the value is appended to each
 notebook's ``parameters`` cell, as papermill would inject it. ``DLRMLAB_NOTEBOOK_TIMEOUT`` sets the
@@ -22,30 +21,6 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
-run_sync = pytest.importorskip("jupyter_core.utils").run_sync
-
-#: The first cell of every run: the namespace of a fresh kernel (``%reset -f`` drops ``__spec__`` and the other
-#: module attributes of ``__main__`` too, which multiprocessing's spawn reads: they are put back). Imported
-#: modules stay loaded.
-RESET = """\
-get_ipython().fresh_main = {k: globals()[k] for k in ("__doc__", "__loader__", "__package__", "__spec__")}
-get_ipython().run_line_magic("reset", "-f")
-globals().update(get_ipython().fresh_main)
-"""
-
-
-@pytest.fixture(scope="session")
-def kernel():
-    """One kernel for the notebooks of this process. It draws inline, as in JupyterLab, even where the caller
-    set a headless MPLBACKEND (CI sets Agg), and imports this checkout's dlrmlab, whichever copy the
-    environment has installed."""
-    env = {**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-           "PYTHONPATH": subprocess_env()["PYTHONPATH"]}  # fmt: skip
-    boot = nbclient.NotebookClient(nbformat.v4.new_notebook(), kernel_name="python3")
-    boot.km = boot.create_kernel_manager()
-    boot.start_new_kernel(env=env, cwd=str(ROOT / "notebooks"))
-    yield boot.km
-    boot._cleanup_kernel()
 
 
 def test_there_are_notebooks():
@@ -73,20 +48,18 @@ def _inject_preset(nb) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs(path, kernel):
+def test_notebook_runs(path, monkeypatch):
+    # The kernel draws inline, as in JupyterLab, even where the caller set a headless MPLBACKEND (CI sets Agg).
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # The kernel imports this checkout's dlrmlab, whichever copy the environment has installed.
+    monkeypatch.setenv("PYTHONPATH", subprocess_env()["PYTHONPATH"])
     nb = nbformat.read(path, as_version=4)
     _inject_preset(nb)
-    nb.cells.insert(0, nbformat.v4.new_code_cell(RESET))
-    client = nbclient.NotebookClient(nb, km=kernel, timeout=int(os.environ.get("DLRMLAB_NOTEBOOK_TIMEOUT", "300")),
-                                     kernel_name="python3")  # fmt: skip
-    try:
-        client.execute()
-    except BaseException:
-        run_sync(kernel.restart_kernel)(now=True)  # a cell that timed out may still be running
-        raise
-    finally:
-        if client.kc is not None:
-            client.kc.stop_channels()
+    client = nbclient.NotebookClient(
+        nb, timeout=int(os.environ.get("DLRMLAB_NOTEBOOK_TIMEOUT", "300")), kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    client.execute()
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, f"{path.name} showed no figure"
     logic = [c.source for c in nb.cells if c.cell_type == "code" and ("def " in c.source or "class " in c.source)]
