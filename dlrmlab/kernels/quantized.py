@@ -2,9 +2,9 @@
 
 A lane's slice of a row stays packed while it is in flight: one 16-byte load holds 16 int8 or fp8 codes, or
 32 int4 codes, in four uint32 words, plus one or two 4-byte words of scale and bias. Only when the row is
-added are the codes unpacked (shift and mask; fp8 by moving its bits into an fp32 and rescaling) and turned
-into ``scale * q + bias``, accumulated in fp32. Holding words instead of floats keeps ``rows_in_flight``
-rows in few registers: an int8 row slice of 16 values is 6 words, not 16 floats.
+added are the codes unpacked (a byte permute each; fp8 by moving its bits into an fp32 and rescaling) and
+turned into ``scale * q`` (the bias once per row), accumulated in fp32. Holding words instead of floats
+keeps ``rows_in_flight`` rows in few registers: an int8 row slice of 16 values is 6 words, not 16 floats.
 
 Both policies have the float loaders' signatures (``load_row_slice(packed, row, held, slot)``, ``add_row(acc,
 held, slot, f, present)``), so :func:`dlrmlab.kernels.fused.build` plugs them into the one skeleton.
@@ -51,7 +51,7 @@ def slice_loader(cfg):
     fmt = row_format(cfg.dtype)
     LANES, SLICES, VECTOR = cfg.lanes, cfg.vectors, cfg.vector
     STEP, WORDS = (16 if cfg.vector else 1), words_per_load(cfg.vector)
-    DATA, META = fmt.data_bytes(cfg.dim), fmt.data_bytes(cfg.dim)
+    DATA = META = fmt.data_bytes(cfg.dim)  # the scale (and bias) follow the codes
     EXACT = LANES * SLICES * STEP == DATA
     SECOND = fmt.has_bias and fmt.meta_dtype == "float32"  # int8: the bias is a second fp32 word
     S = SLICES * WORDS
