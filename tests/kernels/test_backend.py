@@ -245,3 +245,20 @@ def test_aligned_load16_at_index(dtype, index):
     _load16_at[1, 1](a, index, out)
     want = a[index] if dtype == np.float32 else a[index : index + 2].view(np.uint32)[0]
     assert out[0] == want
+
+
+@cuda.jit
+def _byte_perm(x, y, s, out):
+    i = cuda.grid(1)
+    if i < s.shape[0]:
+        out[i] = intrinsics.byte_perm(x[0], y[0], s[i])
+
+
+def test_byte_perm_picks_bytes_of_y_x():
+    """PTX ``prmt.b32``'s default mode: byte k of the result is byte ``(s >> 4k) & 7`` of ``y:x`` (here on the
+    stand-in; on a GPU, libdevice's ``__nv_byte_perm``)."""
+    x, y = np.array([0x03020100], np.int32), np.array([0x07060504], np.int32)
+    s = np.array([0x3210, 0x7654, 0x0123, 0x7440, 0x7442], np.int32)
+    out = np.zeros(s.size, np.int32)
+    _byte_perm[1, 32](x, y, s, out)
+    assert [int(v) & 0xFFFFFFFF for v in out] == [0x03020100, 0x07060504, 0x00010203, 0x07040400, 0x07040402]
