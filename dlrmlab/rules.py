@@ -215,8 +215,9 @@ def derive_knobs(dim: int, dtype: str, pooling_mean: float, split_hot: bool, lim
     vectors = -(-dim // (vec * lanes))
     unroll = int(np.clip(round(VECTORS_IN_FLIGHT[split_hot] * bandwidth_factor(limits) / vectors), 2, 16))
     threads, cap = BLOCK_THREADS, register_cap(limits)
-    sums = vectors * vec + (1 if quant.is_quantized(dtype) and quant.row_format(dtype).has_bias else 0)
-    if quant.is_quantized(dtype):
+    quantized = quant.is_quantized(dtype)
+    sums = vectors * vec + int(quantized and quant.row_format(dtype).has_bias)
+    if quantized:
         cap, unroll = quantized_registers(vectors, sums, unroll, limits)
     if not split_hot and pooling_mean <= SHORT_BAG_IDS:
         unroll, threads = max(2, -(-unroll // 2)), BLOCK_THREADS // 2
@@ -226,12 +227,12 @@ def derive_knobs(dim: int, dtype: str, pooling_mean: float, split_hot: bool, lim
         while split < 4 and pooling_mean / (2 * split) >= IDS_PER_GROUP_FACTOR * unroll:
             split *= 2
     bags = max(1, threads // (lanes * split))
-    if quant.is_quantized(dtype):
-        group_bytes = lambda: 32 * 8 + 8 + (lanes * sums * 4 if split > 1 else 0)  # noqa: E731 (chunk 32)
-        while bags > 1 and bags * split * group_bytes() > STATIC_SMEM:  # narrow rows: many groups' sums
+    if quantized:
+        part_bytes = lanes * sums * 4 if split > 1 else 0  # one lane group's sums, when bags are split
+        # narrow rows make many groups: fewer bags until the smallest chunk's ids, counts and sums fit
+        while bags > 1 and bags * split * (32 * 8 + 8 + part_bytes) > STATIC_SMEM:
             bags //= 2
-        parts = bags * split * lanes * sums * 4 if split > 1 else 0
-        chunk = chunk_for(pooling_mean, bags * split, parts, limits, bags * split * lanes, cap)
+        chunk = chunk_for(pooling_mean, bags * split, bags * split * part_bytes, limits, bags * split * lanes, cap)
     else:  # a bag's ids staged in one go up to 160; at most ~12 KB of staged ids and weights per block
         chunk = int(min(160, max(32, -(-int(np.ceil(pooling_mean)) // 32) * 32), max(32, STAGED_BYTES // (bags * 12))))
         chunk -= chunk % 32 if chunk > 32 else 0
