@@ -27,15 +27,18 @@ from dlrmlab.bench.case import BenchCase
 from dlrmlab.bench.comparison import compare
 from dlrmlab.config import Combine, json_object
 from dlrmlab.errors import DlrmlabError
-from dlrmlab.fused import configure
+from dlrmlab.fused import configure, configure_here
 from dlrmlab.kernels.fused import KNOBS
 from dlrmlab.kernels.paper import PaperConfig, build
 from dlrmlab.variants import VARIANTS
+from dlrmlab.workload import preset
 
 FAST_SPACE = {"unroll": [8, 10, 12, 15], "bags_per_block": [2, 4, 8], "split": [1, 2], "chunk": [160],
               "max_registers": [64, 80]}
 FAST_SPACE_QUICK = {"unroll": [8], "bags_per_block": [2, 4], "split": [1, 4], "chunk": [64], "max_registers": [None]}
 REGISTER_CAPS = [None, 24, 32, 40, 48, 56, 64]
+#: The knobs a tuned entry holds (what :func:`dlrmlab.rules.derive_knobs` chooses).
+ENTRY_KNOBS = ("unroll", "bags_per_block", "split", "chunk", "max_registers")
 
 
 @dataclass
@@ -77,6 +80,8 @@ def tune_fast(
     With several datasets (a list, or comma-separated) a configuration is ranked by the geometric mean of
     its times, so the winner is the one that does best across them (e.g. several reuse levels), and only
     configurations correct on all of them count. A ``+window`` variant tunes the split-hot layout's entry.
+    The knobs ``space`` leaves out keep the values this install serves the shape with now
+    (:func:`served_knobs`), and that configuration is always a candidate.
     """
     datasets = [d.strip() for d in dataset.split(",")] if isinstance(dataset, str) else list(dataset)
     if variant not in VARIANTS or "fast" not in VARIANTS[variant].families:
@@ -86,15 +91,19 @@ def tune_fast(
     split_hot = "window" in families and "layout" not in families
     fixed = {"layout": "plain"} if "layout" in families else {}
     space = space or (FAST_SPACE_QUICK if quick else FAST_SPACE)
+    stage = preset(stage) if isinstance(stage, str) else stage
+    base = served_knobs(stage, split_hot)
     cands = []
-    for p in _grid(space):
+    for p in ({**base, **q} for q in _grid(space)):
         try:
             configure(128, "float32", Combine("sum"), **p)  # the knobs' own checks; the width's come below
         except DlrmlabError:
             continue
-        cands.append(p)
+        if p not in cands:
+            cands.append(p)
     if not cands:
         raise DlrmlabError("no valid configuration in the search space")
+    cands = [base, *(p for p in cands if p != base)]
     if backend.SIMULATOR:
         repeats = 1
         if variant in ("fast_graph", "fast_graph+window", "fast+window"):
@@ -125,6 +134,14 @@ def tune_fast(
             split_hot=split_hot,
         )  # fmt: skip
     return TuneResult(ranking, pd.concat(per_dataset, ignore_index=True).drop(columns=["candidate"]))
+
+
+def served_knobs(stage: Any, split_hot: bool) -> dict:
+    """The knobs this install serves the stage with now (the user's cache, the shipped entry or the rule):
+    a search varies the knobs it names around them, and they are its first candidate, so a tuned winner is
+    never one the search measured slower than what it replaces."""
+    cfg, _ = configure_here(stage.sparse_feature_size, stage.dtype, stage.pooling.mean, split_hot=split_hot)
+    return {k: cfg.params()[k] for k in ENTRY_KNOBS}
 
 
 def _fits(configure: Any, case: Any, knobs: dict) -> bool:
