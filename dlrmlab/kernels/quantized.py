@@ -20,8 +20,8 @@ from dlrmlab.quant import row_format
 
 #: 2**120: an E4M3 value's bits shifted into an fp32 (exponent bias 127, not 7) are this much too small.
 _E4M3_RESCALE = float32(2.0**120)
-#: 2**23 and its fp32 bits: a code byte in the low mantissa byte of these bits is the float 2**23 + code.
-_TWO_POW_23, _TWO_POW_23_BITS = float32(2.0**23), int32(0x4B000000)
+#: 2**23's fp32 bits: a code byte in the low mantissa byte of these bits is the float 2**23 + code.
+_TWO_POW_23_BITS = int32(0x4B000000)
 #: byte_perm selectors: byte k of x to byte 0 over 2**23's bits (| k); byte k of x to the top, zeros below
 _TO_MANTISSA, _TO_TOP = 0x7440, 0x0444
 _LOW_NIBBLES = uint32(0x0F0F0F0F)
@@ -29,10 +29,16 @@ _LOW_NIBBLES = uint32(0x0F0F0F0F)
 _FP8_KEEP = 0x87FFFFFF
 
 
-@cuda.jit(device=True, inline=True)
-def _code(word, k):
-    """Byte ``k`` of ``word`` as a float: written into the mantissa of 2**23, which one subtraction removes."""
-    return f32_from_bits(byte_perm(int32(word), _TWO_POW_23_BITS, int32(_TO_MANTISSA | k))) - _TWO_POW_23
+def centred_code(mid: int):
+    """``code(word, k)``: byte ``k`` of ``word`` as the float ``q - mid``. The byte is written into the mantissa
+    of 2**23, and one exact subtraction of ``2**23 + mid`` leaves ``q - mid``."""
+    OFFSET = float32(2.0**23 + mid)
+
+    @cuda.jit(device=True, inline=True)
+    def code(word, k):
+        return f32_from_bits(byte_perm(int32(word), _TWO_POW_23_BITS, int32(_TO_MANTISSA | k))) - OFFSET
+
+    return code
 
 
 def words_per_load(vector: bool) -> int:
@@ -93,13 +99,21 @@ def combiner(cfg):
     leaves ``q``, so a value costs a permute, a subtraction and a fused multiply-add. int4 first spreads its
     nibbles into bytes (two masks per word). The row's bias is added once, into ``acc[ACC]``; the writer adds
     that slot to every column. An fp8 code moves to the top byte, an arithmetic shift puts its exponent and
-    mantissa in an fp32's low exponent bits (sign kept by the mask), and ``2**120`` rescales it exactly."""
+    mantissa in an fp32's low exponent bits (sign kept by the mask), and ``2**120`` rescales it exactly.
+
+    Integer codes are centred (``q - MID``, MID the middle code, 128 or 8) and the bias moved by ``MID * scale``
+    to match: ``scale * q + bias == scale * (q - MID) + (bias + MID * scale)``. Uncentred, the codes' sums and
+    the biases' sum grow apart (about +-375 each for 150 int8 rows of N(0, 1) values) and cancel in the last
+    addition; in the simulator that made int8 bags 5x less accurate than adding each value whole, and the
+    H100 test at width 128 failed its 1e-4 tolerance. Centred, both sums stay near the bag's values."""
     fmt = row_format(cfg.dtype)
     N = cfg.vectors * words_per_load(cfg.vector)
     BYTES = 4 if cfg.vector else 1  # code bytes per held word
     HALF_META, FP8, INT4, BIAS = fmt.meta_dtype == "float16", fmt.name == "fp8", fmt.bits == 4, fmt.has_bias
     ACC = N * BYTES * fmt.values_per_byte()
     FACTORS = cfg.combine.factors or cfg.checked
+    MID = float32((1 << fmt.bits) // 2 if BIAS else 0)
+    code = centred_code(int(MID))
 
     @cuda.jit(device=True, inline=True)
     def add_row(acc, held, slot, f, present):
@@ -113,13 +127,15 @@ def combiner(cfg):
                 scale, bias = f32_from_bits(w), f32_from_bits(held[slot, N + 1])
             if FACTORS:
                 scale, bias = scale * f, bias * f
+            if BIAS:
+                bias += MID * scale
             for i in range(N):
                 word = held[slot, i]
                 if INT4:  # nibbles 2k and 2k+1 of the word into byte k of two words
                     lo, hi = word & _LOW_NIBBLES, (word >> 4) & _LOW_NIBBLES
                     for k in range(BYTES):
-                        acc[(i * BYTES + k) * 2] += _code(lo, k) * scale
-                        acc[(i * BYTES + k) * 2 + 1] += _code(hi, k) * scale
+                        acc[(i * BYTES + k) * 2] += code(lo, k) * scale
+                        acc[(i * BYTES + k) * 2 + 1] += code(hi, k) * scale
                 elif FP8:
                     for k in range(BYTES):
                         top = int64(byte_perm(int32(word), int32(0), int32(_TO_TOP | (k << 12))))
@@ -127,7 +143,7 @@ def combiner(cfg):
                         acc[i * BYTES + k] += x * scale
                 else:
                     for k in range(BYTES):
-                        acc[i * BYTES + k] += _code(word, k) * scale
+                        acc[i * BYTES + k] += code(word, k) * scale
             if BIAS:
                 acc[ACC] += bias
         return 1 if present and f != 0 else 0
