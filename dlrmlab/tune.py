@@ -96,7 +96,7 @@ def tune_fast(
     cands = []
     for p in ({**base, **q} for q in _grid(space)):
         try:
-            configure(128, "float32", Combine("sum"), **p)  # the knobs' own checks; the width's come below
+            configure(stage.sparse_feature_size, stage.dtype, Combine("sum"), **p)  # the case's mode: below
         except DlrmlabError:
             continue
         if p not in cands:

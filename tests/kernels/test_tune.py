@@ -343,6 +343,21 @@ def test_the_served_configuration_is_always_timed(cache_dir, monkeypatch):
     assert all({**k, "unroll": base["unroll"]} == {**base, "layout": "plain"} for k in timed)
 
 
+@simulator_only
+def test_candidates_are_checked_at_the_stages_width_and_format(cache_dir, monkeypatch):
+    """64 bags of int8 rows 32 wide are 128 threads (2 lanes a row); at fp32 width 128 they would be 2,048."""
+    timed = []
+
+    def fake_compare(case, variants, **kw):
+        timed.extend(k for _, k in variants)
+        return SimpleNamespace(rows=pd.DataFrame({"median_ms": np.ones(len(variants)), "correct": True,
+                                                  "timing_valid": False, "dataset": case.dataset}))
+
+    monkeypatch.setattr(tune, "compare", fake_compare)
+    tune.tune_fast(preset("tiny", dtype="int8"), "medium", space={"bags_per_block": [64], "split": [1]})
+    assert any(k["bags_per_block"] == 64 for k in timed)
+
+
 def test_rank_keeps_only_candidates_correct_everywhere():
     a = pd.DataFrame({"candidate": ["x", "y"], "median_ms": [1.0, 4.0], "correct": [True, True], "dataset": "d1"})
     b = pd.DataFrame({"candidate": ["x", "y"], "median_ms": [9.0, 1.0], "correct": [False, True], "dataset": "d2"})
