@@ -325,17 +325,22 @@ def test_a_search_varies_the_named_knobs_around_what_is_served():
                                                           device.limits()).items()}
 
 
-@simulator_only
-def test_the_served_configuration_is_always_timed(cache_dir, monkeypatch):
-    timed = []
+@pytest.fixture
+def timed(monkeypatch) -> list[dict]:
+    """The knobs of every candidate ``tune_fast`` times, in order (the harness replaced: later ones slower)."""
+    seen: list[dict] = []
 
     def fake_compare(case, variants, **kw):
-        timed.extend(k for _, k in variants)
-        n = len(variants)
-        return SimpleNamespace(rows=pd.DataFrame({"median_ms": np.arange(n, 0, -1.0), "correct": True,
+        seen.extend(k for _, k in variants)
+        return SimpleNamespace(rows=pd.DataFrame({"median_ms": np.arange(1.0, len(variants) + 1), "correct": True,
                                                   "timing_valid": False, "dataset": case.dataset}))
 
     monkeypatch.setattr(tune, "compare", fake_compare)
+    return seen
+
+
+@simulator_only
+def test_the_served_configuration_is_always_timed(cache_dir, timed):
     base = tune.served_knobs(preset("tiny"), False)
     tune.tune_fast("tiny", "medium", space={"unroll": [2, 3]})
     assert timed[0] == {**base, "layout": "plain"}
@@ -344,16 +349,8 @@ def test_the_served_configuration_is_always_timed(cache_dir, monkeypatch):
 
 
 @simulator_only
-def test_candidates_are_checked_at_the_stages_width_and_format(cache_dir, monkeypatch):
+def test_candidates_are_checked_at_the_stages_width_and_format(cache_dir, timed):
     """64 bags of int8 rows 32 wide are 128 threads (2 lanes a row); at fp32 width 128 they would be 2,048."""
-    timed = []
-
-    def fake_compare(case, variants, **kw):
-        timed.extend(k for _, k in variants)
-        return SimpleNamespace(rows=pd.DataFrame({"median_ms": np.ones(len(variants)), "correct": True,
-                                                  "timing_valid": False, "dataset": case.dataset}))
-
-    monkeypatch.setattr(tune, "compare", fake_compare)
     tune.tune_fast(preset("tiny", dtype="int8"), "medium", space={"bags_per_block": [64], "split": [1]})
     assert any(k["bags_per_block"] == 64 for k in timed)
 
