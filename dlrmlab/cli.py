@@ -512,7 +512,8 @@ def _add_reproduce_tune_profile(sub) -> None:
     p.add_argument("--preset", default="auto", help=PRESET_HELP)
     p.add_argument("--quick", action="store_true", help="fast: a smaller search space")
     p.add_argument("--space", help='fast: the search space as JSON, knob -> list of values, e.g. '
-                                   '\'{"unroll": [8, 12], "split": [1, 2]}\'')
+                                   '\'{"unroll": [8, 12], "split": [1, 2]}\'; knobs left out keep the values the '
+                                   'shape is served with now, and that configuration is always timed')
     p.add_argument("--variant", help="fast: the fast-path variant timed (default fast_graph; a +window variant "
                                      "tunes the split-hot layout); optmt: the variant swept (optmt or optmt_rpf)")
     p.add_argument("--caps", help="optmt: comma-separated register caps, 'none' for no cap")
