@@ -105,3 +105,12 @@ def with_rates(df: pd.DataFrame, stage: Any) -> pd.DataFrame:
     ref = df[(df["format"] == "float32") & df["variant"].isin([REFERENCE, "fast"])]["median_ms"]
     df["speedup_vs_fp32"] = float(ref.iloc[0]) / ms if len(ref) else np.nan
     return df
+
+
+def latest_run(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the newest run in a ``quantized.csv`` (the file keeps every run; a figure or table shows one,
+    whose ratios were all measured together)."""
+    if df.empty:
+        return df
+    newest = df.loc[pd.to_datetime(df["timestamp"]).idxmax(), "run_id"]
+    return df[df["run_id"] == newest]

@@ -77,3 +77,14 @@ def test_the_dlrm_headline_table_is_the_one_the_rows_give():
     readme = (RESULTS / "README.md").read_text()
     shown = readme.split("<!-- dlrm_best.md (begin) -->\n")[1].split("<!-- dlrm_best.md (end) -->")[0]
     assert shown == table
+
+
+def test_quantized_newest_run_matches_the_readme_table():
+    """The quantized figure's run (the newest in the file) is the README's: every format, one run, and the
+    ratios the README's table quotes."""
+    from dlrmlab.bench.quantized import latest_run
+
+    rows = latest_run(pd.read_csv(_need(H100 / "quantized.csv")))
+    ours = rows[rows["variant"] == "fast_graph"].set_index("format")["speedup_vs_fp32"]
+    assert rows["run_id"].nunique() == 1 and rows["correct"].all()
+    assert ours.round(2).to_dict() == {"float32": 1.0, "float16": 1.99, "int8": 2.48, "int4": 2.8, "fp8": 2.31}

@@ -103,3 +103,13 @@ def test_accuracy_rows_join_speed_rows_by_format():
     assert list(got.columns).count("prob_max_abs_diff") == 1
     assert got.loc["float32", "prob_max_abs_diff"] == 0.0 and got.loc["int8", "click_flip_share"] == 0.5
     assert pd.isna(got.loc["int4", "pooled_max_abs_err"])  # no accuracy row for it: missing, not invented
+
+
+def test_a_figure_takes_the_newest_run_of_a_results_file():
+    """results/h100/quantized.csv keeps every run; the notebook's figure shows one, whose ratios share a run."""
+    rows = pd.DataFrame({"run_id": ["a", "a", "b", "b"], "format": ["float32", "int8"] * 2,
+                         "timestamp": ["2026-12-06T10:41:01+00:00", "2026-12-06T10:41:40+00:00",
+                                       "2026-12-06T15:06:52+00:00", "2026-12-06T15:07:32+00:00"],
+                         "speedup_vs_fp32": [1.0, 1.25, 1.0, 2.48]})  # fmt: skip
+    assert quantized.latest_run(rows)["speedup_vs_fp32"].tolist() == [1.0, 2.48]
+    assert quantized.latest_run(rows.iloc[:0]).empty
