@@ -112,8 +112,8 @@ def combiner(cfg):
     HALF_META, FP8, INT4, BIAS = fmt.meta_dtype == "float16", fmt.name == "fp8", fmt.bits == 4, fmt.has_bias
     ACC = N * BYTES * fmt.values_per_byte()
     FACTORS = cfg.combine.factors or cfg.checked
-    MID = float32((1 << fmt.bits) // 2 if BIAS else 0)
-    code = centred_code(int(MID))
+    mid = (1 << fmt.bits) // 2 if BIAS else 0
+    MID, code = float32(mid), centred_code(mid)
 
     @cuda.jit(device=True, inline=True)
     def add_row(acc, held, slot, f, present):
