@@ -306,9 +306,9 @@ class HbmCache:
         spare_row = self.host.total_rows
         self.slot_of.index_fill_(0, self.tags[slot].where(evict, spare_row), -1)
         self.slot_of.scatter_(0, row.where(ins, spare_row), slot.to(torch.int32))
-        self.slot_of[spare_row] = -1
+        self.slot_of[spare_row:].fill_(-1)  # fill_ of a view: `t[i] = -1` copies a CPU scalar (a sync)
         self.tags.scatter_(0, slot, row)
-        self.tags[g.slots] = -1
+        self.tags[g.slots:].fill_(-1)
         self.stamp.scatter_(0, slot, u["stamp"][mo])
         self.last.index_fill_(0, slot, self.tick)
         self.freq.scatter_(0, slot, u["count"][mo])
@@ -328,7 +328,7 @@ class HbmCache:
         src.copy_(m["row"].where(m["is_miss"], 0))
         dst.copy_(m["target"].where(m["is_miss"], -1))
         hit = u["hit"]
-        counters[0] = n
+        counters[:1].fill_(n)
         counters[1:] = torch.stack([u["valid"].sum(), hit.sum(), m["is_miss"].sum(), m["ins"].sum(),
                                     m["evict"].sum(), m["staged"].sum(), (u["count"] * hit).sum()])
 
