@@ -18,8 +18,8 @@ shape, the ids' hotness and the GPU's properties.
   (:func:`quantized_registers`), and their staged ids are sized so that shared memory does not cut the blocks
   per SM (:func:`chunk_for`): with the float rules an int8 stage ran at 44% occupancy, limited by shared
   memory, with DRAM at 61% of peak (``results/h100/profile_int8_random.csv``); with these rules, 126 registers
-  under the cap of 128 keep 25% of an SM's threads and DRAM reaches 73.5% (the same file's second row), and
-  int8 runs 2.48x faster than fp32 (``results/h100/quantized.csv``).
+  under the cap of 128 keep 25% of an SM's threads and DRAM reaches 72-74% (the same file's later rows), and
+  int8 runs 2.49x faster than fp32 (``results/h100/quantized.csv``); caps of 96 and 168 were slower.
 
 Both together, scored at the 31 sweep points whose hot share the grid run recorded (the layout from the
 share and the bags' bytes, then the knobs; ``dlrmlab.bench.shapes.served_regret``): 1.026x the best measured
