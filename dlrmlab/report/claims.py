@@ -28,6 +28,7 @@ from dlrmlab import device, l2model
 from dlrmlab import hotness as hot
 from dlrmlab import occupancy as occ
 from dlrmlab.bench import shapes
+from dlrmlab.bench.quantized import latest_run
 from dlrmlab.bench.results import load_results
 from dlrmlab.bench.schema import BASELINE, SKIPPED_PREFIX
 from dlrmlab.config import Combine
@@ -704,6 +705,43 @@ def shape_grid(ctx: Context) -> ClaimResult:
         "dim", "batch", "pooling", "dataset", "layout", "config_source", "fast_ms", "cuembed_ms", "vs_cuembed"])
 
 
+#: What a CPU shows for quantized tables: the newest committed H100 speed run, and the pooled error computed on a
+#: CPU (seeded tables: the same numbers on any machine).
+COMMITTED_QUANTIZED = COMMITTED_GRID.parent / "quantized.csv"
+COMMITTED_ACCURACY = COMMITTED_GRID.parents[1] / "cpu" / "quantized_accuracy.csv"
+QUANTIZED_FORMATS = ("int8", "int4", "fp8")
+
+
+def quantized(ctx: Context) -> ClaimResult:
+    """Beyond the paper: rows stored as int8, int4 and fp8, dequantized in the fused kernel: bytes per row against
+    error and against speed over fp32 ``fast_graph``. On a GPU the speed is measured here (random ids); elsewhere
+    the newest committed H100 run is shown, labelled as measured there."""
+    if not COMMITTED_ACCURACY.exists():
+        raise ClaimSkipped("no committed accuracy table (results/cpu/quantized_accuracy.csv) in this checkout")
+    acc = load_results(COMMITTED_ACCURACY)
+    if ctx.simulator:
+        if not COMMITTED_QUANTIZED.exists():
+            raise ClaimSkipped("no GPU here and no committed speed run (results/h100/quantized.csv) in this checkout")
+        speed = latest_run(load_results(COMMITTED_QUANTIZED))
+        where = "measured on an NVIDIA H100 (committed results, not this machine)"
+    else:
+        speed, where = ctx.quantized(), "measured here"
+    ok = speed[speed["variant"].isin(["fast_graph", "fast"]) & speed["correct"].astype(bool)]
+    ratio = ok.drop_duplicates("format").set_index("format")["speedup_vs_fp32"]
+    err = acc.groupby("format")["pooled_mean_abs_err"].mean()
+    shown = [f for f in QUANTIZED_FORMATS if f in ratio.index]
+    ours = ", ".join(f"{f} {ratio[f]:.2f}x" for f in shown) + f" faster than fp32 ({where})"
+    errors = ", ".join(f"{f} {err[f]:.1e}" for f in shown if f in err)
+    text = (f"Rows stored as int8 and int4 (FBGEMM's row-wise layouts, with a scale and bias per row) and as fp8 "
+            f"(e4m3, a scale per row) are unpacked and dequantized in the fused kernel's registers: {ours}. Their "
+            f"pooled embeddings' mean error against fp32 is {errors} (computed on a CPU); at most "
+            f"{acc['click_flip_share'].max():.2%} of DLRM's predicted clicks flip.")
+    fig = figures.quantized_tradeoff(acc, speed, title="Beyond the paper: fewer bytes per row, faster, at a small "
+                                     "error", stamp=ctx.stamp)  # fmt: skip
+    return ClaimResult(speed, fig, text, ours, BEYOND, tables={"accuracy": acc}, key_columns=[
+        "variant", "format", "median_ms", "row_bytes", "speedup_vs_fp32"])
+
+
 # --- the registry ----------------------------------------------------------------------------------------------
 
 CLAIMS: dict[str, Claim] = {c.name: c for c in (
@@ -723,4 +761,5 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
     Claim("end_to_end", "End-to-end DLRM inference", up_to("end_to_end"), end_to_end),
     Claim("beyond", "Beyond the paper: L2 window, fast path, cuEmbed", "not in the paper", beyond),
     Claim("shapes", "Beyond the paper: every shape, configured by itself", "not in the paper", shape_grid),
+    Claim("quantized", "Beyond the paper: quantized tables (int8, int4, fp8 rows)", "not in the paper", quantized),
 )}  # fmt: skip

@@ -28,6 +28,7 @@ from dlrmlab.bench import env as benv
 from dlrmlab.bench import ncu, shapes
 from dlrmlab.bench.case import BenchCase
 from dlrmlab.bench.comparison import compare
+from dlrmlab.bench.quantized import run_quantized
 from dlrmlab.datasets import PAPER_TRACES, canonical_name, trace_path
 from dlrmlab.device import family
 from dlrmlab.errors import DlrmlabError
@@ -208,6 +209,11 @@ class Context:
         cuEmbed's two layouts and ``fast_graph`` as a fresh install configures it."""
         return shapes.run_grid(datasets=datasets, stages=shapes.grid_stages(batches=((2048, 150),)),
                                repeats=self.n_repeats, progress=self.progress)
+
+    def quantized(self) -> pd.DataFrame:
+        """Each table format's ``fast_graph`` against fp32 on random ids at this run's stage, torch's and
+        cuEmbed's fp16 beside them, one run (:func:`dlrmlab.bench.quantized.run_quantized`)."""
+        return run_quantized(stage=self.stage, seed=self.seed, repeats=self.n_repeats)
 
     def hot_params(self, dataset: str) -> dict:
         """Pinning knobs of the artifact for ``dataset``: its own 60K hot-row list for the public traces

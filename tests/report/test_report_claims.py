@@ -65,6 +65,13 @@ class FakeGpu(Context):
                                  "median_ms": ms, "correct": True, "params": json.dumps(p), "effective_gbps": 1.0})
         return pd.DataFrame(rows)
 
+    def quantized(self):
+        return pd.DataFrame([{"variant": v, "format": f, "median_ms": ms, "row_bytes": b, "speedup_vs_fp32": 0.6 / ms,
+                              "correct": True, "timing_valid": True}
+                             for v, f, ms, b in (("fast_graph", "float32", 0.6, 512), ("torch", "float16", 1.0, 256),
+                                                 ("fast_graph", "float16", 0.3, 256), ("fast_graph", "int8", 0.24, 136),
+                                                 ("fast_graph", "int4", 0.21, 68), ("fast_graph", "fp8", 0.25, 132))])
+
     def ncu(self, variant):
         return pd.DataFrame([{"kernel": "k", "registers": 45, "theoretical_occupancy": 0.625,
                               "achieved_occupancy": 0.55, "occupancy_limiter": "registers",
@@ -186,3 +193,17 @@ def test_default_datasets_skip_missing_traces(tmp_path, monkeypatch):
     for label, why in skipped.items():
         assert "DLRMLAB_OFFLINE is set" in why and "dlrmlab data fetch" in why and "fitted to it instead" in why
         assert "\n" not in why, label
+
+
+def test_the_report_shows_the_committed_quantized_run_without_a_gpu():
+    """On a CPU the quantized claim shows the newest committed H100 run, labelled, beside the CPU error table."""
+    from dlrmlab import backend
+    from dlrmlab.explore import claim_context
+    from dlrmlab.reproduce import run_claim
+
+    if not backend.SIMULATOR or not claims.COMMITTED_QUANTIZED.exists():
+        pytest.skip("measures on a GPU; needs the committed H100 run otherwise")
+    res, _ = run_claim(claims.CLAIMS["quantized"], claim_context())
+    assert res.status == "ok" and "committed results, not this machine" in res.ours
+    assert res.data["run_id"].nunique() == 1 and {"int8", "int4", "fp8"} <= set(res.data["format"])
+    assert "int8 2.49x" in res.ours and res.figure is not None and "accuracy" in res.tables
