@@ -360,8 +360,8 @@ class HbmCache:
 
 def _run_starts(torch: Any, starts: Any, pos: Any) -> Any:
     """For each position, where its run (``starts`` marks each run's first position) began. Not
-    ``torch.cummax``: on CUDA its 1-D scan runs in one thread block (milliseconds for a batch of ids); a
-    cumulative sum (a device-wide scan) and a scatter do it in microseconds."""
+    ``torch.cummax``: on CUDA its 1-D scan runs in one thread block, for millions of ids; a cumulative sum
+    (a device-wide scan) and a scatter use the whole GPU (the same result; not yet timed on a GPU)."""
     run = torch.cumsum(starts, 0) - 1
     n = pos.shape[0]
     begin = torch.zeros(n + 1, dtype=pos.dtype, device=pos.device).scatter_(0, run.where(starts, n), pos)
