@@ -18,7 +18,6 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,7 +27,7 @@ from dlrmlab import device, l2model
 from dlrmlab import hotness as hot
 from dlrmlab import occupancy as occ
 from dlrmlab.bench import shapes
-from dlrmlab.bench.quantized import latest_run
+from dlrmlab.bench.quantized import REFERENCE, latest_run
 from dlrmlab.bench.results import load_results
 from dlrmlab.bench.schema import BASELINE, SKIPPED_PREFIX
 from dlrmlab.config import Combine
@@ -37,6 +36,7 @@ from dlrmlab.kernels.paper import PaperConfig, build
 from dlrmlab.published import PUBLISHED, PUBLISHED_COVERAGE, up_to
 from dlrmlab.report import figures, style
 from dlrmlab.report.context import ClaimSkipped, Context
+from dlrmlab.report.reference import RESULTS_ROOT
 from dlrmlab.tune import tune_register_cap
 from dlrmlab.variants import VARIANTS, knobs_for, prepare
 from dlrmlab.workload import Workload
@@ -676,7 +676,7 @@ def beyond(ctx: Context) -> ClaimResult:
 
 
 #: The committed H100 grid a CPU (or a GPU without the time for the whole grid) shows, labelled as such.
-COMMITTED_GRID = Path(__file__).resolve().parents[2] / "results" / "h100" / "shapes_grid.csv"
+COMMITTED_GRID = RESULTS_ROOT / "h100" / "shapes_grid.csv"
 
 
 def shape_grid(ctx: Context) -> ClaimResult:
@@ -707,8 +707,8 @@ def shape_grid(ctx: Context) -> ClaimResult:
 
 #: What a CPU shows for quantized tables: the newest committed H100 speed run, and the pooled error computed on a
 #: CPU (seeded tables: the same numbers on any machine).
-COMMITTED_QUANTIZED = COMMITTED_GRID.parent / "quantized.csv"
-COMMITTED_ACCURACY = COMMITTED_GRID.parents[1] / "cpu" / "quantized_accuracy.csv"
+COMMITTED_QUANTIZED = RESULTS_ROOT / "h100" / "quantized.csv"
+COMMITTED_ACCURACY = RESULTS_ROOT / "cpu" / "quantized_accuracy.csv"
 QUANTIZED_FORMATS = ("int8", "int4", "fp8")
 
 
@@ -726,7 +726,7 @@ def quantized(ctx: Context) -> ClaimResult:
         where = "measured on an NVIDIA H100 (committed results, not this machine)"
     else:
         speed, where = ctx.quantized(), "measured here"
-    ok = speed[speed["variant"].isin(["fast_graph", "fast"]) & speed["correct"].astype(bool)]
+    ok = speed[speed["variant"].isin([REFERENCE, "fast"]) & speed["correct"].astype(bool)]  # "fast": simulator
     ratio = ok.drop_duplicates("format").set_index("format")["speedup_vs_fp32"]
     err = acc.groupby("format")["pooled_mean_abs_err"].mean()
     shown = [f for f in QUANTIZED_FORMATS if f in ratio.index]
