@@ -292,7 +292,7 @@ class HbmCache:
         ms = u["set"][mo].where(is_m, 0)
         new_set = torch.ones(n, dtype=torch.bool, device=self.device)
         new_set[1:] = ms[1:] != ms[:-1]
-        rank = pos - _run_starts(torch, new_set, pos)  # place among its set's misses
+        rank = pos - torch.cummax(pos.where(new_set, 0), 0).values  # place among its set's misses
         filled = self.filled[ms]
         free = g.ways - filled
         take_free = is_m & (rank < free)
@@ -356,16 +356,6 @@ class HbmCache:
         plan = self.plan(torch.as_tensor(np.ascontiguousarray(ids, np.int64), device=self.device),
                          torch.as_tensor(np.asarray(seg, np.int64) - int(seg[0]), device=self.device), lock_previous)
         return plan, plan.stats()
-
-
-def _run_starts(torch: Any, starts: Any, pos: Any) -> Any:
-    """For each position, where its run (``starts`` marks each run's first position) began. Not
-    ``torch.cummax``: on CUDA its 1-D scan runs in one thread block, for millions of ids; a cumulative sum
-    (a device-wide scan) and a scatter use the whole GPU (the same result; not yet timed on a GPU)."""
-    run = torch.cumsum(starts, 0) - 1
-    n = pos.shape[0]
-    begin = torch.zeros(n + 1, dtype=pos.dtype, device=pos.device).scatter_(0, run.where(starts, n), pos)
-    return begin[run]
 
 
 @contextlib.contextmanager

@@ -377,15 +377,3 @@ def test_gather_copies_rows_and_skips_negative_targets(dtype, width):
     want[[3, 0, 4]] = src.reshape(10, width)[[7, 9, 0]]
     np.testing.assert_array_equal(d.copy_to_host().reshape(5, width), want)
 
-
-@settings(max_examples=30, deadline=None)
-@given(st.lists(st.booleans(), min_size=1, max_size=40))
-def test_run_starts_is_the_running_maximum_of_run_starts(flags):
-    """The plan's replacement for ``torch.cummax``: each position's run start, runs marked by their first
-    position."""
-    import torch
-
-    starts = torch.tensor([True, *flags[1:]])
-    pos = torch.arange(len(flags))
-    expected = torch.cummax(pos.where(starts, 0), 0).values
-    assert torch.equal(hbmcache._run_starts(torch, starts, pos), expected)
