@@ -127,7 +127,7 @@ def test_cache_decisions_match_the_python_model(spec):
             want = model.batch([b.table(t).indices for t in range(2)], cache.tick,
                                cache.tick - 1 if p.pipelined else cache.tick)
             assert stats.as_dict() | want == stats.as_dict()  # every counter equal
-            assert cache.tags[:-1].tolist() == model.tags()  # the same victims, way for way
+            assert cache.tags[: cache.geometry.slots].tolist() == model.tags()  # the same victims, way for way
             assert sorted(model.where) == list(cache.resident())
             assert _check_plan(cache, plan, b, 2) == stats.misses
             evicted += stats.evictions
@@ -150,7 +150,7 @@ def test_cache_matches_the_model_on_generated_id_streams(data, spec):
             plan, stats = cache.plan_arrays(b.indices, hbmcache.segments(b.offsets, b.table_offsets), p.pipelined)
             want = model.batch(tables, cache.tick, cache.tick - 1 if p.pipelined else cache.tick)
             assert stats.as_dict() | want == stats.as_dict()
-            assert cache.tags[:-1].tolist() == model.tags()
+            assert cache.tags[: cache.geometry.slots].tolist() == model.tags()
             assert _check_plan(cache, plan, b, 2) == stats.misses
 
 
@@ -377,3 +377,15 @@ def test_gather_copies_rows_and_skips_negative_targets(dtype, width):
     want[[3, 0, 4]] = src.reshape(10, width)[[7, 9, 0]]
     np.testing.assert_array_equal(d.copy_to_host().reshape(5, width), want)
 
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=40))
+def test_run_starts_is_the_running_maximum_of_run_starts(flags):
+    """The plan's replacement for ``torch.cummax``: each position's run start, runs marked by their first
+    position."""
+    import torch
+
+    starts = torch.tensor([True, *flags[1:]])
+    pos = torch.arange(len(flags))
+    expected = torch.cummax(pos.where(starts, 0), 0).values
+    assert torch.equal(hbmcache._run_starts(torch, starts, pos), expected)
