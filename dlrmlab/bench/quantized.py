@@ -28,6 +28,8 @@ DEFAULT_FORMATS = ("int8", "int4", "fp8")
 RESULTS_NAME = "quantized"
 #: The fp32 variant every ratio is taken against, and the fp16 peers.
 REFERENCE = "fast_graph"
+#: dlrmlab's own rows: ``fast_graph``, or its plain twin ``fast`` where the simulator runs it.
+OURS = (REFERENCE, "fast")
 FP16_PEERS = ("torch", "cuembed_graph")
 ACCURACY_COLUMNS = ("pooled_max_abs_err", "pooled_mean_abs_err", "prob_max_abs_diff", "click_flip_share")
 
@@ -52,7 +54,7 @@ def stored_case(case: BenchCase, dtype: str) -> BenchCase:
 def plan(formats: Sequence[str], simulator: bool) -> list[tuple[str, list[str]]]:
     """(table dtype, variants) in the order they run: fp32 fast_graph, the fp16 peers (and dlrmlab's fp16),
     each quantized format. In the simulator the graph variant's plain twin and no cuEmbed."""
-    fast = "fast" if simulator else REFERENCE
+    fast = OURS[1] if simulator else REFERENCE
     peers = [p for p in FP16_PEERS if not (simulator and p.startswith("cuembed"))]
     return [("float32", [fast]), ("float16", [*peers, fast]), *[(f, [fast]) for f in formats]]
 
@@ -102,7 +104,7 @@ def with_rates(df: pd.DataFrame, stage: Any) -> pd.DataFrame:
     df["row_stride"] = [i["row_stride"] for i in info]
     df["rows_per_s"] = lookups / (ms / 1e3)
     df["row_bytes_per_s"] = df["rows_per_s"] * df["row_bytes"]
-    ref = df[(df["format"] == "float32") & df["variant"].isin([REFERENCE, "fast"])]["median_ms"]
+    ref = df[(df["format"] == "float32") & df["variant"].isin(OURS)]["median_ms"]
     df["speedup_vs_fp32"] = float(ref.iloc[0]) / ms if len(ref) else np.nan
     return df
 

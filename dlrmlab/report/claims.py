@@ -27,7 +27,7 @@ from dlrmlab import device, l2model
 from dlrmlab import hotness as hot
 from dlrmlab import occupancy as occ
 from dlrmlab.bench import shapes
-from dlrmlab.bench.quantized import REFERENCE, latest_run
+from dlrmlab.bench.quantized import OURS, latest_run
 from dlrmlab.bench.results import load_results
 from dlrmlab.bench.schema import BASELINE, SKIPPED_PREFIX
 from dlrmlab.config import Combine
@@ -726,7 +726,7 @@ def quantized(ctx: Context) -> ClaimResult:
         where = "measured on an NVIDIA H100 (committed results, not this machine)"
     else:
         speed, where = ctx.quantized(), "measured here"
-    ok = speed[speed["variant"].isin([REFERENCE, "fast"]) & speed["correct"].astype(bool)]  # "fast": simulator
+    ok = speed[speed["variant"].isin(OURS) & speed["correct"].astype(bool)]
     ratio = ok.drop_duplicates("format").set_index("format")["speedup_vs_fp32"]
     err = acc.groupby("format")["pooled_mean_abs_err"].mean()
     shown = [f for f in QUANTIZED_FORMATS if f in ratio.index]
