@@ -5,13 +5,17 @@ one test process saved about 5 s of start-up each, but once left the test waitin
 the gloo notebook) until killed, and a hang costs more than the start-ups.
 
 ``DLRMLAB_NOTEBOOK_PRESET=paper`` (on a GPU) runs them with that preset: the value is appended to each
-notebook's ``parameters`` cell, as papermill would inject it. ``DLRMLAB_NOTEBOOK_TIMEOUT`` sets the
-per-cell timeout in seconds (default 300).
+notebook's ``parameters`` cell, as papermill would inject it. The claim notebooks (those with a ``DATASETS``
+parameter) run on one skewed dataset, ``DLRMLAB_NOTEBOOK_DATASETS`` (comma-separated; default
+``synthetic-high``; ``suite`` keeps the notebook's own default): every claim already runs on the suite's
+datasets in the tiny ``reproduce`` test, and one dataset halves these notebooks' time in the simulator.
+``DLRMLAB_NOTEBOOK_TIMEOUT`` sets the per-cell timeout in seconds (default 300).
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from helpers import ROOT, subprocess_env
@@ -36,14 +40,14 @@ def test_every_notebook_has_its_jupytext_pair_a_preset_parameter_and_no_outputs(
         assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name} has outputs"
 
 
-def _inject_preset(nb) -> None:
+def _inject_parameters(nb) -> None:
     preset = os.environ.get("DLRMLAB_NOTEBOOK_PRESET")
-    if not preset:
-        return
-    for cell in nb.cells:
-        if "parameters" in cell.metadata.get("tags", []):
-            cell.source += f"\nPRESET = {preset!r}  # injected by tests/notebooks/test_notebooks.py"
-            return
+    datasets = os.environ.get("DLRMLAB_NOTEBOOK_DATASETS", "synthetic-high")
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    if preset:
+        cell.source += f"\nPRESET = {preset!r}  # injected by tests/notebooks/test_notebooks.py"
+    if datasets != "suite" and re.search(r"^DATASETS = ", cell.source, re.M):
+        cell.source += f"\nDATASETS = {datasets.split(',')!r}  # injected by tests/notebooks/test_notebooks.py"
 
 
 @pytest.mark.slow
@@ -54,7 +58,7 @@ def test_notebook_runs(path, monkeypatch):
     # The kernel imports this checkout's dlrmlab, whichever copy the environment has installed.
     monkeypatch.setenv("PYTHONPATH", subprocess_env()["PYTHONPATH"])
     nb = nbformat.read(path, as_version=4)
-    _inject_preset(nb)
+    _inject_parameters(nb)
     client = nbclient.NotebookClient(
         nb, timeout=int(os.environ.get("DLRMLAB_NOTEBOOK_TIMEOUT", "300")), kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
