@@ -75,12 +75,19 @@ SETTINGS: dict[str, Setting] = {
 SLOW = ("max-autotune+static",)
 
 
+#: The peer's setting on a GPU with no measured one: the fastest compiled setting measured on the H100
+#: (``results/h100/compile_peer.csv``), and one without cudagraph trees. ``reduce-overhead`` was the slowest
+#: compiled setting there, and on an H200 (2026-12-06), the DLRM measurement with it as the peer once hit an
+#: illegal memory access that did not recur in a second run; cudagraph trees have open reports of the same
+#: (pytorch/pytorch#169849, #170617).
+DEFAULT_SETTING = "default+static"
+
+
 def peer_setting(gpu_family: str | None = None) -> str:
     """The setting the ``torch_compile`` peer uses on ``gpu_family``: the fastest compiled setting this module's
-    command measured here (the user's tuning cache), else the shipped one; ``reduce-overhead`` where none was
-    measured."""
+    command measured here (the user's tuning cache), else the shipped one, else :data:`DEFAULT_SETTING`."""
     entry = tuned.compile_peer_entry(gpu_family or family())
-    name = entry.params.get("setting", "reduce-overhead") if entry else "reduce-overhead"
+    name = entry.params.get("setting", DEFAULT_SETTING) if entry else DEFAULT_SETTING
     if name not in SETTINGS or SETTINGS[name].compile is None:
         where = tuned.cache_path() if entry and entry.source == "user-cache" else tuned.SHIPPED.name
         raise DlrmlabError(f"compile_peer setting {name!r} in {where} is not a compiled setting; valid: "

@@ -23,9 +23,9 @@ def test_settings_cover_what_users_reach_for():
 
 
 def test_peer_setting_is_data_with_a_default():
-    from dlrmlab.dlrm.compile_peer import SETTINGS, peer_setting
+    from dlrmlab.dlrm.compile_peer import DEFAULT_SETTING, SETTINGS, peer_setting
 
-    assert peer_setting("no-such-family") == "reduce-overhead"
+    assert peer_setting("no-such-family") == DEFAULT_SETTING == "default+static"
     assert peer_setting() in SETTINGS
 
 
