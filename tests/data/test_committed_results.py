@@ -1,4 +1,4 @@
-"""Data checks: the results committed under results/ (H100 measurements) still read as the code expects.
+"""Data checks: the results committed under results/ (H100 and H200 measurements) still read as the code expects.
 
 These check files, not code: a new measurement may change a number here without any code being wrong.
 They carry the ``data`` marker and run by default; ``-m "not data"`` leaves them out."""
@@ -88,3 +88,25 @@ def test_quantized_newest_run_matches_the_readme_table():
     ours = rows[rows["variant"] == "fast_graph"].set_index("format")["speedup_vs_fp32"]
     assert rows["run_id"].nunique() == 1 and rows["correct"].all()
     assert ours.round(2).to_dict() == {"float32": 1.0, "float16": 1.99, "int8": 2.49, "int4": 2.82, "fp8": 2.31}
+
+
+def test_shipped_h200_entries_are_the_fastest_of_their_committed_sweep():
+    """Each shipped H200 entry (plain rows, split-hot rows) is the candidate with the lowest geometric mean
+    over the datasets of ``results/h200/tune_fast.csv``."""
+    import json
+
+    import numpy as np
+
+    from dlrmlab import tuned
+
+    sweep = pd.read_csv(_need(RESULTS / "h200" / "tune_fast.csv"))
+    knobs = ["unroll", "bags_per_block", "split", "chunk", "max_registers"]
+    params = sweep["params"].map(json.loads)
+    for k in knobs:
+        sweep[k] = params.map(lambda p, k=k: p[k])
+    for variant, split_hot in (("fast_graph", False), ("fast_graph+window", True)):
+        runs = sweep[sweep["variant"] == variant]
+        geo = runs.groupby(knobs)["median_ms"].apply(lambda ms: float(np.exp(np.log(ms).mean())))
+        best = dict(zip(knobs, geo.idxmin(), strict=True))
+        entry = tuned.fast_entry("h200", 128, "float32", 150, user_cache={}, split_hot=split_hot)
+        assert entry.source == "shipped" and {k: entry.params[k] for k in knobs} == best, variant
