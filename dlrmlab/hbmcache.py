@@ -175,12 +175,11 @@ class HbmCache:
             raise DlrmlabError(f"an HBM cache needs a 'cached' placement, got {self.placement.kind!r}")
         self.host = host
         self.geometry = g = geometry(host.rows, host.row_bytes, self.placement)
-        self.stage_rows = int(max_ids)
+        self.stage_rows = spare = int(max_ids)  # a spare state entry per lane of a batch (below)
         if host.total_rows >= 2**32 or self.buffer_rows >= 2**31:
             raise DlrmlabError(f"an HBM cache serves fewer than 2**32 rows and 2**31 buffer rows; got "
                                f"{host.total_rows:,} rows and {self.buffer_rows:,} buffer rows")
         if on_device:
-            spare = self.stage_rows
             state = (32 * (g.slots + spare) + PLAN_BYTES_PER_SLOT * g.slots + 8 * (g.sets + spare)
                      + 4 * (host.total_rows + spare))
             check_device_fits(self.buffer_rows * host.row_bytes + state + PLAN_BYTES_PER_ID * self.stage_rows,
@@ -189,7 +188,6 @@ class HbmCache:
         self.device = ("cuda" if not backend.SIMULATOR else "cpu") if on_device else model_device
         dev, i64 = self.device, torch.int64
         # a spare entry per lane of a batch at the end of each: masked lanes write there (never read)
-        spare = self.stage_rows
         self.tags = torch.full((g.slots + spare,), -1, dtype=i64, device=dev)  # the global row a slot holds
         self.stamp = torch.zeros(g.slots + spare, dtype=i64, device=dev)  # its last lookup's sequence number
         self.last = torch.full((g.slots + spare,), _NEVER, dtype=i64, device=dev)  # the last batch that used it

@@ -5,11 +5,14 @@ They carry the ``data`` marker and run by default; ``-m "not data"`` leaves them
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pandas as pd
 import pytest
 from helpers import ROOT
 
-from dlrmlab import l2model
+from dlrmlab import l2model, tuned
 from dlrmlab.bench import comparison, report, results, schema
 
 pytestmark = pytest.mark.data
@@ -93,12 +96,6 @@ def test_quantized_newest_run_matches_the_readme_table():
 def test_shipped_h200_entries_are_the_fastest_of_their_committed_sweep():
     """Each shipped H200 entry (plain rows, split-hot rows) is the candidate with the lowest geometric mean
     over the datasets of ``results/h200/tune_fast.csv``."""
-    import json
-
-    import numpy as np
-
-    from dlrmlab import tuned
-
     sweep = pd.read_csv(_need(RESULTS / "h200" / "tune_fast.csv"))
     knobs = ["unroll", "bags_per_block", "split", "chunk", "max_registers"]
     params = sweep["params"].map(json.loads)
